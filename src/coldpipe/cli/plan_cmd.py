@@ -1,0 +1,118 @@
+"""``coldpipe plan SCENARIO``: the optimal plan and its predicted timeline."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from coldpipe.cli._common import console, overlap_arg, print_json, scenario_arg
+from coldpipe.core.planner import SOLVERS, PlanResult, plan
+from coldpipe.core.simulator import Timeline
+from coldpipe.core.types import Scenario
+from coldpipe.errors import InputError
+from coldpipe.units import format_bytes, format_seconds
+
+
+def timeline_summary(timeline: Timeline, scenario: Scenario) -> dict[str, Any]:
+    """Per-stage figures of a timeline, for ``--json`` outputs."""
+    return {
+        "ttft": timeline.ttft_s,
+        "warm_ttft": timeline.warm_ttft_s,
+        "cold_penalty": timeline.cold_penalty_s,
+        "hidden_load_share": timeline.hidden_load_share,
+        "stages": [
+            {
+                "device": st.device,
+                "first": st.first,
+                "last": st.last,
+                "blocks": st.last - st.first + 1,
+                "weight_bytes": st.weight_bytes,
+                "memory_bytes": st.memory_bytes,
+                "memory_capacity_bytes": scenario.device(st.device).memory,
+                "load_end": st.load_end_s,
+                "load": st.load_s,
+                "compute": st.compute_s,
+                "arrival": st.arrival_s,
+                "compute_start": st.compute_start_s,
+                "compute_end": st.compute_end_s,
+                "wait_weights": st.wait_weights_s,
+                "wait_input": st.wait_input_s,
+            }
+            for st in timeline.stages
+        ],
+    }
+
+
+def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in (
+        "#",
+        "device",
+        "blocks",
+        "weights",
+        "memory used",
+        "loaded at",
+        "compute",
+        "input at",
+        "idle: weights",
+        "idle: input",
+        "done at",
+    ):
+        table.add_column(col, justify="left" if col in ("device", "blocks") else "right")
+    for j, st in enumerate(timeline.stages):
+        cap = scenario.device(st.device).memory
+        names = f"{st.first}-{st.last} ({scenario.blocks[st.first].name}..{scenario.blocks[st.last].name})"
+        table.add_row(
+            str(j + 1),
+            st.device,
+            names,
+            format_bytes(st.weight_bytes),
+            f"{format_bytes(st.memory_bytes)} / {format_bytes(cap)}",
+            format_seconds(st.load_end_s),
+            format_seconds(st.compute_s),
+            format_seconds(st.arrival_s),
+            format_seconds(st.wait_weights_s),
+            format_seconds(st.wait_input_s),
+            format_seconds(st.compute_end_s),
+        )
+    return table
+
+
+def print_plan(result: PlanResult, scenario: Scenario) -> None:
+    tl = result.timeline
+    exact = "exact" if result.exact else "heuristic"
+    console.print(plan_table(tl, scenario, f"Plan ({result.solver}, {exact}; overlap={tl.overlap}): {result.plan}"))
+    unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
+    if unused:
+        console.print(f"unused devices: {', '.join(unused)}")
+    console.print(
+        f"[bold]TTFT {format_seconds(tl.ttft_s)}[/bold]  (warm {format_seconds(tl.warm_ttft_s)}, cold-start penalty "
+        f"{format_seconds(tl.cold_penalty_s)}, {100 * tl.hidden_load_share:.0f}% of the loading critical path hidden)"
+    )
+
+
+def plan_command(
+    scenario: Annotated[str, typer.Argument(help="Scenario file (YAML/JSON), or 'demo' for the bundled one.")],
+    overlap: Annotated[str, typer.Option(help="Overlap of loading and compute: layer | stage | none.")] = "layer",
+    solver: Annotated[str, typer.Option(help="auto | dp | brute | minlp | heuristic.")] = "auto",
+    time_limit: Annotated[float | None, typer.Option(help="Seconds for the MINLP solver.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Plan SCENARIO: which devices, in which order, with which blocks, and the predicted TTFT."""
+    sc = scenario_arg(scenario)
+    ov = overlap_arg(overlap)
+    if solver not in SOLVERS:
+        raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
+    if time_limit is not None and not time_limit > 0:
+        raise InputError("--time-limit", f"must be > 0, got {time_limit}")
+    result = plan(sc, ov, solver, time_limit_s=time_limit)  # type: ignore[arg-type]
+    if json_out:
+        print_json({**result.to_dict(), "model": sc.model_name, "timeline": timeline_summary(result.timeline, sc)})
+        return
+    print_plan(result, sc)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)

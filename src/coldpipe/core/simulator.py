@@ -1,0 +1,267 @@
+"""The cold-start timeline of a plan: SPEC.md's semantics, owned here and only here.
+
+Every predicted time in coldpipe (planner objectives, baselines, charts, runtime comparisons)
+comes from :func:`simulate`. The planner's closed forms are tested against it.
+
+>>> from coldpipe.core.types import Block, Device, Scenario, Workload, Plan
+>>> blocks = [Block(f"b{i}", weight_bytes=1e9, flops=1e12, out_bytes=1e6) for i in range(4)]
+>>> dev = lambda n: Device(n, flops=1e12, load_bandwidth=1e9, startup=0.0, memory=1e12,
+...                        uplink=8e9, downlink=8e9)
+>>> sc = Scenario(blocks, (dev("a"), dev("b")), Workload(prompt_tokens=1, prompt_bytes=0, token_bytes=0))
+>>> plan = Plan.parse("a[0-1] > b[2-3]")
+>>> simulate(sc, plan, "layer").ttft_s   # a computes block 0 at 1-2 s, block 1 at 2-3 s; 2 ms to b
+5.002
+>>> simulate(sc, plan, "none").ttft_s    # everything loaded at 2 s, then 4 s of compute + 2 ms
+6.002
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.errors import InputError
+
+__all__ = ["BlockSpan", "StageTimeline", "Timeline", "Transfer", "simulate", "transfer_s"]
+
+
+def transfer_s(scenario: Scenario, src: str, dst: str, n_bytes: float) -> float:
+    """SPEC.md's star-topology transfer time from ``src`` to ``dst`` (``"ap"`` or a device name)."""
+    if src == dst:
+        return 0.0
+    hop = scenario.network.hop_latency
+    t = 0.0
+    if src != AP:
+        t += 8.0 * n_bytes / scenario.device(src).uplink + hop
+    if dst != AP:
+        t += 8.0 * n_bytes / scenario.device(dst).downlink + hop
+    return t
+
+
+@dataclass(frozen=True)
+class BlockSpan:
+    """Block ``block`` was loaded during [load_start_s, load_end_s] and computed in [compute_start_s, compute_end_s]."""
+
+    block: int
+    load_start_s: float
+    load_end_s: float
+    compute_start_s: float
+    compute_end_s: float
+
+
+@dataclass(frozen=True)
+class StageTimeline:
+    """What one stage's device did, from the request (t = 0) to the end of its compute."""
+
+    device: str
+    first: int
+    last: int
+    weight_bytes: float  # loaded by this device
+    memory_bytes: float  # weights + KV
+    startup_s: float
+    load_s: float  # time spent loading (excludes start-up)
+    compute_s: float  # time spent computing
+    arrival_s: float  # its input arrived
+    compute_start_s: float  # first block starts
+    compute_end_s: float  # last block ends
+    wait_weights_s: (
+        float  # idle with input present, waiting for its weights (in "none": the global barrier, on stage 1)
+    )
+    wait_input_s: float  # idle with its first weights resident, waiting for input
+    blocks: tuple[BlockSpan, ...]
+
+    @property
+    def load_end_s(self) -> float:
+        return self.startup_s + self.load_s
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Bytes moving ``src`` -> AP -> ``dst``; ``at_ap_s`` is when they reached the AP."""
+
+    what: str  # "prompt" | "activation" | "token"
+    src: str
+    dst: str
+    n_bytes: float
+    start_s: float
+    at_ap_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The predicted timeline of one plan under one overlap mode."""
+
+    plan: Plan
+    overlap: Overlap
+    ttft_s: float
+    stages: tuple[StageTimeline, ...]
+    transfers: tuple[Transfer, ...]
+    warm_ttft_s: float  # TTFT of the same plan with every weight already resident
+
+    @property
+    def cold_penalty_s(self) -> float:
+        """What the cold start costs this plan: TTFT minus its warm TTFT."""
+        return self.ttft_s - self.warm_ttft_s
+
+    @property
+    def max_load_end_s(self) -> float:
+        return max(st.load_end_s for st in self.stages)
+
+    @property
+    def hidden_load_share(self) -> float:
+        """Share of the loading critical path hidden behind compute and communication.
+
+        Load-then-compute exposes all of it (``none`` gives exactly 0: its TTFT is the last load end
+        plus the warm TTFT); a plan whose TTFT equals its warm TTFT hides all of it (1).
+        """
+        horizon = self.max_load_end_s
+        if horizon <= 0:
+            return 1.0
+        return min(1.0, max(0.0, 1.0 - self.cold_penalty_s / horizon))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ttft": self.ttft_s,
+            "overlap": self.overlap,
+            "warm_ttft": self.warm_ttft_s,
+            "cold_penalty": self.cold_penalty_s,
+            "hidden_load_share": self.hidden_load_share,
+            "stages": [
+                {
+                    "device": st.device,
+                    "first": st.first,
+                    "last": st.last,
+                    "weight_bytes": st.weight_bytes,
+                    "memory_bytes": st.memory_bytes,
+                    "startup": st.startup_s,
+                    "load": st.load_s,
+                    "load_end": st.load_end_s,
+                    "compute": st.compute_s,
+                    "arrival": st.arrival_s,
+                    "compute_start": st.compute_start_s,
+                    "compute_end": st.compute_end_s,
+                    "wait_weights": st.wait_weights_s,
+                    "wait_input": st.wait_input_s,
+                    "blocks": [
+                        {
+                            "block": b.block,
+                            "load_start": b.load_start_s,
+                            "load_end": b.load_end_s,
+                            "compute_start": b.compute_start_s,
+                            "compute_end": b.compute_end_s,
+                        }
+                        for b in st.blocks
+                    ],
+                }
+                for st in self.stages
+            ],
+            "transfers": [
+                {
+                    "what": tr.what,
+                    "src": tr.src,
+                    "dst": tr.dst,
+                    "bytes": tr.n_bytes,
+                    "start": tr.start_s,
+                    "at_ap": tr.at_ap_s,
+                    "end": tr.end_s,
+                }
+                for tr in self.transfers
+            ],
+        }
+
+
+def _transfer(scenario: Scenario, what: str, src: str, dst: str, n_bytes: float, start_s: float) -> Transfer:
+    hop = scenario.network.hop_latency
+    at_ap = start_s
+    if src != dst and src != AP:
+        at_ap += 8.0 * n_bytes / scenario.device(src).uplink + hop
+    end = start_s + transfer_s(scenario, src, dst, n_bytes)
+    return Transfer(what, src, dst, float(n_bytes), start_s, at_ap, end)
+
+
+def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, validate: bool = True) -> Timeline:
+    """Replay ``plan`` on ``scenario`` under SPEC.md's cold-start timeline.
+
+    Raises :class:`~coldpipe.errors.InvalidPlan` if the plan breaks SPEC.md's rules
+    (pass ``validate=False`` to time a plan that ignores memory, e.g. to show why it fails).
+    """
+    if overlap not in OVERLAPS:
+        raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
+    if validate:
+        plan.validate(scenario)
+    blocks = scenario.blocks
+    wl = scenario.workload
+
+    # 1. Loading: independent of everything else. load_done[l] for every planned block.
+    load_done: dict[int, float] = {}
+    load_start: dict[int, float] = {}
+    for st in plan.stages:
+        dev = scenario.device(st.device)
+        loaded_bytes = 0.0
+        for l in range(st.first, st.last + 1):
+            load_start[l] = dev.startup + loaded_bytes / dev.load_bandwidth
+            loaded_bytes += blocks[l].weight_bytes
+            load_done[l] = dev.startup + loaded_bytes / dev.load_bandwidth
+
+    # "none": inference starts once every stage holds all its blocks.
+    t0 = max(load_done[st.last] for st in plan.stages) if overlap == "none" else 0.0
+
+    # 2. The prompt travels from the source to the first stage.
+    transfers = [_transfer(scenario, "prompt", scenario.source, plan.stages[0].device, wl.prompt_bytes_value, t0)]
+    t = transfers[0].end_s
+    warm = transfers[0].end_s - t0
+
+    # 3. Stage by stage.
+    stage_timelines = []
+    for j, st in enumerate(plan.stages):
+        dev = scenario.device(st.device)
+        if j > 0:
+            prev = plan.stages[j - 1]
+            tr = _transfer(scenario, "activation", prev.device, st.device, blocks[prev.last].out_bytes, t)
+            transfers.append(tr)
+            warm += tr.end_s - tr.start_s
+            t = tr.end_s
+        arrival = t
+        if overlap == "stage":
+            t = max(t, load_done[st.last])
+        wait_weights = (t - arrival) if overlap == "stage" else (t0 if (overlap == "none" and j == 0) else 0.0)
+        spans = []
+        compute_s = 0.0
+        for l in range(st.first, st.last + 1):
+            if overlap == "layer":
+                start = max(t, load_done[l])
+                wait_weights += start - t
+            else:
+                start = t
+            dt = blocks[l].flops / dev.flops
+            t = start + dt
+            compute_s += dt
+            spans.append(BlockSpan(l, load_start[l], load_done[l], start, t))
+        warm += compute_s
+        ready = load_done[st.last] if overlap in ("stage", "none") else load_done[st.first]
+        stage_timelines.append(
+            StageTimeline(
+                device=st.device,
+                first=st.first,
+                last=st.last,
+                weight_bytes=sum(b.weight_bytes for b in blocks[st.first : st.last + 1]),
+                memory_bytes=sum(b.memory_bytes for b in blocks[st.first : st.last + 1]),
+                startup_s=dev.startup,
+                load_s=load_done[st.last] - dev.startup,
+                compute_s=compute_s,
+                arrival_s=arrival,
+                compute_start_s=spans[0].compute_start_s,
+                compute_end_s=t,
+                wait_weights_s=wait_weights,
+                wait_input_s=max(0.0, arrival - ready),
+                blocks=tuple(spans),
+            )
+        )
+
+    # 4. The first token returns to the source.
+    tr = _transfer(scenario, "token", plan.stages[-1].device, scenario.source, wl.token_bytes, t)
+    transfers.append(tr)
+    warm += tr.end_s - tr.start_s
+    return Timeline(plan, overlap, tr.end_s, tuple(stage_timelines), tuple(transfers), warm)

@@ -1,0 +1,313 @@
+"""The data of the problem (SPEC.md, "The world") and of a solution ("A plan").
+
+Everything here is a frozen dataclass: values in, values out, with a JSON round-trip
+(``to_dict`` / ``from_dict``) and a readable ``__str__``. Units are SI base units and are
+written in the field names: ``_bytes``, ``_s`` (seconds), ``_bps`` (bit/s), ``_Bps`` (byte/s),
+``flops`` (FLOP for work, FLOP/s for a device's rate).
+
+Block ranges are **inclusive** everywhere in coldpipe, as in SPEC.md: a stage ``(d, first, last)``
+holds blocks ``first..last``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from coldpipe.errors import InputError, InvalidPlan
+
+__all__ = [
+    "AP",
+    "OVERLAPS",
+    "Block",
+    "Device",
+    "Network",
+    "Overlap",
+    "Plan",
+    "Scenario",
+    "Stage",
+    "Workload",
+]
+
+AP = "ap"
+"""Name of the access point as a ``source``: the hub every transfer goes through."""
+
+Overlap = Literal["layer", "stage", "none"]
+OVERLAPS: tuple[Overlap, ...] = ("layer", "stage", "none")
+
+
+def _check_number(owner: str, name: str, value: float, *, positive: bool, allow_inf: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{owner}.{name}", f"must be a number, got {value!r}")
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise InputError(f"{owner}.{name}", f"must be finite, got {value!r}")
+    if positive and not value > 0:
+        raise InputError(f"{owner}.{name}", f"must be > 0, got {value!r}")
+    if not positive and value < 0:
+        raise InputError(f"{owner}.{name}", f"must be >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of the model, for one workload (SPEC.md "The world").
+
+    ``flops`` is the prefill work of the whole prompt; ``out_bytes`` the activation sent when a
+    stage boundary follows this block; ``kv_bytes`` the KV cache reserved for the whole context.
+    """
+
+    name: str
+    weight_bytes: float
+    flops: float
+    out_bytes: float
+    kv_bytes: float = 0.0
+    decode_flops: float | None = None  # work of one decode step (one token); issue "objectives"
+    decode_out_bytes: float | None = None  # one token's activation
+
+    def __post_init__(self) -> None:
+        for name in ("weight_bytes", "flops", "out_bytes", "kv_bytes"):
+            _check_number(f"block {self.name!r}", name, getattr(self, name), positive=False)
+
+    @property
+    def memory_bytes(self) -> float:
+        """What the block occupies on a device: weights + KV cache."""
+        return self.weight_bytes + self.kv_bytes
+
+
+@dataclass(frozen=True)
+class Device:
+    """An edge device (SPEC.md "Devices"). Rates are sustained, not peak."""
+
+    name: str
+    flops: float  # FLOP/s sustained for prefill
+    load_bandwidth: float  # bytes/s from storage into memory
+    startup: float  # s from the request until loading can start
+    memory: float  # bytes for weights + KV
+    uplink: float  # bit/s to the AP
+    downlink: float  # bit/s from the AP
+    mem_bandwidth: float | None = None  # bytes/s, for decode steps
+
+    def __post_init__(self) -> None:
+        owner = f"device {self.name!r}"
+        if not self.name or self.name == AP:
+            raise InputError("devices[].name", f"{self.name!r} is not a usable device name", "'ap' is reserved")
+        _check_number(owner, "flops", self.flops, positive=True)
+        _check_number(owner, "load_bandwidth", self.load_bandwidth, positive=True, allow_inf=True)
+        _check_number(owner, "startup", self.startup, positive=False)
+        _check_number(owner, "memory", self.memory, positive=True, allow_inf=True)
+        _check_number(owner, "uplink", self.uplink, positive=True, allow_inf=True)
+        _check_number(owner, "downlink", self.downlink, positive=True, allow_inf=True)
+        if self.mem_bandwidth is not None:
+            _check_number(owner, "mem_bandwidth", self.mem_bandwidth, positive=True)
+
+    def profile(self) -> tuple[float, ...]:
+        """Every field but the name: devices with equal profiles are interchangeable."""
+        return (
+            self.flops,
+            self.load_bandwidth,
+            self.startup,
+            self.memory,
+            self.uplink,
+            self.downlink,
+            -1.0 if self.mem_bandwidth is None else self.mem_bandwidth,
+        )
+
+
+@dataclass(frozen=True)
+class Network:
+    """The access point: every transfer between two devices takes two hops through it."""
+
+    hop_latency: float = 0.0  # s per AP hop
+
+    def __post_init__(self) -> None:
+        _check_number("network", "hop_latency", self.hop_latency, positive=False)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One request. ``prompt_bytes`` reaches the first stage; ``token_bytes`` returns to the source."""
+
+    prompt_tokens: int
+    new_tokens: int = 1
+    prompt_bytes: float | None = None  # default 4 * prompt_tokens
+    token_bytes: float = 4.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompt_tokens, bool) or not isinstance(self.prompt_tokens, int) or self.prompt_tokens < 1:
+            raise InputError("workload.prompt_tokens", f"must be an integer >= 1, got {self.prompt_tokens!r}")
+        if isinstance(self.new_tokens, bool) or not isinstance(self.new_tokens, int) or self.new_tokens < 1:
+            raise InputError("workload.new_tokens", f"must be an integer >= 1, got {self.new_tokens!r}")
+        if self.prompt_bytes is None:
+            object.__setattr__(self, "prompt_bytes", 4.0 * self.prompt_tokens)
+        _check_number("workload", "prompt_bytes", self.prompt_bytes, positive=False)
+        _check_number("workload", "token_bytes", self.token_bytes, positive=False)
+
+    @property
+    def prompt_bytes_value(self) -> float:
+        assert self.prompt_bytes is not None
+        return float(self.prompt_bytes)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A whole planning problem: model blocks, devices, network, workload and the source."""
+
+    blocks: tuple[Block, ...]
+    devices: tuple[Device, ...]
+    workload: Workload
+    network: Network = field(default_factory=Network)
+    source: str = AP
+    model_name: str = "model"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        if not self.blocks:
+            raise InputError("model.blocks", "the model has no blocks", "give at least one block")
+        if not self.devices:
+            raise InputError("devices", "no devices given", "list at least one device")
+        names = [d.name for d in self.devices]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError("devices[].name", f"duplicate device names {dupes}", "give every device its own name")
+        if self.source != AP and self.source not in names:
+            raise InputError("source", f"{self.source!r} is neither 'ap' nor a device", f"use 'ap' or one of {names}")
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise InvalidPlan(f"unknown device {name!r}; the scenario has {[d.name for d in self.devices]}")
+
+    def with_devices(self, devices: tuple[Device, ...] | list[Device]) -> Scenario:
+        return Scenario(self.blocks, tuple(devices), self.workload, self.network, self.source, self.model_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario as a JSON-ready dict in the scenario-file format (explicit blocks)."""
+        return {
+            "source": self.source,
+            "network": asdict(self.network),
+            "workload": asdict(self.workload),
+            "model": {"name": self.model_name, "blocks": [asdict(b) for b in self.blocks]},
+            "devices": [asdict(d) for d in self.devices],
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Scenario:
+        """Inverse of :meth:`to_dict` (no unit strings; the shell's loader handles those)."""
+        return Scenario(
+            blocks=tuple(Block(**b) for b in data["model"]["blocks"]),
+            devices=tuple(Device(**d) for d in data["devices"]),
+            workload=Workload(**data["workload"]),
+            network=Network(**data.get("network", {})),
+            source=data.get("source", AP),
+            model_name=data["model"].get("name", "model"),
+        )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Device ``device`` holds blocks ``first..last`` (inclusive)."""
+
+    device: str
+    first: int
+    last: int
+
+    @property
+    def n_blocks(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.device}[{self.first}-{self.last}]"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered list of stages; the data the simulator replays and the runtime interprets.
+
+    The compact string form round-trips:
+
+    >>> p = Plan.parse("orin[0-9] > pi5[10-33]")
+    >>> str(p)
+    'orin[0-9] > pi5[10-33]'
+    >>> Plan.from_dict(p.to_dict()) == p
+    True
+    """
+
+    stages: tuple[Stage, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    def __str__(self) -> str:
+        return " > ".join(str(s) for s in self.stages)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return tuple(s.device for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [{"device": s.device, "first": s.first, "last": s.last} for s in self.stages]}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Plan:
+        try:
+            stages = data["stages"]
+            return Plan(tuple(Stage(str(s["device"]), int(s["first"]), int(s["last"])) for s in stages))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(
+                "plan.stages",
+                f"cannot read a plan from {data!r}: {exc}",
+                'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}',
+            ) from None
+
+    @staticmethod
+    def parse(text: str) -> Plan:
+        """Read the compact form ``dev[a-b] > dev[c-d]``."""
+        stages = []
+        for part in text.split(">"):
+            part = part.strip()
+            try:
+                name, rng = part[:-1].split("[")
+                first, last = rng.split("-")
+                stages.append(Stage(name.strip(), int(first), int(last)))
+            except ValueError:
+                raise InputError("plan", f"cannot read stage {part!r}", "write e.g. 'orin[0-9] > pi5[10-33]'") from None
+        return Plan(tuple(stages))
+
+    def validate(self, scenario: Scenario) -> None:
+        """Raise :class:`InvalidPlan` unless the plan obeys SPEC.md's rules for ``scenario``."""
+        if not self.stages:
+            raise InvalidPlan("the plan has no stages")
+        n = scenario.n_blocks
+        seen: set[str] = set()
+        expected_first = 0
+        for j, st in enumerate(self.stages):
+            dev = scenario.device(st.device)
+            if st.device in seen:
+                raise InvalidPlan(f"stage {j}: device {st.device!r} is used twice")
+            seen.add(st.device)
+            if st.first != expected_first:
+                raise InvalidPlan(f"stage {j} ({st}): first block must be {expected_first}, got {st.first}")
+            if st.last < st.first:
+                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} < first block {st.first}")
+            if st.last >= n:
+                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of blocks {n}")
+            need = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
+            if need > dev.memory * (1 + 1e-12):
+                raise InvalidPlan(
+                    f"stage {j} ({st}): needs {need:.6g} bytes (weights + KV) but {st.device!r} has "
+                    f"{dev.memory:.6g}; short by {need - dev.memory:.6g} bytes"
+                )
+            expected_first = st.last + 1
+        if expected_first != n:
+            raise InvalidPlan(f"the plan ends at block {expected_first - 1} but the model has blocks 0..{n - 1}")
+
+
+def dataclass_fields(cls: type) -> tuple[str, ...]:
+    """Names of a dataclass's fields (used by the file loader to reject unknown keys)."""
+    return tuple(f.name for f in fields(cls))
