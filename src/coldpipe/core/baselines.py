@@ -50,7 +50,7 @@ def _proportional(scenario: Scenario, weights: list[float]) -> Plan:
     acc = 0.0
     for dev, w in zip(scenario.devices, weights, strict=True):
         acc += w
-        end = n if acc >= total else min(n, int(math.floor(n * acc / total + 0.5)))
+        end = n if acc >= total else min(n, math.floor(n * acc / total + 0.5))
         if end > first:
             stages.append(Stage(dev.name, first, end - 1))
             first = end
