@@ -23,7 +23,7 @@ Sharing of the AP's band ``W`` among the ``K`` devices on the channel:
 >>> round(snr_db(ap, Radio(distance_m=10.0, tx_power_dbm=20.0), 20e6), 2)   # 20 - 70 - (-174 + 73.01)
 50.99
 >>> round(up / 1e6, 1), up == down
-(338.9, True)
+(338.8, True)
 """
 
 from __future__ import annotations
