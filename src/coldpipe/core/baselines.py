@@ -60,7 +60,12 @@ def _proportional(scenario: Scenario, weights: list[float]) -> Plan:
 def partition(name: str, scenario: Scenario) -> Plan:
     """The plan of partition ``name`` (not ``single``, which depends on the overlap mode)."""
     if name == "uniform":
-        return _proportional(scenario, [1.0] * len(scenario.devices))
+        n, k = scenario.n_blocks, len(scenario.devices)
+        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        starts = [sum(sizes[:i]) for i in range(k)]
+        return Plan(
+            tuple(Stage(d.name, a, a + m - 1) for d, a, m in zip(scenario.devices, starts, sizes, strict=True) if m > 0)
+        )
     if name == "memory":
         return _proportional(scenario, [d.memory for d in scenario.devices])
     if name == "compute":
