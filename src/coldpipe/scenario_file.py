@@ -10,6 +10,16 @@ The field names are a public contract (see ``docs/scenario.md``)::
       - {name: orin-agx, flops: 20 TFLOPS, load_bandwidth: 2 GB/s, startup: 300 ms,
          memory: 24 GiB, uplink: 400 Mbit/s, downlink: 600 Mbit/s}
 
+Extensions (docs/devices.md, docs/channel.md):
+
+- ``model: {checkpoint: DIR}`` reads ``DIR/config.json`` and the safetensors headers: exact bytes per block;
+- a device ``{catalog: jetson-orin-nx, name: cam-3, ...}`` starts from the bundled device catalog and
+  overrides what it gives (``efficiency`` scales the catalog's peak FLOP/s);
+- a device ``radio: {distance_m: 12, tx_power_dbm: 20}`` instead of ``uplink``/``downlink``: its rates
+  follow Shannon's formula on the path loss of the AP described in ``network`` (``bandwidth_hz``,
+  ``noise_psd_dbm_hz``, ``path_loss_model``, ``path_loss_exponent``, ``reference_loss_db``,
+  ``ap_tx_power_dbm``, ``sharing: fdma | tdma``), computed when the file is loaded.
+
 Plain numbers are SI base units; strings may carry units. Every error names the field by its path
 (``devices[2].uplink``) and says how to fix it; the CLI prints it on one line and exits with 2.
 """
@@ -23,9 +33,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from coldpipe.core.channel import AccessPoint, PathLoss, Radio, free_space_loss_db, link_rates
 from coldpipe.core.models import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
 from coldpipe.errors import ColdpipeError, InputError
+from coldpipe.profiler.catalog import catalog_device_fields, load_catalog
 from coldpipe.units import Kind, parse_quantity
 
 __all__ = ["load_scenario", "read_structured_file", "scenario_from_dict"]
@@ -42,6 +54,17 @@ BitRate = Annotated[float, _unit("bit_rate"), Field(gt=0)]
 FlopRate = Annotated[float, _unit("flop_rate"), Field(gt=0)]
 Flops = Annotated[float, _unit("count"), Field(ge=0)]
 Seconds = Annotated[float, _unit("seconds"), Field(ge=0)]
+Hertz = Annotated[float, _unit("hertz"), Field(gt=0)]
+Decibel = Annotated[float, Field(allow_inf_nan=False)]
+Meters = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _FieldError(ValueError):
+    """A model-level check that names the sub-field it is about (``_first_error`` appends it to the path)."""
+
+    def __init__(self, field: str, problem: str, fix: str = "") -> None:
+        self.field, self.problem, self.fix = field, problem, fix
+        super().__init__(problem)
 
 
 class _Strict(BaseModel):
@@ -50,6 +73,34 @@ class _Strict(BaseModel):
 
 class NetworkSpec(_Strict):
     hop_latency: Seconds = 0.0
+    # the access point's radio channel, used by devices that give `radio` (docs/channel.md)
+    bandwidth_hz: Hertz | None = None
+    noise_psd_dbm_hz: Decibel = -174.0
+    carrier_hz: Hertz = 5.0e9
+    path_loss_model: Literal["log-distance", "free-space"] = "log-distance"
+    path_loss_exponent: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    reference_distance_m: Meters = 1.0
+    reference_loss_db: Decibel | None = None  # default: free-space loss at reference_distance_m, carrier_hz
+    ap_tx_power_dbm: Decibel = 20.0
+    sharing: Literal["fdma", "tdma"] = "fdma"
+
+    @model_validator(mode="after")
+    def _free_space(self) -> NetworkSpec:
+        if self.path_loss_model == "free-space":
+            for key in ("path_loss_exponent", "reference_loss_db"):
+                if key in self.model_fields_set:
+                    raise _FieldError(key, "is fixed by path_loss_model free-space", "drop it or use log-distance")
+        return self
+
+    def access_point(self) -> AccessPoint:
+        assert self.bandwidth_hz is not None
+        d0 = self.reference_distance_m
+        if self.path_loss_model == "free-space":
+            pl = PathLoss(2.0, free_space_loss_db(d0, self.carrier_hz), d0)
+        else:
+            ref = self.reference_loss_db
+            pl = PathLoss(self.path_loss_exponent, free_space_loss_db(d0, self.carrier_hz) if ref is None else ref, d0)
+        return AccessPoint(self.bandwidth_hz, pl, self.noise_psd_dbm_hz, self.ap_tx_power_dbm, self.sharing)
 
 
 class WorkloadSpec(_Strict):
@@ -72,15 +123,16 @@ class BlockSpec(_Strict):
 class ModelSpec(_Strict):
     catalog: str | None = None
     hf_config: str | None = None
+    checkpoint: str | None = None
     blocks: list[BlockSpec] | None = None
     name: str | None = None
     dtype: Literal["float32", "float16", "bfloat16", "float8", "int8", "int4"] = "bfloat16"
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("catalog", "hf_config", "blocks") if getattr(self, k) is not None]
+        given = [k for k in ("catalog", "hf_config", "checkpoint", "blocks") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of catalog, hf_config, blocks (got {given or 'none'})")
+            raise ValueError(f"give exactly one of catalog, hf_config, checkpoint, blocks (got {given or 'none'})")
         if self.catalog is not None and self.catalog not in CATALOG:
             raise ValueError(f"unknown catalog model {self.catalog!r}; known: {', '.join(sorted(CATALOG))}")
         if self.blocks is not None and not self.blocks:
@@ -88,15 +140,62 @@ class ModelSpec(_Strict):
         return self
 
 
+class RadioSpec(_Strict):
+    distance_m: Meters
+    tx_power_dbm: Decibel = 20.0
+    antenna_gain_db: Decibel = 0.0
+
+    def radio(self) -> Radio:
+        return Radio(self.distance_m, self.tx_power_dbm, self.antenna_gain_db)
+
+
 class DeviceSpec(_Strict):
+    """A device: every field given, or ``catalog`` plus overrides; ``radio`` or ``uplink`` + ``downlink``."""
+
     name: str = Field(min_length=1)
-    flops: FlopRate
-    load_bandwidth: ByteRate
-    startup: Seconds = 0.0
-    memory: PositiveBytes
-    uplink: BitRate
-    downlink: BitRate
+    catalog: str | None = None
+    flops: FlopRate | None = None
+    efficiency: float | None = Field(default=None, gt=0, le=1)
+    load_bandwidth: ByteRate | None = None
+    startup: Seconds | None = None
+    memory: PositiveBytes | None = None
+    uplink: BitRate | None = None
+    downlink: BitRate | None = None
     mem_bandwidth: ByteRate | None = None
+    radio: RadioSpec | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DeviceSpec:
+        if self.catalog is not None:
+            known = load_catalog()
+            if self.catalog not in known:
+                raise _FieldError("catalog", f"unknown catalog device {self.catalog!r}", f"known: {', '.join(known)}")
+            if self.flops is not None and self.efficiency is not None:
+                raise _FieldError("efficiency", "give flops or efficiency, not both", "flops overrides the catalog's")
+        else:
+            if self.efficiency is not None:
+                raise _FieldError("efficiency", "only applies to a catalog device", "give flops directly")
+            for key in ("flops", "load_bandwidth", "memory"):
+                if getattr(self, key) is None:
+                    raise _FieldError(key, "is required", "add it to the scenario, or start from catalog: NAME")
+        if self.radio is not None:
+            if self.uplink is not None or self.downlink is not None:
+                raise _FieldError("radio", "give radio or uplink/downlink, not both")
+        else:
+            for key in ("uplink", "downlink"):
+                if getattr(self, key) is None:
+                    raise _FieldError(key, "is required", "add it to the scenario, or give radio: {distance_m: ...}")
+        return self
+
+    def fields(self) -> dict[str, Any]:
+        """Device fields without the link rates: the catalog's, overridden by what the file gives."""
+        base: dict[str, Any] = {"startup": 0.0, "mem_bandwidth": None}
+        if self.catalog is not None:
+            base.update(catalog_device_fields(self.catalog, self.efficiency))
+        for key in ("flops", "load_bandwidth", "startup", "memory", "mem_bandwidth"):
+            if getattr(self, key) is not None:
+                base[key] = getattr(self, key)
+        return {"name": self.name, **base}
 
 
 class ScenarioSpec(_Strict):
@@ -124,7 +223,11 @@ def _first_error(exc: ValidationError) -> InputError:
     field = _loc(tuple(err["loc"]))
     msg = str(err["msg"]).removeprefix("Value error, ")
     fix = ""
-    if err["type"] == "missing":
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _FieldError):
+        field = f"{field}.{cause.field}" if field else cause.field
+        msg, fix = cause.problem, cause.fix
+    elif err["type"] == "missing":
         msg, fix = "is required", "add it to the scenario"
     elif err["type"] == "extra_forbidden":
         msg, fix = "is not a known field", "check its spelling in docs/scenario.md"
@@ -156,6 +259,20 @@ def read_structured_file(path: str | Path, what: str = "scenario") -> Any:
 def _blocks(spec: ModelSpec, wl: WorkloadSpec, base_dir: Path | None) -> tuple[tuple[Block, ...], str]:
     if spec.blocks is not None:
         return tuple(Block(**b.model_dump()) for b in spec.blocks), spec.name or "model"
+    if spec.checkpoint is not None:
+        from coldpipe.profiler.checkpoint import profile_checkpoint
+
+        ckpt = Path(spec.checkpoint)
+        if base_dir is not None and not ckpt.is_absolute():
+            ckpt = base_dir / ckpt
+        prof = profile_checkpoint(
+            ckpt,
+            prompt_tokens=wl.prompt_tokens,
+            new_tokens=wl.new_tokens,
+            dtype=spec.dtype if "dtype" in spec.model_fields_set else None,
+            token_bytes=wl.token_bytes,
+        )
+        return prof.blocks, spec.name or prof.name
     if spec.catalog is not None:
         arch, name = CATALOG[spec.catalog], spec.catalog
     else:
@@ -180,6 +297,37 @@ def _blocks(spec: ModelSpec, wl: WorkloadSpec, base_dir: Path | None) -> tuple[t
     return blocks, spec.name or name
 
 
+def _devices(spec: ScenarioSpec) -> tuple[Device, ...]:
+    """Core devices: catalog figures merged with overrides, radios turned into uplink/downlink bit/s.
+
+    Every device with a ``radio`` shares the AP's channel (``fdma`` divides the band among them).
+    """
+    on_air = [i for i, d in enumerate(spec.devices) if d.radio is not None]
+    rates: dict[int, tuple[float, float]] = {}
+    if on_air:
+        if spec.network.bandwidth_hz is None:
+            first = spec.devices[on_air[0]].name
+            raise InputError(
+                "network.bandwidth_hz",
+                f"is required: device {first!r} gives a radio",
+                "describe the AP's channel, e.g. network: {bandwidth_hz: 80 MHz}",
+            )
+        ap = spec.network.access_point()
+        radios = [spec.devices[i].radio.radio() for i in on_air]  # type: ignore[union-attr]
+        rates = dict(zip(on_air, link_rates(ap, radios), strict=True))
+    out = []
+    for i, d in enumerate(spec.devices):
+        up, down = rates.get(i, (d.uplink, d.downlink))
+        if not (up and up > 0 and down and down > 0):
+            raise InputError(
+                f"devices[{i}].radio",
+                f"the link of {d.name!r} has no capacity (uplink {up}, downlink {down} bit/s)",
+                "move it closer or raise tx_power_dbm",
+            )
+        out.append(Device(**d.fields(), uplink=float(up), downlink=float(down)))
+    return tuple(out)
+
+
 def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     """Validate a parsed scenario document; relative paths inside it are taken from ``base_dir``."""
     if not isinstance(data, dict):
@@ -196,9 +344,9 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     try:
         return Scenario(
             blocks=blocks,
-            devices=tuple(Device(**d.model_dump()) for d in spec.devices),
+            devices=_devices(spec),
             workload=Workload(**spec.workload.model_dump()),
-            network=Network(**spec.network.model_dump()),
+            network=Network(hop_latency=spec.network.hop_latency),
             source=spec.source,
             model_name=name,
         )

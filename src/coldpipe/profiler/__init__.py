@@ -1,0 +1,9 @@
+"""Real inputs for scenarios: the device catalog, model profiles from checkpoints, and the profiler.
+
+- :mod:`coldpipe.profiler.catalog` reads ``data/devices.yaml`` (cited figures of real edge devices);
+- :mod:`coldpipe.profiler.checkpoint` reads the safetensors headers of a checkpoint (no tensor data);
+- :mod:`coldpipe.profiler.measure` measures this machine (imports torch lazily, only when asked);
+- :mod:`coldpipe.profiler.link` measures a link to a peer over TCP.
+
+Importing this package imports neither torch nor transformers.
+"""
