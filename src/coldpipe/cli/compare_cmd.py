@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,7 +14,9 @@ from coldpipe.cli._common import console, demo_scenario_text, print_json, scenar
 from coldpipe.cli.plan_cmd import print_plan
 from coldpipe.core.baselines import Baseline, Bounds, evaluate_baselines, lower_bounds
 from coldpipe.core.planner import PlanResult, plan
+from coldpipe.core.simulator import Timeline, simulate
 from coldpipe.core.types import OVERLAPS, Scenario
+from coldpipe.errors import InputError
 from coldpipe.units import format_seconds
 
 
@@ -25,6 +28,7 @@ class Comparison:
     optimal_per_mode: dict[str, PlanResult]
     baselines: list[Baseline]
     bounds: Bounds
+    timelines: dict[str, Timeline] = field(default_factory=dict)  # per feasible baseline name (idle accounting)
 
     def speedup(self, ttft_s: float) -> float:
         return ttft_s / self.optimal.ttft_s if math.isfinite(ttft_s) else math.inf
@@ -43,6 +47,8 @@ class Comparison:
                     "ttft": b.ttft_s,
                     "speedup": self.speedup(b.ttft_s),
                     "hidden_load_share": b.hidden_load_share,
+                    "idle_wait_weights": _idle(self.timelines.get(b.name), "weights"),
+                    "idle_wait_input": _idle(self.timelines.get(b.name), "input"),
                     "plan": str(b.plan) if b.plan is not None else None,
                     "infeasible": b.why_not or None,
                 }
@@ -57,9 +63,28 @@ class Comparison:
         }
 
 
+def _idle(timeline: Timeline | None, what: str) -> float | None:
+    """Total idle time of a plan's devices waiting for their weights or for their input."""
+    if timeline is None:
+        return None
+    return sum(st.wait_weights_s if what == "weights" else st.wait_input_s for st in timeline.stages)
+
+
+def _idle_cells(timeline: Timeline | None) -> tuple[str, str]:
+    if timeline is None:
+        return "-", "-"
+    return format_seconds(_idle(timeline, "weights") or 0.0), format_seconds(_idle(timeline, "input") or 0.0)
+
+
 def compare(scenario: Scenario) -> Comparison:
     per_mode = {ov: plan(scenario, ov) for ov in OVERLAPS}
-    return Comparison(per_mode["layer"], per_mode, evaluate_baselines(scenario), lower_bounds(scenario))
+    baselines = evaluate_baselines(scenario)
+    timelines = {
+        b.name: simulate(scenario, b.plan, b.overlap)
+        for b in baselines
+        if b.plan is not None and math.isfinite(b.ttft_s)
+    }
+    return Comparison(per_mode["layer"], per_mode, baselines, lower_bounds(scenario), timelines)
 
 
 def print_comparison(cmp: Comparison) -> None:
@@ -68,14 +93,16 @@ def print_comparison(cmp: Comparison) -> None:
         title=f"coldpipe optimum {format_seconds(opt.ttft_s)} vs the usual splits (speedup = their TTFT / coldpipe's)",
         title_justify="left",
     )
-    for col in ("strategy", "overlap", "TTFT", "speedup", "hidden load", "plan"):
-        table.add_column(col, justify="right" if col in ("TTFT", "speedup", "hidden load") else "left")
+    numeric = ("TTFT", "speedup", "hidden load", "idle: weights", "idle: input")
+    for col in ("strategy", "overlap", "TTFT", "speedup", "hidden load", "idle: weights", "idle: input", "plan"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     table.add_row(
         "[bold]coldpipe[/bold]",
         "layer",
         f"[bold]{format_seconds(opt.ttft_s)}[/bold]",
         "1.00x",
         f"{100 * opt.timeline.hidden_load_share:.0f}%",
+        *_idle_cells(opt.timeline),
         str(opt.plan),
     )
     for ov in ("stage", "none"):
@@ -86,11 +113,12 @@ def print_comparison(cmp: Comparison) -> None:
             format_seconds(r.ttft_s),
             f"{cmp.speedup(r.ttft_s):.2f}x",
             f"{100 * r.timeline.hidden_load_share:.0f}%",
+            *_idle_cells(r.timeline),
             str(r.plan),
         )
     for b in cmp.baselines:
         if not math.isfinite(b.ttft_s):
-            table.add_row(b.partition, b.overlap, "infeasible", "-", "-", b.why_not.split(";")[0][:70])
+            table.add_row(b.partition, b.overlap, "infeasible", "-", "-", "-", "-", b.why_not.split(";")[0][:70])
             continue
         table.add_row(
             b.partition,
@@ -98,6 +126,7 @@ def print_comparison(cmp: Comparison) -> None:
             format_seconds(b.ttft_s),
             f"{cmp.speedup(b.ttft_s):.2f}x",
             f"{100 * (b.hidden_load_share or 0):.0f}%",
+            *_idle_cells(cmp.timelines.get(b.name)),
             str(b.plan),
         )
     console.print(table)
@@ -108,13 +137,41 @@ def print_comparison(cmp: Comparison) -> None:
     )
 
 
+def draw_comparison(cmp: Comparison, out_dir: Path, fmt: str = "png") -> list[Path]:
+    """One Gantt chart per strategy that can run, named after it, all with the same time axis."""
+    from coldpipe.viz.gantt import draw_gantt
+
+    charts: list[tuple[str, Timeline]] = [
+        ("coldpipe" if ov == "layer" else f"optimal-{ov}", r.timeline) for ov, r in cmp.optimal_per_mode.items()
+    ]
+    charts += [(name.replace("/", "-"), tl) for name, tl in cmp.timelines.items()]
+    t_max = 1.04 * max(tl.ttft_s for _name, tl in charts)
+    written = []
+    for name, tl in charts:
+        path = out_dir / f"{name}.{fmt}"
+        draw_gantt(tl, path, t_max_s=t_max, title=f"{name}: {tl.plan}, TTFT {format_seconds(tl.ttft_s)}")
+        written.append(path)
+    return written
+
+
 def compare_command(
     scenario: Annotated[str, typer.Argument(help="Scenario file (YAML/JSON), or 'demo' for the bundled one.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    gantt_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also draw one Gantt chart per strategy into this folder, all on the same time axis."),
+    ] = None,
+    gantt_format: Annotated[str, typer.Option(help="png | svg, for --gantt-dir.")] = "png",
 ) -> None:
     """Compare coldpipe's optimal plan with every baseline partition under every overlap mode."""
+    if gantt_format not in ("png", "svg"):
+        raise InputError("--gantt-format", f"unknown format {gantt_format!r}", "use png or svg")
     sc = scenario_arg(scenario)
     cmp = compare(sc)
+    if gantt_dir is not None:
+        written = draw_comparison(cmp, gantt_dir, gantt_format)
+        if not json_out:
+            console.print(f"{len(written)} Gantt charts (one per strategy, same time axis) in {gantt_dir}/")
     if json_out:
         print_json(cmp.to_dict())
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -99,6 +100,9 @@ def plan_command(
     solver: Annotated[str, typer.Option(help="auto | dp | brute | minlp | heuristic.")] = "auto",
     time_limit: Annotated[float | None, typer.Option(help="Seconds for the MINLP solver.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    gantt: Annotated[
+        Path | None, typer.Option(help="Also draw the plan's timeline as a Gantt chart (.png or .svg).")
+    ] = None,
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks, and the predicted TTFT."""
     sc = scenario_arg(scenario)
@@ -107,11 +111,21 @@ def plan_command(
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit", f"must be > 0, got {time_limit}")
+    if gantt is not None:
+        from coldpipe.viz._mpl import check_paths
+
+        check_paths(gantt, "--gantt")  # a wrong suffix fails before planning, not after
     result = plan(sc, ov, solver, time_limit_s=time_limit)  # type: ignore[arg-type]
+    if gantt is not None:
+        from coldpipe.viz.gantt import draw_gantt
+
+        draw_gantt(result.timeline, gantt)
     if json_out:
         print_json({**result.to_dict(), "model": sc.model_name, "timeline": timeline_summary(result.timeline, sc)})
         return
     print_plan(result, sc)
+    if gantt is not None:
+        console.print(f"Gantt chart: {gantt}")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,7 @@ Arrows show transfers device -> AP -> device; the vertical red line is the TTFT.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from coldpipe.core.types import AP
 from coldpipe.units import format_seconds
 from coldpipe.viz import _mpl
 
-__all__ = ["Arrow", "Bar", "GanttChart", "draw_gantt", "gantt_bars", "idle_bars", "transfer_arrows"]
+__all__ = ["Arrow", "Bar", "GanttChart", "build_gantt", "draw_gantt", "gantt_bars", "idle_bars", "transfer_arrows"]
 
 BAR_KINDS = ("startup", "load", "compute")
 IDLE_KINDS = ("idle-weights", "idle-input")
@@ -162,6 +162,27 @@ def _row_label(timeline: Timeline, j: int) -> str:
     )
 
 
+def build_gantt(
+    timeline: Timeline,
+    *,
+    title: str | None = None,
+    t_max_s: float | None = None,
+    measured: Sequence[Bar] = (),
+    measured_ttft_s: float | None = None,
+) -> tuple[GanttChart, Any]:
+    """The chart's data and its matplotlib figure (not written anywhere); see :func:`draw_gantt`."""
+    bars = gantt_bars(timeline)
+    idle = idle_bars(timeline)
+    arrows = transfer_arrows(timeline)
+    measured = tuple(measured)
+    ends = [timeline.ttft_s, *(b.end_s for b in bars), *(m.end_s for m in measured)]
+    if measured_ttft_s is not None:
+        ends.append(measured_ttft_s)
+    horizon = t_max_s if t_max_s is not None else 1.04 * max(ends)
+    chart = GanttChart(tuple(bars), tuple(idle), tuple(arrows), measured, timeline.ttft_s, horizon)
+    return chart, _figure(timeline, chart, title, measured_ttft_s)
+
+
 def draw_gantt(
     timeline: Timeline,
     out: str | Path | Sequence[str | Path] = (),
@@ -174,27 +195,14 @@ def draw_gantt(
 ) -> GanttChart:
     """Draw ``timeline`` (and ``measured`` spans from a runtime trace, if any) to ``out`` (.png / .svg).
 
-    ``t_max_s`` fixes the right end of the time axis so several charts share one scale. Returns
-    the drawn data; with ``out`` empty nothing is written (the figure is still built).
+    ``t_max_s`` fixes the right end of the time axis so several charts share one scale; ``option``
+    names the command-line option in the error raised for a path that is neither .png nor .svg.
+    Returns the drawn data; with ``out`` empty nothing is written (the figure is still built).
     """
     paths = _mpl.check_paths(out, option) if out else []
-    bars = gantt_bars(timeline)
-    idle = idle_bars(timeline)
-    arrows = transfer_arrows(timeline)
-    measured = tuple(measured)
-    ends = [timeline.ttft_s, *(b.end_s for b in bars), *(m.end_s for m in measured)]
-    if measured_ttft_s is not None:
-        ends.append(measured_ttft_s)
-    horizon = t_max_s if t_max_s is not None else 1.04 * max(ends)
-    chart = GanttChart(tuple(bars), tuple(idle), tuple(arrows), measured, timeline.ttft_s, horizon, tuple(paths))
-    fig = _figure(timeline, chart, title, measured_ttft_s)
+    chart, fig = build_gantt(timeline, title=title, t_max_s=t_max_s, measured=measured, measured_ttft_s=measured_ttft_s)
     _mpl.save(fig, paths)
-    return chart
-
-
-def figure(timeline: Timeline, chart: GanttChart, title: str | None = None) -> Any:
-    """The matplotlib figure of ``chart`` (for reports that embed it instead of writing files)."""
-    return _figure(timeline, chart, title, None)
+    return replace(chart, paths=tuple(paths))
 
 
 def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_ttft_s: float | None) -> Any:

@@ -415,3 +415,55 @@ def plot_sweep(result: SweepResult, out: str | Path | Sequence[str | Path], titl
             ax.minorticks_off()
     fig.suptitle(title or f"sweep over {result.axis}", fontsize=10, x=0.01, ha="left")
     return _mpl.save(fig, paths)
+
+
+@dataclass(frozen=True)
+class PaperSweep:
+    """One sweep of the default evaluation: ``axis`` over its default values, after ``base`` is applied."""
+
+    name: str  # file stem: sweep_<name>.csv / .png / .svg
+    axis: str
+    base: tuple[tuple[str, str], ...] = ()  # (axis, value) pairs applied to the scenario first
+    caption: str = ""
+
+
+PAPER_SWEEPS: tuple[PaperSweep, ...] = (
+    *(PaperSweep(axis, axis, (), f"the bundled scenario, {axis} varied") for axis in AXES),
+    PaperSweep(
+        "load_bandwidth-no-startup",
+        "load_bandwidth",
+        (("startup", "0x"),),
+        "start-up times set to 0, load bandwidth varied: at the top, loading is free",
+    ),
+    PaperSweep(
+        "devices-llama-3.2-1b",
+        "devices",
+        (("model", "llama-3.2-1b"),),
+        "a 1B model that one device holds, number of devices varied",
+    ),
+)
+
+
+def paper_plan(scenario: Scenario) -> list[tuple[PaperSweep, Scenario, list[str]]]:
+    """Every sweep of the default evaluation with its base scenario and values (nothing run yet)."""
+    out = []
+    for ps in PAPER_SWEEPS:
+        sc = scenario
+        for axis, value in ps.base:
+            sc = scenario_at(sc, axis, value)
+        out.append((ps, sc, list(DEFAULT_VALUES[ps.axis])))
+    return out
+
+
+def run_paper(
+    scenario: Scenario, out_dir: str | Path, on_step: Callable[[str], None] | None = None
+) -> dict[str, SweepResult]:
+    """Run :data:`PAPER_SWEEPS` on ``scenario``; write ``sweep_<name>.csv/.png/.svg`` to ``out_dir``."""
+    out = Path(out_dir)
+    results = {}
+    for ps, sc, values in paper_plan(scenario):
+        res = run_sweep(sc, ps.axis, values, on_step)
+        write_csv(res, out / f"sweep_{ps.name}.csv")
+        plot_sweep(res, [out / f"sweep_{ps.name}.png", out / f"sweep_{ps.name}.svg"], title=ps.caption)
+        results[ps.name] = res
+    return results
