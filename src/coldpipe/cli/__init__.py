@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from coldpipe.cli import compare_cmd, plan_cmd
+    from coldpipe.cli import compare_cmd, plan_cmd, report_cmd, show_cmd, sweep_cmd
 
-    for module in (plan_cmd, compare_cmd):
+    for module in (plan_cmd, compare_cmd, sweep_cmd, report_cmd, show_cmd):
         module.register(app)
 
 
