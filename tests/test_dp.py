@@ -110,7 +110,7 @@ def test_single_device() -> None:
 
 def test_model_does_not_fit_reports_the_aggregate_shortfall() -> None:
     sc = Scenario(_blocks(4), [_device("a", memory=1.5e9), _device("b", memory=1.5e9)], Workload(8))
-    with pytest.raises(Infeasible, match=r"short by 1e\+09 bytes") as info:
+    with pytest.raises(Infeasible, match=r"short by 1 GB \(1e\+09 bytes\)") as info:
         plan_dp(sc)
     assert info.value.shortfall_bytes == pytest.approx(1e9)
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario, Stage
 from coldpipe.errors import Infeasible, InputError
+from coldpipe.units import format_bytes
 
 __all__ = ["MAX_USAGE_VECTORS", "DPResult", "DeviceTypes", "numba_enabled", "plan_dp", "plan_warm"]
 
@@ -293,6 +294,11 @@ def _check_size(types: DeviceTypes) -> None:
         )
 
 
+def _b(n_bytes: float) -> str:
+    """Bytes for a message: readable and exact, e.g. ``1.28 GB (1.278e+09 bytes)``."""
+    return f"{format_bytes(n_bytes)} ({n_bytes:.4g} bytes)"
+
+
 def _raise_infeasible(scenario: Scenario) -> None:
     """Raise :class:`Infeasible` with how much memory is missing (aggregate and per device)."""
     need = sum(b.memory_bytes for b in scenario.blocks)
@@ -311,14 +317,14 @@ def _raise_infeasible(scenario: Scenario) -> None:
     per_device = hi
     biggest = max(scenario.blocks, key=lambda b: b.memory_bytes)
     msg = (
-        f"the model does not fit: it needs {need:.4g} bytes of weights + KV cache and the "
-        f"{len(scenario.devices)} devices have {have:.4g} bytes in all"
+        f"the model does not fit: it needs {_b(need)} of weights + KV cache and the "
+        f"{len(scenario.devices)} devices have {_b(have)} in all"
     )
     if total_short > 0:
-        msg += f" (short by {total_short:.4g} bytes)"
+        msg += f" (short by {_b(total_short)})"
     else:
-        msg += f", but no contiguous split fits (largest block {biggest.name!r}: {biggest.memory_bytes:.4g} bytes)"
-    msg += f"; every device would need {per_device:.4g} more bytes for a plan to exist"
+        msg += f", but no contiguous split fits (largest block {biggest.name!r}: {_b(biggest.memory_bytes)})"
+    msg += f"; every device would need {_b(per_device)} more for a plan to exist"
     raise Infeasible(msg, shortfall_bytes=total_short if total_short > 0 else per_device)
 
 
