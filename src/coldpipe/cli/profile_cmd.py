@@ -1,0 +1,138 @@
+"""``coldpipe profile``: measure this machine and print a scenario device entry (docs/profiling.md)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from coldpipe.errors import InputError
+from coldpipe.profiler import link, measure
+from coldpipe.units import format_rate, parse_quantity
+
+_err = Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str], Callable[[float], None]]]:
+    """``step(description)`` returns a ``tick(fraction)`` that drives one bar on stderr (stdout stays YAML)."""
+    with Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=_err,
+        transient=True,
+        disable=not _err.is_terminal,
+    ) as prog:
+
+        def step(description: str) -> Callable[[float], None]:
+            task = prog.add_task(description, total=1.0)
+            return lambda fraction: prog.update(task, completed=min(1.0, fraction))
+
+        yield step
+
+
+def _size(text: str, flag: str) -> int:
+    try:
+        n = int(parse_quantity(text, "bytes"))
+    except ValueError as exc:
+        raise InputError(flag, str(exc)) from None
+    if n < 8 * 2**20:
+        raise InputError(flag, f"must be at least 8 MiB, got {text!r}")
+    return n
+
+
+def profile_command(
+    name: Annotated[str | None, typer.Option(help="Device name in the entry (default: the host name).")] = None,
+    dtype: Annotated[str, typer.Option(help="Matmul dtype: float32 | bfloat16 | float16.")] = "float32",
+    path: Annotated[str, typer.Option(help="Directory to write a test file in, or a big file to read.")] = ".",
+    file_size: Annotated[str, typer.Option(help="Size of the storage test file.")] = "2 GiB",
+    direct: Annotated[bool, typer.Option("--direct", help="Read with O_DIRECT instead of fadvise.")] = False,
+    hidden: Annotated[int, typer.Option(help="Hidden size of the decoder layer timed.")] = 2048,
+    tokens: Annotated[int, typer.Option(help="Prompt length (rows) of the prefill matmuls.")] = 512,
+    check_layer: Annotated[
+        bool, typer.Option("--check-layer/--no-check-layer", help="Also time a real transformers decoder layer.")
+    ] = True,
+    peer: Annotated[str | None, typer.Option(help="HOST:PORT of a `coldpipe profile --listen` peer.")] = None,
+    listen: Annotated[str | None, typer.Option(help="Serve link measurements on HOST:PORT and exit.")] = None,
+    sessions: Annotated[int, typer.Option(help="With --listen: clients to answer before exiting.")] = 1,
+    link_size: Annotated[str, typer.Option(help="Bytes sent each way when measuring a link.")] = "64 MiB",
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes, few repeats: a few seconds (CI).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON: the entry and how it was measured.")] = False,
+) -> None:
+    """Measure compute, memory and storage rates, free memory and start-up time; print a device entry (YAML)."""
+    if listen is not None:
+        host, port = link.parse_host_port(listen, "--listen")
+        if sessions < 1:
+            raise InputError("--sessions", f"must be >= 1, got {sessions}")
+        link.serve(host, port, sessions=sessions, on_ready=lambda p: _err.print(f"listening on {host}:{p}"))
+        return
+    if tokens < 1:
+        raise InputError("--tokens", f"must be >= 1, got {tokens}")
+    peer_addr = link.parse_host_port(peer, "--peer") if peer is not None else None
+    size = _size("32 MiB" if quick and file_size == "2 GiB" else file_size, "--file-size")
+    lsize = _size("8 MiB" if quick and link_size == "64 MiB" else link_size, "--link-size")
+    if quick:
+        hidden, tokens = min(hidden, 512), min(tokens, 128)
+    reps = 2 if quick else 5
+    with _progress() as step:
+        flops = measure.measure_matmul_flops(
+            dtype=dtype, hidden=hidden, tokens=tokens, repeats=reps, tick=step("compute (matmuls)")
+        )
+        layer = None
+        if check_layer and not quick:
+            layer = measure.measure_decoder_layer(
+                dtype=dtype, hidden=hidden, tokens=tokens, repeats=3, tick=step("compute (decoder layer)")
+            )
+        mem_bw = measure.measure_mem_bandwidth(
+            size_bytes=(32 if quick else 256) * 2**20, repeats=reps, tick=step("memory bandwidth")
+        )
+        storage = measure.measure_storage_read(path, size_bytes=size, direct=direct, tick=step("storage read (cold)"))
+        memory = measure.available_memory_bytes()
+        startup = measure.measure_startup(
+            code=measure.STARTUP_QUICK if quick else measure.STARTUP_FULL,
+            repeats=1 if quick else 3,
+            tick=step("start-up + imports"),
+        )
+        links = {}
+        if peer_addr is not None:
+            links = link.measure_link(*peer_addr, size_bytes=lsize, tick=step(f"link to {peer}"))
+    if layer is not None:
+        layer = measure.Measurement(
+            layer.value,
+            f"{layer.how}: {layer.value / 1e9:.1f} GFLOP/s = {100 * layer.value / flops.value:.0f}% of the matmul rate",
+            layer.samples,
+        )
+    prof = measure.Profile(
+        name=name or socket.gethostname() or "this-machine",
+        flops=flops,
+        mem_bandwidth=mem_bw,
+        load_bandwidth=storage,
+        memory=memory,
+        startup=startup,
+        link=links,
+        decoder_layer=layer,
+    )
+    if json_out:
+        how = {k: m.how for k, m in (("flops", flops), ("load_bandwidth", storage), ("memory", memory))}
+        how |= {"startup": startup.how, "mem_bandwidth": mem_bw.how} | {k: m.how for k, m in links.items()}
+        extra = {"decoder_layer_flops": layer.value if layer else None, "rtt": links["rtt"].value if links else None}
+        print(json.dumps({"device": prof.device_entry(), "how": how, **extra}, indent=2))
+        return
+    print(prof.to_yaml(), end="")
+    if links:
+        _err.print(
+            f"link: up {format_rate(links['uplink'].value)}, down {format_rate(links['downlink'].value)}, "
+            f"rtt {links['rtt'].value * 1e3:.2f} ms"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile")(profile_command)
