@@ -277,8 +277,8 @@ def run_sweep(
     values = list(values) if values else list(DEFAULT_VALUES[axis])
     if not values:
         raise InputError("--values", "no values given", "write e.g. --values 1,2,4")
-    xs = [x_of(axis, v) if axis != "model" or v in CATALOG else math.nan for v in values]
     scenarios = [scenario_at(scenario, axis, v) for v in values]  # every value checked before any work
+    xs = [x_of(axis, v) for v in values]
     multiplier_flags = {_multiplier(v) is not None for v in values} if axis in _MULTIPLIER_AXES else set()
     if len(multiplier_flags) > 1:
         raise InputError("--values", "mixes multipliers and absolute values", "give either 2x,4x or 1 GB/s,2 GB/s")
