@@ -76,6 +76,7 @@ def profile_command(
         return
     if tokens < 1:
         raise InputError("--tokens", f"must be >= 1, got {tokens}")
+    measure.decoder_layer_architecture(hidden)  # checks --hidden before anything is measured
     peer_addr = link.parse_host_port(peer, "--peer") if peer is not None else None
     size = _size("32 MiB" if quick and file_size == "2 GiB" else file_size, "--file-size")
     lsize = _size("8 MiB" if quick and link_size == "64 MiB" else link_size, "--link-size")

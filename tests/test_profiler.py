@@ -1,0 +1,124 @@
+"""``coldpipe profile``: its output is a valid device entry; link, storage and error paths."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coldpipe.cli import main
+from coldpipe.errors import InputError
+from coldpipe.profiler import link, measure
+from coldpipe.scenario_file import scenario_from_dict
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out = capsys.readouterr()
+    return int(info.value.code or 0), out.out, out.err
+
+
+def _server(sessions: int = 1) -> tuple[threading.Thread, int]:
+    ready = threading.Event()
+    port: list[int] = []
+
+    def on_ready(p: int) -> None:
+        port.append(p)
+        ready.set()
+
+    th = threading.Thread(target=link.serve, args=("127.0.0.1", 0), kwargs={"sessions": sessions, "on_ready": on_ready})
+    th.daemon = True
+    th.start()
+    assert ready.wait(10)
+    return th, port[0]
+
+
+def _load_entry(entry: dict) -> None:
+    doc = {"workload": {"prompt_tokens": 16}, "model": {"catalog": "llama-3.2-1b"}, "devices": [entry]}
+    dev = scenario_from_dict(doc).devices[0]
+    assert dev.flops > 0 and dev.load_bandwidth > 0 and dev.memory > 0
+
+
+def test_profile_quick_prints_a_valid_device_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    th, port = _server()
+    code, out, err = _run(
+        ["profile", "--quick", "--path", str(tmp_path), "--name", "ci-box", "--peer", f"127.0.0.1:{port}"], capsys
+    )
+    th.join(10)
+    assert code == 0, err
+    entries = yaml.safe_load(out)
+    assert isinstance(entries, list) and len(entries) == 1
+    entry = entries[0]
+    assert entry["name"] == "ci-box"
+    assert set(entry) == {"name", "flops", "load_bandwidth", "startup", "memory", "mem_bandwidth", "uplink", "downlink"}
+    _load_entry(entry)  # pasted into a scenario, it loads as is
+    assert list(tmp_path.iterdir()) == []  # the storage test file is gone
+
+
+def test_profile_without_peer_needs_link_rates_to_be_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["profile", "--quick", "--path", str(tmp_path), "--json"], capsys)
+    assert code == 0
+    import json
+
+    doc = json.loads(out)
+    assert "uplink" not in doc["device"]
+    _load_entry({**doc["device"], "uplink": "100 Mbit/s", "downlink": "100 Mbit/s"})
+    assert "fadvise" in doc["how"]["load_bandwidth"] or "O_DIRECT" in doc["how"]["load_bandwidth"]
+
+
+def test_link_measurement_on_loopback() -> None:
+    th, port = _server()
+    got = link.measure_link("127.0.0.1", port, size_bytes=4 * 2**20, probes=5)
+    th.join(10)
+    assert set(got) == {"rtt", "uplink", "downlink"}
+    assert 0 < got["rtt"].value < 1.0
+    assert got["uplink"].value > 0 and got["downlink"].value > 0
+
+
+def test_storage_read_of_a_given_file_and_of_a_directory(tmp_path: Path) -> None:
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"\1" * (9 * 2**20))
+    m = measure.measure_storage_read(f)
+    assert m.value > 0 and "9 MiB" in m.how
+    assert f.exists()  # a given file is read, never deleted
+    m2 = measure.measure_storage_read(tmp_path, size_bytes=8 * 2**20)
+    assert m2.value > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
+
+
+def test_memory_and_matmul_measurements_are_positive() -> None:
+    assert measure.available_memory_bytes().value > 0
+    m = measure.measure_matmul_flops(hidden=256, tokens=16, repeats=1)
+    assert m.value > 0 and len(m.samples) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["profile", "--quick", "--peer", "nonsense"], "--peer: cannot read 'nonsense' as HOST:PORT"),
+        (["profile", "--listen", "127.0.0.1:99999"], "--listen: cannot read"),
+        (["profile", "--quick", "--path", "/does/not/exist"], "--path: '/does/not/exist' does not exist"),
+        (["profile", "--quick", "--file-size", "1 MB"], "--file-size: must be at least 8 MiB"),
+        (["profile", "--quick", "--dtype", "int3"], "--dtype: cannot time matmuls in 'int3'"),
+        (["profile", "--quick", "--hidden", "1000"], "--hidden: must be a multiple of 256"),
+    ],
+)
+def test_bad_profile_inputs_give_one_line_errors(
+    argv: list[str], match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--path" not in argv and "--listen" not in argv:
+        argv = [*argv, "--path", str(tmp_path)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert match in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_peer_that_is_not_listening(tmp_path: Path) -> None:
+    _th, port = _server()  # a free port: the server is stopped again right after
+    link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)
+    with pytest.raises(InputError, match=r"^--peer: cannot connect"):
+        link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)
