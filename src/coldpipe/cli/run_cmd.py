@@ -1,0 +1,245 @@
+"""``coldpipe run``, ``coldpipe make-checkpoint``, ``coldpipe profile-host``: the real runtime (docs/runtime.md).
+
+torch and transformers are imported inside the commands only, so the other commands start fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
+from coldpipe.core.baselines import PARTITIONS, partition
+from coldpipe.core.planner import plan as plan_scenario
+from coldpipe.core.simulator import simulate
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.errors import InputError
+from coldpipe.units import format_bytes, format_seconds, parse_quantity
+
+
+def resolve_plan(spec: str, scenario: Scenario, overlap: str | None) -> tuple[Plan, Overlap]:
+    """``optimal[/MODE]``, ``PARTITION/MODE`` or ``PARTITION-MODE``, a plan JSON file, or ``dev[a-b] > ...``."""
+    ov_given = overlap
+    if spec == "optimal" or spec.startswith("optimal/") or spec.startswith("optimal-"):
+        ov = spec[len("optimal") + 1 :] or ov_given or "layer"
+        if ov not in OVERLAPS:
+            raise InputError("--plan", f"unknown overlap {ov!r}", f"use optimal/{'|'.join(OVERLAPS)}")
+        return plan_scenario(scenario, ov).plan, ov  # type: ignore[arg-type]
+    for sep in ("/", "-"):
+        name, _, ov = spec.rpartition(sep)
+        if name in PARTITIONS and ov in OVERLAPS:
+            if name == "single":
+                from coldpipe.core.baselines import single_device_plans
+
+                plans = single_device_plans(scenario)
+                if not plans:
+                    raise InputError("--plan", "no single device holds the whole model", "pick another partition")
+                best = min(plans, key=lambda p: simulate(scenario, p, ov).ttft_s)  # type: ignore[arg-type]
+                return best, ov  # type: ignore[return-value]
+            return partition(name, scenario), ov  # type: ignore[return-value]
+    if "[" in spec and Path(spec).suffix not in (".json", ".yaml", ".yml"):
+        return Plan.parse(spec), _overlap(ov_given or "layer")
+    if Path(spec).is_file():
+        data = read_json_arg(spec, "--plan")
+        if not isinstance(data, dict):
+            raise InputError("--plan", f"{spec!r} holds no plan object")
+        return Plan.from_dict(data), _overlap(ov_given or str(data.get("overlap", "layer")))
+    raise InputError(
+        "--plan",
+        f"cannot read {spec!r}",
+        f"use optimal, optimal/MODE, PARTITION/MODE (partitions {', '.join(PARTITIONS)}; modes "
+        f"{', '.join(OVERLAPS)}), a plan JSON file, or 'dev[0-9] > dev2[10-33]'",
+    )
+
+
+def _overlap(value: str) -> Overlap:
+    if value not in OVERLAPS:
+        raise InputError("--overlap", f"unknown mode {value!r}", f"use one of {', '.join(OVERLAPS)}")
+    return value  # type: ignore[return-value]
+
+
+def check_scenario_matches(scenario: Scenario, n_blocks: int, where: str = "--scenario") -> None:
+    if scenario.n_blocks != n_blocks:
+        raise InputError(
+            where,
+            f"the scenario's model has {scenario.n_blocks} blocks but the checkpoint has {n_blocks}",
+            "derive the scenario's model from the checkpoint: model: {hf_config: CHECKPOINT/config.json, dtype: ...}",
+        )
+
+
+def _fmt(m: float, p: float) -> str:
+    return f"{format_seconds(m)} / {format_seconds(p)}"
+
+
+def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> None:
+    table = Table(
+        title=f"measured / predicted, plan {plan} (overlap={overlap}); seconds since the request",
+        title_justify="left",
+    )
+    for col in ("#", "device", "blocks", "load end", "input at", "compute", "idle: weights", "done at"):
+        table.add_column(col, justify="left" if col in ("device", "blocks") else "right")
+    for j, s in enumerate(report.stages):
+        table.add_row(
+            str(j + 1),
+            s.device,
+            f"{s.first}-{s.last}",
+            _fmt(s.m_load_end_s, s.p_load_end_s),
+            _fmt(s.m_arrival_s, s.p_arrival_s),
+            _fmt(s.m_compute_s, s.p_compute_s),
+            _fmt(s.m_idle_weights_s, s.p_idle_weights_s),
+            _fmt(s.m_compute_end_s, s.p_compute_end_s),
+        )
+    console.print(table)
+    console.print(
+        f"[bold]TTFT measured {format_seconds(report.measured_ttft_s)}, predicted "
+        f"{format_seconds(report.predicted_ttft_s)} (ratio {report.ratio:.3f})[/bold]; tokens {report.token_ids}"
+    )
+    console.print(f"trace: {trace_path}")
+
+
+def run_command(
+    scenario: Annotated[str, typer.Option(help="Scenario file whose model matches the checkpoint.")],
+    checkpoint: Annotated[str, typer.Option(help="HF model directory (config.json + safetensors).")],
+    plan: Annotated[
+        str,
+        typer.Option(
+            help="optimal | optimal/MODE | PARTITION/MODE (e.g. uniform/none) | PLAN.json | 'a[0-3] > b[4-9]'"
+        ),
+    ] = "optimal",
+    overlap: Annotated[str | None, typer.Option(help="Overlap for a plan file or plan string (default layer).")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Start every rank on this host (127.0.0.1).")] = False,
+    host_profile: Annotated[
+        str | None, typer.Option(help="JSON from `coldpipe profile-host`: enables the compute slowdown.")
+    ] = None,
+    emulate: Annotated[
+        bool, typer.Option(help="Apply start-up, read-rate and link emulation from the scenario.")
+    ] = True,
+    cold: Annotated[bool, typer.Option(help="Drop the checkpoint from the page cache before the request.")] = True,
+    new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate (default: the scenario's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds any rendezvous or transfer may wait before failing.")] = 30.0,
+    threads: Annotated[int, typer.Option(help="torch threads per rank.")] = 1,
+    trace: Annotated[str, typer.Option(help="Where to write the Chrome/Perfetto trace JSON.")] = "out/trace.json",
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
+    if not local:
+        raise InputError(
+            "--local",
+            "only local runs are started by `coldpipe run`",
+            "pass --local, or start `python -m coldpipe.runtime.worker` under torchrun",
+        )
+    if timeout <= 0:
+        raise InputError("--timeout", f"must be > 0, got {timeout}")
+    if threads < 1:
+        raise InputError("--threads", f"must be >= 1, got {threads}")
+    from coldpipe.runtime.checkpoint import open_checkpoint
+    from coldpipe.runtime.emulation import emulation_for
+    from coldpipe.runtime.launch import Job, prompt_ids, run_local
+    from coldpipe.runtime.profile_host import HostProfile
+    from coldpipe.runtime.report import build_report
+
+    sc = scenario_arg(scenario)
+    ckpt = open_checkpoint(checkpoint)
+    check_scenario_matches(sc, ckpt.n_blocks)
+    the_plan, ov = resolve_plan(plan, sc, overlap)
+    the_plan.validate(sc)
+    host_flops = None
+    if host_profile is not None:
+        host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
+    n_new = new_tokens if new_tokens is not None else sc.workload.new_tokens
+    if n_new < 1:
+        raise InputError("--new-tokens", f"must be >= 1, got {n_new}")
+    ids = prompt_ids(sc.workload.prompt_tokens, int(ckpt.config["vocab_size"]), seed)
+    job = Job(the_plan, ov, ids, n_new, tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate)))
+    (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
+    timeline = simulate(sc, the_plan, ov)
+    report = build_report(result, timeline, sc.to_dict())
+    trace_path = Path(trace)
+    trace_path.parent.mkdir(parents=True, exist_ok=True)
+    trace_path.write_text(json.dumps(report.trace))
+    if json_out:
+        print_json({**report.to_dict(), "plan": str(the_plan), "overlap": ov, "trace": str(trace_path)})
+        return
+    print_report(report, the_plan, ov, trace_path)
+
+
+def make_checkpoint_command(
+    config: Annotated[str, typer.Option(help="A catalog model (see `coldpipe plan --help`) or a config.json path.")],
+    out: Annotated[str, typer.Option(help="Directory to write config.json + safetensors into.")],
+    layers: Annotated[int | None, typer.Option(help="Override the number of decoder layers.")] = None,
+    hidden: Annotated[int | None, typer.Option(help="Override the hidden size (heads follow).")] = None,
+    intermediate: Annotated[int | None, typer.Option(help="Override the MLP width.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Override the attention heads.")] = None,
+    kv_heads: Annotated[int | None, typer.Option(help="Override the KV heads.")] = None,
+    vocab: Annotated[int | None, typer.Option(help="Override the vocabulary size.")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16.")] = "float32",
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    init_std: Annotated[float, typer.Option(help="Std of the random weights.")] = 0.02,
+    shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 512MB (more -> index.json).")] = "2GB",
+) -> None:
+    """Write a random-initialised HF checkpoint (weights cannot be downloaded here)."""
+    from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
+
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise InputError("--dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
+    for name, v in (
+        ("--layers", layers),
+        ("--hidden", hidden),
+        ("--intermediate", intermediate),
+        ("--heads", heads),
+        ("--kv-heads", kv_heads),
+        ("--vocab", vocab),
+    ):
+        if v is not None and v < 1:
+            raise InputError(name, f"must be >= 1, got {v}")
+    shard_bytes = parse_quantity(shard_size, "bytes")
+    arch = arch_for(
+        config, layers=layers, hidden=hidden, vocab=vocab, intermediate=intermediate, heads=heads, kv_heads=kv_heads
+    )
+    path = make_checkpoint(arch, out, dtype=dtype, seed=seed, shard_bytes=shard_bytes, init_std=init_std)
+    ck = open_checkpoint(path)
+    total = sum(ck.block_bytes(b) for b in range(ck.n_blocks))
+    console.print(
+        f"wrote {path}: {arch.model_type}, {arch.num_hidden_layers} layers, hidden {arch.hidden_size}, vocab "
+        f"{arch.vocab_size}, {dtype}; {ck.n_blocks} blocks, {format_bytes(total)} read by a full load, "
+        f"{len(ck.files)} file(s)"
+    )
+
+
+def profile_host_command(
+    checkpoint: Annotated[str, typer.Option(help="HF model directory to profile.")],
+    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the prefill passes.")] = 128,
+    reps: Annotated[int, typer.Option(help="Timed passes (median per block).")] = 5,
+    threads: Annotated[int, typer.Option(help="torch threads (the runtime uses 1 per rank by default).")] = 1,
+    out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
+) -> None:
+    """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`)."""
+    from coldpipe.runtime.profile_host import profile_host
+
+    if prompt_tokens < 1 or reps < 1 or threads < 1:
+        raise InputError("--prompt-tokens/--reps/--threads", "must all be >= 1")
+    prof = profile_host(checkpoint, prompt_tokens, reps=reps, threads=threads)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
+    if json_out:
+        print_json(prof.to_dict())
+        return
+    console.print(
+        f"host: {prof.host_flops / 1e9:.2f} GFLOP/s over {len(prof.block_s)} blocks (prefill of {prompt_tokens} "
+        f"tokens, {threads} thread(s)); per block {', '.join(format_seconds(s) for s in prof.block_s[:6])}"
+        f"{' ...' if len(prof.block_s) > 6 else ''}; read {format_bytes(prof.read_cold_bytes_per_s)}/s cold, "
+        f"{format_bytes(prof.read_warm_bytes_per_s)}/s warm" + (f"; wrote {out}" if out else "")
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
+    app.command("make-checkpoint")(make_checkpoint_command)
+    app.command("profile-host")(profile_host_command)

@@ -1,0 +1,305 @@
+"""HF-format checkpoints: write random ones, map blocks to tensors, read a block's bytes for real.
+
+A checkpoint is a directory with ``config.json`` and either ``model.safetensors`` or shards named in
+``model.safetensors.index.json`` (the Hugging Face layout, so ``from_pretrained`` reads it too).
+
+Blocks follow :mod:`coldpipe.core.models`: block 0 = ``model.embed_tokens``, block ``i`` in
+``1..n_layers`` = ``model.layers.{i-1}``, block ``n_layers + 1`` = ``model.norm`` + ``lm_head`` (with tied
+embeddings the head block reads ``model.embed_tokens.weight`` again, as SPEC.md counts it).
+
+Reads do not go through safetensors' lazy mmap: :func:`read_tensor` ``pread``s the tensor's bytes into a fresh
+buffer in chunks, so the bytes really come from storage inside the timed load and a read-rate cap can pace
+every chunk. ``tests/test_checkpoint.py`` checks the result against ``safetensors.safe_open``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coldpipe.core.models import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
+from coldpipe.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Checkpoint",
+    "TensorEntry",
+    "arch_for",
+    "block_tensor_names",
+    "make_checkpoint",
+    "open_checkpoint",
+]
+
+CHUNK_BYTES = 4 << 20  # one read (and one pacing step of the read-rate cap)
+
+_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
+
+
+def arch_for(
+    config: str,
+    *,
+    layers: int | None = None,
+    hidden: int | None = None,
+    vocab: int | None = None,
+    intermediate: int | None = None,
+    heads: int | None = None,
+    kv_heads: int | None = None,
+) -> Architecture:
+    """A catalog architecture (or the one of a config.json path), optionally shrunk for tests.
+
+    ``hidden`` keeps the head size when ``heads`` is not given (``heads = hidden // head_dim``).
+    """
+    if config in CATALOG:
+        arch = CATALOG[config]
+    else:
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.is_file():
+            raise InputError(
+                "--config",
+                f"{config!r} is neither a catalog model nor a config.json",
+                f"use one of {sorted(CATALOG)} or a path",
+            )
+        arch = architecture_from_hf_config(json.loads(path.read_text()), "--config")
+    fields = arch.to_dict()
+    if layers is not None:
+        fields["num_hidden_layers"] = layers
+    if vocab is not None:
+        fields["vocab_size"] = vocab
+    if hidden is not None:
+        n_h = heads or max(1, hidden // arch.head_dim)
+        fields["hidden_size"] = hidden
+        fields["num_attention_heads"] = n_h
+        fields["head_dim"] = hidden // n_h
+        fields["intermediate_size"] = intermediate or max(1, (arch.intermediate_size * hidden) // arch.hidden_size)
+        ratio = max(1, arch.num_attention_heads // arch.num_key_value_heads)
+        fields["num_key_value_heads"] = kv_heads or max(1, n_h // ratio)
+    else:
+        if heads is not None:
+            fields["num_attention_heads"] = heads
+            fields["head_dim"] = fields["hidden_size"] // heads
+        if kv_heads is not None:
+            fields["num_key_value_heads"] = kv_heads
+        if intermediate is not None:
+            fields["intermediate_size"] = intermediate
+    if fields["num_attention_heads"] % fields["num_key_value_heads"]:
+        raise InputError(
+            "--kv-heads",
+            f"{fields['num_key_value_heads']} does not divide the {fields['num_attention_heads']} attention heads",
+            "pick a divisor",
+        )
+    fields["max_position_embeddings"] = min(fields["max_position_embeddings"], 8192)
+    return Architecture(**fields)
+
+
+def block_tensor_names(cfg: dict[str, Any], names: list[str] | set[str]) -> list[list[str]]:
+    """For each block (SPEC.md order), the checkpoint tensors it reads, in a fixed order."""
+    n = int(cfg["num_hidden_layers"])
+    blocks: list[list[str]] = [["model.embed_tokens.weight"]]
+    for i in range(n):
+        prefix = f"model.layers.{i}."
+        blocks.append(sorted(k for k in names if k.startswith(prefix)))
+    head = "lm_head.weight" if "lm_head.weight" in names else "model.embed_tokens.weight"
+    blocks.append(["model.norm.weight", head])
+    for b, tensors in enumerate(blocks):
+        missing = [t for t in tensors if t not in names]
+        if missing or not tensors:
+            raise InputError(
+                "--checkpoint",
+                f"block {b} lacks tensors {missing or '(none found)'}",
+                "is this a complete Llama/Qwen2/Mistral checkpoint?",
+            )
+    return blocks
+
+
+def _parse_dtype(name: str) -> torch.dtype:
+    import torch
+
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise InputError("--dtype", f"unknown dtype {name!r}", "use float32, float16 or bfloat16")
+    return dt
+
+
+def make_checkpoint(
+    arch: Architecture,
+    out_dir: str | Path,
+    *,
+    dtype: str = "float32",
+    seed: int = 0,
+    shard_bytes: float = 2e9,
+    init_std: float = 0.02,
+) -> Path:
+    """Write a random-initialised HF checkpoint of ``arch`` into ``out_dir``; return the directory.
+
+    Weights are N(0, init_std) (norm weights 1 + N(0, init_std), so a stage that skips a norm is caught); tensors are
+    written in block order and split into shards of at most ``shard_bytes`` (one file if it all fits).
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch.model_type not in SUPPORTED_MODEL_TYPES:
+        raise InputError(
+            "--config", f"model_type {arch.model_type!r} is not supported", f"use one of {list(SUPPORTED_MODEL_TYPES)}"
+        )
+    tdtype = _parse_dtype(dtype)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = arch.to_hf_config(torch_dtype=dtype)
+    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    hf_cfg = AutoConfig.from_pretrained(out)
+    with torch.device("meta"):
+        shapes = {k: (tuple(v.shape)) for k, v in AutoModelForCausalLM.from_config(hf_cfg).state_dict().items()}
+    if arch.tie_word_embeddings:
+        shapes.pop("lm_head.weight", None)
+    order = [t for blk in block_tensor_names(cfg, set(shapes)) for t in blk]
+    order = list(dict.fromkeys(order))  # tied embeddings: write once
+    gen = torch.Generator().manual_seed(seed)
+
+    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+        old.unlink()
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in order:
+        shape = shapes[name]
+        t = torch.randn(shape, generator=gen, dtype=torch.float32) * init_std
+        if name.endswith("norm.weight"):
+            t += 1.0
+        t = t.to(tdtype)
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    files = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
+    weight_map = {}
+    total = 0
+    for fname, shard in zip(files, shards, strict=True):
+        save_file(shard, str(out / fname), metadata={"format": "pt"})
+        with open(out / fname, "rb") as f:
+            os.fsync(f.fileno())  # written back, so a later posix_fadvise(DONTNEED) can really evict it
+        for k, v in shard.items():
+            weight_map[k] = fname
+            total += v.numel() * v.element_size()
+    if len(files) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return out
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where a tensor's bytes are: ``file`` at absolute offset ``offset``, ``nbytes`` long."""
+
+    name: str
+    file: str
+    offset: int
+    nbytes: int
+    dtype: str  # torch dtype name
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """An opened checkpoint: its config, every tensor's location, and the tensors of each block."""
+
+    path: Path
+    config: dict[str, Any]
+    tensors: dict[str, TensorEntry]
+    blocks: tuple[tuple[str, ...], ...]
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted({Path(e.file) for e in self.tensors.values()})
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def dtype(self) -> str:
+        return next(iter(self.tensors.values())).dtype
+
+    def block_bytes(self, block: int) -> int:
+        return sum(self.tensors[t].nbytes for t in self.blocks[block])
+
+    def architecture(self) -> Architecture:
+        return architecture_from_hf_config(self.config, "--checkpoint")
+
+
+def _read_header(path: Path) -> dict[str, TensorEntry]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        dtype = _ST_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise InputError("--checkpoint", f"tensor {name} has unsupported dtype {info['dtype']}")
+        out[name] = TensorEntry(name, str(path), base + start, end - start, dtype, tuple(info["shape"]))
+    return out
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory."""
+    root = Path(path)
+    cfg_path = root / "config.json"
+    if not cfg_path.is_file():
+        raise InputError(
+            "--checkpoint",
+            f"{str(root)!r} has no config.json",
+            "give an HF model directory, or make one with `coldpipe make-checkpoint`",
+        )
+    cfg = json.loads(cfg_path.read_text())
+    architecture_from_hf_config(cfg, "--checkpoint")  # checks the model type
+    index = root / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (root / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise InputError(
+            "--checkpoint",
+            f"{str(root)!r} has no model.safetensors(.index.json)",
+            "give an HF model directory with safetensors weights",
+        )
+    tensors: dict[str, TensorEntry] = {}
+    for fname in files:
+        tensors.update(_read_header(root / fname))
+    blocks = block_tensor_names(cfg, set(tensors))
+    return Checkpoint(root, cfg, tensors, tuple(tuple(b) for b in blocks))
+
+
+def read_tensor(entry: TensorEntry, fd: int, pace: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Read one tensor's bytes from ``fd`` into fresh memory (``pace(n)`` after each chunk of ``n`` bytes)."""
+    import torch
+
+    buf = torch.empty(entry.nbytes, dtype=torch.uint8)
+    view = memoryview(buf.numpy())
+    done = 0
+    while done < entry.nbytes:
+        n = os.preadv(fd, [view[done : done + CHUNK_BYTES]], entry.offset + done)
+        if n <= 0:
+            raise OSError(f"short read in {entry.file} at {entry.offset + done}")
+        done += n
+        if pace is not None:
+            pace(n)
+    return buf.view(getattr(torch, entry.dtype)).reshape(entry.shape)

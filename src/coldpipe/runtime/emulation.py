@@ -1,0 +1,89 @@
+"""The emulated edge cluster: how one host stands in for several slower devices, knob by knob.
+
+Every knob comes from the scenario (so the simulator predicts from the very numbers the runtime enforces):
+
+- **start-up**: a worker process is started (and torch imported) *before* the request; ``startup`` of the
+  scenario is emulated by sleeping from the request until loading starts;
+- **storage**: the page cache of the checkpoint files is dropped before the request (``posix_fadvise
+  DONTNEED`` after ``fdatasync``), and the loader is paced to ``load_bandwidth`` bytes/s (a token bucket
+  without burst: after each chunk it sleeps until ``bytes read / rate`` has elapsed). It can only slow the
+  host down: a rate above what the disk delivers is not reached (the report shows the measured load end);
+- **compute**: each block's measured compute time ``c`` is stretched to ``c * slowdown`` by sleeping
+  ``c * (slowdown - 1)``; ``slowdown = host_flops / device.flops`` with ``host_flops`` measured by
+  ``coldpipe profile-host`` (1 without a host profile: the device computes at host speed);
+- **links**: each transfer sleeps ``transfer(src, dst, bytes)`` of SPEC.md (``8n/uplink + hop + 8n/downlink +
+  hop``) on the sender before the real send on loopback, with ``n`` the real size of the tensor sent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from coldpipe.core.types import Plan, Scenario
+
+__all__ = ["DeviceEmulation", "Pacer", "drop_page_cache", "emulation_for"]
+
+
+@dataclass(frozen=True)
+class DeviceEmulation:
+    """What a worker enforces to play ``device`` (``read_bytes_per_s`` None = uncapped, ``slowdown`` >= 1)."""
+
+    device: str
+    startup_s: float
+    read_bytes_per_s: float | None
+    slowdown: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> DeviceEmulation:
+        return DeviceEmulation(**d)
+
+
+def emulation_for(
+    scenario: Scenario, plan: Plan, host_flops: float | None, *, enabled: bool = True
+) -> list[DeviceEmulation]:
+    """One :class:`DeviceEmulation` per stage of ``plan`` (all knobs off when ``enabled`` is false)."""
+    out = []
+    for st in plan.stages:
+        dev = scenario.device(st.device)
+        if not enabled:
+            out.append(DeviceEmulation(st.device, 0.0, None, 1.0))
+            continue
+        slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
+        rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
+        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown))
+    return out
+
+
+class Pacer:
+    """Token bucket without burst: ``pace(n)`` sleeps until ``total bytes / rate`` has elapsed since ``start``."""
+
+    def __init__(self, rate_bytes_per_s: float | None, start: float | None = None) -> None:
+        self.rate = rate_bytes_per_s
+        self.start = time.perf_counter() if start is None else start
+        self.total = 0
+
+    def pace(self, n_bytes: int) -> None:
+        self.total += n_bytes
+        if self.rate is None:
+            return
+        wait = self.start + self.total / self.rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+
+
+def drop_page_cache(paths: list[Path]) -> None:
+    """Evict ``paths`` from the page cache (written back first, so DONTNEED can drop every page)."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)

@@ -1,0 +1,185 @@
+"""``coldpipe run --local``: start one process per stage (+ the source, rank 0) on 127.0.0.1 and gather the result.
+
+The launcher writes a run spec (scenario, plans, emulation knobs), starts one rank per process running
+:func:`coldpipe.runtime.worker.main`, and watches them. Ranks are forked from a forkserver that has imported
+torch and transformers once (a fresh interpreter per rank would import them again, ~5 s each on this 2-core
+host). When a rank exits with an error, the launcher writes the abort file so every other rank stops with one
+line of its own, waits a few seconds, kills what is left, prints every rank's line and raises
+:class:`RunFailed`. A peer that never connects makes the others' rendezvous time out after ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coldpipe.core.types import Overlap, Plan, Scenario
+from coldpipe.runtime import RunFailed
+from coldpipe.runtime.emulation import DeviceEmulation
+
+__all__ = ["Job", "prompt_ids", "run_local"]
+
+GRACE_S = 5.0  # after a failure, how long the other ranks get to stop by themselves
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request through one plan: the runtime interprets exactly this, nothing else."""
+
+    plan: Plan
+    overlap: Overlap
+    prompt_ids: tuple[int, ...]
+    new_tokens: int
+    emulation: tuple[DeviceEmulation, ...]
+    return_logits: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "overlap": self.overlap,
+            "prompt_ids": list(self.prompt_ids),
+            "new_tokens": self.new_tokens,
+            "emulation": [e.to_dict() for e in self.emulation],
+            "return_logits": self.return_logits,
+        }
+
+
+def prompt_ids(n_tokens: int, vocab_size: int, seed: int = 0) -> tuple[int, ...]:
+    """A reproducible random prompt (the weights are random too, so any ids will do)."""
+    rng = random.Random(seed)
+    return tuple(rng.randrange(vocab_size) for _ in range(n_tokens))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_PRELOAD = [
+    "coldpipe.runtime.worker",
+    "torch",
+    "torch.distributed",
+    "transformers",
+    "transformers.models.llama.modeling_llama",
+    "transformers.models.qwen2.modeling_qwen2",
+    "transformers.models.mistral.modeling_mistral",
+]
+
+
+def _context() -> Any:
+    """A forkserver that imports torch + transformers once; each rank is then forked from it in milliseconds.
+
+    The forkserver never computes anything, so its children start from a clean torch (no thread pools).
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)
+    return ctx
+
+
+def _error_lines(log: Path) -> list[str]:
+    if not log.is_file():
+        return []
+    return [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("coldpipe: error:")]
+
+
+def run_local(
+    checkpoint: str | Path,
+    scenario: Scenario,
+    jobs: list[Job],
+    *,
+    timeout_s: float = 30.0,
+    threads: int = 1,
+    cold_cache: bool = True,
+    fault: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``jobs`` one after another on ``1 + max stages`` local processes; one result dict per job.
+
+    Each rank's stderr goes to a log file; on failure the launcher prints every rank's one-line error (or
+    its exit code when it died without one) and raises :class:`RunFailed`.
+    ``fault`` (tests only) makes one rank misbehave: ``{"rank": r, "at": "connect" | "load" | "compute"}``.
+    """
+    from coldpipe.runtime import worker
+
+    if not jobs:
+        return []
+    world = 1 + max(len(j.plan.stages) for j in jobs)
+    with tempfile.TemporaryDirectory(prefix="coldpipe-run-") as tmp:
+        spec_path, result_path, abort_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "abort")
+        spec = {
+            "checkpoint": str(Path(checkpoint).resolve()),
+            "scenario": scenario.to_dict(),
+            "jobs": [j.to_dict() for j in jobs],
+            "timeout_s": timeout_s,
+            "threads": threads,
+            "cold_cache": cold_cache,
+            "fault": fault,
+        }
+        spec_path.write_text(json.dumps(spec))
+        port = _free_port()
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        mp = _context()
+        procs = []
+        logs = [Path(tmp, f"rank{r}.log") for r in range(world)]
+        for rank in range(world):
+            argv = [
+                "--spec",
+                str(spec_path),
+                "--rank",
+                str(rank),
+                "--world-size",
+                str(world),
+                "--master-port",
+                str(port),
+                "--abort-file",
+                str(abort_path),
+                "--log",
+                str(logs[rank]),
+                "--launcher-pid",
+                str(os.getpid()),
+            ]
+            if rank == 0:
+                argv += ["--result", str(result_path)]
+            p = mp.Process(target=worker.main, args=(argv,), name=f"coldpipe-rank{rank}", daemon=False)
+            p.start()
+            procs.append(p)
+        failed = ""
+        try:
+            while any(p.is_alive() for p in procs):
+                bad = [(r, p.exitcode) for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if bad:
+                    r, code = bad[0]
+                    failed = f"rank {r} ({'source' if r == 0 else f'stage {r - 1}'}) exited with code {code}"
+                    abort_path.write_text(failed)
+                    deadline = time.monotonic() + GRACE_S
+                    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    break
+                time.sleep(0.05)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+        codes = [p.exitcode for p in procs]
+        if not failed and any(codes):
+            r = next(i for i, c in enumerate(codes) if c)
+            failed = f"rank {r} exited with code {codes[r]}"
+        if failed or not result_path.is_file():
+            for r in range(world):
+                lines = _error_lines(logs[r])
+                for ln in lines or [f"coldpipe: error: rank {r}: exited with code {codes[r]} (no message)"]:
+                    print(ln, file=sys.stderr, flush=True)
+            why = failed or "rank 0 wrote no result"
+            raise RunFailed(f"the pipelined run failed: {why}")
+        return list(json.loads(result_path.read_text())["jobs"])

@@ -1,0 +1,120 @@
+"""``coldpipe profile-host``: this host's real per-block prefill time and storage read rate, for one checkpoint.
+
+The emulated cluster is derived from these numbers, not guessed: a device ``slowdown`` times slower than the
+host has ``flops = host_flops / slowdown``, and :func:`calibrated_blocks` replaces each block's analytic FLOPs
+by ``measured seconds * host_flops`` so that the simulator predicts, block by block, what the host really does.
+(Analytic FLOPs are a fine model across devices; on one host the embedding lookup, attention and the head do
+not all run at the same FLOP/s, and calibration removes that error from the comparison.)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from coldpipe.core.models import blocks_for
+from coldpipe.core.types import Block
+
+__all__ = ["HostProfile", "calibrated_blocks", "profile_host"]
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    """Medians over ``reps`` prefill passes of ``prompt_tokens`` tokens with ``threads`` torch threads."""
+
+    checkpoint: str
+    prompt_tokens: int
+    threads: int
+    reps: int
+    block_s: tuple[float, ...]  # prefill seconds of each block (SPEC.md block order)
+    host_flops: float  # sum of analytic block FLOPs / sum of block_s
+    read_cold_bytes_per_s: float  # bytes/s reading every block once after dropping the page cache
+    read_warm_bytes_per_s: float  # the same again, from the page cache
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["block_s"] = list(self.block_s)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> HostProfile:
+        return HostProfile(**{**d, "block_s": tuple(d["block_s"])})
+
+
+def calibrated_blocks(blocks: tuple[Block, ...], profile: HostProfile) -> tuple[Block, ...]:
+    """``blocks`` with ``flops = measured block seconds * host_flops`` (same total FLOP/s as the host)."""
+    if len(blocks) != len(profile.block_s):
+        raise ValueError(f"{len(blocks)} blocks but the profile has {len(profile.block_s)}")
+    return tuple(replace(b, flops=s * profile.host_flops) for b, s in zip(blocks, profile.block_s, strict=True))
+
+
+def _read_all(ckpt: Any) -> tuple[dict[int, dict[str, Any]], int, float]:
+    import os
+
+    from coldpipe.runtime.checkpoint import read_tensor
+
+    out: dict[int, dict[str, Any]] = {}
+    total = 0
+    fds: dict[str, int] = {}
+    start = time.perf_counter()
+    for b, names in enumerate(ckpt.blocks):
+        out[b] = {}
+        for e in sorted((ckpt.tensors[n] for n in names), key=lambda e: (e.file, e.offset)):
+            fd = fds.get(e.file) or fds.setdefault(e.file, os.open(e.file, os.O_RDONLY))
+            out[b][e.name] = read_tensor(e, fd)
+            total += e.nbytes
+    elapsed = time.perf_counter() - start
+    for fd in fds.values():
+        os.close(fd)
+    return out, total, elapsed
+
+
+def profile_host(checkpoint: str | Path, prompt_tokens: int, *, reps: int = 5, threads: int = 1) -> HostProfile:
+    """Measure read rates (cold, warm) and each block's prefill time on this host."""
+    import torch
+    from transformers import DynamicCache
+
+    from coldpipe.runtime.checkpoint import _parse_dtype, open_checkpoint
+    from coldpipe.runtime.emulation import drop_page_cache
+    from coldpipe.runtime.launch import prompt_ids
+    from coldpipe.runtime.stage_model import StageModel
+
+    torch.set_num_threads(threads)
+    ckpt = open_checkpoint(checkpoint)
+    drop_page_cache(ckpt.files)
+    tensors, n_bytes, cold_s = _read_all(ckpt)
+    del tensors
+    tensors, _, warm_s = _read_all(ckpt)
+    model = StageModel(ckpt.config, 0, ckpt.n_blocks - 1, _parse_dtype(ckpt.dtype))
+    for b, t in tensors.items():
+        model.assign(b, t)
+    ids = torch.tensor([list(prompt_ids(prompt_tokens, int(ckpt.config["vocab_size"])))])  # (1, s)
+    pos = torch.arange(prompt_tokens).unsqueeze(0)  # (1, s)
+    samples: list[list[float]] = [[] for _ in range(ckpt.n_blocks)]
+    for rep in range(reps + 1):  # the first pass warms up allocators and kernels
+        cache = DynamicCache(config=model.config)
+        x: Any = ids
+        rope = None
+        for b in range(ckpt.n_blocks):
+            c0 = time.perf_counter()
+            if rope is None and 1 <= b <= model.n_layers:
+                rope = model.position_embeddings(x, pos)
+            x = model.run_block(b, x, pos, rope, cache)
+            if rep:
+                samples[b].append(time.perf_counter() - c0)
+    block_s = tuple(statistics.median(s) for s in samples)
+    arch = ckpt.architecture()
+    flops = sum(b.flops for b in blocks_for(arch, prompt_tokens=prompt_tokens, dtype=ckpt.dtype))
+    return HostProfile(
+        checkpoint=str(Path(checkpoint)),
+        prompt_tokens=prompt_tokens,
+        threads=threads,
+        reps=reps,
+        block_s=block_s,
+        host_flops=flops / sum(block_s),
+        read_cold_bytes_per_s=n_bytes / cold_s,
+        read_warm_bytes_per_s=n_bytes / warm_s,
+    )

@@ -1,0 +1,87 @@
+"""The blocks of one stage as transformers modules: built on the meta device, weights assigned when loaded.
+
+Block 0 is ``nn.Embedding``, blocks ``1..n`` are the architecture's own decoder-layer class
+(``LlamaDecoderLayer``, ``Qwen2DecoderLayer``, ``MistralDecoderLayer``), the last block is the final RMSNorm +
+``lm_head`` (logits of the last position only, as SPEC.md's head FLOPs assume). Attention is SDPA with no
+mask: causal when the query has several positions (prefill from an empty cache), full when it has one
+(a decode step attends to the whole cache) -- exactly what transformers' own forward does for one unpadded
+sequence.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["StageModel"]
+
+_PREFIX = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}
+
+
+def _classes(model_type: str) -> tuple[Any, Any, Any, Any]:
+    mod = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    p = _PREFIX[model_type]
+    cfg_mod = importlib.import_module(f"transformers.models.{model_type}.configuration_{model_type}")
+    return (
+        getattr(cfg_mod, f"{p}Config"),
+        getattr(mod, f"{p}DecoderLayer"),
+        getattr(mod, f"{p}RMSNorm"),
+        getattr(mod, f"{p}RotaryEmbedding"),
+    )
+
+
+class StageModel:
+    """Blocks ``first..last`` of a checkpoint whose ``config.json`` is ``cfg``; nothing resident until assigned."""
+
+    def __init__(self, cfg: dict[str, Any], first: int, last: int, dtype: torch.dtype) -> None:
+        config_cls, layer_cls, norm_cls, rope_cls = _classes(cfg["model_type"])
+        self.config = config_cls(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+        self.config._attn_implementation = "sdpa"
+        self.first, self.last, self.dtype = first, last, dtype
+        self.n_layers = int(cfg["num_hidden_layers"])
+        h, v = self.config.hidden_size, self.config.vocab_size
+        self.modules: dict[int, nn.Module] = {}
+        with torch.device("meta"):
+            for b in range(first, last + 1):
+                if b == 0:
+                    m: nn.Module = nn.Embedding(v, h)
+                elif b <= self.n_layers:
+                    m = layer_cls(self.config, b - 1)
+                else:
+                    m = nn.ModuleDict(
+                        {"norm": norm_cls(h, eps=self.config.rms_norm_eps), "lm_head": nn.Linear(h, v, False)}
+                    )
+                self.modules[b] = m.eval()
+        has_layers = any(1 <= b <= self.n_layers for b in self.modules)
+        self.rotary = rope_cls(config=self.config) if has_layers else None  # buffers only, no weights
+
+    def assign(self, block: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Make ``block`` resident from its checkpoint tensors (names as in the checkpoint)."""
+        m = self.modules[block]
+        if block == 0:
+            sd = {"weight": tensors["model.embed_tokens.weight"]}
+        elif block <= self.n_layers:
+            prefix = f"model.layers.{block - 1}."
+            sd = {k.removeprefix(prefix): t for k, t in tensors.items()}
+        else:
+            head = tensors.get("lm_head.weight", tensors.get("model.embed_tokens.weight"))
+            sd = {"norm.weight": tensors["model.norm.weight"], "lm_head.weight": head}
+        m.load_state_dict(sd, assign=True, strict=True)
+
+    def position_embeddings(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> Any:
+        return None if self.rotary is None else self.rotary(hidden, position_ids=position_ids)
+
+    @torch.inference_mode()
+    def run_block(self, block: int, x: torch.Tensor, position_ids: torch.Tensor, rope: Any, cache: Any) -> torch.Tensor:
+        """One block: ids (1, s) -> hidden (1, s, h) -> ... -> logits of the last position (1, V)."""
+        m = self.modules[block]
+        if block == 0:
+            return m(x)  # (1, s) int -> (1, s, h)
+        if block <= self.n_layers:
+            return m(
+                x, attention_mask=None, position_ids=position_ids, cache=cache, use_cache=True, position_embeddings=rope
+            )  # (1, s, h)
+        return m["lm_head"](m["norm"](x[:, -1:, :]))[:, -1, :].float()  # (1, V)

@@ -1,0 +1,357 @@
+"""The program of one rank: ``python -m coldpipe.runtime.worker --spec SPEC.json`` (or under ``torchrun``).
+
+Ranks: 0 is the **source** (where the prompt arrives and the tokens return; ``scenario.source``), rank
+``j + 1`` plays stage ``j`` of the plan. A spec holds several jobs (plans) run one after another by the same
+processes (tests use that to check many splits with one start-up); a rank with no stage in a job only joins
+its collectives. Per job, every rank calls the same collectives in the same order:
+
+    barrier (all built)  ->  broadcast t0 (the request arrives)  ->  [none: all_reduce MAX load end]  ->
+    point-to-point prompt / activations / tokens  ->  gather_object (spans, logits) to rank 0
+
+A stage rank runs two threads: the **loader** (from ``t0 + startup``: read each block's tensors in block
+order, paced by the read-rate cap, assign them, signal the block resident) and the **compute loop** (main
+thread; all torch.distributed calls are made here): receive, run each block once the overlap mode allows,
+send. The runtime only interprets the plan and the emulation knobs; it makes no planning decision.
+
+Errors end the rank with one line on stderr (``coldpipe: error: rank R (...): ...``) and exit code 1; a
+watchdog thread also ends it when the launcher writes the abort file or the launcher dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+class _Ctx:
+    """What every job of this rank shares."""
+
+    def __init__(self, spec: dict[str, Any], rank: int, world: int) -> None:
+        from coldpipe.core.types import Scenario
+        from coldpipe.runtime.checkpoint import open_checkpoint
+
+        self.spec = spec
+        self.rank = rank
+        self.world = world
+        self.scenario = Scenario.from_dict(spec["scenario"])
+        self.ckpt = open_checkpoint(spec["checkpoint"])
+        self.timeout_s = float(spec.get("timeout_s", 30.0))
+        self.started = time.time()
+
+
+def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any, what: str) -> None:
+    """Sleep SPEC.md's transfer time for the real byte count, then send the bytes on loopback."""
+    import torch.distributed as dist
+
+    from coldpipe.core.simulator import transfer_s
+
+    payload = x.contiguous().view(-1).view(__import__("torch").uint8)
+    n = payload.numel()
+    start = rec.now()
+    delay = transfer_s(ctx.scenario, src_dev, dst_dev, n)
+    if delay > 0:
+        time.sleep(delay)
+    dist.send(payload, dst_rank)
+    rec.add(f"send {what}", "send", start, rec.now(), None, n)
+
+
+def _recv(shape: tuple[int, ...], dtype: Any, src_rank: int, rec: Any, what: str) -> Any:
+    import torch
+    import torch.distributed as dist
+
+    n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+    buf = torch.empty(n, dtype=torch.uint8)
+    start = rec.now()
+    dist.recv(buf, src_rank)
+    if rec is not None:
+        rec.add(f"recv {what}", "recv", start, rec.now(), None, n)
+    return buf.view(dtype).reshape(shape)
+
+
+def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
+    """Rank 0: send the prompt, collect the tokens; times relative to the request (t0)."""
+    import torch
+
+    from coldpipe.core.types import Plan
+    from coldpipe.runtime.trace import Recorder
+
+    plan = Plan.from_dict(job["plan"])
+    src, first_dev = ctx.scenario.source, plan.stages[0].device
+    n_stages = len(plan.stages)
+    rec = Recorder(t0)
+    ids = torch.tensor([job["prompt_ids"]], dtype=torch.int32)  # (1, s)
+    tokens: list[int] = []
+    ttft = None
+    for step in range(int(job["new_tokens"])):
+        _send(ctx, ids, 1, src, first_dev, rec, "prompt" if step == 0 else "token")
+        tok = _recv((1,), torch.int32, n_stages, rec, "token")  # from the last stage
+        if step == 0:
+            ttft = rec.now()
+        tokens.append(int(tok.item()))
+        ids = tok.view(1, 1)
+    return {
+        "token_ids": tokens,
+        "measured_ttft": ttft,
+        "measured_e2e": rec.now(),
+        "source_spans": [s.to_dict() for s in rec.spans],
+    }
+
+
+def _loader(
+    ctx: _Ctx,
+    model: Any,
+    emu: Any,
+    t0: float,
+    rec: Any,
+    ready: list[threading.Event],
+    failure: list[BaseException],
+    fault: str | None,
+) -> None:
+    """Loader thread: from t0 + startup, read blocks first..last in order, each resident before the next."""
+    from coldpipe.runtime.checkpoint import read_tensor
+    from coldpipe.runtime.emulation import Pacer
+
+    try:
+        wait = t0 + emu.startup_s - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        pacer = Pacer(emu.read_bytes_per_s)
+        fds: dict[str, int] = {}
+        try:
+            for i, b in enumerate(range(model.first, model.last + 1)):
+                start = rec.now()
+                tensors = {}
+                entries = sorted((ctx.ckpt.tensors[n] for n in ctx.ckpt.blocks[b]), key=lambda e: (e.file, e.offset))
+                for e in entries:
+                    if e.file not in fds:
+                        fds[e.file] = os.open(e.file, os.O_RDONLY)
+                    tensors[e.name] = read_tensor(e, fds[e.file], pacer.pace)
+                model.assign(b, tensors)
+                n = sum(e.nbytes for e in entries)
+                rec.add(f"load b{b}", "load", start, rec.now(), b, n)
+                if fault == "load":
+                    os._exit(3)
+                ready[i].set()
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+    except BaseException as exc:
+        failure.append(exc)
+        for ev in ready:
+            ev.set()
+
+
+def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fault: str | None) -> dict[str, Any]:
+    """Stage ``j`` (rank j + 1): the loader thread plus the compute loop, prefill then decode."""
+    import torch
+    import torch.distributed as dist
+    from transformers import DynamicCache
+
+    from coldpipe.core.types import Plan
+    from coldpipe.runtime.emulation import DeviceEmulation
+    from coldpipe.runtime.trace import Recorder
+
+    plan = Plan.from_dict(job["plan"])
+    overlap = job["overlap"]
+    st = plan.stages[j]
+    n_stages = len(plan.stages)
+    emu = DeviceEmulation.from_dict(job["emulation"][j])
+    prev_rank, next_rank = j, (j + 2 if j + 1 < n_stages else 0)
+    next_dev = plan.stages[j + 1].device if j + 1 < n_stages else ctx.scenario.source
+    is_last = st.last == ctx.ckpt.n_blocks - 1
+    rec = Recorder(t0)
+    blocks = list(range(st.first, st.last + 1))
+    ready = [threading.Event() for _ in blocks]
+    failure: list[BaseException] = []
+    loader = threading.Thread(target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault), daemon=True)
+    loader.start()
+
+    def wait_resident(i: int) -> None:
+        if ready[i].is_set():
+            return
+        start = rec.now()
+        ready[i].wait()
+        if failure:
+            raise failure[0]
+        rec.add(f"wait b{blocks[i]}", "wait", start, rec.now(), blocks[i])
+
+    if overlap == "none":  # load-then-compute: nobody starts before every stage has all its blocks
+        start = rec.now()
+        for ev in ready:
+            ev.wait()
+        if failure:
+            raise failure[0]
+        dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
+        rec.add("wait all loaded", "wait", start, rec.now())
+
+    h = model.config.hidden_size
+    cache = DynamicCache(config=model.config)
+    s = len(job["prompt_ids"])
+    pos = 0
+    logits = None
+    for step in range(int(job["new_tokens"])):
+        q = s if step == 0 else 1  # positions in this forward
+        if j == 0:
+            x = _recv((1, q), torch.int32, prev_rank, rec, "prompt" if step == 0 else "token").long()  # (1, q)
+        else:
+            x = _recv((1, q, h), model.dtype, prev_rank, rec, "activation")  # (1, q, h)
+        position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
+        rope = None
+        for i, b in enumerate(blocks):
+            if step == 0 and overlap == "layer":
+                wait_resident(i)  # this block only
+            elif step == 0 and overlap == "stage" and i == 0:
+                for k in range(len(blocks)):
+                    wait_resident(k)  # the whole stage
+            if fault == "compute":
+                os._exit(3)
+            start = rec.now()
+            c0 = time.perf_counter()
+            if rope is None and 1 <= b <= model.n_layers:
+                rope = model.position_embeddings(x, position_ids)
+            x = model.run_block(b, x, position_ids, rope, cache)
+            dt = time.perf_counter() - c0
+            if emu.slowdown > 1.0:
+                time.sleep(dt * (emu.slowdown - 1.0))  # stretch to the emulated device's speed
+            if step == 0:
+                rec.add(f"compute b{b}", "compute", start, rec.now(), b)
+        pos += q
+        if is_last:
+            logits = x  # (1, V)
+            x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
+        _send(ctx, x, next_rank, st.device, next_dev, rec, "token" if is_last else "activation")
+    loader.join()
+    if failure:
+        raise failure[0]
+    out: dict[str, Any] = {"stage": j, "device": st.device, "spans": [sp.to_dict() for sp in rec.spans]}
+    if is_last and job.get("return_logits"):
+        out["last_logits"] = logits[0].tolist() if logits is not None else None
+    return out
+
+
+def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path: str | None) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from coldpipe.core.types import Plan
+    from coldpipe.runtime.checkpoint import _parse_dtype
+    from coldpipe.runtime.emulation import drop_page_cache
+    from coldpipe.runtime.stage_model import StageModel
+
+    my_fault = fault.get("at") if fault and int(fault.get("rank", -1)) == ctx.rank else None
+    if my_fault == "connect":  # a peer that never connects: the others must time out
+        time.sleep(3600)
+    torch.set_num_threads(int(ctx.spec.get("threads", 1)))
+    dist.init_process_group(
+        "gloo", init_method=init_method, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(seconds=ctx.timeout_s)
+    )
+    dtype = _parse_dtype(ctx.ckpt.dtype)
+    results = []
+    ready_s = time.time() - ctx.started
+    for job in ctx.spec["jobs"]:
+        job_start = time.time()
+        plan = Plan.from_dict(job["plan"])
+        j = ctx.rank - 1
+        model = None
+        if 0 <= j < len(plan.stages):
+            model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
+        dist.barrier()  # every rank built: the cluster is up, nothing is loaded
+        if ctx.rank == 0 and ctx.spec.get("cold_cache", True):
+            drop_page_cache(ctx.ckpt.files)
+        t = torch.tensor([time.time()], dtype=torch.float64)  # the request arrives now
+        dist.broadcast(t, 0)
+        t0 = float(t.item())
+        if ctx.rank == 0:
+            if job["overlap"] == "none":
+                dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
+            out: dict[str, Any] = _run_source(ctx, job, t0)
+        elif model is not None:
+            out = _run_stage(ctx, job, j, model, t0, my_fault)
+        else:
+            if job["overlap"] == "none":
+                dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
+            out = {}
+        gathered: list[Any] = [None] * ctx.world if ctx.rank == 0 else []
+        dist.gather_object(out, gathered if ctx.rank == 0 else None, dst=0)
+        if ctx.rank == 0:
+            res = gathered[0]
+            res["stages"] = [g for g in gathered[1 : len(plan.stages) + 1]]
+            res["job_wall_s"] = time.time() - job_start
+            res["source_ready_s"] = ready_s
+            results.append(res)
+        del model
+    if ctx.rank == 0 and result_path:
+        Path(result_path).write_text(json.dumps({"jobs": results}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _watchdog(abort_file: str | None, launcher_pid: int | None, rank: int, role: str) -> None:
+    while True:
+        time.sleep(0.2)
+        if abort_file and os.path.exists(abort_file):
+            why = Path(abort_file).read_text().strip() or "the run failed elsewhere"
+            print(f"coldpipe: error: rank {rank} ({role}): stopped because {why}", file=sys.stderr, flush=True)
+            os._exit(1)
+        if launcher_pid is not None:
+            try:
+                os.kill(launcher_pid, 0)
+            except ProcessLookupError:
+                print(
+                    f"coldpipe: error: rank {rank} ({role}): the launcher died; stopping", file=sys.stderr, flush=True
+                )
+                os._exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="coldpipe-worker", description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True, help="run spec JSON written by the launcher")
+    ap.add_argument("--rank", type=int, default=None, help="default: $RANK (torchrun)")
+    ap.add_argument("--world-size", type=int, default=None, help="default: $WORLD_SIZE (torchrun)")
+    ap.add_argument("--master-addr", default="127.0.0.1")
+    ap.add_argument("--master-port", type=int, default=None, help="default: env:// rendezvous (torchrun)")
+    ap.add_argument("--result", default=None, help="rank 0 writes the gathered result here")
+    ap.add_argument("--abort-file", default=None, help="stop with an error when this file appears")
+    ap.add_argument("--launcher-pid", type=int, default=None, help="stop when this process is gone")
+    ap.add_argument("--log", default=None, help="redirect this rank's stdout and stderr to this file")
+    args = ap.parse_args(argv)
+    if args.log:
+        fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", "0"))
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    role = "source" if rank == 0 else f"stage {rank - 1}"
+    threading.Thread(target=_watchdog, args=(args.abort_file, args.launcher_pid, rank, role), daemon=True).start()
+    try:
+        spec = json.loads(Path(args.spec).read_text())
+        init = f"tcp://{args.master_addr}:{args.master_port}" if args.master_port is not None else "env://"
+        ctx = _Ctx(spec, rank, world)
+        _run(ctx, init, spec.get("fault"), args.result)
+    except BaseException as exc:  # one line per rank, never a traceback wall
+        if isinstance(exc, SystemExit) and not exc.code:
+            os._exit(0)
+        print(f"coldpipe: error: rank {rank} ({role}): {_one_line(exc)}", file=sys.stderr, flush=True)
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
