@@ -23,8 +23,9 @@ app = typer.Typer(
 
 def _register() -> None:
     from coldpipe.cli import compare_cmd, plan_cmd, report_cmd, show_cmd, sweep_cmd
+    from coldpipe.cli import run_cmd
 
-    for module in (plan_cmd, compare_cmd, sweep_cmd, report_cmd, show_cmd):
+    for module in (plan_cmd, compare_cmd, sweep_cmd, report_cmd, show_cmd, run_cmd):
         module.register(app)
 
 
