@@ -458,8 +458,13 @@ def paper_plan(scenario: Scenario) -> list[tuple[PaperSweep, Scenario, list[str]
 def run_paper(
     scenario: Scenario, out_dir: str | Path, on_step: Callable[[str], None] | None = None
 ) -> dict[str, SweepResult]:
-    """Run :data:`PAPER_SWEEPS` on ``scenario``; write ``sweep_<name>.csv/.png/.svg`` to ``out_dir``."""
+    """Run :data:`PAPER_SWEEPS` on ``scenario``; write ``sweep_<name>.csv/.png/.svg`` to ``out_dir``.
+
+    Also draws the scenario's own schedules, on one time axis: ``gantt_coldpipe``, ``gantt_best-baseline``
+    and ``gantt_load-then-compute`` (the exact optimum under overlap ``none``), each .png and .svg.
+    """
     out = Path(out_dir)
+    write_paper_gantts(scenario, out)
     results = {}
     for ps, sc, values in paper_plan(scenario):
         res = run_sweep(sc, ps.axis, values, on_step)
@@ -467,3 +472,25 @@ def run_paper(
         plot_sweep(res, [out / f"sweep_{ps.name}.png", out / f"sweep_{ps.name}.svg"], title=ps.caption)
         results[ps.name] = res
     return results
+
+
+def write_paper_gantts(scenario: Scenario, out_dir: str | Path) -> list[Path]:
+    """The Gantt charts of :func:`run_paper`: coldpipe, the best baseline, the best load-then-compute plan."""
+    from coldpipe.units import format_seconds
+    from coldpipe.viz.gantt import draw_gantt
+    from coldpipe.viz.report import evaluate_strategies
+
+    strategies, _bounds = evaluate_strategies(scenario)
+    by_name = {s.name: s for s in strategies}
+    baselines = [s for s in strategies if s.kind == "baseline" and s.timeline is not None]
+    chosen = [("coldpipe", by_name["coldpipe"]), ("load-then-compute", by_name["optimal/none"])]
+    if baselines:
+        chosen.insert(1, ("best-baseline", min(baselines, key=lambda s: s.ttft_s)))
+    t_max = 1.04 * max(s.ttft_s for _role, s in chosen)
+    written: list[Path] = []
+    for role, s in chosen:
+        assert s.timeline is not None
+        paths = [Path(out_dir) / f"gantt_{role}.png", Path(out_dir) / f"gantt_{role}.svg"]
+        title = f"{s.name}: {s.timeline.plan}, TTFT {format_seconds(s.ttft_s)}"
+        written += draw_gantt(s.timeline, paths, t_max_s=t_max, title=title).paths
+    return written
