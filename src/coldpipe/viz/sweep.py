@@ -83,7 +83,7 @@ DEFAULT_VALUES: dict[str, tuple[str, ...]] = {
 _MULTIPLIER_AXES: dict[str, Kind] = {"uplink": "bit_rate", "load_bandwidth": "byte_rate", "startup": "seconds"}
 _X_LABELS = {
     "devices": "number of devices",
-    "model": "model parameters (billions)",
+    "model": "model (catalog name, by size)",
     "prompt_tokens": "prompt tokens",
 }
 _ABSOLUTE_UNITS = {"uplink": "bit/s", "load_bandwidth": "B/s", "startup": "s"}
@@ -348,13 +348,20 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [v if math.isfinite(v) else math.nan for v in values]
 
 
-def _plain_ticks(axis: Any) -> None:
-    """Log-axis ticks written 0.1, 2, 30 instead of 10^-1, 2x10^0, 3x10^1."""
-    from matplotlib.ticker import FuncFormatter
+def _plain_ticks(axis: Any, decades: float) -> None:
+    """Log-axis ticks written 0.1, 2, 30 instead of 10^-1, 2x10^0, 3x10^1 (minor ones only on short ranges)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    if decades <= 2.0:
+        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "235" else ""))
+    else:
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _decades(values: Sequence[float]) -> float:
+    finite = [v for v in values if math.isfinite(v) and v > 0]
+    return math.log10(max(finite) / min(finite)) if finite else 0.0
 
 
 def plot_sweep(result: SweepResult, out: str | Path | Sequence[str | Path], title: str | None = None) -> list[Path]:
@@ -365,10 +372,11 @@ def plot_sweep(result: SweepResult, out: str | Path | Sequence[str | Path], titl
     xs: list[float] = []
     for v in values:
         at = result.at(v)
-        xs.append(next(iter(at.values())).x)
+        # models are spread evenly (sizes cluster); every other axis is plotted at its value
+        xs.append(float(len(xs)) if result.axis == "model" else next(iter(at.values())).x)
         for name, row in at.items():
             by_strategy.setdefault(name, []).append(row.ttft_s)
-    fig = _mpl.new_figure(11.0, 4.4)
+    fig = _mpl.new_figure(11.0, 5.6)
     ax_t, ax_s = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for name, ys in by_strategy.items():
         if name in STRATEGY_BOUNDS:
@@ -385,33 +393,40 @@ def plot_sweep(result: SweepResult, out: str | Path | Sequence[str | Path], titl
     ax_t.fill_between(xs, 0, _finite(bound), color="#cccccc", alpha=0.5, label="below the lower bound", lw=0)
     ax_t.set_ylabel("TTFT (s)")
     ax_t.set_yscale("log")
-    _plain_ticks(ax_t.yaxis)
-    ax_t.legend(fontsize=6, ncol=3, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
+    _plain_ticks(ax_t.yaxis, _decades([t for ys in by_strategy.values() for t in ys]))
 
     # Right: how much coldpipe gains over the best baseline, the loading-unaware optimum, load-then-compute.
     baselines = [n for n in by_strategy if "/" in n and not n.startswith(("optimal/", "bound/"))]
     best = [min(by_strategy[n][i] for n in baselines) for i in range(len(xs))]
     ref = by_strategy[STRATEGY_OPTIMAL]
     for label, ys, style in (
-        ("best baseline", best, {"color": "black", "lw": 2.0, "marker": "o", "ms": 4}),
-        ("warm-optimal/layer", by_strategy.get("warm-optimal/layer", []), {"color": "#9467bd", "lw": 1.2}),
-        ("warm-optimal/none", by_strategy.get("warm-optimal/none", []), {"color": "#9467bd", "lw": 1.2, "ls": ":"}),
-        ("optimal/none (best load-then-compute)", by_strategy["optimal/none"], {"color": "grey", "lw": 1.2}),
+        ("speedup vs best baseline", best, {"color": "black", "lw": 2.0, "marker": "o", "ms": 4}),
+        ("speedup vs warm-optimal/layer", by_strategy.get("warm-optimal/layer", []), {"color": "#9467bd", "lw": 1.6}),
+        (
+            "speedup vs warm-optimal/none",
+            by_strategy.get("warm-optimal/none", []),
+            {"color": "#9467bd", "lw": 1.6, "ls": ":"},
+        ),
+        ("speedup vs optimal/none (load-then-compute)", by_strategy["optimal/none"], {"color": "grey", "lw": 1.6}),
     ):
         if ys:
             ax_s.plot(xs, _finite([y / r if math.isfinite(r) else math.nan for y, r in zip(ys, ref, strict=True)]),
                       label=label, **style)  # fmt: skip
     ax_s.axhline(1.0, color="#999999", lw=0.8)
     ax_s.set_ylabel("speedup of coldpipe (their TTFT / coldpipe's)")
-    ax_s.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
+    handles, labels = ax_t.get_legend_handles_labels()
+    more_handles, more_labels = ax_s.get_legend_handles_labels()
+    fig.legend(
+        handles + more_handles, labels + more_labels, loc="outside lower center", ncol=5, fontsize=6.5, frameon=False
+    )
     for ax in (ax_t, ax_s):
         ax.set_xlabel(result.x_label)
-        if result.log_x:
+        if result.log_x and result.axis != "model":
             ax.set_xscale("log")
-            _plain_ticks(ax.xaxis)
+            _plain_ticks(ax.xaxis, _decades(xs))
         ax.grid(color="#eeeeee", lw=0.6)
         if result.axis == "model":
-            ax.set_xticks(xs, values, rotation=45, ha="right", fontsize=7)
+            ax.set_xticks(xs, values, rotation=30, ha="right", fontsize=7)
             ax.minorticks_off()
     fig.suptitle(title or f"sweep over {result.axis}", fontsize=10, x=0.01, ha="left")
     return _mpl.save(fig, paths)
