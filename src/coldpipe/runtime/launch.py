@@ -178,7 +178,7 @@ def run_local(
         if failed or not result_path.is_file():
             for r in range(world):
                 lines = _error_lines(logs[r])
-                for ln in lines or [f"coldpipe: error: rank {r}: exited with code {codes[r]} (no message)"]:
+                for ln in lines or [f"coldpipe: error: rank {r}: died with exit code {codes[r]} without a message"]:
                     print(ln, file=sys.stderr, flush=True)
             why = failed or "rank 0 wrote no result"
             raise RunFailed(f"the pipelined run failed: {why}")

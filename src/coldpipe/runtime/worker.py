@@ -20,6 +20,7 @@ watchdog thread also ends it when the launcher writes the abort file or the laun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,10 +33,26 @@ from typing import Any
 __all__ = ["main"]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:300]}"
+_DOING = ["starting"]  # what the main thread is blocked on, for the one-line error
+
+
+def _doing(what: str) -> None:
+    _DOING[0] = what
+
+
+def _one_line(exc: BaseException, timeout_s: float | None) -> str:
+    """A short, plain reason for ``exc`` (gloo's messages are long and name C++ files)."""
+    text = str(exc)
+    if "Connection closed by peer" in text or "Connection reset by peer" in text or "Broken pipe" in text:
+        reason = "lost the connection to a peer (that rank crashed or was stopped)"
+    elif type(exc).__name__ == "DistStoreError" or "wait timeout" in text:
+        reason = f"rendezvous timed out after {timeout_s or '?'} s (a peer never connected)"
+    elif "Timed out" in text or "timed out" in text or "Timeout" in text:
+        reason = f"timed out after {timeout_s or '?'} s waiting for a peer"
+    else:
+        lines = text.strip().splitlines()
+        reason = f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+    return f"{reason}, while {_DOING[0]}"
 
 
 class _Ctx:
@@ -63,6 +80,7 @@ def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any
     payload = x.contiguous().view(-1).view(__import__("torch").uint8)
     n = payload.numel()
     start = rec.now()
+    _doing(f"sending the {what} to rank {dst_rank}")
     delay = transfer_s(ctx.scenario, src_dev, dst_dev, n)
     if delay > 0:
         time.sleep(delay)
@@ -77,6 +95,7 @@ def _recv(shape: tuple[int, ...], dtype: Any, src_rank: int, rec: Any, what: str
     n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
     buf = torch.empty(n, dtype=torch.uint8)
     start = rec.now()
+    _doing(f"receiving the {what} from rank {src_rank}")
     dist.recv(buf, src_rank)
     if rec is not None:
         rec.add(f"recv {what}", "recv", start, rec.now(), None, n)
@@ -196,6 +215,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             ev.wait()
         if failure:
             raise failure[0]
+        _doing("waiting for every stage to load (overlap none)")
         dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
         rec.add("wait all loaded", "wait", start, rec.now())
 
@@ -257,6 +277,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     if my_fault == "connect":  # a peer that never connects: the others must time out
         time.sleep(3600)
     torch.set_num_threads(int(ctx.spec.get("threads", 1)))
+    _doing(f"connecting to the other {ctx.world - 1} ranks")
     dist.init_process_group(
         "gloo", init_method=init_method, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(seconds=ctx.timeout_s)
     )
@@ -270,6 +291,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         model = None
         if 0 <= j < len(plan.stages):
             model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
+        _doing("waiting for every rank to be ready")
         dist.barrier()  # every rank built: the cluster is up, nothing is loaded
         if ctx.rank == 0 and ctx.spec.get("cold_cache", True):
             drop_page_cache(ctx.ckpt.files)
@@ -286,6 +308,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
             if job["overlap"] == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
             out = {}
+        _doing("gathering the results")
         gathered: list[Any] = [None] * ctx.world if ctx.rank == 0 else []
         dist.gather_object(out, gathered if ctx.rank == 0 else None, dst=0)
         if ctx.rank == 0:
@@ -347,7 +370,10 @@ def main(argv: list[str] | None = None) -> None:
     except BaseException as exc:  # one line per rank, never a traceback wall
         if isinstance(exc, SystemExit) and not exc.code:
             os._exit(0)
-        print(f"coldpipe: error: rank {rank} ({role}): {_one_line(exc)}", file=sys.stderr, flush=True)
+        timeout = None
+        with contextlib.suppress(Exception):  # the spec itself may be what failed
+            timeout = float(json.loads(Path(args.spec).read_text()).get("timeout_s", 30.0))
+        print(f"coldpipe: error: rank {rank} ({role}): {_one_line(exc, timeout)}", file=sys.stderr, flush=True)
         os._exit(1)
     sys.stdout.flush()
     os._exit(0)
