@@ -57,9 +57,10 @@ def profile_command(
     direct: Annotated[bool, typer.Option("--direct", help="Read with O_DIRECT instead of fadvise.")] = False,
     hidden: Annotated[int, typer.Option(help="Hidden size of the decoder layer timed.")] = 2048,
     tokens: Annotated[int, typer.Option(help="Prompt length (rows) of the prefill matmuls.")] = 512,
-    check_layer: Annotated[
-        bool, typer.Option("--check-layer/--no-check-layer", help="Also time a real transformers decoder layer.")
-    ] = True,
+    flops_from: Annotated[
+        str, typer.Option(help="`flops` from a timed transformers decoder layer (layer) or its matmuls only (matmul).")
+    ] = "layer",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's choice).")] = None,
     peer: Annotated[str | None, typer.Option(help="HOST:PORT of a `coldpipe profile --listen` peer.")] = None,
     listen: Annotated[str | None, typer.Option(help="Serve link measurements on HOST:PORT and exit.")] = None,
     sessions: Annotated[int, typer.Option(help="With --listen: clients to answer before exiting.")] = 1,
@@ -77,6 +78,14 @@ def profile_command(
     if tokens < 1:
         raise InputError("--tokens", f"must be >= 1, got {tokens}")
     measure.decoder_layer_architecture(hidden)  # checks --hidden before anything is measured
+    if flops_from not in ("layer", "matmul"):
+        raise InputError("--flops-from", f"unknown source {flops_from!r}", "use layer or matmul")
+    if threads is not None:
+        if threads < 1:
+            raise InputError("--threads", f"must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     peer_addr = link.parse_host_port(peer, "--peer") if peer is not None else None
     size = _size("32 MiB" if quick and file_size == "2 GiB" else file_size, "--file-size")
     lsize = _size("8 MiB" if quick and link_size == "64 MiB" else link_size, "--link-size")
@@ -84,11 +93,11 @@ def profile_command(
         hidden, tokens = min(hidden, 512), min(tokens, 128)
     reps = 2 if quick else 5
     with _progress() as step:
-        flops = measure.measure_matmul_flops(
+        matmul = measure.measure_matmul_flops(
             dtype=dtype, hidden=hidden, tokens=tokens, repeats=reps, tick=step("compute (matmuls)")
         )
         layer = None
-        if check_layer and not quick:
+        if flops_from == "layer" and not quick:
             layer = measure.measure_decoder_layer(
                 dtype=dtype, hidden=hidden, tokens=tokens, repeats=3, tick=step("compute (decoder layer)")
             )
@@ -105,12 +114,17 @@ def profile_command(
         links = {}
         if peer_addr is not None:
             links = link.measure_link(*peer_addr, size_bytes=lsize, tick=step(f"link to {peer}"))
-    if layer is not None:
-        layer = measure.Measurement(
-            layer.value,
-            f"{layer.how}: {layer.value / 1e9:.1f} GFLOP/s = {100 * layer.value / flops.value:.0f}% of the matmul rate",
-            layer.samples,
+    notes = []
+    if layer is not None:  # a real block is what the planner's `flops` must predict (docs/profiling.md)
+        flops = layer
+        notes.append(
+            f"matmuls only: {matmul.value / 1e9:.1f} GFLOP/s ({matmul.how}); "
+            f"the layer reaches {100 * layer.value / matmul.value:.0f}% of it"
         )
+    else:
+        flops = matmul
+        if quick:
+            notes.append("--quick: small matmuls, few repeats; rerun without --quick for planning figures")
     prof = measure.Profile(
         name=name or socket.gethostname() or "this-machine",
         flops=flops,
@@ -119,12 +133,12 @@ def profile_command(
         memory=memory,
         startup=startup,
         link=links,
-        decoder_layer=layer,
+        notes=notes,
     )
     if json_out:
         how = {k: m.how for k, m in (("flops", flops), ("load_bandwidth", storage), ("memory", memory))}
         how |= {"startup": startup.how, "mem_bandwidth": mem_bw.how} | {k: m.how for k, m in links.items()}
-        extra = {"decoder_layer_flops": layer.value if layer else None, "rtt": links["rtt"].value if links else None}
+        extra = {"matmul_flops": matmul.value, "rtt": links["rtt"].value if links else None}
         print(json.dumps({"device": prof.device_entry(), "how": how, **extra}, indent=2))
         return
     print(prof.to_yaml(), end="")

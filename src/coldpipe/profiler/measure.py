@@ -62,7 +62,7 @@ class Profile:
     memory: Measurement
     startup: Measurement
     link: dict[str, Measurement] = field(default_factory=dict)  # uplink, downlink, rtt
-    decoder_layer: Measurement | None = None
+    notes: list[str] = field(default_factory=list)  # extra comment lines (e.g. the other compute rate)
 
     def device_entry(self) -> dict[str, Any]:
         """The scenario-file device (plain SI numbers). Without a peer, uplink/downlink are left out."""
@@ -93,8 +93,7 @@ class Profile:
             *sorted(self.link.items()),
         ):
             lines.append(f"#   {key}: {m.how}")
-        if self.decoder_layer is not None:
-            lines.append(f"#   check: {self.decoder_layer.how}")
+        lines.extend(f"#   {note}" for note in self.notes)
         if "uplink" not in self.link:
             lines.append("#   uplink/downlink: not measured (use --peer HOST:PORT, or give radio: {distance_m: ...})")
         if "rtt" in self.link:
