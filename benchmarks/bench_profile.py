@@ -110,8 +110,10 @@ def main() -> None:
         h, s = (int(v) for v in shape.split("x"))
         rows.append(bench(h, s, args.dtype, args.rounds))
     print(f"threads {torch.get_num_threads()}, dtype {args.dtype}, {args.rounds} rounds; ratio = measured / predicted")
-    print(f"{'hidden':>6} {'tokens':>6} {'GFLOP':>7} {'matmul GFLOP/s':>14} {'predicted':>10} "
-          f"{'HF layer':>9} {'ratio':>6} {'runtime':>9} {'ratio':>6} {'layer GFLOP/s':>13} {'runtime/layer-profile':>21}")  # fmt: skip
+    print(
+        f"{'hidden':>6} {'tokens':>6} {'GFLOP':>7} {'matmul GFLOP/s':>14} {'predicted':>10} {'HF layer':>9} "
+        f"{'ratio':>6} {'runtime':>9} {'ratio':>6} {'layer GFLOP/s':>13} {'runtime/layer-profile':>21}"
+    )
     for r in rows:
         if "runtime_ratio" in r:
             rt = f"{r['runtime_block_ms']:7.1f}ms {r['runtime_ratio']:6.2f}"
