@@ -18,7 +18,7 @@ from coldpipe.cli._common import scenario_arg
 from coldpipe.core.planner import plan
 from coldpipe.core.simulator import Timeline
 from coldpipe.errors import InputError
-from coldpipe.viz.gantt import draw_gantt, gantt_bars
+from coldpipe.viz.gantt import draw_gantt, gantt_bars, idle_bars
 from coldpipe.viz.trace import measured_bars, read_trace, stage_errors, trace_from_dict
 
 DEMO = scenario_arg("demo")
@@ -47,6 +47,20 @@ def synthetic_trace(tl: Timeline, stretch: float = 1.0, with_scenario: bool = Tr
                         "args": {"device": st.device, "block": b.block, "bytes": None},
                     }
                 )
+    for mark in idle_bars(tl):  # the runtime records idle-for-weights as "wait" spans
+        if mark.kind == "idle-weights":
+            events.append(
+                {
+                    "name": "wait weights",
+                    "cat": "wait",
+                    "ph": "X",
+                    "ts": us(mark.start_s),
+                    "dur": us(mark.end_s) - us(mark.start_s),
+                    "pid": mark.stage,
+                    "tid": 0,
+                    "args": {"device": mark.device, "block": mark.block, "bytes": None},
+                }
+            )
     for tr in tl.transfers[1:-1]:  # activations: a send on the upstream stage
         j = [s.device for s in tl.stages].index(tr.src)
         events.append(
@@ -84,7 +98,9 @@ def test_exact_trace_overlays_exactly(timeline: Timeline) -> None:
     tr = trace_from_dict(synthetic_trace(timeline))
     assert tr.plan == timeline.plan and tr.overlap == "layer" and tr.scenario == DEMO
     assert tr.stage_devices == {j: st.device for j, st in enumerate(timeline.stages)}
-    measured = {(b.stage, b.kind, b.block): (b.start_s, b.end_s) for b in measured_bars(tr) if b.kind != "send"}
+    measured = {
+        (b.stage, b.kind, b.block): (b.start_s, b.end_s) for b in measured_bars(tr) if b.kind in ("load", "compute")
+    }
     predicted = {(b.stage, b.kind, b.block): (b.start_s, b.end_s) for b in gantt_bars(timeline) if b.block is not None}
     assert measured.keys() == predicted.keys()
     for key, (t0, t1) in predicted.items():
@@ -94,6 +110,8 @@ def test_exact_trace_overlays_exactly(timeline: Timeline) -> None:
         assert row["measured_load_end"] == pytest.approx(row["predicted_load_end"], abs=1e-6)
         assert row["measured_compute_start"] == pytest.approx(row["predicted_compute_start"], abs=1e-6)
         assert row["measured_compute_end"] == pytest.approx(row["predicted_compute_end"], abs=1e-6)
+        assert (row["measured_idle_weights"] or 0.0) == pytest.approx(row["predicted_idle_weights"], abs=1e-6)
+    assert any(row["measured_idle_weights"] for row in stage_errors(tr, timeline))  # the demo's plan does wait
 
 
 def test_stretched_trace_shows_the_error(timeline: Timeline, tmp_path: Path) -> None:

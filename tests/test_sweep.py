@@ -22,7 +22,6 @@ from coldpipe.viz.sweep import (
     STRATEGY_BOUNDS,
     SweepResult,
     paper_plan,
-    plot_sweep,
     read_csv,
     run_sweep,
     scenario_at,
@@ -140,10 +139,24 @@ def test_paper_covers_every_axis() -> None:
     assert {d.startup for d in no_startup.devices} == {0.0}
 
 
-def test_plot_writes_both_formats(tmp_path: Path) -> None:
-    result = run_sweep(DEMO, "devices", ["1", "2", "4"])  # includes an infeasible point
-    paths = plot_sweep(result, [tmp_path / "s.png", tmp_path / "s.svg"])
-    assert paths[0].read_bytes().startswith(b"\x89PNG") and "<svg" in paths[1].read_text()
+def test_run_paper_writes_every_sweep_and_the_schedules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The --paper run, cut to two sweeps of one value each to keep the test short (devices = 1 is infeasible);
+    test_paper_covers_every_axis checks the full list."""
+    import coldpipe.viz.sweep as sweep
+
+    short = {axis: values[:1] for axis, values in DEFAULT_VALUES.items()}
+    monkeypatch.setattr(sweep, "DEFAULT_VALUES", short)
+    two = (PAPER_SWEEPS[0], PAPER_SWEEPS[-2])
+    monkeypatch.setattr(sweep, "PAPER_SWEEPS", two)
+    results = sweep.run_paper(DEMO, tmp_path)
+    assert set(results) == {ps.name for ps in two}
+    for ps in two:
+        assert len(read_csv(tmp_path / f"sweep_{ps.name}.csv")) == STRATEGIES
+        assert (tmp_path / f"sweep_{ps.name}.png").is_file() and (tmp_path / f"sweep_{ps.name}.svg").is_file()
+    for role in ("coldpipe", "best-baseline", "load-then-compute"):
+        assert (tmp_path / f"gantt_{role}.png").is_file() and (tmp_path / f"gantt_{role}.svg").is_file()
+    svg = (tmp_path / "gantt_coldpipe.svg").read_text()
+    assert all(str(stage) in svg for stage in plan(DEMO).plan.stages)
 
 
 def test_sweep_cli(tmp_path: Path) -> None:

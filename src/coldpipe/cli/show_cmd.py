@@ -63,7 +63,7 @@ def show_command(
         print_json(summary)
         return
     table = Table(title=f"{tr.plan} (overlap={tr.overlap}): predicted / measured", title_justify="left")
-    for col in ("#", "device", "loaded at", "compute starts", "compute ends"):
+    for col in ("#", "device", "loaded at", "compute starts", "compute ends", "idle: weights"):
         table.add_column(col, justify="left" if col == "device" else "right")
     for r in rows:
         table.add_row(
@@ -72,6 +72,7 @@ def show_command(
             f"{_fmt(r['predicted_load_end'])} / {_fmt(r['measured_load_end'])}",
             f"{_fmt(r['predicted_compute_start'])} / {_fmt(r['measured_compute_start'])}",
             f"{_fmt(r['predicted_compute_end'])} / {_fmt(r['measured_compute_end'])}",
+            f"{_fmt(r['predicted_idle_weights'])} / {_fmt(r['measured_idle_weights'])}",
         )
     console.print(table)
     measured = _fmt(tr.measured_ttft_s)

@@ -392,8 +392,10 @@ def plot_sweep(result: SweepResult, out: str | Path | Sequence[str | Path], titl
     bound = [max(a, b) for a, b in zip(*(by_strategy[n] for n in STRATEGY_BOUNDS), strict=True)]
     ax_t.fill_between(xs, 0, _finite(bound), color="#cccccc", alpha=0.5, label="below the lower bound", lw=0)
     ax_t.set_ylabel("TTFT (s)")
-    ax_t.set_yscale("log")
-    _plain_ticks(ax_t.yaxis, _decades([t for ys in by_strategy.values() for t in ys]))
+    all_ttfts = [t for ys in by_strategy.values() for t in ys]
+    if any(math.isfinite(t) and t > 0 for t in all_ttfts):  # a sweep where nothing fits has nothing to scale
+        ax_t.set_yscale("log")
+        _plain_ticks(ax_t.yaxis, _decades(all_ttfts))
 
     # Right: how much coldpipe gains over the best baseline, the loading-unaware optimum, load-then-compute.
     baselines = [n for n in by_strategy if "/" in n and not n.startswith(("optimal/", "bound/"))]

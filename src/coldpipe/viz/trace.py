@@ -160,7 +160,8 @@ def measured_bars(trace: Trace) -> list[Bar]:
 
 
 def stage_errors(trace: Trace, timeline: Timeline) -> list[dict[str, Any]]:
-    """Per stage, predicted against measured: last load end, first compute start, last compute end.
+    """Per stage, predicted against measured: last load end, first compute start, last compute end, and
+    the time idle waiting for weights (the runtime records it as ``wait`` spans).
 
     A measured figure is ``None`` when the trace has no span of that kind for the stage.
     """
@@ -168,6 +169,7 @@ def stage_errors(trace: Trace, timeline: Timeline) -> list[dict[str, Any]]:
     for j, st in enumerate(timeline.stages):
         loads = [s for s in trace.spans if s.stage == j and s.cat == "load"]
         comps = [s for s in trace.spans if s.stage == j and s.cat == "compute"]
+        waits = [s for s in trace.spans if s.stage == j and s.cat == "wait"]
         out.append(
             {
                 "stage": j,
@@ -178,6 +180,8 @@ def stage_errors(trace: Trace, timeline: Timeline) -> list[dict[str, Any]]:
                 "measured_compute_start": min((s.start_s for s in comps), default=None),
                 "predicted_compute_end": st.compute_end_s,
                 "measured_compute_end": max((s.end_s for s in comps), default=None),
+                "predicted_idle_weights": st.wait_weights_s,
+                "measured_idle_weights": sum(s.end_s - s.start_s for s in waits) if waits else None,
             }
         )
     return out
