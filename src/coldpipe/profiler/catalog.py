@@ -118,3 +118,26 @@ def catalog_device_fields(key: str, efficiency: float | None = None) -> dict[str
         "memory": e.value("memory"),
         "mem_bandwidth": e.value("mem_bandwidth"),
     }
+
+
+def catalog_markdown() -> str:
+    """The catalog as markdown tables (docs/devices.md is this output): figures, then their sources."""
+    from coldpipe.units import format_bytes, format_seconds
+
+    cat = load_catalog()
+    rows = [
+        "| device | peak FLOP/s | efficiency | sustained FLOP/s | load | startup | memory | DRAM |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, e in cat.items():
+        rows.append(
+            f"| `{k}` | {e.peak_flops / 1e12:.3g} T | {e.efficiency:.2f} | {e.peak_flops * e.efficiency / 1e12:.3g} T "
+            f"| {format_bytes(e.value('load_bandwidth'))}/s | {format_seconds(e.value('startup'))} "
+            f"| {format_bytes(e.value('memory'))} | {format_bytes(e.value('mem_bandwidth'))}/s |"
+        )
+    out = ["\n".join(rows)]
+    for k, e in cat.items():
+        lines = [f"### `{k}`", "", e.description, ""]
+        lines += [f"- **{name}**: {fig.source}" for name, fig in e.figures.items()]
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
