@@ -21,8 +21,8 @@ Arrows show transfers device -> AP -> device; the vertical red line is the TTFT.
 >>> tl = simulate(sc, Plan.parse("a[0-1] > b[2-3]"), "layer")
 >>> [(b.kind, b.block, b.start_s, b.end_s) for b in gantt_bars(tl) if b.stage == 0]
 [('load', 0, 0.0, 1.0), ('load', 1, 1.0, 2.0), ('compute', 0, 1.0, 2.0), ('compute', 1, 2.0, 3.0)]
->>> [(b.kind, b.start_s, b.end_s) for b in idle_bars(tl)]   # a waits 1 s for block 0's weights
-[('idle-weights', 0.0, 1.0)]
+>>> [(b.device, b.kind, b.start_s, b.end_s) for b in idle_bars(tl)]  # a waits for weights, b for a's output
+[('a', 'idle-weights', 0.0, 1.0), ('b', 'idle-input', 1.0, 3.002)]
 """
 
 from __future__ import annotations
