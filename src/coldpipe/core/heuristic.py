@@ -206,15 +206,27 @@ def _load_end(problem: _Problem, k: int, first: int, last: int) -> float:
     return float(tb.startup[t] + (tb.wp[last + 1] - tb.wp[first]) * tb.inv_bw[t])
 
 
-def _solve(problem: _Problem, order: tuple[int, ...]) -> tuple[float, tuple[tuple[int, int, int], ...], int]:
+def _solve(
+    problem: _Problem, order: tuple[int, ...], taus: tuple[float, ...] | None = None
+) -> tuple[float, tuple[tuple[int, int, int], ...], int]:
     """The best plan over subsequences of ``order``: (TTFT, stages, DP runs).
 
     ``"layer"``/``"stage"``: one DP run. ``"none"``: TTFT = ``max load end + D``; the same
-    branch-and-bound over candidate load-end thresholds as the exact DP, restricted to ``order``.
+    branch-and-bound over candidate load-end thresholds as the exact DP, restricted to ``order``;
+    or, if ``taus`` is given, only those thresholds (a plan of the order, maybe not its best).
     """
     if problem.mode != _MODE_ADDITIVE:
         best, stages = problem.run(order)
         return best, stages, 1
+    if taus is not None:
+        best, best_stages = math.inf, ()
+        for tau in taus:
+            d, stages = problem.run(order, tau)
+            if stages:
+                ttft = max(_load_end(problem, k, a, b) for k, a, b in stages) + d
+                if ttft < best:
+                    best, best_stages = ttft, stages
+        return best, best_stages, len(taus)
     tb = problem.tables
     n_blocks = tb.wp.shape[0] - 1
     ends = []
@@ -255,6 +267,18 @@ def _solve(problem: _Problem, order: tuple[int, ...]) -> tuple[float, tuple[tupl
             if ttft < best:
                 best, best_stages = ttft, stages
     return best, best_stages, len(memo)
+
+
+def _all_load_ends(problem: _Problem) -> np.ndarray:
+    """Every load end any stage on any device could have (sorted, unique)."""
+    tb = problem.tables
+    n_blocks = tb.wp.shape[0] - 1
+    ends = []
+    for t in range(len(tb.types.members)):
+        for i in range(n_blocks):
+            fits = tb.mp[i + 1 :] - tb.mp[i] <= tb.mem[t]
+            ends.append((tb.startup[t] + (tb.wp[i + 1 :] - tb.wp[i]) * tb.inv_bw[t])[fits])
+    return np.unique(np.concatenate(ends))
 
 
 def solve_order(scenario: Scenario, order: list[str] | tuple[str, ...], overlap: Overlap = "layer") -> Plan | None:
@@ -415,6 +439,27 @@ def plan_heuristic(
             evaluated[order] = (best, stages)
         return evaluated[order]
 
+    # "none": a move is judged with two load-end thresholds only (the current plan's last load end
+    # and the next candidate below it), then an accepted move is re-solved with the full search.
+    all_taus = _all_load_ends(problem) if problem.mode == _MODE_ADDITIVE else np.zeros(0)
+    quick_cache: dict[tuple[tuple[int, ...], tuple[float, ...]], tuple[float, tuple[tuple[int, int, int], ...]]] = {}
+
+    def evaluate_move(
+        order: tuple[int, ...], stages_now: tuple[tuple[int, int, int], ...]
+    ) -> tuple[float, tuple[tuple[int, int, int], ...]]:
+        nonlocal dp_runs
+        if problem.mode != _MODE_ADDITIVE:
+            return evaluate(order)
+        tau = max(_load_end(problem, k, a, b) for k, a, b in stages_now)
+        below = all_taus[all_taus < tau * (1 - 1e-12)]
+        taus = (tau, float(below[-1])) if below.size else (tau,)
+        key = (order, taus)
+        if key not in quick_cache:
+            best, stages, runs = _solve(problem, order, taus)
+            dp_runs += runs
+            quick_cache[key] = (best, stages)
+        return quick_cache[key]
+
     # 1. Seeds.
     seeds: list[tuple[float, str, tuple[int, ...]]] = []
     for name, order in _seed_orders(scenario):
@@ -425,8 +470,11 @@ def plan_heuristic(
         # Exact DP on a reduced cluster: the best seed's devices, then the others by the best key.
         best_used = min(seeds)[2]
         ranked = list(best_used) + [k for k in _seed_orders(scenario)[1][1] if k not in best_used]
-        subset: list[int] = []
+        # the source device stays in the reduced cluster (a scenario's source must be one of its devices)
+        subset: list[int] = [names.index(scenario.source)] if scenario.source in names else []
         for k in ranked:
+            if k in subset:
+                continue
             trial = scenario.with_devices([scenario.devices[i] for i in sorted([*subset, k])])
             if DeviceTypes.of(trial).n_usage_vectors > (1 << seed_types):
                 break
@@ -481,17 +529,18 @@ def plan_heuristic(
                         seen_types.add(t)
                         cands.append(k)
             step_val, step = cur_val, cur
+            cur_stages = evaluate(cur)[1]
             for mv in _moves(cur, cands):
-                if len(evaluated) >= max_orders:
+                if len(evaluated) + len(quick_cache) >= max_orders:
                     break
-                val, stages = evaluate(mv)
+                val, stages = evaluate_move(mv, cur_stages)
                 if val < step_val * (1 - 1e-12):
                     step_val, step = val, tuple(k for k, _, _ in stages)
                     if first_improvement:
                         break
             if step == cur:
                 break
-            cur_val, cur = step_val, step
+            cur, cur_val = step, min(step_val, evaluate(step)[0])
         if cur_val < best_val:
             best_val, best_stages, best_seed = cur_val, evaluate(cur)[1], seed_name
 
@@ -503,7 +552,7 @@ def plan_heuristic(
         "lower_bound": lb,
         "lower_bound_kind": lb_kind,
         "gap_to_lower_bound": ttft / lb - 1.0 if lb > 0 else math.inf,
-        "orders_evaluated": len(evaluated),
+        "orders_evaluated": len(evaluated) + len(quick_cache),
         "dp_runs": dp_runs,
         "rounds": rounds_total,
         "best_seed": best_seed,
