@@ -273,8 +273,8 @@ def plan_minlp(
         "status": status,
         "gap": float(scip.getGap()),
         "solve_time_s": float(scip.getSolvingTime()),
-        "n_vars": int(scip.getNVars()),
-        "n_conss": int(scip.getNConss()),
+        "n_vars": int(scip.getNVars(transformed=False)),  # of the model as written (before presolve)
+        "n_conss": int(scip.getNConss(transformed=False)),
         "nodes": int(scip.getNNodes()),
         "linearized": linearize,
         "dual_bound": float(scip.getDualbound()),

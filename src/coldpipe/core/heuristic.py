@@ -62,6 +62,9 @@ def _order_kernel(
     mode: int,
     tau: float,
     seq: np.ndarray,  # (n,) int64: device type at each position of the order
+    arrive: np.ndarray,  # (n+1, B): A[p, i] below; rows 0..start_p filled by the caller, the rest inf
+    start_p: int,  # first position to process (rows before it are taken as given)
+    best0: float,  # best complete plan among stages on positions < start_p
     cf: np.ndarray,  # (T, B+1): compute seconds of blocks 0..l-1 on type t
     wp: np.ndarray,  # (B+1,): weight bytes of blocks 0..l-1
     mp: np.ndarray,  # (B+1,): memory bytes of blocks 0..l-1
@@ -72,23 +75,27 @@ def _order_kernel(
     up: np.ndarray,  # (T, B): type t -> AP, after block e
     ret: np.ndarray,  # (T,): token from type t back to the source
     src_type: int,
-    prompt_at_ap: float,
-) -> tuple[float, int, int, np.ndarray]:
+) -> tuple[float, int, int, np.ndarray, np.ndarray]:
     """Forward DP over a fixed order.
 
     ``A[p, i]`` = earliest time the output of block ``i - 1`` (the prompt if ``i == 0``) is at the
     AP, with blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1``. ``pred[p, i]`` is the
     first block of the stage on position ``p - 1`` that led there, or ``_SKIP``. The plan ends with
-    the stage at position ``best_p`` holding blocks ``best_i..B-1``.
+    the stage at position ``best_p`` holding blocks ``best_i..B-1``; ``best_upto[p]`` is the best
+    complete plan whose last stage is on a position ``< p``.
+
+    Starting at ``start_p > 0`` from another order's rows ``0..start_p`` (same prefix) gives this
+    order's optimum, but ``pred`` (and ``best_p``/``best_i``, if the optimum lies in the prefix) only
+    for positions ``>= start_p``: the search uses it to score neighbours, then re-solves the best.
     """
     n = seq.shape[0]
     n_blocks = wp.shape[0] - 1
-    arrive = np.full((n + 1, n_blocks), np.inf)
     pred = np.full((n + 1, n_blocks), -1, dtype=np.int64)
-    arrive[0, 0] = prompt_at_ap
-    best = np.inf
+    best_upto = np.full(n + 1, np.inf)
+    best = best0
     best_p, best_i = -1, -1
-    for p in range(n):
+    for p in range(start_p, n):
+        best_upto[p] = best
         t = seq[p]
         for i in range(n_blocks):
             a = arrive[p, i]
@@ -128,7 +135,8 @@ def _order_kernel(
                     if v < arrive[p + 1, e + 1]:
                         arrive[p + 1, e + 1] = v
                         pred[p + 1, e + 1] = i
-    return best, best_p, best_i, pred
+    best_upto[n] = best
+    return best, best_p, best_i, pred, best_upto
 
 
 _compiled_order = None
@@ -164,14 +172,18 @@ class _Problem:
         mode = {"layer": _MODE_LAYER, "stage": _MODE_STAGE, "none": _MODE_ADDITIVE}[overlap]
         return _Problem(tables, names, type_of, mode, _get_order_kernel())
 
-    def run(self, order: tuple[int, ...], tau: float = math.inf) -> tuple[float, tuple[tuple[int, int, int], ...]]:
-        """Best (objective, stages as (device, first, last)) over subsequences of ``order``."""
+    def _call(
+        self, order: tuple[int, ...], tau: float, arrive: np.ndarray, start_p: int, best0: float
+    ) -> tuple[float, int, int, np.ndarray, np.ndarray]:
         tb = self.tables
         seq = self.type_of[list(order)] if order else np.zeros(0, dtype=np.int64)
-        best, p, i, pred = self.kernel(
+        return self.kernel(  # type: ignore[no-any-return]
             self.mode,
             tau,
             seq,
+            arrive,
+            start_p,
+            best0,
             tb.cf,
             tb.wp,
             tb.mp,
@@ -182,11 +194,19 @@ class _Problem:
             tb.up,
             tb.ret,
             tb.types.source_type,
-            tb.prompt_at_ap,
         )
-        if not best < math.inf:
-            return math.inf, ()
+
+    def run_full(
+        self, order: tuple[int, ...], tau: float = math.inf
+    ) -> tuple[float, tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray]:
+        """(objective, stages as (device, first, last), the DP rows A, best_upto) for ``order``."""
+        tb = self.tables
         n_blocks = tb.wp.shape[0] - 1
+        arrive = np.full((len(order) + 1, n_blocks), np.inf)
+        arrive[0, 0] = tb.prompt_at_ap
+        best, p, i, pred, best_upto = self._call(order, tau, arrive, 0, math.inf)
+        if not best < math.inf:
+            return math.inf, (), arrive, best_upto
         rev = [(order[int(p)], int(i), n_blocks - 1)]
         p, i = int(p), int(i)
         while i > 0:
@@ -197,7 +217,18 @@ class _Problem:
             rev.append((order[p - 1], q, i - 1))
             p -= 1
             i = q
-        return float(best), tuple(reversed(rev))
+        return float(best), tuple(reversed(rev)), arrive, best_upto
+
+    def run(self, order: tuple[int, ...], tau: float = math.inf) -> tuple[float, tuple[tuple[int, int, int], ...]]:
+        """Best (objective, stages as (device, first, last)) over subsequences of ``order``."""
+        best, stages, _, _ = self.run_full(order, tau)
+        return best, stages
+
+    def value_from(self, order: tuple[int, ...], start_p: int, rows: np.ndarray, best0: float) -> float:
+        """The optimum of ``order`` given the DP rows ``0..start_p`` of an order with the same prefix."""
+        arrive = np.full((len(order) + 1, rows.shape[1]), np.inf)
+        arrive[: start_p + 1] = rows[: start_p + 1]
+        return float(self._call(order, math.inf, arrive, start_p, best0)[0])
 
 
 def _load_end(problem: _Problem, k: int, first: int, last: int) -> float:
@@ -443,13 +474,23 @@ def plan_heuristic(
     # and the next candidate below it), then an accepted move is re-solved with the full search.
     all_taus = _all_load_ends(problem) if problem.mode == _MODE_ADDITIVE else np.zeros(0)
     quick_cache: dict[tuple[tuple[int, ...], tuple[float, ...]], tuple[float, tuple[tuple[int, int, int], ...]]] = {}
+    values: dict[tuple[int, ...], float] = {}  # "layer"/"stage": neighbours scored from the current rows
+    cur_now: list[Any] = [(), None, None]  # the current sequence, its DP rows and best_upto
 
     def evaluate_move(
         order: tuple[int, ...], stages_now: tuple[tuple[int, int, int], ...]
     ) -> tuple[float, tuple[tuple[int, int, int], ...]]:
         nonlocal dp_runs
         if problem.mode != _MODE_ADDITIVE:
-            return evaluate(order)
+            if order in evaluated:
+                return evaluated[order]
+            if order not in values:
+                g = 0  # first position where the neighbour differs from the current sequence
+                while g < len(order) and g < len(cur_now[0]) and order[g] == cur_now[0][g]:
+                    g += 1
+                values[order] = problem.value_from(order, g, cur_now[1], float(cur_now[2][g]))
+                dp_runs += 1
+            return values[order], ()
         tau = max(_load_end(problem, k, a, b) for k, a, b in stages_now)
         below = all_taus[all_taus < tau * (1 - 1e-12)]
         taus = (tau, float(below[-1])) if below.size else (tau,)
@@ -530,11 +571,16 @@ def plan_heuristic(
                         cands.append(k)
             step_val, step = cur_val, cur
             cur_stages = evaluate(cur)[1]
+            if problem.mode != _MODE_ADDITIVE:
+                _, _, rows, best_upto = problem.run_full(cur)
+                cur_now[:] = [cur, rows, best_upto]
             for mv in _moves(cur, cands):
-                if len(evaluated) + len(quick_cache) >= max_orders:
+                if len(evaluated) + len(quick_cache) + len(values) >= max_orders:
                     break
                 val, stages = evaluate_move(mv, cur_stages)
                 if val < step_val * (1 - 1e-12):
+                    if not stages:  # scored from the prefix: solve it for its plan
+                        val, stages = evaluate(mv)
                     step_val, step = val, tuple(k for k, _, _ in stages)
                     if first_improvement:
                         break
@@ -552,7 +598,7 @@ def plan_heuristic(
         "lower_bound": lb,
         "lower_bound_kind": lb_kind,
         "gap_to_lower_bound": ttft / lb - 1.0 if lb > 0 else math.inf,
-        "orders_evaluated": len(evaluated) + len(quick_cache),
+        "orders_evaluated": len(evaluated) + len(quick_cache) + len(values),
         "dp_runs": dp_runs,
         "rounds": rounds_total,
         "best_seed": best_seed,
