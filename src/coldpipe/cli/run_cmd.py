@@ -123,6 +123,9 @@ def run_command(
     seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds any rendezvous or transfer may wait before failing.")] = 30.0,
     threads: Annotated[int, typer.Option(help="torch threads per rank.")] = 1,
+    compute_clock: Annotated[
+        str, typer.Option(help="Host time a block's slowdown stretches: cpu (thread CPU time) | wall.")
+    ] = "cpu",
     trace: Annotated[str, typer.Option(help="Where to write the Chrome/Perfetto trace JSON.")] = "out/trace.json",
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
@@ -137,6 +140,8 @@ def run_command(
         raise InputError("--timeout", f"must be > 0, got {timeout}")
     if threads < 1:
         raise InputError("--threads", f"must be >= 1, got {threads}")
+    if compute_clock not in ("cpu", "wall"):
+        raise InputError("--compute-clock", f"unknown clock {compute_clock!r}", "use cpu or wall")
     from coldpipe.runtime.checkpoint import open_checkpoint
     from coldpipe.runtime.emulation import emulation_for
     from coldpipe.runtime.launch import Job, prompt_ids, run_local
@@ -155,7 +160,13 @@ def run_command(
     if n_new < 1:
         raise InputError("--new-tokens", f"must be >= 1, got {n_new}")
     ids = prompt_ids(sc.workload.prompt_tokens, int(ckpt.config["vocab_size"]), seed)
-    job = Job(the_plan, ov, ids, n_new, tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate)))
+    job = Job(
+        the_plan,
+        ov,
+        ids,
+        n_new,
+        tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
+    )
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     timeline = simulate(sc, the_plan, ov)
     report = build_report(result, timeline, sc.to_dict())
@@ -216,6 +227,7 @@ def profile_host_command(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the prefill passes.")] = 128,
     reps: Annotated[int, typer.Option(help="Timed passes (median per block).")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads (the runtime uses 1 per rank by default).")] = 1,
+    clock: Annotated[str, typer.Option(help="Time blocks by cpu (thread CPU time, needs 1 thread) or wall.")] = "cpu",
     out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
@@ -224,7 +236,9 @@ def profile_host_command(
 
     if prompt_tokens < 1 or reps < 1 or threads < 1:
         raise InputError("--prompt-tokens/--reps/--threads", "must all be >= 1")
-    prof = profile_host(checkpoint, prompt_tokens, reps=reps, threads=threads)
+    if clock not in ("cpu", "wall"):
+        raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
+    prof = profile_host(checkpoint, prompt_tokens, reps=reps, threads=threads, clock=clock)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")

@@ -8,9 +8,12 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
   DONTNEED`` after ``fdatasync``), and the loader is paced to ``load_bandwidth`` bytes/s (a token bucket
   without burst: after each chunk it sleeps until ``bytes read / rate`` has elapsed). It can only slow the
   host down: a rate above what the disk delivers is not reached (the report shows the measured load end);
-- **compute**: each block's measured compute time ``c`` is stretched to ``c * slowdown`` by sleeping
-  ``c * (slowdown - 1)``; ``slowdown = host_flops / device.flops`` with ``host_flops`` measured by
-  ``coldpipe profile-host`` (1 without a host profile: the device computes at host speed);
+- **compute**: each block's measured host time ``c`` is stretched to ``c * slowdown`` by sleeping the
+  difference to its wall time; ``slowdown = host_flops / device.flops`` with ``host_flops`` measured by
+  ``coldpipe profile-host`` (1 without a host profile: the device computes at host speed). By default ``c``
+  is the compute thread's CPU time (torch runs 1 thread per rank): on a shared 2-core host the wall time of a
+  block also counts the time other processes held the CPU, which a real device would not lose, and
+  stretching it would multiply that noise by ``slowdown``. ``compute_clock="wall"`` stretches wall time;
 - **links**: each transfer sleeps ``transfer(src, dst, bytes)`` of SPEC.md (``8n/uplink + hop + 8n/downlink +
   hop``) on the sender before the real send on loopback, with ``n`` the real size of the tensor sent.
 """
@@ -36,6 +39,7 @@ class DeviceEmulation:
     startup_s: float
     read_bytes_per_s: float | None
     slowdown: float
+    compute_clock: str = "cpu"  # "cpu": the host's block time is the thread's CPU time; "wall": wall-clock time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +50,7 @@ class DeviceEmulation:
 
 
 def emulation_for(
-    scenario: Scenario, plan: Plan, host_flops: float | None, *, enabled: bool = True
+    scenario: Scenario, plan: Plan, host_flops: float | None, *, enabled: bool = True, compute_clock: str = "cpu"
 ) -> list[DeviceEmulation]:
     """One :class:`DeviceEmulation` per stage of ``plan`` (all knobs off when ``enabled`` is false)."""
     out = []
@@ -57,7 +61,7 @@ def emulation_for(
             continue
         slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
         rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
-        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown))
+        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown, compute_clock))
     return out
 
 

@@ -18,7 +18,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class Job:
     new_tokens: int
     emulation: tuple[DeviceEmulation, ...]
     return_logits: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    warm: bool = False  # every weight resident before the request (no loading at all)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +51,7 @@ class Job:
             "new_tokens": self.new_tokens,
             "emulation": [e.to_dict() for e in self.emulation],
             "return_logits": self.return_logits,
+            "warm": self.warm,
         }
 
 

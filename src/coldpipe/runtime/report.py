@@ -96,7 +96,7 @@ def build_report(result: dict[str, Any], timeline: Timeline, scenario_dict: dict
                 device=p.device,
                 first=p.first,
                 last=p.last,
-                m_load_end_s=max(s.end_s for s in loads),
+                m_load_end_s=max((s.end_s for s in loads), default=0.0),  # warm jobs load nothing
                 p_load_end_s=p.load_end_s,
                 m_compute_s=sum(s.end_s - s.start_s for s in computes),
                 p_compute_s=p.compute_s,

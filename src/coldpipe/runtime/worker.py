@@ -175,6 +175,22 @@ def _loader(
             ev.set()
 
 
+def _preload(ctx: _Ctx, model: Any) -> None:
+    """Warm jobs: make every block resident before the request (no pacing, nothing recorded)."""
+    from coldpipe.runtime.checkpoint import read_tensor
+
+    for b in range(model.first, model.last + 1):
+        tensors = {}
+        for name in ctx.ckpt.blocks[b]:
+            e = ctx.ckpt.tensors[name]
+            fd = os.open(e.file, os.O_RDONLY)
+            try:
+                tensors[name] = read_tensor(e, fd)
+            finally:
+                os.close(fd)
+        model.assign(b, tensors)
+
+
 def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fault: str | None) -> dict[str, Any]:
     """Stage ``j`` (rank j + 1): the loader thread plus the compute loop, prefill then decode."""
     import torch
@@ -198,7 +214,11 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     ready = [threading.Event() for _ in blocks]
     failure: list[BaseException] = []
     loader = threading.Thread(target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault), daemon=True)
-    loader.start()
+    if job.get("warm"):  # weights already resident (see _preload)
+        for ev in ready:
+            ev.set()
+    else:
+        loader.start()
 
     def wait_resident(i: int) -> None:
         if ready[i].is_set():
@@ -241,13 +261,17 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             if fault == "compute":
                 os._exit(3)
             start = rec.now()
-            c0 = time.perf_counter()
+            c0, cpu0 = time.perf_counter(), time.thread_time()
             if rope is None and 1 <= b <= model.n_layers:
                 rope = model.position_embeddings(x, position_ids)
             x = model.run_block(b, x, position_ids, rope, cache)
-            dt = time.perf_counter() - c0
-            if emu.slowdown > 1.0:
-                time.sleep(dt * (emu.slowdown - 1.0))  # stretch to the emulated device's speed
+            wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
+            # stretch to the emulated device: it needs `slowdown` times the host's time for this block; with
+            # compute_clock "cpu" the host's time is this thread's CPU time (1 torch thread), so time lost to
+            # other processes sharing the 2 cores is absorbed by the sleep instead of multiplied by it
+            host_s = cpu_s if emu.compute_clock == "cpu" else wall_s
+            if emu.slowdown > 1.0 and host_s * emu.slowdown > wall_s:
+                time.sleep(host_s * emu.slowdown - wall_s)
             if step == 0:
                 rec.add(f"compute b{b}", "compute", start, rec.now(), b)
         pos += q
@@ -255,7 +279,8 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             logits = x  # (1, V)
             x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
         _send(ctx, x, next_rank, st.device, next_dev, rec, "token" if is_last else "activation")
-    loader.join()
+    if loader.is_alive():
+        loader.join()
     if failure:
         raise failure[0]
     out: dict[str, Any] = {"stage": j, "device": st.device, "spans": [sp.to_dict() for sp in rec.spans]}
@@ -291,6 +316,9 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         model = None
         if 0 <= j < len(plan.stages):
             model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
+        if model is not None and job.get("warm"):
+            _doing("preloading the weights (warm job)")
+            _preload(ctx, model)
         _doing("waiting for every rank to be ready")
         dist.barrier()  # every rank built: the cluster is up, nothing is loaded
         if ctx.rank == 0 and ctx.spec.get("cold_cache", True):

@@ -1,0 +1,74 @@
+"""The runtime's single-process tools: emulation knobs, profile-host, calibration, CLI input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from coldpipe.cli import main
+from coldpipe.core.models import blocks_for
+from coldpipe.core.simulator import simulate
+from coldpipe.core.types import Device, Network, Plan, Scenario, Workload
+from coldpipe.runtime.checkpoint import open_checkpoint
+from coldpipe.runtime.emulation import emulation_for
+from coldpipe.runtime.profile_host import HostProfile, calibrated_blocks, profile_host
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tools") / "tiny"
+    argv = ["make-checkpoint", "--config", "qwen2.5-0.5b", "--layers", "2", "--hidden", "32", "--heads", "2",
+            "--kv-heads", "1", "--vocab", "100", "--out", str(out)]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    return out
+
+
+def _devices() -> list[Device]:
+    return [Device(n, flops=f, load_bandwidth=1e8, startup=0.1, memory=1e9, uplink=1e8, downlink=1e8)
+            for n, f in [("fast", 4e9), ("slow", 1e9)]]  # fmt: skip
+
+
+def test_emulation_knobs_come_from_the_scenario(tiny: Path) -> None:
+    blocks = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=4, dtype="float32")
+    sc = Scenario(blocks, _devices(), Workload(4))
+    plan = Plan.parse("fast[0-1] > slow[2-3]")
+    fast, slow = emulation_for(sc, plan, host_flops=8e9)
+    assert (fast.slowdown, slow.slowdown) == (2.0, 8.0)
+    assert fast.read_bytes_per_s == 1e8 and fast.startup_s == 0.1
+    assert emulation_for(sc, plan, host_flops=1e9)[0].slowdown == 1.0  # never faster than the host
+    off = emulation_for(sc, plan, host_flops=8e9, enabled=False)[1]
+    assert (off.slowdown, off.read_bytes_per_s, off.startup_s) == (1.0, None, 0.0)
+
+
+def test_profile_host_and_calibration(tiny: Path) -> None:
+    prof = profile_host(tiny, 6, reps=1)
+    assert len(prof.block_s) == 4 and prof.host_flops > 0 and prof.read_cold_bytes_per_s > 0
+    assert HostProfile.from_dict(json.loads(json.dumps(prof.to_dict()))) == prof
+    blocks = calibrated_blocks(blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=6), prof)
+    host = Device("host", prof.host_flops, float("inf"), 0.0, 1e12, float("inf"), float("inf"))
+    sc = Scenario(blocks, [host], Workload(6, prompt_bytes=0, token_bytes=0), Network(0.0))
+    tl = simulate(sc, Plan.parse("host[0-3]"), "layer")
+    assert tl.stages[0].compute_s == pytest.approx(sum(prof.block_s))  # the simulator replays the measurement
+
+
+def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocks = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=4)[:3]  # one block short
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(Scenario(blocks, _devices(), Workload(4)).to_dict()))
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--local", "--scenario", str(path), "--checkpoint", str(tiny)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("coldpipe: error: --scenario:") and "3 blocks" in err and len(err.splitlines()) == 1
+
+
+def test_make_checkpoint_rejects_a_bad_dtype(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["make-checkpoint", "--config", "llama-3.2-1b", "--dtype", "int3", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err
