@@ -222,6 +222,29 @@ def write_doc(points: dict[str, list[Point]], wall_s: float, out: Path) -> None:
         add(f"### {ps.name}: {ps.caption}\n")
         add(f"![sweep {ps.name}](figures/sweep_{ps.name}.png)\n")
         add(sweep_table(points[ps.name]) + "\n")
+    add("## The commands behind this page\n")
+    add(
+        "```\n"
+        "coldpipe plan demo --gantt plan.png            # the optimal plan; its schedule as a Gantt chart (.png/.svg)\n"
+        "coldpipe compare demo --gantt-dir charts/      # every strategy, one chart each, on one time axis\n"
+        "coldpipe sweep demo --axis load_bandwidth --values 0.5x,1x,4x --out sweeps/   # CSV + PNG + SVG\n"
+        "coldpipe sweep --paper --out docs/figures      # every sweep of this page (bundled scenario)\n"
+        "coldpipe report demo --out report/             # index.html (self-contained) + report.md\n"
+        "coldpipe show run.trace.json --scenario demo   # a runtime trace drawn over the prediction\n"
+        "```\n\n"
+        "Axes of `coldpipe sweep` (default values in brackets): `devices` = the first k devices, copies of the "
+        "list beyond its length [1-8]; `uplink` (both link directions), `load_bandwidth` and `startup` take "
+        "multipliers such as `2x` [0.1x-100x, 0.1x-1000x, 0x-4x] or absolute values with a unit "
+        "(`600 Mbit/s`, `3 GB/s`, `500 ms`) applied to every device; `model` = catalog names, with the "
+        "scenario's dtype; `prompt_tokens` [32-8192] (the scenario's model must be a catalog model). The CSV "
+        "columns are `axis, value, x, strategy, kind, partition, overlap, ttft_s, speedup, hidden_load_share, "
+        "plan, note`; an infeasible strategy has `ttft_s = inf` and says why in `note`.\n\n"
+        "`coldpipe show` reads the Chrome/Perfetto trace the runtime writes (`ph: X` events with `ts`/`dur` in "
+        "µs since the request, `pid` = stage, `cat` = load | compute | send | recv | wait; the `coldpipe` object "
+        "carries the scenario, plan and overlap); it redraws the predicted timeline of that plan with the "
+        "measured spans in thinner lanes beneath, prints predicted / measured load end, compute start and end "
+        "and idle-for-weights per stage, and the TTFT error (`--json` for one JSON object).\n"
+    )
     add("## Caveats\n")
     add(
         "- These are model predictions: how close the runtime comes to them is the subject of `coldpipe show` "
