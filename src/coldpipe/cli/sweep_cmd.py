@@ -103,7 +103,7 @@ def sweep_command(
         result = run_sweep(sc, axis, value_list, lambda v: progress.advance(task))
     csv_path = write_csv(result, out / f"sweep_{axis}.csv")
     plots = plot_sweep(result, [out / f"sweep_{axis}.png", out / f"sweep_{axis}.svg"])
-    console.print(_summary_table(result, f"sweep over {axis} ({sc.model_name})"))
+    console.print(_summary_table(result, f"sweep over {axis} (scenario model: {sc.model_name})"))
     console.print(f"wrote {csv_path}, {', '.join(str(p) for p in plots)}")
 
 
