@@ -29,6 +29,7 @@ def device_profile(draw: st.DrawFn, model_bytes: float, tight: bool) -> dict[str
         "memory": mem_share * model_bytes,
         "uplink": draw(st.sampled_from([1e7, 1e8, 6e8])),
         "downlink": draw(st.sampled_from([1e7, 1e8, 8e8])),
+        "mem_bandwidth": draw(st.sampled_from([1e9, 1e10, 1e11])),
     }
 
 
@@ -45,6 +46,7 @@ def scenarios(
     source = draw(st.sampled_from([AP] + [d.name for d in devices]))
     workload = Workload(
         prompt_tokens=draw(st.integers(1, 64)),
+        new_tokens=draw(st.sampled_from([1, 2, 16, 256])),
         prompt_bytes=draw(st.sampled_from([0.0, 2048.0, 1e6])),
         token_bytes=draw(st.sampled_from([0.0, 4.0])),
     )

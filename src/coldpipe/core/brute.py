@@ -17,7 +17,7 @@ import itertools
 import math
 from collections.abc import Iterator
 
-from coldpipe.core.simulator import simulate
+from coldpipe.core.simulator import objective_s, simulate
 from coldpipe.core.types import Overlap, Plan, Scenario, Stage
 
 __all__ = ["MAX_BRUTE_PLANS", "all_plans", "brute_force", "count_plans", "fits"]
@@ -51,13 +51,17 @@ def fits(scenario: Scenario, plan: Plan) -> bool:
     return True
 
 
-def brute_force(scenario: Scenario, overlap: Overlap) -> tuple[float, Plan | None]:
-    """The minimum TTFT and a plan achieving it, ``(inf, None)`` if no plan fits."""
+def brute_force(scenario: Scenario, overlap: Overlap, objective: str = "ttft") -> tuple[float, Plan | None]:
+    """The minimum of ``objective`` (``ttft``, ``e2e``, ``tpot``) and a plan achieving it; ``(inf, None)``
+    if no plan fits."""
     best, best_plan = math.inf, None
     for plan in all_plans(scenario):
         if not fits(scenario, plan):
             continue
-        t = simulate(scenario, plan, overlap, validate=False).ttft_s
+        if objective == "ttft":
+            t = simulate(scenario, plan, overlap, validate=False).ttft_s
+        else:
+            t = objective_s(scenario, plan, overlap, objective)
         if t < best:
             best, best_plan = t, plan
     return best, best_plan

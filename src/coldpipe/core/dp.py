@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from coldpipe.core.simulator import block_decode_s, decode_out_bytes
 from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario, Stage
 from coldpipe.errors import Infeasible, InputError
 from coldpipe.units import format_bytes
@@ -202,24 +203,40 @@ class _Tables:
     prompt_at_ap: float
 
     @staticmethod
-    def build(scenario: Scenario, *, warm: bool = False, extra_memory_bytes: float = 0.0) -> _Tables:
+    def build(
+        scenario: Scenario, *, warm: bool = False, extra_memory_bytes: float = 0.0, phase: str = "prefill"
+    ) -> _Tables:
+        """Tables of ``scenario`` for the prefill (the cold start) or for one decode step.
+
+        ``phase="decode"``: ``cf`` holds decode seconds per block (:func:`block_decode_s`), transfers carry
+        one token (``token_bytes`` in, :func:`decode_out_bytes` between stages) and loading is free.
+        """
         types = DeviceTypes.of(scenario)
         reps = [scenario.device(m[0]) for m in types.members]
         blocks = scenario.blocks
         n = len(blocks)
         hop = scenario.network.hop_latency
-        flops = np.array([b.flops for b in blocks], dtype=np.float64)
+        wl = scenario.workload
+        decode = phase == "decode"
         cf = np.zeros((len(reps), n + 1))
         for t, d in enumerate(reps):
-            cf[t, 1:] = np.cumsum(flops / d.flops)
+            if decode:
+                cf[t, 1:] = np.cumsum([block_decode_s(scenario, l, d.name) for l in range(n)])
+            else:
+                cf[t, 1:] = np.cumsum(np.array([b.flops for b in blocks], dtype=np.float64) / d.flops)
         wp = np.concatenate([[0.0], np.cumsum([b.weight_bytes for b in blocks])])
         mp = np.concatenate([[0.0], np.cumsum([b.memory_bytes for b in blocks])])
-        startup = np.array([0.0 if warm else d.startup for d in reps])
-        inv_bw = np.array([0.0 if warm else 1.0 / d.load_bandwidth for d in reps])
+        free_loading = warm or decode
+        startup = np.array([0.0 if free_loading else d.startup for d in reps])
+        inv_bw = np.array([0.0 if free_loading else 1.0 / d.load_bandwidth for d in reps])
         mem = np.array([d.memory + extra_memory_bytes for d in reps])
-        wl = scenario.workload
-        in_bytes = np.array([wl.prompt_bytes_value] + [b.out_bytes for b in blocks[:-1]])  # input of a stage at i
-        out_bytes = np.array([b.out_bytes for b in blocks])
+        if decode:
+            first_in, entry_bytes = wl.token_bytes, wl.token_bytes
+            out_bytes = np.array([decode_out_bytes(scenario, l) for l in range(n)])
+        else:
+            first_in, entry_bytes = wl.prompt_bytes_value, wl.prompt_bytes_value
+            out_bytes = np.array([b.out_bytes for b in blocks])
+        in_bytes = np.concatenate([[first_in], out_bytes[:-1]])  # input of a stage starting at block i
         down = np.array([8.0 * in_bytes / d.downlink + hop for d in reps]).reshape(len(reps), n)
         up = np.array([8.0 * out_bytes / d.uplink + hop for d in reps]).reshape(len(reps), n)
         src = scenario.device(scenario.source) if scenario.source != AP else None
@@ -229,8 +246,24 @@ class _Tables:
                 ret[t] = 8.0 * wl.token_bytes / d.uplink + hop
                 if src is not None:
                     ret[t] += 8.0 * wl.token_bytes / src.downlink + hop
-        prompt_at_ap = 0.0 if src is None else 8.0 * wl.prompt_bytes_value / src.uplink + hop
+        prompt_at_ap = 0.0 if src is None else 8.0 * entry_bytes / src.uplink + hop
         return _Tables(types, cf, wp, mp, startup, inv_bw, mem, down, up, ret, prompt_at_ap)
+
+    def plus(self, other: _Tables, weight: float) -> _Tables:
+        """Additive costs ``self + weight * other`` (same loading as ``self``): e.g. TTFT + (T - 1) * TPOT."""
+        return _Tables(
+            self.types,
+            self.cf + weight * other.cf,
+            self.wp,
+            self.mp,
+            self.startup,
+            self.inv_bw,
+            self.mem,
+            self.down + weight * other.down,
+            self.up + weight * other.up,
+            self.ret + weight * other.ret,
+            self.prompt_at_ap + weight * other.prompt_at_ap,
+        )
 
     def run(self, mode: int, tau: float = _INF) -> tuple[float, Plan | None]:
         kernel = _get_kernel()

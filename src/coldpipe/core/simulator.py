@@ -23,7 +23,19 @@ from typing import Any
 from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 
-__all__ = ["BlockSpan", "StageTimeline", "Timeline", "Transfer", "simulate", "transfer_s"]
+__all__ = [
+    "OBJECTIVES",
+    "BlockSpan",
+    "StageTimeline",
+    "Timeline",
+    "Transfer",
+    "block_decode_s",
+    "decode_out_bytes",
+    "decode_step_s",
+    "objective_s",
+    "simulate",
+    "transfer_s",
+]
 
 
 def transfer_s(scenario: Scenario, src: str, dst: str, n_bytes: float) -> float:
@@ -265,3 +277,66 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     transfers.append(tr)
     warm += tr.end_s - tr.start_s
     return Timeline(plan, overlap, tr.end_s, tuple(stage_timelines), tuple(transfers), warm)
+
+
+# --- After the first token: decode steps (issue "generalised objectives"; docs/model.md#decode) -------------------
+
+OBJECTIVES = ("ttft", "e2e", "tpot")
+
+
+def block_decode_s(scenario: Scenario, block_index: int, device_name: str) -> float:
+    """One decode step of one block on one device: memory-bound or compute-bound, whichever is slower.
+
+    ``max((weight_bytes + kv_bytes) / mem_bandwidth, decode_flops / flops)``: every weight and the whole
+    KV cache reserved for the context are read once per token. A block without ``decode_flops`` is
+    taken to cost ``flops / prompt_tokens`` (its prefill work per token).
+    """
+    block = scenario.blocks[block_index]
+    dev = scenario.device(device_name)
+    if dev.mem_bandwidth is None:
+        k = [d.name for d in scenario.devices].index(device_name)
+        raise InputError(
+            f"devices[{k}].mem_bandwidth",
+            f"device {device_name!r} has no mem_bandwidth, needed to time decode steps",
+            "add e.g. 'mem_bandwidth: 100 GB/s', or plan for TTFT only",
+        )
+    flops = block.decode_flops if block.decode_flops is not None else block.flops / scenario.workload.prompt_tokens
+    return max((block.weight_bytes + block.kv_bytes) / dev.mem_bandwidth, flops / dev.flops)
+
+
+def decode_out_bytes(scenario: Scenario, block_index: int) -> float:
+    """One token's activation after block ``block_index`` (default: its prefill output per prompt token)."""
+    block = scenario.blocks[block_index]
+    if block.decode_out_bytes is not None:
+        return block.decode_out_bytes
+    return block.out_bytes / scenario.workload.prompt_tokens
+
+
+def decode_step_s(scenario: Scenario, plan: Plan) -> float:
+    """The time of one decode step once every weight is resident (the time per output token, TPOT).
+
+    The new token travels from the source to the first stage (``token_bytes``), through every stage
+    (one token's activation between stages) and back to the source before the next step starts.
+    """
+    wl = scenario.workload
+    t = transfer_s(scenario, scenario.source, plan.stages[0].device, wl.token_bytes)
+    for j, st in enumerate(plan.stages):
+        if j > 0:
+            prev = plan.stages[j - 1]
+            t += transfer_s(scenario, prev.device, st.device, decode_out_bytes(scenario, prev.last))
+        t += sum(block_decode_s(scenario, l, st.device) for l in range(st.first, st.last + 1))
+    return t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes)
+
+
+def objective_s(scenario: Scenario, plan: Plan, overlap: Overlap, objective: str) -> float:
+    """The value of ``objective`` for ``plan``: ``ttft``, ``e2e`` = TTFT + (new_tokens - 1) * TPOT, or ``tpot``."""
+    if objective == "ttft":
+        return simulate(scenario, plan, overlap).ttft_s
+    if objective == "tpot":
+        plan.validate(scenario)
+        return decode_step_s(scenario, plan)
+    if objective == "e2e":
+        ttft = simulate(scenario, plan, overlap).ttft_s
+        steps = scenario.workload.new_tokens - 1
+        return ttft + steps * decode_step_s(scenario, plan) if steps else ttft
+    raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")

@@ -1,0 +1,320 @@
+"""Exact planning for what the user waits for: ``ttft``, ``e2e`` or ``tpot`` (docs/model.md#objectives).
+
+- ``tpot`` (time per output token, warm): one decode step is additive over stages, so it is the
+  additive DP of :mod:`coldpipe.core.dp` on decode tables (``_Tables.build(phase="decode")``).
+- ``e2e`` = TTFT + (T - 1) * TPOT with ``T = new_tokens``:
+
+  * under ``none`` the TTFT is ``max load end + additive``, so E2E is ``max load end + (prefill +
+    (T - 1) * decode)``: the threshold branch-and-bound of the ``none`` DP on combined tables;
+  * under ``layer``/``stage`` the TTFT part is a max-plus map and the decode part is additive; one
+    scalar per state is no longer enough. :func:`_pareto_kernel` keeps, per state ``(s, i)``, the
+    Pareto front of (arrival at the AP, decode time so far): a pair that is later *and* slower to
+    decode than another can never lead to a better E2E, since both coordinates only grow through
+    non-decreasing maps and E2E is non-decreasing in both. The front of every state is complete when
+    the state is expanded ("pull" order: all its predecessors have a smaller usage index), so the
+    result is exact; pairs whose partial E2E already reaches an incumbent (the best of the TTFT- and
+    TPOT-optimal plans) are pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from coldpipe.core.dp import (
+    _MODE_ADDITIVE,
+    _MODE_LAYER,
+    _MODE_STAGE,
+    _check_size,
+    _plan_none,
+    _raise_infeasible,
+    _Tables,
+    numba_enabled,
+    plan_dp,
+)
+from coldpipe.core.simulator import OBJECTIVES, objective_s
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
+from coldpipe.errors import InputError
+
+__all__ = ["ObjectiveResult", "plan_for_objective"]
+
+
+try:  # compiled into the kernel when numba is there, a plain function otherwise
+    from numba.extending import register_jitable
+except ImportError:  # pragma: no cover - numba is a dependency; the kernel also runs interpreted
+
+    def register_jitable(fn):  # type: ignore[no-untyped-def]
+        return fn
+
+
+@register_jitable
+def _grow(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` itself if it holds ``size`` items, else a copy with (at least) twice the room."""
+    if size <= a.shape[0]:
+        return a
+    out = np.empty(max(size, 2 * a.shape[0]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _pareto_kernel(
+    mode: int,
+    lam: float,  # weight of the second coordinate in the objective: new_tokens - 1
+    incumbent: float,  # objective of a known plan: anything not strictly better is pruned
+    n_states: int,
+    strides: np.ndarray,
+    counts: np.ndarray,
+    cf: np.ndarray,  # prefill tables, as in dp._kernel
+    wp: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    down: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    src_type: int,
+    prompt_at_ap: float,
+    dcf: np.ndarray,  # decode tables: per-block decode seconds prefix, token transfers
+    ddown: np.ndarray,
+    dup: np.ndarray,
+    dret: np.ndarray,
+    dprompt_at_ap: float,
+) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pareto DP over (arrival at the AP, decode so far); see the module docstring. Pure loops for numba."""
+    n_types = strides.shape[0]
+    n_blocks = wp.shape[0] - 1
+    # The pool holds every kept pair: (arrival at the AP, decode so far) and how it was reached:
+    # the pair it extends (-1 for the root), the type and the block range i..e of the stage that led to it.
+    cap = 1024
+    p_a = np.empty(cap)
+    p_d = np.empty(cap)
+    p_from = np.empty(cap, dtype=np.int64)
+    p_t = np.empty(cap, dtype=np.int64)
+    p_i = np.empty(cap, dtype=np.int64)
+    p_e = np.empty(cap, dtype=np.int64)
+    start = np.zeros((n_states, n_blocks + 1), dtype=np.int64)  # pairs of state (s, i): start[s, i]..stop[s, i]-1
+    stop = np.zeros((n_states, n_blocks + 1), dtype=np.int64)
+    p_a[0], p_d[0], p_from[0], p_t[0], p_i[0], p_e[0] = prompt_at_ap, dprompt_at_ap, -1, -1, -1, -1
+    size = 1
+    stop[0, 0] = 1
+    best = incumbent
+    best_q, best_t, best_i = -2, -1, -1
+    cand_a = np.empty(256)
+    cand_d = np.empty(256)
+    cand_from = np.empty(256, dtype=np.int64)
+    cand_t = np.empty(256, dtype=np.int64)
+    cand_i = np.empty(256, dtype=np.int64)
+    # rest[i]: a lower bound on what blocks i..B-1 still add to the objective, whoever computes them
+    rest = np.zeros(n_blocks + 1)
+    for i in range(n_blocks):
+        pre_min = np.inf
+        dec_min = np.inf
+        for t in range(n_types):
+            pre_min = min(pre_min, cf[t, n_blocks] - cf[t, i])
+            dec_min = min(dec_min, dcf[t, n_blocks] - dcf[t, i])
+        rest[i] = pre_min + lam * dec_min
+    for s in range(n_states):
+        # 1. Complete the fronts of (s, i2) for i2 = 1..B-1 from their predecessors, then
+        # 2. close the plan from every front of s with a last stage holding blocks i..B-1.
+        for i2 in range(1, n_blocks + 1):
+            e = i2 - 1
+            n_cand = 0
+            for t in range(n_types):
+                digit = (s // strides[t]) % (counts[t] + 1)
+                if i2 < n_blocks:
+                    if digit == 0:
+                        continue
+                    sp = s - strides[t]  # the usage before this stage
+                else:
+                    if digit >= counts[t]:
+                        continue
+                    sp = s  # closing stage: its device is not counted in any state
+                run = -np.inf
+                for i in range(e, -1, -1):
+                    if mp[e + 1] - mp[i] > mem[t]:
+                        break
+                    h = wp[i + 1] * inv_bw[t] - cf[t, i]
+                    if h > run:
+                        run = h
+                    if stop[sp, i] == start[sp, i]:
+                        continue
+                    compute = cf[t, e + 1] - cf[t, i]
+                    g = startup[t] - wp[i] * inv_bw[t] + cf[t, e + 1] + run
+                    load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
+                    dec = dcf[t, e + 1] - dcf[t, i]
+                    if i2 < n_blocks:
+                        out_a, out_d = up[t, e], dup[t, e]
+                    else:
+                        out_a, out_d = ret[t], dret[t]
+                    for q in range(start[sp, i], stop[sp, i]):
+                        if i == 0 and t == src_type:
+                            alpha, d_in = 0.0, 0.0  # the prompt (and each new token) is already there
+                        else:
+                            alpha, d_in = p_a[q] + down[t, i], p_d[q] + ddown[t, i]
+                        if mode == 0:
+                            fin = max(alpha + compute, g)
+                        else:
+                            fin = max(alpha, load_end) + compute
+                        a2 = fin + out_a
+                        d2 = d_in + dec + out_d
+                        if a2 + lam * d2 + rest[i2] >= best:
+                            continue
+                        if i2 == n_blocks:
+                            best, best_q, best_t, best_i = a2 + lam * d2, q, t, i
+                            continue
+                        if n_cand == cand_a.shape[0]:
+                            cand_a = _grow(cand_a, n_cand + 1)
+                            cand_d = _grow(cand_d, n_cand + 1)
+                            cand_from = _grow(cand_from, n_cand + 1)
+                            cand_t = _grow(cand_t, n_cand + 1)
+                            cand_i = _grow(cand_i, n_cand + 1)
+                        cand_a[n_cand], cand_d[n_cand] = a2, d2
+                        cand_from[n_cand], cand_t[n_cand], cand_i[n_cand] = q, t, i
+                        n_cand += 1
+            if i2 == n_blocks or n_cand == 0:
+                continue
+            # Keep the Pareto front: sorted by arrival, each kept pair decodes strictly faster than the previous.
+            order = np.argsort(cand_a[:n_cand], kind="mergesort")
+            start[s, i2] = size
+            best_d = np.inf
+            last_a = -np.inf
+            for k in range(n_cand):
+                c = order[k]
+                if cand_d[c] < best_d:
+                    if size > 0 and cand_a[c] == last_a and size > start[s, i2]:
+                        size -= 1  # same arrival, faster decode: replaces the previous pair
+                    if size == p_a.shape[0]:
+                        p_a = _grow(p_a, size + 1)
+                        p_d = _grow(p_d, size + 1)
+                        p_from = _grow(p_from, size + 1)
+                        p_t = _grow(p_t, size + 1)
+                        p_i = _grow(p_i, size + 1)
+                        p_e = _grow(p_e, size + 1)
+                    p_a[size], p_d[size] = cand_a[c], cand_d[c]
+                    p_from[size], p_t[size], p_i[size], p_e[size] = cand_from[c], cand_t[c], cand_i[c], e
+                    size += 1
+                    best_d = cand_d[c]
+                    last_a = cand_a[c]
+            stop[s, i2] = size
+    return best, best_q, best_t, best_i, p_from[:size], p_t[:size], p_i[:size], p_e[:size]
+
+
+_compiled = None
+
+
+def _get_pareto_kernel():  # type: ignore[no-untyped-def]
+    global _compiled  # a cache of the compiled function, not state
+    if not numba_enabled():
+        return _pareto_kernel
+    if _compiled is None:
+        import numba
+
+        _compiled = numba.njit(cache=True, nogil=True)(_pareto_kernel)
+    return _compiled
+
+
+@dataclass(frozen=True)
+class ObjectiveResult:
+    """The optimum of ``objective``: the plan and the objective's value (replayed by the simulator)."""
+
+    plan: Plan
+    value_s: float
+    objective: str
+    overlap: Overlap
+    details: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def _pareto_plan(pre: _Tables, dec: _Tables, mode: int, lam: float, incumbent: float) -> tuple[float, Plan | None, int]:
+    types = pre.types
+    best, q, t, i, p_from, p_t, p_i, p_e = _get_pareto_kernel()(
+        0 if mode == _MODE_LAYER else 1,
+        lam,
+        incumbent,
+        types.n_usage_vectors,
+        types.strides,
+        types.counts,
+        pre.cf,
+        pre.wp,
+        pre.mp,
+        pre.startup,
+        pre.inv_bw,
+        pre.mem,
+        pre.down,
+        pre.up,
+        pre.ret,
+        types.source_type,
+        pre.prompt_at_ap,
+        dec.cf,
+        dec.down,
+        dec.up,
+        dec.ret,
+        dec.prompt_at_ap,
+    )
+    if q == -2:  # nothing beat the incumbent
+        return incumbent, None, int(p_from.shape[0])
+    n = pre.wp.shape[0] - 1
+    rev = [(int(t), int(i), n - 1)]
+    q = int(q)
+    while p_from[q] >= 0:  # the root pair (the prompt at the AP) has no predecessor
+        rev.append((int(p_t[q]), int(p_i[q]), int(p_e[q])))
+        q = int(p_from[q])
+    used = [0] * len(types.members)
+    stages = []
+    for t_, a, b in reversed(rev):
+        stages.append(Stage(types.members[t_][used[t_]], a, b))
+        used[t_] += 1
+    return float(best), Plan(tuple(stages)), int(p_from.shape[0])
+
+
+def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective: str = "ttft") -> ObjectiveResult:
+    """The exact optimum of ``objective`` under ``overlap``; the value is the simulator's (objective_s)."""
+    if objective not in OBJECTIVES:
+        raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
+    if overlap not in OVERLAPS:
+        raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
+    steps = scenario.workload.new_tokens - 1
+    if objective == "ttft" or (objective == "e2e" and steps == 0):
+        res = plan_dp(scenario, overlap)
+        return ObjectiveResult(res.plan, objective_s(scenario, res.plan, overlap, objective), objective, overlap)
+    dec = _Tables.build(scenario, phase="decode")
+    _check_size(dec.types)
+    if objective == "tpot":
+        best, plan = dec.run(_MODE_ADDITIVE)
+        if plan is None:
+            _raise_infeasible(scenario)
+        assert plan is not None
+        return ObjectiveResult(
+            plan, objective_s(scenario, plan, overlap, "tpot"), objective, overlap, {"dp_objective": best}
+        )
+    pre = _Tables.build(scenario)
+    if overlap == "none":
+        res = _plan_none(scenario, pre.plus(dec, float(steps)))
+        return ObjectiveResult(
+            res.plan,
+            objective_s(scenario, res.plan, overlap, "e2e"),
+            objective,
+            overlap,
+            {"dp_objective": res.ttft_s, "thresholds_evaluated": res.thresholds_evaluated},
+        )
+    # Incumbent: the better of the TTFT-optimal and the TPOT-optimal plans, under E2E.
+    seeds = [plan_dp(scenario, overlap).plan]
+    _, tpot_plan = dec.run(_MODE_ADDITIVE)
+    if tpot_plan is not None:
+        seeds.append(tpot_plan)
+    values = [objective_s(scenario, p, overlap, "e2e") for p in seeds]
+    k = int(np.argmin(values))
+    incumbent = values[k] * (1 + 1e-12)
+    best, plan, n_pairs = _pareto_plan(
+        pre, dec, _MODE_LAYER if overlap == "layer" else _MODE_STAGE, float(steps), incumbent
+    )
+    if plan is None:
+        plan = seeds[k]
+    return ObjectiveResult(
+        plan,
+        objective_s(scenario, plan, overlap, "e2e"),
+        objective,
+        overlap,
+        {"dp_objective": best, "pareto_pairs": n_pairs},
+    )
