@@ -127,14 +127,17 @@ def run_command(
         str, typer.Option(help="Host time a block's slowdown stretches: cpu (thread CPU time) | wall.")
     ] = "cpu",
     trace: Annotated[str, typer.Option(help="Where to write the Chrome/Perfetto trace JSON.")] = "out/trace.json",
+    write_spec: Annotated[
+        str | None, typer.Option(help="Only write the run spec here (to start the ranks with torchrun) and exit.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
-    if not local:
+    if not local and write_spec is None:
         raise InputError(
             "--local",
             "only local runs are started by `coldpipe run`",
-            "pass --local, or start `python -m coldpipe.runtime.worker` under torchrun",
+            "pass --local, or --write-spec FILE and start the ranks with torchrun (docs/runtime.md)",
         )
     if timeout <= 0:
         raise InputError("--timeout", f"must be > 0, got {timeout}")
@@ -167,6 +170,17 @@ def run_command(
         n_new,
         tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
     )
+    if write_spec is not None:
+        from coldpipe.runtime.launch import make_spec
+
+        spec = make_spec(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
+        Path(write_spec).write_text(json.dumps(spec))
+        console.print(
+            f"wrote {write_spec}; start {len(the_plan.stages) + 1} ranks (rank 0 = the source), e.g.\n"
+            f"  torchrun --nproc-per-node {len(the_plan.stages) + 1} -m coldpipe.runtime.worker --spec {write_spec} "
+            "--result result.json"
+        )
+        return
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     timeline = simulate(sc, the_plan, ov)
     report = build_report(result, timeline, sc.to_dict())

@@ -26,7 +26,7 @@ from coldpipe.core.types import Overlap, Plan, Scenario
 from coldpipe.runtime import RunFailed
 from coldpipe.runtime.emulation import DeviceEmulation
 
-__all__ = ["Job", "prompt_ids", "run_local"]
+__all__ = ["Job", "make_spec", "prompt_ids", "run_local"]
 
 GRACE_S = 5.0  # after a failure, how long the other ranks get to stop by themselves
 
@@ -94,6 +94,27 @@ def _error_lines(log: Path) -> list[str]:
     return [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("coldpipe: error:")]
 
 
+def make_spec(
+    checkpoint: str | Path,
+    scenario: Scenario,
+    jobs: list[Job],
+    *,
+    timeout_s: float = 30.0,
+    threads: int = 1,
+    cold_cache: bool = True,
+) -> dict[str, Any]:
+    """The run spec every rank reads (also what ``coldpipe run --write-spec`` writes for torchrun)."""
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "scenario": scenario.to_dict(),
+        "jobs": [j.to_dict() for j in jobs],
+        "timeout_s": timeout_s,
+        "threads": threads,
+        "cold_cache": cold_cache,
+        "fault": None,
+    }
+
+
 def run_local(
     checkpoint: str | Path,
     scenario: Scenario,
@@ -117,15 +138,8 @@ def run_local(
     world = 1 + max(len(j.plan.stages) for j in jobs)
     with tempfile.TemporaryDirectory(prefix="coldpipe-run-") as tmp:
         spec_path, result_path, abort_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "abort")
-        spec = {
-            "checkpoint": str(Path(checkpoint).resolve()),
-            "scenario": scenario.to_dict(),
-            "jobs": [j.to_dict() for j in jobs],
-            "timeout_s": timeout_s,
-            "threads": threads,
-            "cold_cache": cold_cache,
-            "fault": fault,
-        }
+        spec = make_spec(checkpoint, scenario, jobs, timeout_s=timeout_s, threads=threads, cold_cache=cold_cache)
+        spec["fault"] = fault
         spec_path.write_text(json.dumps(spec))
         port = _free_port()
         os.environ["OMP_NUM_THREADS"] = str(threads)
