@@ -58,7 +58,7 @@ def brute_force(scenario: Scenario, overlap: Overlap, objective: str = "ttft") -
     for plan in all_plans(scenario):
         if not fits(scenario, plan):
             continue
-        if objective == "ttft":
+        if objective == "ttft" and scenario.workload.requests == 1:
             t = simulate(scenario, plan, overlap, validate=False).ttft_s
         else:
             t = objective_s(scenario, plan, overlap, objective)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -393,15 +394,25 @@ def _candidate_load_ends(scenario: Scenario, tables: _Tables) -> np.ndarray:
     return np.unique(np.concatenate(values))
 
 
-def _plan_none(scenario: Scenario, tables: _Tables) -> DPResult:
+def _plan_none(
+    scenario: Scenario, tables: _Tables, run: Callable[[float], tuple[float, Plan | None]] | None = None
+) -> DPResult:
+    """Exact ``none`` optimum: branch-and-bound over load-end thresholds (module docstring).
+
+    ``run(tau)`` returns the least additive part (and a plan) among plans whose stages all finish loading
+    by ``tau``; by default the additive DP on ``tables``. Any ``run`` that is non-increasing in ``tau``
+    works (the E2E and burst objectives pass their own).
+    """
     taus = _candidate_load_ends(scenario, tables)
     if taus.size == 0:
         _raise_infeasible(scenario)
     memo: dict[int, tuple[float, Plan | None]] = {}
+    if run is None:
+        run = lambda tau: tables.run(_MODE_ADDITIVE, tau)  # noqa: E731
 
     def d_of(k: int) -> float:
         if k not in memo:
-            memo[k] = tables.run(_MODE_ADDITIVE, float(taus[k]))
+            memo[k] = run(float(taus[k]))
         return memo[k][0]
 
     hi = len(taus) - 1

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,9 +37,9 @@ from coldpipe.core.dp import (
 )
 from coldpipe.core.simulator import OBJECTIVES, objective_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
-from coldpipe.errors import InputError
+from coldpipe.errors import InputError, InvalidPlan
 
-__all__ = ["ObjectiveResult", "plan_for_objective"]
+__all__ = ["ObjectiveResult", "plan_for_objective", "replace_workload"]
 
 
 try:  # compiled into the kernel when numba is there, a plain function otherwise
@@ -59,8 +61,10 @@ def _grow(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def _pareto_kernel(
-    mode: int,
-    lam: float,  # weight of the second coordinate in the objective: new_tokens - 1
+    mode: int,  # 0 layer, 1 stage, 2 additive with every stage loaded by tau (the "none" thresholds)
+    kind: int,  # second coordinate: 0 decode time so far (e2e), 1 end of the last request of a burst
+    lam: float,  # e2e: new_tokens - 1 (weight of the decode time); burst: requests - 1
+    tau: float,
     incumbent: float,  # objective of a known plan: anything not strictly better is pruned
     n_states: int,
     strides: np.ndarray,
@@ -96,7 +100,8 @@ def _pareto_kernel(
     p_e = np.empty(cap, dtype=np.int64)
     start = np.zeros((n_states, n_blocks + 1), dtype=np.int64)  # pairs of state (s, i): start[s, i]..stop[s, i]-1
     stop = np.zeros((n_states, n_blocks + 1), dtype=np.int64)
-    p_a[0], p_d[0], p_from[0], p_t[0], p_i[0], p_e[0] = prompt_at_ap, dprompt_at_ap, -1, -1, -1, -1
+    p_a[0], p_from[0], p_t[0], p_i[0], p_e[0] = prompt_at_ap, -1, -1, -1, -1
+    p_d[0] = dprompt_at_ap if kind == 0 else prompt_at_ap
     size = 1
     stop[0, 0] = 1
     best = incumbent
@@ -114,7 +119,7 @@ def _pareto_kernel(
         for t in range(n_types):
             pre_min = min(pre_min, cf[t, n_blocks] - cf[t, i])
             dec_min = min(dec_min, dcf[t, n_blocks] - dcf[t, i])
-        rest[i] = pre_min + lam * dec_min
+        rest[i] = pre_min + lam * dec_min if kind == 0 else pre_min
     for s in range(n_states):
         # 1. Complete the fronts of (s, i2) for i2 = 1..B-1 from their predecessors, then
         # 2. close the plan from every front of s with a last stage holding blocks i..B-1.
@@ -135,6 +140,9 @@ def _pareto_kernel(
                 for i in range(e, -1, -1):
                     if mp[e + 1] - mp[i] > mem[t]:
                         break
+                    load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
+                    if mode == 2 and load_end > tau:
+                        break
                     h = wp[i + 1] * inv_bw[t] - cf[t, i]
                     if h > run:
                         run = h
@@ -142,7 +150,6 @@ def _pareto_kernel(
                         continue
                     compute = cf[t, e + 1] - cf[t, i]
                     g = startup[t] - wp[i] * inv_bw[t] + cf[t, e + 1] + run
-                    load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
                     dec = dcf[t, e + 1] - dcf[t, i]
                     if i2 < n_blocks:
                         out_a, out_d = up[t, e], dup[t, e]
@@ -155,14 +162,24 @@ def _pareto_kernel(
                             alpha, d_in = p_a[q] + down[t, i], p_d[q] + ddown[t, i]
                         if mode == 0:
                             fin = max(alpha + compute, g)
-                        else:
+                        elif mode == 1:
                             fin = max(alpha, load_end) + compute
+                        else:
+                            fin = alpha + compute
                         a2 = fin + out_a
-                        d2 = d_in + dec + out_d
-                        if a2 + lam * d2 + rest[i2] >= best:
+                        if kind == 0:
+                            d2 = d_in + dec + out_d
+                            value = a2 + lam * d2
+                        else:
+                            # the burst's last request: behind its predecessor on this stage, or behind
+                            # request 1 by (requests - 1) stage times (a flow shop of identical jobs)
+                            q_in = 0.0 if (i == 0 and t == src_type) else p_d[q] + down[t, i]
+                            d2 = max(q_in + compute, fin + lam * compute) + out_a
+                            value = d2
+                        if value + rest[i2] >= best:
                             continue
                         if i2 == n_blocks:
-                            best, best_q, best_t, best_i = a2 + lam * d2, q, t, i
+                            best, best_q, best_t, best_i = value, q, t, i
                             continue
                         if n_cand == cand_a.shape[0]:
                             cand_a = _grow(cand_a, n_cand + 1)
@@ -226,11 +243,16 @@ class ObjectiveResult:
     details: dict[str, float | int | str] = field(default_factory=dict)
 
 
-def _pareto_plan(pre: _Tables, dec: _Tables, mode: int, lam: float, incumbent: float) -> tuple[float, Plan | None, int]:
+def _pareto_plan(
+    pre: _Tables, dec: _Tables, mode: int, lam: float, incumbent: float, *, kind: int = 0, tau: float = math.inf
+) -> tuple[float, Plan | None, int]:
+    """Run the Pareto kernel; ``(incumbent, None, pairs)`` when nothing strictly beats the incumbent."""
     types = pre.types
     best, q, t, i, p_from, p_t, p_i, p_e = _get_pareto_kernel()(
-        0 if mode == _MODE_LAYER else 1,
+        {_MODE_LAYER: 0, _MODE_STAGE: 1, _MODE_ADDITIVE: 2}[mode],
+        kind,
         lam,
+        tau,
         incumbent,
         types.n_usage_vectors,
         types.strides,
@@ -269,15 +291,24 @@ def _pareto_plan(pre: _Tables, dec: _Tables, mode: int, lam: float, incumbent: f
 
 
 def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective: str = "ttft") -> ObjectiveResult:
-    """The exact optimum of ``objective`` under ``overlap``; the value is the simulator's (objective_s)."""
+    """The optimum of ``objective`` under ``overlap``; the value is the simulator's (:func:`objective_s`).
+
+    Exact for ``ttft``, ``e2e`` and ``tpot``, and for a burst's ``max`` completion; a burst's ``mean``
+    completion uses :func:`_local_search` (``details["exact"] == 0``).
+    """
     if objective not in OBJECTIVES:
         raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
     if overlap not in OVERLAPS:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
-    steps = scenario.workload.new_tokens - 1
+    wl = scenario.workload
+    if wl.requests > 1 and objective != "tpot":
+        if objective == "e2e":
+            objective_s(scenario, plan_dp(scenario, overlap).plan, overlap, "e2e")  # raises the InputError
+        return _plan_burst(scenario, overlap)
+    steps = wl.new_tokens - 1
     if objective == "ttft" or (objective == "e2e" and steps == 0):
         res = plan_dp(scenario, overlap)
-        return ObjectiveResult(res.plan, objective_s(scenario, res.plan, overlap, objective), objective, overlap)
+        return _result(scenario, res.plan, overlap, objective, {"dp_objective": res.ttft_s})
     dec = _Tables.build(scenario, phase="decode")
     _check_size(dec.types)
     if objective == "tpot":
@@ -285,36 +316,141 @@ def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective
         if plan is None:
             _raise_infeasible(scenario)
         assert plan is not None
-        return ObjectiveResult(
-            plan, objective_s(scenario, plan, overlap, "tpot"), objective, overlap, {"dp_objective": best}
-        )
+        return _result(scenario, plan, overlap, "tpot", {"dp_objective": best})
     pre = _Tables.build(scenario)
     if overlap == "none":
         res = _plan_none(scenario, pre.plus(dec, float(steps)))
-        return ObjectiveResult(
-            res.plan,
-            objective_s(scenario, res.plan, overlap, "e2e"),
-            objective,
-            overlap,
-            {"dp_objective": res.ttft_s, "thresholds_evaluated": res.thresholds_evaluated},
-        )
+        details = {"dp_objective": res.ttft_s, "thresholds_evaluated": res.thresholds_evaluated}
+        return _result(scenario, res.plan, overlap, "e2e", details)
     # Incumbent: the better of the TTFT-optimal and the TPOT-optimal plans, under E2E.
     seeds = [plan_dp(scenario, overlap).plan]
     _, tpot_plan = dec.run(_MODE_ADDITIVE)
     if tpot_plan is not None:
         seeds.append(tpot_plan)
-    values = [objective_s(scenario, p, overlap, "e2e") for p in seeds]
+    plan, best, n_pairs = _improve_on(scenario, seeds, overlap, "e2e", pre, dec, float(steps), kind=0)
+    return _result(scenario, plan, overlap, "e2e", {"dp_objective": best, "pareto_pairs": n_pairs})
+
+
+def _result(
+    scenario: Scenario, plan: Plan, overlap: Overlap, objective: str, details: dict[str, float | int | str]
+) -> ObjectiveResult:
+    details.setdefault("exact", 1)
+    return ObjectiveResult(plan, objective_s(scenario, plan, overlap, objective), objective, overlap, details)
+
+
+def _improve_on(
+    scenario: Scenario,
+    seeds: list[Plan],
+    overlap: Overlap,
+    objective: str,
+    pre: _Tables,
+    second: _Tables,
+    lam: float,
+    kind: int,
+) -> tuple[Plan, float, int]:
+    """The Pareto DP with the best seed as incumbent; returns the seed itself if nothing beats it."""
+    values = [objective_s(scenario, p, overlap, objective) for p in seeds]
     k = int(np.argmin(values))
-    incumbent = values[k] * (1 + 1e-12)
-    best, plan, n_pairs = _pareto_plan(
-        pre, dec, _MODE_LAYER if overlap == "layer" else _MODE_STAGE, float(steps), incumbent
+    mode = _MODE_LAYER if overlap == "layer" else _MODE_STAGE
+    best, plan, n_pairs = _pareto_plan(pre, second, mode, lam, values[k] * (1 + 1e-12), kind=kind)
+    return (seeds[k], values[k], n_pairs) if plan is None else (plan, best, n_pairs)
+
+
+def _plan_burst(scenario: Scenario, overlap: Overlap) -> ObjectiveResult:
+    """A burst of ``requests`` identical requests: exact for ``max`` completion, local search for ``mean``."""
+    wl = scenario.workload
+    lam = float(wl.requests - 1)
+    pre = _Tables.build(scenario)
+    _check_size(pre.types)
+    sc_max = replace_workload(scenario, completion="max")  # the DP's objective, also for its incumbent
+    if overlap == "none":
+        # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
+        # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
+        def run(tau: float) -> tuple[float, Plan | None]:
+            value, plan, _ = _pareto_plan(pre, pre, _MODE_ADDITIVE, lam, math.inf, kind=1, tau=tau)
+            return value, plan
+
+        res = _plan_none(scenario, pre, run)
+        max_plan, details = res.plan, {"thresholds_evaluated": res.thresholds_evaluated}
+    else:
+        seeds = [plan_dp(scenario, overlap).plan]
+        max_plan, _, n_pairs = _improve_on(sc_max, seeds, overlap, "ttft", pre, pre, lam, kind=1)
+        details = {"pareto_pairs": n_pairs}
+    if wl.completion == "max":
+        return _result(scenario, max_plan, overlap, "ttft", details)
+    seeds = [max_plan, plan_dp(scenario, overlap).plan]
+    plan, evaluated = _local_search(scenario, seeds, overlap)
+    return _result(
+        scenario, plan, overlap, "ttft", {"exact": 0, "method": "local search", "plans_evaluated": evaluated}
     )
-    if plan is None:
-        plan = seeds[k]
-    return ObjectiveResult(
-        plan,
-        objective_s(scenario, plan, overlap, "e2e"),
-        objective,
-        overlap,
-        {"dp_objective": best, "pareto_pairs": n_pairs},
-    )
+
+
+def replace_workload(scenario: Scenario, **changes: object) -> Scenario:
+    """``scenario`` with some workload fields changed (e.g. ``new_tokens=64``)."""
+    workload = dataclasses.replace(scenario.workload, **changes)  # type: ignore[arg-type]
+    return Scenario(scenario.blocks, scenario.devices, workload, scenario.network, scenario.source, scenario.model_name)
+
+
+def _neighbours(scenario: Scenario, plan: Plan) -> list[Plan]:
+    """Plans one move away: shift a boundary, swap two devices, replace, split or merge stages."""
+    st = list(plan.stages)
+    used = {s.device for s in st}
+    unused = [d.name for d in scenario.devices if d.name not in used]
+    out: list[Plan] = []
+
+    def add(stages: list[Stage]) -> None:
+        out.append(Plan(tuple(stages)))
+
+    for j in range(len(st) - 1):  # shift the boundary after stage j
+        for delta in (-8, -4, -2, -1, 1, 2, 4, 8):
+            cut = st[j].last + delta
+            if st[j].first <= cut < st[j + 1].last:
+                add(
+                    [
+                        *st[:j],
+                        Stage(st[j].device, st[j].first, cut),
+                        Stage(st[j + 1].device, cut + 1, st[j + 1].last),
+                        *st[j + 2 :],
+                    ]
+                )
+        merged = Stage(st[j].device, st[j].first, st[j + 1].last)  # merge j and j + 1 on either device
+        add([*st[:j], merged, *st[j + 2 :]])
+        add([*st[:j], Stage(st[j + 1].device, st[j].first, st[j + 1].last), *st[j + 2 :]])
+    for j in range(len(st)):
+        for k in range(j + 1, len(st)):  # swap the devices of two stages
+            swapped = list(st)
+            swapped[j] = Stage(st[k].device, st[j].first, st[j].last)
+            swapped[k] = Stage(st[j].device, st[k].first, st[k].last)
+            add(swapped)
+        for name in unused:
+            add([*st[:j], Stage(name, st[j].first, st[j].last), *st[j + 1 :]])  # replace
+            if st[j].last > st[j].first:  # split in the middle, the new device after or before
+                mid = (st[j].first + st[j].last) // 2
+                a, b = Stage(st[j].device, st[j].first, mid), Stage(name, mid + 1, st[j].last)
+                add([*st[:j], a, b, *st[j + 1 :]])
+                add([*st[:j], Stage(name, st[j].first, mid), Stage(st[j].device, mid + 1, st[j].last), *st[j + 1 :]])
+    return out
+
+
+def _local_search(scenario: Scenario, seeds: list[Plan], overlap: Overlap) -> tuple[Plan, int]:
+    """Best-improvement descent from each seed over :func:`_neighbours`, timed by the simulator."""
+    best_plan, best_value, evaluated = seeds[0], math.inf, 0
+    for seed in seeds:
+        cur, cur_value = seed, objective_s(scenario, seed, overlap, "ttft")
+        while True:
+            step, step_value = cur, cur_value
+            for cand in _neighbours(scenario, cur):
+                try:
+                    cand.validate(scenario)
+                except InvalidPlan:
+                    continue
+                evaluated += 1
+                value = objective_s(scenario, cand, overlap, "ttft")
+                if value < step_value * (1 - 1e-12):
+                    step, step_value = cand, value
+            if step is cur:
+                break
+            cur, cur_value = step, step_value
+        if cur_value < best_value:
+            best_plan, best_value = cur, cur_value
+    return best_plan, evaluated

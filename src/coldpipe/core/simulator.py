@@ -30,6 +30,7 @@ __all__ = [
     "Timeline",
     "Transfer",
     "block_decode_s",
+    "burst_completions_s",
     "decode_out_bytes",
     "decode_step_s",
     "objective_s",
@@ -328,14 +329,63 @@ def decode_step_s(scenario: Scenario, plan: Plan) -> float:
     return t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes)
 
 
+def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -> tuple[float, ...]:
+    """First-token completion time of each of ``workload.requests`` identical requests arriving at t = 0.
+
+    Requests are served back to back: request ``r`` starts stage ``j`` once its input has arrived and
+    request ``r - 1`` has left the stage; within the stage its blocks wait for their weights as in
+    :func:`simulate` (only the first request ever does: the others come after it). Transfers take
+    SPEC.md's time each and do not queue on the links (the stages are the queue). With one request this
+    is exactly :func:`simulate`'s TTFT.
+    """
+    tl = simulate(scenario, plan, overlap)
+    if scenario.workload.requests == 1:
+        return (tl.ttft_s,)
+    blocks = scenario.blocks
+    load_done = {span.block: span.load_end_s for st in tl.stages for span in st.blocks}
+    t0 = tl.transfers[0].start_s  # 0, or the last load end under "none"
+    wl = scenario.workload
+    prompt_s = transfer_s(scenario, scenario.source, plan.stages[0].device, wl.prompt_bytes_value)
+    stage_free = [0.0] * len(plan.stages)
+    done = []
+    for _ in range(wl.requests):
+        t = t0 + prompt_s
+        for j, st in enumerate(plan.stages):
+            dev = scenario.device(st.device)
+            if j > 0:
+                prev = plan.stages[j - 1]
+                t += transfer_s(scenario, prev.device, st.device, blocks[prev.last].out_bytes)
+            t = max(t, stage_free[j])
+            if overlap == "stage":
+                t = max(t, load_done[st.last])
+            for l in range(st.first, st.last + 1):
+                if overlap == "layer":
+                    t = max(t, load_done[l])
+                t += blocks[l].flops / dev.flops
+            stage_free[j] = t
+        done.append(t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes))
+    return tuple(done)
+
+
 def objective_s(scenario: Scenario, plan: Plan, overlap: Overlap, objective: str) -> float:
-    """The value of ``objective`` for ``plan``: ``ttft``, ``e2e`` = TTFT + (new_tokens - 1) * TPOT, or ``tpot``."""
+    """The value of ``objective`` for ``plan``: ``ttft``, ``e2e`` = TTFT + (new_tokens - 1) * TPOT, or ``tpot``.
+
+    With a burst (``workload.requests > 1``) ``ttft`` is the max or mean first-token completion
+    (``workload.completion``) of :func:`burst_completions_s`.
+    """
     if objective == "ttft":
+        if scenario.workload.requests > 1:
+            done = burst_completions_s(scenario, plan, overlap)
+            return max(done) if scenario.workload.completion == "max" else sum(done) / len(done)
         return simulate(scenario, plan, overlap).ttft_s
     if objective == "tpot":
         plan.validate(scenario)
         return decode_step_s(scenario, plan)
     if objective == "e2e":
+        if scenario.workload.requests > 1:
+            raise InputError(
+                "objective", "e2e with a burst (workload.requests > 1) is not modelled", "use objective ttft"
+            )
         ttft = simulate(scenario, plan, overlap).ttft_s
         steps = scenario.workload.new_tokens - 1
         return ttft + steps * decode_step_s(scenario, plan) if steps else ttft

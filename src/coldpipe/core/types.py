@@ -131,12 +131,18 @@ class Workload:
     new_tokens: int = 1
     prompt_bytes: float | None = None  # default 4 * prompt_tokens
     token_bytes: float = 4.0
+    requests: int = 1  # a burst: this many identical requests arrive together at t = 0
+    completion: str = "max"  # with a burst: minimise the "max" or the "mean" first-token completion
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt_tokens, bool) or not isinstance(self.prompt_tokens, int) or self.prompt_tokens < 1:
             raise InputError("workload.prompt_tokens", f"must be an integer >= 1, got {self.prompt_tokens!r}")
         if isinstance(self.new_tokens, bool) or not isinstance(self.new_tokens, int) or self.new_tokens < 1:
             raise InputError("workload.new_tokens", f"must be an integer >= 1, got {self.new_tokens!r}")
+        if isinstance(self.requests, bool) or not isinstance(self.requests, int) or self.requests < 1:
+            raise InputError("workload.requests", f"must be an integer >= 1, got {self.requests!r}")
+        if self.completion not in ("max", "mean"):
+            raise InputError("workload.completion", f"must be 'max' or 'mean', got {self.completion!r}")
         if self.prompt_bytes is None:
             object.__setattr__(self, "prompt_bytes", 4.0 * self.prompt_tokens)
         _check_number("workload", "prompt_bytes", self.prompt_bytes, positive=False)

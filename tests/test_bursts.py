@@ -1,0 +1,115 @@
+"""Bursts of identical requests: the simulator by hand, the exact max-completion planner and the mean heuristic."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coldpipe.core.brute import brute_force
+from coldpipe.core.objectives import plan_for_objective, replace_workload
+from coldpipe.core.simulator import burst_completions_s, objective_s, simulate
+from coldpipe.core.types import OVERLAPS, Block, Device, Overlap, Plan, Scenario, Workload
+from coldpipe.errors import Infeasible, InputError
+from strategies import scenarios
+
+
+def _two_stage(requests: int) -> tuple[Scenario, Plan]:
+    blocks = [Block("b0", 1e9, 2e12, 0.0), Block("b1", 1e9, 1e12, 0.0)]
+    devs = [Device(n, 1e12, 1e9, 0.0, 1e12, 8e9, 8e9) for n in "ab"]
+    sc = Scenario(blocks, devs, Workload(4, prompt_bytes=0.0, token_bytes=0.0, requests=requests))
+    return sc, Plan.parse("a[0-0] > b[1-1]")
+
+
+def test_burst_by_hand() -> None:
+    sc, plan = _two_stage(3)
+    # a: block 0 resident at 1 s, 2 s per request -> ends 3, 5, 7; b: resident at 1 s, 1 s -> 4, 6, 8
+    assert burst_completions_s(sc, plan, "layer") == pytest.approx((4.0, 6.0, 8.0))
+    # none: everything loaded at 1 s; same here since a had to wait for its weights anyway
+    assert burst_completions_s(sc, plan, "none") == pytest.approx((4.0, 6.0, 8.0))
+    assert objective_s(sc, plan, "layer", "ttft") == pytest.approx(8.0)
+    mean_sc = replace_workload(sc, completion="mean")
+    assert objective_s(mean_sc, plan, "layer", "ttft") == pytest.approx(6.0)
+
+
+@given(sc=scenarios(min_devices=1, max_devices=3, min_blocks=1, max_blocks=6))
+@settings(max_examples=30)
+def test_one_request_is_the_ttft(sc: Scenario) -> None:
+    from coldpipe.core.brute import all_plans, fits
+
+    for plan in list(all_plans(sc))[:10]:
+        if fits(sc, plan):
+            for ov in OVERLAPS:
+                assert burst_completions_s(sc, plan, ov) == (simulate(sc, plan, ov).ttft_s,)
+
+
+@pytest.mark.parametrize("overlap", OVERLAPS)
+@given(sc=scenarios(min_devices=2, max_devices=4, min_blocks=3, max_blocks=8), requests=st.sampled_from([2, 3, 8]))
+@settings(max_examples=25)
+def test_max_completion_optimum_equals_brute_force(sc: Scenario, overlap: Overlap, requests: int) -> None:
+    sc = replace_workload(sc, requests=requests, completion="max")
+    expected, _ = brute_force(sc, overlap)
+    try:
+        got = plan_for_objective(sc, overlap, "ttft")
+    except Infeasible:
+        assert math.isinf(expected)
+        return
+    assert got.value_s == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert got.details["exact"] == 1
+
+
+def test_mean_completion_heuristic_gap_to_brute_force() -> None:
+    """The documented heuristic for mean completion: its gap to the exhaustive optimum on seeded instances."""
+    import random
+
+    rng = random.Random(7)
+    gaps = []
+    for _k in range(40):
+        n_blocks = rng.randint(4, 8)
+        blocks = [
+            Block(f"b{i}", rng.choice([1e8, 3e8, 8e8]), rng.choice([1e10, 2e11, 1e12]), rng.choice([1e5, 4e6]))
+            for i in range(n_blocks)
+        ]
+        model = sum(b.weight_bytes for b in blocks)
+        devs = [
+            Device(
+                f"d{k}",
+                rng.choice([1e11, 1e12, 1e13]),
+                rng.choice([1e8, 1e9, 3e9]),
+                rng.choice([0.0, 0.5, 2.0]),
+                rng.choice([0.3, 0.6, 1.5]) * model,
+                rng.choice([1e7, 1e8, 6e8]),
+                rng.choice([1e7, 1e8, 8e8]),
+            )
+            for k in range(rng.randint(2, 4))
+        ]
+        sc = Scenario(blocks, devs, Workload(16, requests=rng.choice([2, 4, 8]), completion="mean"))
+        overlap = rng.choice(OVERLAPS)
+        expected, _ = brute_force(sc, overlap)
+        if math.isinf(expected):
+            continue
+        got = plan_for_objective(sc, overlap, "ttft")
+        assert got.details["exact"] == 0
+        gaps.append(got.value_s / expected - 1.0)
+    assert min(gaps) >= -1e-9  # never better than the optimum: the simulator times both
+    print(
+        f"mean-completion heuristic gap over {len(gaps)} instances: median {100 * statistics.median(gaps):.2f}%, "
+        f"max {100 * max(gaps):.2f}%, optimal in {sum(g < 1e-9 for g in gaps)}"
+    )
+    assert statistics.median(gaps) <= 1e-9
+    assert max(gaps) <= 0.05
+
+
+def test_e2e_with_a_burst_is_refused() -> None:
+    sc, _ = _two_stage(3)
+    with pytest.raises(InputError, match="burst"):
+        plan_for_objective(replace_workload(sc, new_tokens=4), "layer", "e2e")
+
+
+@pytest.mark.parametrize(("field", "value"), [("requests", 0), ("completion", "median")])
+def test_bad_burst_fields(field: str, value: object) -> None:
+    with pytest.raises(InputError, match=f"workload.{field}"):
+        Workload(4, **{field: value})  # type: ignore[arg-type]
