@@ -105,11 +105,13 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("fault", [{"rank": 2, "at": "compute"}, {"rank": 1, "at": "connect"}])
+@pytest.mark.parametrize(
+    "fault", [{"rank": 2, "at": "compute"}, {"rank": 1, "at": "connect"}, {"rank": 1, "at": "hang"}], ids=str
+)
 def test_failure_ends_the_run_with_one_line_per_rank(
     tiny: Path, fault: dict[str, object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A rank that dies mid-run, or never connects: every rank reports one line, no hang."""
+    """A rank that dies mid-run, never connects, or stops answering: every rank reports one line, no hang."""
     sc = _scenario(tiny)
     plan = Plan.parse("a[0-2] > b[3-5]")
     job = Job(plan, "layer", prompt_ids(PROMPT, 256), 1, tuple(emulation_for(sc, plan, None)))

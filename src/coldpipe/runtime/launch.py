@@ -129,7 +129,7 @@ def run_local(
 
     Each rank's stderr goes to a log file; on failure the launcher prints every rank's one-line error (or
     its exit code when it died without one) and raises :class:`RunFailed`.
-    ``fault`` (tests only) makes one rank misbehave: ``{"rank": r, "at": "connect" | "load" | "compute"}``.
+    ``fault`` (tests only) makes one rank misbehave: ``{"rank": r, "at": "connect" | "load" | "compute" | "hang"}``.
     """
     from coldpipe.runtime import worker
 

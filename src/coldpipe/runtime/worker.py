@@ -260,6 +260,8 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
                     wait_resident(k)  # the whole stage
             if fault == "compute":
                 os._exit(3)
+            if fault == "hang":  # alive but silent: the peers' transfers must time out
+                time.sleep(3600)
             start = rec.now()
             c0, cpu0 = time.perf_counter(), time.thread_time()
             if rope is None and 1 <= b <= model.n_layers:
