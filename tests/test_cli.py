@@ -112,3 +112,19 @@ def test_bad_scenario_field_names_the_field(tmp_path: Path) -> None:
     res = run("compare", str(f))
     assert res.returncode == 2
     assert res.stderr.startswith("coldpipe: error: devices[1].uplink:")
+
+
+def test_plan_objective_e2e_and_tpot(tmp_path: Path) -> None:
+    from coldpipe.core.objectives import plan_for_objective, replace_workload
+
+    f = tmp_path / "long.yaml"
+    f.write_text(demo_scenario_text().replace("new_tokens: 1", "new_tokens: 256"))
+    sc = replace_workload(scenario_arg("demo"), new_tokens=256)
+    for objective in ("e2e", "tpot"):
+        res = run("plan", str(f), "--objective", objective, "--json")
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert out["objective"] == objective
+        assert out["objective_value"] == pytest.approx(plan_for_objective(sc, "layer", objective).value_s)
+    res = run("plan", str(f), "--objective", "e2e", "--solver", "minlp")
+    assert res.returncode == 2 and "use --solver dp" in res.stderr

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from coldpipe.cli._common import console, overlap_arg, print_json, scenario_arg
 from coldpipe.core.planner import SOLVERS, PlanResult, plan
-from coldpipe.core.simulator import Timeline
+from coldpipe.core.simulator import OBJECTIVES, Timeline
 from coldpipe.core.types import Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds
@@ -92,6 +92,12 @@ def print_plan(result: PlanResult, scenario: Scenario) -> None:
         f"[bold]TTFT {format_seconds(tl.ttft_s)}[/bold]  (warm {format_seconds(tl.warm_ttft_s)}, cold-start penalty "
         f"{format_seconds(tl.cold_penalty_s)}, {100 * tl.hidden_load_share:.0f}% of the loading critical path hidden)"
     )
+    wl = scenario.workload
+    if result.objective != "ttft" or wl.requests > 1:
+        what = {"e2e": f"E2E ({wl.new_tokens} tokens)", "tpot": "time per output token"}.get(result.objective, "")
+        if wl.requests > 1 and result.objective == "ttft":
+            what = f"{wl.completion} first-token completion of {wl.requests} requests"
+        console.print(f"[bold]{what}: {format_seconds(result.objective_value_s)}[/bold] (the objective minimised)")
 
 
 def plan_command(
@@ -103,6 +109,9 @@ def plan_command(
     gantt: Annotated[
         Path | None, typer.Option(help="Also draw the plan's timeline as a Gantt chart (.png or .svg).")
     ] = None,
+    objective: Annotated[
+        str, typer.Option(help="ttft | e2e (TTFT + (new_tokens-1) x TPOT) | tpot (time per output token).")
+    ] = "ttft",
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks, and the predicted TTFT."""
     sc = scenario_arg(scenario)
@@ -111,11 +120,13 @@ def plan_command(
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit", f"must be > 0, got {time_limit}")
+    if objective not in OBJECTIVES:
+        raise InputError("--objective", f"unknown objective {objective!r}", f"use one of {', '.join(OBJECTIVES)}")
     if gantt is not None:
         from coldpipe.viz._mpl import check_paths
 
         check_paths(gantt, "--gantt")  # a wrong suffix fails before planning, not after
-    result = plan(sc, ov, solver, time_limit_s=time_limit)  # type: ignore[arg-type]
+    result = plan(sc, ov, solver, time_limit_s=time_limit, objective=objective)  # type: ignore[arg-type]
     if gantt is not None:
         from coldpipe.viz.gantt import draw_gantt
 

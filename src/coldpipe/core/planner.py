@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from coldpipe.core.dp import MAX_USAGE_VECTORS, DeviceTypes, plan_dp
-from coldpipe.core.simulator import Timeline, simulate
+from coldpipe.core.simulator import OBJECTIVES, Timeline, objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import Infeasible, InputError
 
@@ -40,6 +40,8 @@ class PlanResult:
     solver: str  # the solver that actually ran ("dp", "heuristic", ...)
     exact: bool  # whether the solver proves optimality
     details: dict[str, Any] = field(default_factory=dict)  # objective, time_s, status, gap, ...
+    objective: str = "ttft"  # what was minimised: "ttft", "e2e" or "tpot" (with a burst: its completion)
+    value_s: float | None = None  # the simulator's value of that objective for the plan (None: the TTFT)
 
     @property
     def ttft_s(self) -> float:
@@ -49,10 +51,16 @@ class PlanResult:
     def overlap(self) -> Overlap:
         return self.timeline.overlap
 
+    @property
+    def objective_value_s(self) -> float:
+        return self.ttft_s if self.value_s is None else self.value_s
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ttft": self.ttft_s,
             "overlap": self.overlap,
+            "objective": self.objective,
+            "objective_value": self.objective_value_s,
             "stages": self.plan.to_dict()["stages"],
             "solver": {"name": self.solver, "exact": self.exact, **self.details},
         }
@@ -64,12 +72,21 @@ def plan(
     solver: Solver = "auto",
     *,
     time_limit_s: float | None = None,
+    objective: str = "ttft",
 ) -> PlanResult:
-    """Plan ``scenario`` with ``solver`` and time the result with the simulator."""
+    """Plan ``scenario`` with ``solver`` for ``objective`` and time the result with the simulator.
+
+    ``objective`` other than ``ttft``, or a burst (``workload.requests > 1``), is planned by
+    :func:`coldpipe.core.objectives.plan_for_objective` (``dp``/``auto``) or by ``brute``.
+    """
     if overlap not in OVERLAPS:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
     if solver not in SOLVERS:
         raise InputError("solver", f"unknown solver {solver!r}", f"use one of {list(SOLVERS)}")
+    if objective not in OBJECTIVES:
+        raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
+    if objective != "ttft" or scenario.workload.requests > 1:
+        return _plan_objective(scenario, overlap, solver, objective)
     if solver == "auto":
         solver = "dp" if DeviceTypes.of(scenario).n_usage_vectors <= MAX_USAGE_VECTORS else "heuristic"
     start = time.perf_counter()
@@ -109,3 +126,32 @@ def plan(
     details["objective"] = objective
     details["time_s"] = time.perf_counter() - start
     return PlanResult(chosen, simulate(scenario, chosen, overlap), solver, exact, details)
+
+
+def _plan_objective(scenario: Scenario, overlap: Overlap, solver: str, objective: str) -> PlanResult:
+    start = time.perf_counter()
+    details: dict[str, Any] = {}
+    if solver in ("auto", "dp"):
+        from coldpipe.core.objectives import plan_for_objective
+
+        res = plan_for_objective(scenario, overlap, objective)
+        chosen, value, exact = res.plan, res.value_s, bool(res.details.get("exact", 1))
+        details.update(res.details)
+        name = "dp" if exact else "local-search"
+    elif solver == "brute":
+        from coldpipe.core.brute import brute_force
+
+        value, found = brute_force(scenario, overlap, objective)
+        if found is None:
+            plan_dp(scenario, overlap)  # raises Infeasible with the shortfall
+            raise Infeasible("no plan fits in memory", shortfall_bytes=math.nan)  # pragma: no cover
+        chosen, exact, name = found, True, "brute"
+    else:
+        what = f"objective {objective!r}" if objective != "ttft" else "a burst of requests"
+        raise InputError("solver", f"{solver!r} plans the TTFT of one request, not {what}", "use --solver dp")
+    details["objective"] = value
+    details["time_s"] = time.perf_counter() - start
+    timeline = simulate(scenario, chosen, overlap)
+    return PlanResult(
+        chosen, timeline, name, exact, details, objective, objective_s(scenario, chosen, overlap, objective)
+    )
