@@ -1,17 +1,17 @@
 """Does the profiler's compute rate predict a real decoder layer's prefill time? (docs/profiling.md)
 
-For each (hidden size, prompt length): the FLOP/s that ``coldpipe profile`` reports (the seven
-projection matmuls of one layer, prefill-shaped) turns coldpipe's FLOP count of a decoder layer
-into a predicted block time; we compare it with
+For each (hidden size, prompt length), coldpipe's FLOP count of a decoder layer divided by a
+profiled rate predicts the block's time. Two rates are profiled: the seven projection matmuls of one
+layer alone (``measure_matmul_flops``, ``coldpipe profile --flops-from matmul``) and a directly timed
+``transformers`` ``LlamaDecoderLayer`` forward (``measure_decoder_layer``, what ``coldpipe profile``
+reports by default). Both predictions are compared with the runtime's own block call
+(``coldpipe.runtime.stage_model.StageModel.run_block``, when the runtime package is importable).
 
-- a directly timed ``transformers`` ``LlamaDecoderLayer`` forward (same shapes, SDPA attention), and
-- the runtime's own block call (``coldpipe.runtime.stage_model.StageModel.run_block``) when the
-  runtime package is importable.
-
-Measurements are interleaved over several rounds (the machine is shared; medians absorb noise).
+Each round times the three back to back and takes ratios within the round (the machine is shared:
+its load drifts, and ratios of neighbouring timings cancel most of the drift).
 The acceptance criterion of issue 6 is |measured / predicted - 1| <= 20 %.
 
-Run:  .venv/bin/python benchmarks/bench_profile.py [--rounds 5] [--dtype float32]
+Run:  .venv/bin/python benchmarks/bench_profile.py [--rounds 9] [--dtype float32] [--threads N]
 """
 
 from __future__ import annotations
@@ -63,42 +63,54 @@ def _runtime_block_timer(hidden: int, tokens: int, dtype: str) -> Any:
 
 
 def bench(hidden: int, tokens: int, dtype: str, rounds: int) -> dict[str, Any]:
+    """Per round, back to back: the profiler's matmul pass, its decoder-layer forward and the runtime's block call.
+
+    Ratios are taken within a round (the three timings are seconds apart, so a change in the
+    machine's load affects them alike) and summarised by their median and range over rounds.
+    """
     arch = decoder_layer_architecture(hidden)
     layer_flops = blocks_for(arch, prompt_tokens=tokens, dtype=dtype)[1].flops
     runtime_once = _runtime_block_timer(hidden, tokens, dtype)
-    rates, layer_times, runtime_times = [], [], []
+    measure_matmul_flops(dtype=dtype, hidden=hidden, tokens=tokens, repeats=1)  # warm-up of both paths
+    measure_decoder_layer(dtype=dtype, hidden=hidden, tokens=tokens, repeats=1)
+    rates, layer_s, runtime_s = [], [], []
     for _ in range(rounds):
-        rates.append(measure_matmul_flops(dtype=dtype, hidden=hidden, tokens=tokens, repeats=3).value)
-        layer_times.extend(measure_decoder_layer(dtype=dtype, hidden=hidden, tokens=tokens, repeats=3).samples)
+        rates.append(measure_matmul_flops(dtype=dtype, hidden=hidden, tokens=tokens, repeats=1).value)
+        layer_s.append(measure_decoder_layer(dtype=dtype, hidden=hidden, tokens=tokens, repeats=1).samples[0])
         if runtime_once is not None:
-            runtime_times.extend(runtime_once() for _ in range(3))
-    rate = statistics.median(rates)
-    predicted = layer_flops / rate
-    # what `coldpipe profile` reports as `flops` by default: the rate of a timed transformers layer
-    layer_rate = layer_flops / statistics.median(layer_times)
+            runtime_s.append(runtime_once())
+    matmul_pred = [layer_flops / r for r in rates]  # block time predicted from the matmul-only rate
+    # `coldpipe profile` reports flops = layer_flops / (its layer time): it predicts the layer time itself
     out: dict[str, Any] = {
         "hidden": hidden,
         "tokens": tokens,
         "dtype": dtype,
         "threads": torch.get_num_threads(),
+        "rounds": rounds,
         "layer_gflop": layer_flops / 1e9,
-        "profile_gflops": rate / 1e9,
-        "predicted_ms": predicted * 1e3,
-        "transformers_layer_ms": statistics.median(layer_times) * 1e3,
-        "transformers_ratio": statistics.median(layer_times) / predicted,
+        "matmul_gflops": statistics.median(rates) / 1e9,
+        "layer_gflops": layer_flops / statistics.median(layer_s) / 1e9,
+        "layer_ms": statistics.median(layer_s) * 1e3,
+        "layer_vs_matmul": _summary([t / p for t, p in zip(layer_s, matmul_pred, strict=True)]),
     }
-    out["profile_layer_gflops"] = layer_rate / 1e9
-    if runtime_times:
-        out["runtime_block_ms"] = statistics.median(runtime_times) * 1e3
-        out["runtime_ratio"] = statistics.median(runtime_times) / predicted
-        # the acceptance check: runtime block time / (block FLOPs / profiled layer rate)
-        out["runtime_vs_layer_profile"] = statistics.median(runtime_times) / (layer_flops / layer_rate)
+    if runtime_s:
+        out["runtime_ms"] = statistics.median(runtime_s) * 1e3
+        out["runtime_vs_matmul"] = _summary([t / p for t, p in zip(runtime_s, matmul_pred, strict=True)])
+        out["runtime_vs_layer"] = _summary([t / p for t, p in zip(runtime_s, layer_s, strict=True)])
     return out
+
+
+def _summary(ratios: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def _fmt(r: dict[str, float] | None) -> str:
+    return "-" if r is None else f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--shapes", default="1024x256,2048x512,2048x128", help="HIDDENxTOKENS,...")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -109,22 +121,26 @@ def main() -> None:
     for shape in args.shapes.split(","):
         h, s = (int(v) for v in shape.split("x"))
         rows.append(bench(h, s, args.dtype, args.rounds))
-    print(f"threads {torch.get_num_threads()}, dtype {args.dtype}, {args.rounds} rounds; ratio = measured / predicted")
-    print(
-        f"{'hidden':>6} {'tokens':>6} {'GFLOP':>7} {'matmul GFLOP/s':>14} {'predicted':>10} {'HF layer':>9} "
-        f"{'ratio':>6} {'runtime':>9} {'ratio':>6} {'layer GFLOP/s':>13} {'runtime/layer-profile':>21}"
-    )
+    print(f"threads {torch.get_num_threads()}, dtype {args.dtype}, {args.rounds} rounds")
+    print("ratio = measured time / predicted time, median [min-max] over rounds; predicted from coldpipe's FLOP")
+    print("count and (matmul) the profiler's matmul-only rate or (layer) its decoder-layer rate (the default)")
+    head = ("hidden", "tokens", "GFLOP", "matmul GF/s", "layer GF/s", "layer ms", "runtime ms",
+            "HF layer/matmul", "runtime/matmul", "runtime/layer")  # fmt: skip
+    print(" | ".join(head))
     for r in rows:
-        if "runtime_ratio" in r:
-            rt = f"{r['runtime_block_ms']:7.1f}ms {r['runtime_ratio']:6.2f}"
-            acc = f"{r['runtime_vs_layer_profile']:21.2f}"
-        else:
-            rt, acc = f"{'-':>9} {'-':>6}", f"{'-':>21}"
-        print(
-            f"{r['hidden']:6d} {r['tokens']:6d} {r['layer_gflop']:7.2f} {r['profile_gflops']:14.1f} "
-            f"{r['predicted_ms']:8.1f}ms {r['transformers_layer_ms']:7.1f}ms {r['transformers_ratio']:6.2f} {rt} "
-            f"{r['profile_layer_gflops']:13.1f} {acc}"
+        cells = (
+            str(r["hidden"]),
+            str(r["tokens"]),
+            f"{r['layer_gflop']:.2f}",
+            f"{r['matmul_gflops']:.1f}",
+            f"{r['layer_gflops']:.1f}",
+            f"{r['layer_ms']:.0f}",
+            f"{r['runtime_ms']:.0f}" if "runtime_ms" in r else "-",
+            _fmt(r["layer_vs_matmul"]),
+            _fmt(r.get("runtime_vs_matmul")),
+            _fmt(r.get("runtime_vs_layer")),
         )
+        print(" | ".join(cells))
     print(json.dumps(rows))
 
 
