@@ -115,11 +115,12 @@ def test_bad_scenario_field_names_the_field(tmp_path: Path) -> None:
 
 
 def test_plan_objective_e2e_and_tpot(tmp_path: Path) -> None:
-    from coldpipe.core.objectives import plan_for_objective, replace_workload
+    from coldpipe.core.objectives import plan_for_objective
+    from coldpipe.scenario_file import load_scenario
 
     f = tmp_path / "long.yaml"
     f.write_text(demo_scenario_text().replace("new_tokens: 1", "new_tokens: 256"))
-    sc = replace_workload(scenario_arg("demo"), new_tokens=256)
+    sc = load_scenario(f)  # KV caches sized for 256 new tokens
     for objective in ("e2e", "tpot"):
         res = run("plan", str(f), "--objective", objective, "--json")
         assert res.returncode == 0, res.stderr
