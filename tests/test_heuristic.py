@@ -19,7 +19,7 @@ from coldpipe.core.planner import plan
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import AP, OVERLAPS, Device, Network, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible
-from test_formulation import random_scenario
+from random_instances import random_scenario
 
 
 def distinct_devices(rng: random.Random, n: int, model_bytes: float, lo: float, hi: float) -> list[Device]:
