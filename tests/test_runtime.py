@@ -84,8 +84,16 @@ def test_pipeline_equals_from_pretrained_for_1_to_4_stages(tiny: Path) -> None:
 
 @pytest.mark.multiprocess
 def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    scenario = tmp_path / "s.json"
-    scenario.write_text(json.dumps(_scenario(tiny).to_dict()))
+    scenario = tmp_path / "s.yaml"  # the user's way: the model comes from the checkpoint's config.json
+    devices = "\n".join(
+        f"  - {{name: {n}, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, startup: 10 ms, memory: 1 GB, "
+        "uplink: 100 Mbit/s, downlink: 200 Mbit/s}"
+        for n in "abc"
+    )
+    scenario.write_text(
+        f"network: {{hop_latency: 1 ms}}\nworkload: {{prompt_tokens: {PROMPT}}}\n"
+        f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n{devices}\n"
+    )
     trace = tmp_path / "trace.json"
     argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan",
             "a[0-1] > b[2-3] > c[4-5]", "--new-tokens", "2", "--trace", str(trace), "--json"]  # fmt: skip

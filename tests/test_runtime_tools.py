@@ -58,14 +58,16 @@ def test_profile_host_and_calibration(tiny: Path) -> None:
 
 
 def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    blocks = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=4)[:3]  # one block short
-    path = tmp_path / "s.json"
-    path.write_text(json.dumps(Scenario(blocks, _devices(), Workload(4)).to_dict()))
+    path = tmp_path / "s.yaml"  # Llama-3.2-1B has 18 blocks, the tiny checkpoint 4
+    path.write_text(
+        "workload: {prompt_tokens: 4}\nmodel: {catalog: llama-3.2-1b}\ndevices:\n"
+        "  - {name: a, flops: 1 TFLOPS, load_bandwidth: 1 GB/s, memory: 8 GB, uplink: 1 Gbit/s, downlink: 1 Gbit/s}\n"
+    )
     with pytest.raises(SystemExit) as exc:
         main(["run", "--local", "--scenario", str(path), "--checkpoint", str(tiny)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("coldpipe: error: --scenario:") and "3 blocks" in err and len(err.splitlines()) == 1
+    assert err.startswith("coldpipe: error: --scenario:") and "18 blocks" in err and len(err.splitlines()) == 1
 
 
 def test_make_checkpoint_rejects_a_bad_dtype(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

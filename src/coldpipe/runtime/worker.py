@@ -33,6 +33,7 @@ from typing import Any
 __all__ = ["main"]
 
 
+ANNOUNCE_S = 0.3  # the request's arrival time is broadcast this long before it
 _DOING = ["starting"]  # what the main thread is blocked on, for the one-line error
 
 
@@ -325,9 +326,13 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         dist.barrier()  # every rank built: the cluster is up, nothing is loaded
         if ctx.rank == 0 and ctx.spec.get("cold_cache", True):
             drop_page_cache(ctx.ckpt.files)
-        t = torch.tensor([time.time()], dtype=torch.float64)  # the request arrives now
+        # the request arrives at t0, announced slightly ahead so that every rank is listening at t0 (the
+        # broadcast takes up to ~0.1 s on a loaded host; a real device's notification is part of `startup`)
+        t = torch.tensor([time.time() + ANNOUNCE_S], dtype=torch.float64)
         dist.broadcast(t, 0)
         t0 = float(t.item())
+        if time.time() < t0:
+            time.sleep(t0 - time.time())
         if ctx.rank == 0:
             if job["overlap"] == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
