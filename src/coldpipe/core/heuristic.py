@@ -425,9 +425,16 @@ def _seed_orders(scenario: Scenario) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def _moves(cur: tuple[int, ...], cands: list[int]) -> list[tuple[int, ...]]:
-    """Neighbours of the used sequence ``cur``: relocate, swap, insert a candidate, replace by one."""
+    """Neighbours of the used sequence ``cur``: relocate, swap, insert a candidate, replace by one.
+
+    First, for every gap, *all* candidates inserted there (in rank order and reversed): the order DP
+    then picks any subset of them, so one move can add several devices at once.
+    """
     m = len(cur)
     moves: list[tuple[int, ...]] = []
+    if len(cands) > 1:
+        for group in (tuple(cands), tuple(reversed(cands))):
+            moves.extend((*cur[:g], *group, *cur[g:]) for g in range(m + 1))
     for i in range(m):
         rest = cur[:i] + cur[i + 1 :]
         moves.extend((*rest[:g], cur[i], *rest[g:]) for g in range(m) if g != i)  # relocate
@@ -442,7 +449,7 @@ def plan_heuristic(
     scenario: Scenario,
     overlap: Overlap = "layer",
     *,
-    beam_width: int = 3,
+    beam_width: int = 7,
     max_rounds: int = 30,
     seed_types: int = 8,
     candidates_per_key: int = 3,
