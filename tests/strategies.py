@@ -42,7 +42,13 @@ def scenarios(
     tight = draw(st.booleans())
     n_dev = draw(st.integers(min_devices, max_devices))
     profiles = [draw(device_profile(model_bytes, tight)) for _ in range(draw(st.integers(1, n_dev)))]
-    devices = [Device(f"d{k}", **profiles[draw(st.integers(0, len(profiles) - 1))]) for k in range(n_dev)]
+    devices = []
+    for k in range(n_dev):
+        resident: list[tuple[int, int]] = []
+        if draw(st.integers(0, 9)) < 3:  # a warm device holding some blocks from an earlier request
+            a = draw(st.integers(0, len(bl) - 1))
+            resident.append((a, draw(st.integers(a, len(bl) - 1))))
+        devices.append(Device(f"d{k}", **profiles[draw(st.integers(0, len(profiles) - 1))], resident=tuple(resident)))
     source = draw(st.sampled_from([AP] + [d.name for d in devices]))
     workload = Workload(
         prompt_tokens=draw(st.integers(1, 64)),

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from coldpipe.cli._common import console, overlap_arg, print_json, scenario_arg
+from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
 from coldpipe.core.planner import SOLVERS, PlanResult, plan
 from coldpipe.core.simulator import OBJECTIVES, Timeline
-from coldpipe.core.types import Scenario
+from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds
 
@@ -112,6 +112,10 @@ def plan_command(
     objective: Annotated[
         str, typer.Option(help="ttft | e2e (TTFT + (new_tokens-1) x TPOT) | tpot (time per output token).")
     ] = "ttft",
+    after: Annotated[
+        Path | None,
+        typer.Option(help="Plan the next request after this plan (JSON from 'plan --json'): its blocks stay resident."),
+    ] = None,
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks, and the predicted TTFT."""
     sc = scenario_arg(scenario)
@@ -122,6 +126,11 @@ def plan_command(
         raise InputError("--time-limit", f"must be > 0, got {time_limit}")
     if objective not in OBJECTIVES:
         raise InputError("--objective", f"unknown objective {objective!r}", f"use one of {', '.join(OBJECTIVES)}")
+    if after is not None:
+        from coldpipe.core.objectives import scenario_after
+
+        previous = Plan.from_dict(read_json_arg(str(after), "--after"))
+        sc = scenario_after(sc, previous)
     if gantt is not None:
         from coldpipe.viz._mpl import check_paths
 

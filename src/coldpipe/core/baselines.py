@@ -142,8 +142,13 @@ class Bounds:
 
 
 def _earliest_all_loaded_s(scenario: Scenario) -> float:
-    """Least τ with sum_k min(memory_k, max(0, τ - startup_k) * bandwidth_k) >= total weight bytes."""
-    total = sum(b.weight_bytes for b in scenario.blocks)
+    """Least τ with sum_k min(memory_k, max(0, τ - startup_k) * bandwidth_k) >= the bytes someone must load.
+
+    A block already resident on some device (``Device.resident``) may cost no loading at all.
+    """
+    total = sum(b.weight_bytes for l, b in enumerate(scenario.blocks) if not any(d.holds(l) for d in scenario.devices))
+    if total == 0:
+        return -math.inf
 
     def loaded(tau: float) -> float:
         return sum(min(d.memory, max(0.0, tau - d.startup) * d.load_bandwidth) for d in scenario.devices)
@@ -169,7 +174,8 @@ def lower_bounds(scenario: Scenario) -> Bounds:
     """Both lower bounds of SPEC.md.
 
     The parallel-loading bound: the bytes of the model can all be resident no earlier than τ*
-    (every device loading from its start-up, capped by its memory). The block loaded last must
+    (every device loading from its start-up, capped by its memory; blocks resident somewhere excluded).
+    The block loaded last must
     still be computed (at least the cheapest block on the fastest device) and the token returned
     (at least the cheapest return). Independently, the last block must be loaded, computed and
     returned by one device. The bound is the larger of the two.
@@ -180,9 +186,12 @@ def lower_bounds(scenario: Scenario) -> Bounds:
     ret = {d.name: transfer_s(scenario, d.name, scenario.source, wl.token_bytes) for d in scenario.devices}
     tau = _earliest_all_loaded_s(scenario)
     by_volume = tau + min(b.flops for b in scenario.blocks) / f_max + min(ret.values())
-    last = scenario.blocks[-1]
+    n_last = scenario.n_blocks - 1
+    last = scenario.blocks[n_last]
     by_last_block = min(
-        d.startup + last.weight_bytes / d.load_bandwidth + last.flops / d.flops + ret[d.name]
+        (0.0 if d.holds(n_last) else d.startup + last.weight_bytes / d.load_bandwidth)
+        + last.flops / d.flops
+        + ret[d.name]
         for d in scenario.devices
         if last.memory_bytes <= d.memory
     )

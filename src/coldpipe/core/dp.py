@@ -62,7 +62,8 @@ def _kernel(
     strides: np.ndarray,  # (T,) int64: weight of digit t in the usage index
     counts: np.ndarray,  # (T,) int64: devices of type t
     cf: np.ndarray,  # (T, B+1): cf[t, l] = compute seconds of blocks 0..l-1 on type t
-    wp: np.ndarray,  # (B+1,): weight bytes of blocks 0..l-1
+    wpt: np.ndarray,  # (T, B+1): bytes type t must load for blocks 0..l-1 (its resident blocks count 0)
+    nres: np.ndarray,  # (T, B+1): how many of blocks 0..l-1 are not resident on type t
     mp: np.ndarray,  # (B+1,): memory bytes (weights + KV) of blocks 0..l-1
     startup: np.ndarray,  # (T,) s
     inv_bw: np.ndarray,  # (T,) s/byte (0 for infinite load bandwidth)
@@ -74,7 +75,7 @@ def _kernel(
     prompt_at_ap: float,  # when the prompt is at the AP (0 if the source is the AP)
 ) -> tuple[float, int, int, int, np.ndarray, np.ndarray]:
     n_types = strides.shape[0]
-    n_blocks = wp.shape[0] - 1
+    n_blocks = wpt.shape[1] - 1
     arrive = np.full((n_states, n_blocks), np.inf)  # A[s, i], see the module docstring
     pred_i = np.full((n_states, n_blocks), -1, dtype=np.int64)  # first block of the stage that led here
     pred_t = np.full((n_states, n_blocks), -1, dtype=np.int64)  # its device type
@@ -93,15 +94,18 @@ def _kernel(
                     alpha = 0.0  # the prompt is already on this device
                 else:
                     alpha = a + down[t, i]
-                base = startup[t] - wp[i] * inv_bw[t]
-                run = -np.inf  # max over l in i..e of (wp[l+1] * inv_bw - cf[l])
+                base = startup[t] - wpt[t, i] * inv_bw[t]
+                run = -np.inf  # max over non-resident l in i..e of (wpt[t, l+1] * inv_bw - cf[l])
                 for e in range(i, n_blocks):
                     if mp[e + 1] - mp[i] > mem[t]:
                         break
                     compute = cf[t, e + 1] - cf[t, i]
-                    load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
+                    # the stage's last block is resident at load_end (0 when all of them already are)
+                    load_end = (
+                        startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t] if nres[t, e + 1] > nres[t, i] else 0.0
+                    )
                     if mode == _MODE_LAYER:
-                        h = wp[e + 1] * inv_bw[t] - cf[t, e]
+                        h = wpt[t, e + 1] * inv_bw[t] - cf[t, e] if nres[t, e + 1] > nres[t, e] else -np.inf
                         if h > run:
                             run = h
                         fin = max(alpha + compute, base + cf[t, e + 1] + run)
@@ -193,7 +197,7 @@ class DeviceTypes:
 class _Tables:
     types: DeviceTypes
     cf: np.ndarray
-    wp: np.ndarray
+    wp: np.ndarray  # (B+1,): weight bytes of blocks 0..l-1
     mp: np.ndarray
     startup: np.ndarray
     inv_bw: np.ndarray
@@ -202,6 +206,14 @@ class _Tables:
     up: np.ndarray
     ret: np.ndarray
     prompt_at_ap: float
+    wpt: np.ndarray  # (T, B+1): bytes type t loads for blocks 0..l-1 (resident blocks are free)
+    nres: np.ndarray  # (T, B+1): number of blocks among 0..l-1 that type t must load
+
+    def load_end(self, t: int, first: int, last: int) -> float:
+        """When a stage of type ``t`` holding ``first..last`` has all its blocks (0 if all are resident)."""
+        if self.nres[t, last + 1] == self.nres[t, first]:
+            return 0.0
+        return float(self.startup[t] + (self.wpt[t, last + 1] - self.wpt[t, first]) * self.inv_bw[t])
 
     @staticmethod
     def build(
@@ -248,7 +260,13 @@ class _Tables:
                 if src is not None:
                     ret[t] += 8.0 * wl.token_bytes / src.downlink + hop
         prompt_at_ap = 0.0 if src is None else 8.0 * entry_bytes / src.uplink + hop
-        return _Tables(types, cf, wp, mp, startup, inv_bw, mem, down, up, ret, prompt_at_ap)
+        to_load = np.array([[0.0 if d.holds(l) else 1.0 for l in range(n)] for d in reps]).reshape(len(reps), n)
+        weights = np.array([b.weight_bytes for b in blocks])
+        wpt = np.zeros((len(reps), n + 1))
+        wpt[:, 1:] = np.cumsum(to_load * weights, axis=1)
+        nres = np.zeros((len(reps), n + 1), dtype=np.int64)
+        nres[:, 1:] = np.cumsum(to_load, axis=1).astype(np.int64)
+        return _Tables(types, cf, wp, mp, startup, inv_bw, mem, down, up, ret, prompt_at_ap, wpt, nres)
 
     def plus(self, other: _Tables, weight: float) -> _Tables:
         """Additive costs ``self + weight * other`` (same loading as ``self``): e.g. TTFT + (T - 1) * TPOT."""
@@ -264,6 +282,8 @@ class _Tables:
             self.up + weight * other.up,
             self.ret + weight * other.ret,
             self.prompt_at_ap + weight * other.prompt_at_ap,
+            self.wpt,
+            self.nres,
         )
 
     def run(self, mode: int, tau: float = _INF) -> tuple[float, Plan | None]:
@@ -276,7 +296,8 @@ class _Tables:
             types.strides,
             types.counts,
             self.cf,
-            self.wp,
+            self.wpt,
+            self.nres,
             self.mp,
             self.startup,
             self.inv_bw,
@@ -389,7 +410,8 @@ def _candidate_load_ends(scenario: Scenario, tables: _Tables) -> np.ndarray:
     for t in range(len(tables.types.members)):
         for i in range(n):
             fits = tables.mp[i + 1 :] - tables.mp[i] <= tables.mem[t]
-            ends = tables.startup[t] + (tables.wp[i + 1 :] - tables.wp[i]) * tables.inv_bw[t]
+            ends = tables.startup[t] + (tables.wpt[t, i + 1 :] - tables.wpt[t, i]) * tables.inv_bw[t]
+            ends = np.where(tables.nres[t, i + 1 :] > tables.nres[t, i], ends, 0.0)
             values.append(ends[fits])
     return np.unique(np.concatenate(values))
 
@@ -435,11 +457,7 @@ def _plan_none(
     plan = memo[k_best][1]
     assert plan is not None
     # The plan's real TTFT is (its own last load end) + D <= tau + D; by optimality they are equal.
-    loads = [
-        tables.startup[_type_of(tables.types, st.device)]
-        + (tables.wp[st.last + 1] - tables.wp[st.first]) * tables.inv_bw[_type_of(tables.types, st.device)]
-        for st in plan.stages
-    ]
+    loads = [tables.load_end(_type_of(tables.types, st.device), st.first, st.last) for st in plan.stages]
     ttft = float(max(loads) + memo[k_best][0])
     return DPResult(plan, ttft, "none", tables.types.n_usage_vectors, thresholds_evaluated=len(memo))
 

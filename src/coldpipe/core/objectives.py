@@ -39,7 +39,7 @@ from coldpipe.core.simulator import OBJECTIVES, objective_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
 from coldpipe.errors import InputError, InvalidPlan
 
-__all__ = ["ObjectiveResult", "plan_for_objective", "replace_workload"]
+__all__ = ["ObjectiveResult", "plan_for_objective", "replace_workload", "scenario_after"]
 
 
 try:  # compiled into the kernel when numba is there, a plain function otherwise
@@ -70,7 +70,8 @@ def _pareto_kernel(
     strides: np.ndarray,
     counts: np.ndarray,
     cf: np.ndarray,  # prefill tables, as in dp._kernel
-    wp: np.ndarray,
+    wpt: np.ndarray,
+    nres: np.ndarray,
     mp: np.ndarray,
     startup: np.ndarray,
     inv_bw: np.ndarray,
@@ -88,7 +89,7 @@ def _pareto_kernel(
 ) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pareto DP over (arrival at the AP, decode so far); see the module docstring. Pure loops for numba."""
     n_types = strides.shape[0]
-    n_blocks = wp.shape[0] - 1
+    n_blocks = wpt.shape[1] - 1
     # The pool holds every kept pair: (arrival at the AP, decode so far) and how it was reached:
     # the pair it extends (-1 for the root), the type and the block range i..e of the stage that led to it.
     cap = 1024
@@ -140,16 +141,18 @@ def _pareto_kernel(
                 for i in range(e, -1, -1):
                     if mp[e + 1] - mp[i] > mem[t]:
                         break
-                    load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
+                    load_end = 0.0  # the stage's last block is resident (0 when all of them already are)
+                    if nres[t, e + 1] > nres[t, i]:
+                        load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t]
                     if mode == 2 and load_end > tau:
                         break
-                    h = wp[i + 1] * inv_bw[t] - cf[t, i]
+                    h = wpt[t, i + 1] * inv_bw[t] - cf[t, i] if nres[t, i + 1] > nres[t, i] else -np.inf
                     if h > run:
                         run = h
                     if stop[sp, i] == start[sp, i]:
                         continue
                     compute = cf[t, e + 1] - cf[t, i]
-                    g = startup[t] - wp[i] * inv_bw[t] + cf[t, e + 1] + run
+                    g = startup[t] - wpt[t, i] * inv_bw[t] + cf[t, e + 1] + run
                     dec = dcf[t, e + 1] - dcf[t, i]
                     if i2 < n_blocks:
                         out_a, out_d = up[t, e], dup[t, e]
@@ -258,7 +261,8 @@ def _pareto_plan(
         types.strides,
         types.counts,
         pre.cf,
-        pre.wp,
+        pre.wpt,
+        pre.nres,
         pre.mp,
         pre.startup,
         pre.inv_bw,
@@ -276,7 +280,7 @@ def _pareto_plan(
     )
     if q == -2:  # nothing beat the incumbent
         return incumbent, None, int(p_from.shape[0])
-    n = pre.wp.shape[0] - 1
+    n = pre.mp.shape[0] - 1
     rev = [(int(t), int(i), n - 1)]
     q = int(q)
     while p_from[q] >= 0:  # the root pair (the prompt at the AP) has no predecessor
@@ -389,6 +393,21 @@ def replace_workload(scenario: Scenario, **changes: object) -> Scenario:
     """``scenario`` with some workload fields changed (e.g. ``new_tokens=64``)."""
     workload = dataclasses.replace(scenario.workload, **changes)  # type: ignore[arg-type]
     return Scenario(scenario.blocks, scenario.devices, workload, scenario.network, scenario.source, scenario.model_name)
+
+
+def scenario_after(scenario: Scenario, previous: Plan) -> Scenario:
+    """The next request's scenario once ``previous`` has run: warm residency, the step to steady state.
+
+    Every device of ``previous`` now holds its stage's blocks (they cost no loading) and its process is
+    running (``startup = 0``); the other devices are unchanged. The next plan may move blocks anywhere:
+    a device that takes blocks it does not hold loads them, and memory limits apply as always.
+    """
+    previous.validate(scenario)
+    held = {st.device: (st.first, st.last) for st in previous.stages}
+    devices = [
+        dataclasses.replace(d, resident=(held[d.name],), startup=0.0) if d.name in held else d for d in scenario.devices
+    ]
+    return scenario.with_devices(devices)
 
 
 def _neighbours(scenario: Scenario, plan: Plan) -> list[Plan]:

@@ -73,7 +73,8 @@ class StageTimeline:
     weight_bytes: float  # loaded by this device
     memory_bytes: float  # weights + KV
     startup_s: float
-    load_s: float  # time spent loading (excludes start-up)
+    load_s: float  # time spent loading (excludes start-up; resident blocks cost nothing)
+    load_end_s: float  # its last block is resident (0 if every block was already resident)
     compute_s: float  # time spent computing
     arrival_s: float  # its input arrived
     compute_start_s: float  # first block starts
@@ -83,10 +84,6 @@ class StageTimeline:
     )
     wait_input_s: float  # idle with its first weights resident, waiting for input
     blocks: tuple[BlockSpan, ...]
-
-    @property
-    def load_end_s(self) -> float:
-        return self.startup_s + self.load_s
 
 
 @dataclass(frozen=True)
@@ -207,19 +204,24 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     blocks = scenario.blocks
     wl = scenario.workload
 
-    # 1. Loading: independent of everything else. load_done[l] for every planned block.
+    # 1. Loading: independent of everything else. load_done[l] for every planned block; a block already
+    # resident on its device (Device.resident) is there at t = 0 and the loader skips it.
     load_done: dict[int, float] = {}
     load_start: dict[int, float] = {}
     for st in plan.stages:
         dev = scenario.device(st.device)
         loaded_bytes = 0.0
         for l in range(st.first, st.last + 1):
+            if dev.holds(l):
+                load_start[l] = load_done[l] = 0.0
+                continue
             load_start[l] = dev.startup + loaded_bytes / dev.load_bandwidth
             loaded_bytes += blocks[l].weight_bytes
             load_done[l] = dev.startup + loaded_bytes / dev.load_bandwidth
 
     # "none": inference starts once every stage holds all its blocks.
-    t0 = max(load_done[st.last] for st in plan.stages) if overlap == "none" else 0.0
+    stage_loaded = [max(load_done[l] for l in range(st.first, st.last + 1)) for st in plan.stages]
+    t0 = max(stage_loaded) if overlap == "none" else 0.0
 
     # 2. The prompt travels from the source to the first stage.
     transfers = [_transfer(scenario, "prompt", scenario.source, plan.stages[0].device, wl.prompt_bytes_value, t0)]
@@ -238,7 +240,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
             t = tr.end_s
         arrival = t
         if overlap == "stage":
-            t = max(t, load_done[st.last])
+            t = max(t, stage_loaded[j])
         wait_weights = (t - arrival) if overlap == "stage" else (t0 if (overlap == "none" and j == 0) else 0.0)
         spans = []
         compute_s = 0.0
@@ -253,7 +255,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
             compute_s += dt
             spans.append(BlockSpan(l, load_start[l], load_done[l], start, t))
         warm += compute_s
-        ready = load_done[st.last] if overlap in ("stage", "none") else load_done[st.first]
+        ready = stage_loaded[j] if overlap in ("stage", "none") else load_done[st.first]
         stage_timelines.append(
             StageTimeline(
                 device=st.device,
@@ -262,7 +264,9 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
                 weight_bytes=sum(b.weight_bytes for b in blocks[st.first : st.last + 1]),
                 memory_bytes=sum(b.memory_bytes for b in blocks[st.first : st.last + 1]),
                 startup_s=dev.startup,
-                load_s=load_done[st.last] - dev.startup,
+                load_s=sum(blocks[l].weight_bytes for l in range(st.first, st.last + 1) if not dev.holds(l))
+                / dev.load_bandwidth,
+                load_end_s=stage_loaded[j],
                 compute_s=compute_s,
                 arrival_s=arrival,
                 compute_start_s=spans[0].compute_start_s,
@@ -343,6 +347,7 @@ def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "laye
         return (tl.ttft_s,)
     blocks = scenario.blocks
     load_done = {span.block: span.load_end_s for st in tl.stages for span in st.blocks}
+    stage_loaded = [st.load_end_s for st in tl.stages]
     t0 = tl.transfers[0].start_s  # 0, or the last load end under "none"
     wl = scenario.workload
     prompt_s = transfer_s(scenario, scenario.source, plan.stages[0].device, wl.prompt_bytes_value)
@@ -357,7 +362,7 @@ def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "laye
                 t += transfer_s(scenario, prev.device, st.device, blocks[prev.last].out_bytes)
             t = max(t, stage_free[j])
             if overlap == "stage":
-                t = max(t, load_done[st.last])
+                t = max(t, stage_loaded[j])
             for l in range(st.first, st.last + 1):
                 if overlap == "layer":
                     t = max(t, load_done[l])

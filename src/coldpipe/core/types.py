@@ -86,9 +86,24 @@ class Device:
     uplink: float  # bit/s to the AP
     downlink: float  # bit/s from the AP
     mem_bandwidth: float | None = None  # bytes/s, for decode steps
+    resident: tuple[tuple[int, int], ...] = ()  # block ranges first..last already in memory (a warm device)
 
     def __post_init__(self) -> None:
         owner = f"device {self.name!r}"
+        try:
+            ranges = tuple((int(a), int(b)) for a, b in self.resident)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{owner}.resident",
+                f"must be a list of [first, last] block ranges, got {self.resident!r}",
+                "write e.g. 'resident: [[0, 9]]'",
+            ) from None
+        for a, b in ranges:
+            if not 0 <= a <= b:
+                raise InputError(
+                    f"{owner}.resident", f"range [{a}, {b}] is not a block range", "need 0 <= first <= last"
+                )
+        object.__setattr__(self, "resident", ranges)
         if not self.name or self.name == AP:
             raise InputError("devices[].name", f"{self.name!r} is not a usable device name", "'ap' is reserved")
         _check_number(owner, "flops", self.flops, positive=True)
@@ -110,7 +125,12 @@ class Device:
             self.uplink,
             self.downlink,
             -1.0 if self.mem_bandwidth is None else self.mem_bandwidth,
+            self.resident,
         )
+
+    def holds(self, block: int) -> bool:
+        """Whether ``block`` is already resident on this device (it costs no loading)."""
+        return any(a <= block <= b for a, b in self.resident)
 
 
 @dataclass(frozen=True)
@@ -176,6 +196,14 @@ class Scenario:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError("devices[].name", f"duplicate device names {dupes}", "give every device its own name")
+        for d in self.devices:
+            for a, b in d.resident:
+                if b >= len(self.blocks):
+                    raise InputError(
+                        f"device {d.name!r}.resident",
+                        f"range [{a}, {b}] goes past the last block {len(self.blocks) - 1}",
+                        "resident ranges are block indices of this model",
+                    )
         if self.source != AP and self.source not in names:
             raise InputError("source", f"{self.source!r} is neither 'ap' nor a device", f"use 'ap' or one of {names}")
 

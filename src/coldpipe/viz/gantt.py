@@ -126,7 +126,7 @@ def idle_bars(timeline: Timeline) -> list[Bar]:
                 out.append(Bar(j, st.device, "idle-weights", st.arrival_s, st.compute_start_s, st.first))
         elif j == 0 and st.wait_weights_s > 0:  # "none": the barrier
             out.append(Bar(j, st.device, "idle-weights", 0.0, st.wait_weights_s))
-        ready = st.blocks[0].load_end_s if timeline.overlap == "layer" else st.blocks[-1].load_end_s
+        ready = st.blocks[0].load_end_s if timeline.overlap == "layer" else st.load_end_s
         if st.arrival_s > ready:
             out.append(Bar(j, st.device, "idle-input", ready, st.arrival_s))
     return out

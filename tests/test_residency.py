@@ -1,0 +1,94 @@
+"""Warm residency: blocks a device already holds cost no loading, and the planner exploits it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coldpipe.cli._common import demo_scenario_text, scenario_arg
+from coldpipe.core.dp import plan_dp
+from coldpipe.core.objectives import scenario_after
+from coldpipe.core.simulator import simulate
+from coldpipe.core.types import Block, Device, Plan, Scenario, Workload
+from coldpipe.errors import InputError, InvalidPlan
+from test_cli import run
+
+
+def _sc(resident: tuple[tuple[int, int], ...] = (), flops: float = 1e12) -> Scenario:
+    blocks = [Block(f"b{i}", 1e9, flops, 0.0) for i in range(4)]
+    a = Device("a", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9, resident=resident)
+    b = Device("b", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9)
+    return Scenario(blocks, (a, b), Workload(4, prompt_bytes=0.0, token_bytes=0.0))
+
+
+def test_resident_blocks_are_skipped_by_the_loader() -> None:
+    tl = simulate(_sc(resident=((1, 2),), flops=1e11), Plan.parse("a[0-3]"), "layer")
+    spans = tl.stages[0].blocks
+    # block 0 loads 0.5-1.5; blocks 1 and 2 are there at t = 0; block 3 loads next: 1.5-2.5
+    assert [(s.load_start_s, s.load_end_s) for s in spans] == [(0.5, 1.5), (0.0, 0.0), (0.0, 0.0), (1.5, 2.5)]
+    assert tl.stages[0].load_s == pytest.approx(2.0)
+    # 0.1 s per block: computed 1.5-1.6, 1.6-1.7, 1.7-1.8, and block 3 (resident at 2.5) 2.5-2.6
+    assert tl.ttft_s == pytest.approx(2.6)
+    assert tl.stages[0].wait_weights_s == pytest.approx(1.5 + 0.7)
+    cold = simulate(_sc(flops=1e11), Plan.parse("a[0-3]"), "layer")
+    assert cold.ttft_s == pytest.approx(4.6)  # block 3 resident only at 4.5
+
+
+def test_a_fully_resident_stage_never_waits() -> None:
+    sc = _sc(resident=((0, 3),))
+    for overlap in ("layer", "stage", "none"):
+        tl = simulate(sc, Plan.parse("a[0-3]"), overlap)  # type: ignore[arg-type]
+        assert tl.ttft_s == pytest.approx(4.0)
+        assert tl.stages[0].load_end_s == 0.0
+
+
+def test_the_planner_exploits_residency() -> None:
+    cold = plan_dp(_sc())
+    warm = plan_dp(_sc(resident=((0, 3),)))
+    assert str(warm.plan) == "a[0-3]" and warm.ttft_s == pytest.approx(4.0)
+    assert cold.ttft_s > warm.ttft_s
+
+
+def test_scenario_after_a_plan_reaches_the_warm_optimum_when_nothing_moves() -> None:
+    sc = scenario_arg("demo")
+    first = plan_dp(sc)
+    nxt = scenario_after(sc, first.plan)
+    second = plan_dp(nxt)
+    assert second.ttft_s <= simulate(nxt, first.plan).ttft_s + 1e-12
+    assert simulate(nxt, first.plan).ttft_s == pytest.approx(simulate(sc, first.plan).warm_ttft_s)
+    assert second.ttft_s < first.ttft_s
+
+
+@pytest.mark.parametrize(
+    ("resident", "match"),
+    [(((3, 1),), "not a block range"), (((0, 9),), "goes past the last block 3"), ((("x", 1),), "block ranges")],
+)
+def test_bad_resident_ranges(resident: object, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        _sc(resident=resident)  # type: ignore[arg-type]
+
+
+def test_after_rejects_a_plan_for_another_cluster() -> None:
+    with pytest.raises(InvalidPlan, match="unknown device"):
+        scenario_after(scenario_arg("demo"), Plan.parse("pi[0-33]"))
+
+
+def test_cli_plan_after(tmp_path: Path) -> None:
+    demo = tmp_path / "demo.yaml"
+    demo.write_text(demo_scenario_text())
+    first = run("plan", str(demo), "--json")
+    assert first.returncode == 0
+    prev = tmp_path / "prev.json"
+    prev.write_text(first.stdout)
+    res = run("plan", str(demo), "--after", str(prev), "--json")
+    assert res.returncode == 0, res.stderr
+    out, before = json.loads(res.stdout), json.loads(first.stdout)
+    assert out["ttft"] < before["ttft"]
+    sc = scenario_after(scenario_arg("demo"), Plan.from_dict(before))
+    assert out["ttft"] == pytest.approx(plan_dp(sc).ttft_s)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stages": [{"device": "pi", "first": 0, "last": 33}]}')
+    res = run("plan", str(demo), "--after", str(bad))
+    assert res.returncode == 2 and "unknown device 'pi'" in res.stderr
