@@ -55,6 +55,7 @@ def test_profile_quick_prints_a_valid_device_entry(tmp_path: Path, capsys: pytes
     assert entry["name"] == "ci-box"
     assert set(entry) == {"name", "flops", "load_bandwidth", "startup", "memory", "mem_bandwidth", "uplink", "downlink"}
     _load_entry(entry)  # pasted into a scenario, it loads as is
+    assert "network.hop_latency ~ rtt / 2" in out  # the RTT hint is a comment
     assert list(tmp_path.iterdir()) == []  # the storage test file is gone
 
 
@@ -89,6 +90,16 @@ def test_storage_read_of_a_given_file_and_of_a_directory(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.bin"]
 
 
+def test_direct_read_works_or_says_why(tmp_path: Path) -> None:
+    try:
+        m = measure.measure_storage_read(tmp_path, size_bytes=8 * 2**20, direct=True)
+    except InputError as exc:  # some file systems (tmpfs) refuse O_DIRECT
+        assert str(exc).startswith("--direct: O_DIRECT read failed")
+    else:
+        assert m.value > 0 and "O_DIRECT" in m.how
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_memory_and_matmul_measurements_are_positive() -> None:
     assert measure.available_memory_bytes().value > 0
     m = measure.measure_matmul_flops(hidden=256, tokens=16, repeats=1)
@@ -118,7 +129,8 @@ def test_bad_profile_inputs_give_one_line_errors(
 
 
 def test_peer_that_is_not_listening(tmp_path: Path) -> None:
-    _th, port = _server()  # a free port: the server is stopped again right after
+    th, port = _server()  # a free port: the server stops after this one session
     link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)
+    th.join(10)
     with pytest.raises(InputError, match=r"^--peer: cannot connect"):
         link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)

@@ -109,32 +109,43 @@ def measure_link(
         raise InputError(
             "--peer", f"cannot connect to {host}:{port}: {exc.strerror or exc}", "start `coldpipe profile --listen`"
         ) from None
-    with sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rtts = []
-        for i in range(probes):
-            t0 = time.perf_counter()
-            sock.sendall(b"p")
-            _recv_exact(sock, 1)
-            rtts.append(time.perf_counter() - t0)
-            tick(0.1 * (i + 1) / probes)
-        rtt = statistics.median(rtts)
+    try:
+        with sock:
+            return _exchange(sock, host, port, size_bytes, probes, tick)
+    except (ConnectionError, TimeoutError) as exc:
+        raise InputError("--peer", f"the link to {host}:{port} broke: {exc}", "is the peer still listening?") from None
 
+
+def _exchange(
+    sock: socket.socket, host: str, port: int, size_bytes: int, probes: int, tick: Tick
+) -> dict[str, Measurement]:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rtts = []
+    for i in range(probes):
         t0 = time.perf_counter()
-        sock.sendall(b"u" + struct.pack("<Q", size_bytes))
-        _send_zeros(sock, size_bytes, lambda f: tick(0.1 + 0.45 * f))
+        sock.sendall(b"p")
         _recv_exact(sock, 1)
-        up_s = max(time.perf_counter() - t0 - rtt, 1e-9)
+        rtts.append(time.perf_counter() - t0)
+        tick(0.1 * (i + 1) / probes)
+    rtt = statistics.median(rtts)
 
-        t0 = time.perf_counter()
-        sock.sendall(b"d" + struct.pack("<Q", size_bytes))
-        _drain(sock, size_bytes, lambda f: tick(0.55 + 0.45 * f))
-        down_s = max(time.perf_counter() - t0 - rtt, 1e-9)
-        sock.sendall(b"q")
+    t0 = time.perf_counter()
+    sock.sendall(b"u" + struct.pack("<Q", size_bytes))
+    _send_zeros(sock, size_bytes, lambda f: tick(0.1 + 0.45 * f))
+    _recv_exact(sock, 1)
+    up_s = max(time.perf_counter() - t0 - rtt, 1e-9)
+
+    t0 = time.perf_counter()
+    sock.sendall(b"d" + struct.pack("<Q", size_bytes))
+    _drain(sock, size_bytes, lambda f: tick(0.55 + 0.45 * f))
+    down_s = max(time.perf_counter() - t0 - rtt, 1e-9)
+    sock.sendall(b"q")
     mib = size_bytes / 2**20
     return {
         "rtt": Measurement(rtt, f"median of {probes} one-byte round trips to {host}:{port}", tuple(rtts)),
-        "uplink": Measurement(8 * size_bytes / up_s, f"TCP goodput sending {mib:.0f} MiB to {host}:{port} - 1 RTT"),
+        "uplink": Measurement(
+            8 * size_bytes / up_s, f"TCP goodput sending {mib:.0f} MiB to {host}:{port}, minus 1 RTT"
+        ),
         "downlink": Measurement(
             8 * size_bytes / down_s, f"TCP goodput receiving {mib:.0f} MiB from {host}:{port}, minus 1 RTT"
         ),
