@@ -107,3 +107,16 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_scenario(bad)
     with pytest.raises(InputError, match="expected a mapping"):
         scenario_from_dict([1, 2])
+
+
+def test_bursts_and_residency_fields() -> None:
+    data = _with("workload.requests", 4)
+    data["workload"]["completion"] = "mean"
+    data["devices"][0]["resident"] = [[0, 9], [20, 21]]
+    sc = scenario_from_dict(data)
+    assert (sc.workload.requests, sc.workload.completion) == (4, "mean")
+    assert sc.device("orin-agx").resident == ((0, 9), (20, 21))
+    with pytest.raises(InputError, match=r"^workload\.completion"):
+        scenario_from_dict(_with("workload.completion", "median"))
+    with pytest.raises(InputError, match="goes past the last block"):
+        scenario_from_dict(_with("devices[0].resident", [[0, 99]]))

@@ -108,6 +108,8 @@ class WorkloadSpec(_Strict):
     new_tokens: int = Field(default=1, ge=1)
     prompt_bytes: Bytes | None = None
     token_bytes: Bytes = 4.0
+    requests: int = Field(default=1, ge=1)  # a burst of identical requests arriving together
+    completion: Literal["max", "mean"] = "max"  # what a burst minimises: the last or the mean first token
 
 
 class BlockSpec(_Strict):
@@ -163,6 +165,7 @@ class DeviceSpec(_Strict):
     downlink: BitRate | None = None
     mem_bandwidth: ByteRate | None = None
     radio: RadioSpec | None = None
+    resident: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _complete(self) -> DeviceSpec:
@@ -195,6 +198,7 @@ class DeviceSpec(_Strict):
         for key in ("flops", "load_bandwidth", "startup", "memory", "mem_bandwidth"):
             if getattr(self, key) is not None:
                 base[key] = getattr(self, key)
+        base["resident"] = tuple(self.resident)
         return {"name": self.name, **base}
 
 
