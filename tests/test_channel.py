@@ -156,3 +156,16 @@ def test_bad_radio_inputs_give_one_line_errors(network: dict, radio: dict, match
     with pytest.raises(InputError, match=match) as info:
         scenario_from_dict(_radio_scenario(network, [radio]))
     assert "\n" not in str(info.value)
+
+
+def test_with_radio_distance_moves_radio_devices_and_lowers_rates() -> None:
+    from coldpipe.scenario_file import with_radio_distance
+
+    net = {"bandwidth_hz": "20 MHz", "reference_loss_db": 40, "path_loss_exponent": 3, "sharing": "tdma"}
+    doc = _radio_scenario(net, [{"distance_m": 10}, {"distance_m": 10}])
+    near = scenario_from_dict(doc).devices[0].uplink
+    far_doc = with_radio_distance(doc, 100.0, devices=["d0"])
+    far = scenario_from_dict(far_doc).devices
+    assert far[0].uplink < near and far[1].uplink == near
+    with pytest.raises(InputError, match="no device with a radio"):
+        with_radio_distance(doc, 5.0, devices=["nobody"])

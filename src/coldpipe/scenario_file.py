@@ -40,7 +40,7 @@ from coldpipe.errors import ColdpipeError, InputError
 from coldpipe.profiler.catalog import catalog_device_fields, load_catalog
 from coldpipe.units import Kind, parse_quantity
 
-__all__ = ["load_scenario", "read_structured_file", "scenario_from_dict"]
+__all__ = ["load_scenario", "read_structured_file", "scenario_from_dict", "with_radio_distance"]
 
 
 def _unit(kind: Kind) -> BeforeValidator:
@@ -358,6 +358,30 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
         raise
     except (TypeError, ValueError) as exc:  # pragma: no cover - pydantic already checked types
         raise InputError("scenario", str(exc)) from None
+
+
+def with_radio_distance(data: dict[str, Any], distance_m: float, devices: list[str] | None = None) -> dict[str, Any]:
+    """A copy of a scenario document with ``radio.distance_m`` set for its radio devices (a sweep axis).
+
+    ``devices`` limits the change to the named devices; without it every device with a radio moves.
+
+    >>> doc = {"devices": [{"name": "a", "radio": {"distance_m": 5}}, {"name": "b", "uplink": 1, "downlink": 1}]}
+    >>> with_radio_distance(doc, 20.0)["devices"][0]["radio"]
+    {'distance_m': 20.0}
+    >>> doc["devices"][0]["radio"]["distance_m"]   # the input is not changed
+    5
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    moved = 0
+    for d in out.get("devices") or []:
+        if isinstance(d, dict) and isinstance(d.get("radio"), dict) and (devices is None or d.get("name") in devices):
+            d["radio"]["distance_m"] = float(distance_m)
+            moved += 1
+    if moved == 0:
+        raise InputError("devices[].radio", "no device with a radio to move", "give devices radio: {distance_m: ...}")
+    return out
 
 
 def load_scenario(path: str | Path) -> Scenario:
