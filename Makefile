@@ -20,8 +20,8 @@ demo: venv
 	$(BIN)/coldpipe demo
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: venv lint
 	$(BIN)/python -m pytest

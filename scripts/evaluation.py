@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from objectives_section import section as objectives_section  # beside this script
+
 from coldpipe.viz.sweep import PAPER_SWEEPS, SweepRow, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,6 +224,7 @@ def write_doc(points: dict[str, list[Point]], wall_s: float, out: Path) -> None:
         add(f"### {ps.name}: {ps.caption}\n")
         add(f"![sweep {ps.name}](figures/sweep_{ps.name}.png)\n")
         add(sweep_table(points[ps.name]) + "\n")
+    add(objectives_section() + "\n")  # scripts/objectives_section.py
     add("## The commands behind this page\n")
     add(
         "```\n"
