@@ -12,12 +12,13 @@ The heuristic (``docs/heuristic.md``) searches over orders:
 
 1. **Seeds**: the whole cluster sorted by several keys (start-up, time to load an even share of
    the model, FLOP/s, ...), each solved by the order DP; plus the exact DP on a reduced cluster
-   (the devices of the best seed and the best-ranked others, at most ``seed_types`` distinct
-   profiles) when that is cheap.
+   (the devices of the best seed and the best-ranked others, at most ``2**seed_types`` usage
+   vectors) when that is cheap and smaller than the whole cluster.
 2. **Local search** from the ``beam_width`` best distinct seeds: on the sequence ``U`` of devices
-   the current plan uses, try inserting an unused device at each gap, replacing a used device by an
-   unused one, relocating and swapping used devices; each candidate sequence is solved by the order
-   DP (which may also drop devices). Best improvement, until no move improves or ``max_rounds``.
+   the current plan uses, try inserting all candidate devices at a gap (the order DP picks a subset),
+   inserting one at each gap, replacing a used device by one, relocating and swapping used devices;
+   each candidate sequence is solved by the order DP (which may also drop devices). Best
+   improvement, until no move improves, ``max_rounds`` rounds, or ``max_orders`` orders in all.
 
 Deterministic: no clock, no randomness. The result carries a lower bound and its gap to it.
 
