@@ -142,7 +142,6 @@ def run_local(
         spec["fault"] = fault
         spec_path.write_text(json.dumps(spec))
         port = _free_port()
-        os.environ["OMP_NUM_THREADS"] = str(threads)
         mp = _context()
         procs = []
         logs = [Path(tmp, f"rank{r}.log") for r in range(world)]
