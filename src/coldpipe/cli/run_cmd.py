@@ -116,7 +116,8 @@ def run_command(
         str | None, typer.Option(help="JSON from `coldpipe profile-host`: enables the compute slowdown.")
     ] = None,
     emulate: Annotated[
-        bool, typer.Option(help="Apply start-up, read-rate and link emulation from the scenario.")
+        bool,
+        typer.Option(help="Emulate the scenario's start-ups, read rates, links (and slowdowns with --host-profile)."),
     ] = True,
     cold: Annotated[bool, typer.Option(help="Drop the checkpoint from the page cache before the request.")] = True,
     new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate (default: the scenario's).")] = None,
@@ -169,6 +170,7 @@ def run_command(
         ids,
         n_new,
         tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
+        links=emulate,
     )
     if write_spec is not None:
         from coldpipe.runtime.launch import make_spec

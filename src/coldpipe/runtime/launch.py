@@ -42,6 +42,7 @@ class Job:
     emulation: tuple[DeviceEmulation, ...]
     return_logits: bool = False
     warm: bool = False  # every weight resident before the request (no loading at all)
+    links: bool = True  # sleep SPEC.md's transfer time before each send (False: loopback speed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class Job:
             "emulation": [e.to_dict() for e in self.emulation],
             "return_logits": self.return_logits,
             "warm": self.warm,
+            "links": self.links,
         }
 
 

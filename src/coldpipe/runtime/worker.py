@@ -72,7 +72,7 @@ class _Ctx:
         self.started = time.time()
 
 
-def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any, what: str) -> None:
+def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any, what: str, links: bool) -> None:
     """Sleep SPEC.md's transfer time for the real byte count, then send the bytes on loopback."""
     import torch.distributed as dist
 
@@ -82,7 +82,7 @@ def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any
     n = payload.numel()
     start = rec.now()
     _doing(f"sending the {what} to rank {dst_rank}")
-    delay = transfer_s(ctx.scenario, src_dev, dst_dev, n)
+    delay = transfer_s(ctx.scenario, src_dev, dst_dev, n) if links else 0.0
     if delay > 0:
         time.sleep(delay)
     dist.send(payload, dst_rank)
@@ -118,7 +118,7 @@ def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
     tokens: list[int] = []
     ttft = None
     for step in range(int(job["new_tokens"])):
-        _send(ctx, ids, 1, src, first_dev, rec, "prompt" if step == 0 else "token")
+        _send(ctx, ids, 1, src, first_dev, rec, "prompt" if step == 0 else "token", job.get("links", True))
         tok = _recv((1,), torch.int32, n_stages, rec, "token")  # from the last stage
         if step == 0:
             ttft = rec.now()
@@ -281,7 +281,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
         if is_last:
             logits = x  # (1, V)
             x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
-        _send(ctx, x, next_rank, st.device, next_dev, rec, "token" if is_last else "activation")
+        _send(ctx, x, next_rank, st.device, next_dev, rec, "token" if is_last else "activation", job.get("links", True))
     if loader.is_alive():
         loader.join()
     if failure:
