@@ -80,6 +80,22 @@ def test_pipeline_equals_from_pretrained_for_1_to_4_stages(tiny: Path) -> None:
         assert len(res["stages"]) == len(Plan.parse(text).stages)
         loads = [s["block"] for st in res["stages"] for s in st["spans"] if s["cat"] == "load"]
         assert loads == list(range(6))  # every block loaded once, each stage in block order
+        _assert_overlap_honoured(res["stages"], ov)
+
+
+def _assert_overlap_honoured(stages: list[dict], overlap: str) -> None:
+    """Causal orderings of the spans (same clock, recorded before/after the events): no timing threshold."""
+    load_end = {s["block"]: s["end"] for st in stages for s in st["spans"] if s["cat"] == "load"}
+    compute_start = {s["block"]: s["start"] for st in stages for s in st["spans"] if s["cat"] == "compute"}
+    for st in stages:
+        mine = sorted(s["block"] for s in st["spans"] if s["cat"] == "compute")
+        for b in mine:
+            if overlap == "layer":
+                assert compute_start[b] >= load_end[b]  # a block runs once it is resident
+            elif overlap == "stage":
+                assert compute_start[b] >= max(load_end[k] for k in mine)  # once the whole stage is
+    if overlap == "none":
+        assert min(compute_start.values()) >= max(load_end.values())  # once every stage is
 
 
 @pytest.mark.multiprocess
