@@ -91,6 +91,16 @@ def test_pacer_waits_for_bytes_over_rate(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("split", [(0, 4), (1, 2, 4), (0, 0, 1, 3, 4)])
 def test_stage_models_in_one_process_equal_from_pretrained(tiny: Path, split: tuple[int, ...]) -> None:
     """Blocks split into stages (no processes) reproduce transformers' tokens and logits."""
+    _check_split(tiny, split)
+
+
+@pytest.mark.parametrize("config", ["qwen2.5-0.5b", "mistral-7b-v0.3"])
+def test_other_architectures_split_equal_from_pretrained(tmp_path: Path, config: str) -> None:
+    arch = arch_for(config, layers=3, hidden=64, heads=4, kv_heads=2, vocab=300)
+    _check_split(make_checkpoint(arch, tmp_path / config, init_std=0.3), (1, 3, 4))
+
+
+def _check_split(tiny: Path, split: tuple[int, ...]) -> None:
     ck = open_checkpoint(tiny)
     ids = prompt_ids(9, 300, seed=1)
     ref_tokens, ref_logits = reference_generate(tiny, ids, 3)
