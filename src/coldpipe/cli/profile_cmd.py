@@ -6,6 +6,7 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -87,6 +88,8 @@ def profile_command(
 
         torch.set_num_threads(threads)
     peer_addr = link.parse_host_port(peer, "--peer") if peer is not None else None
+    if not Path(path).exists():  # fail before minutes of measuring, not after
+        raise InputError("--path", f"{path!r} does not exist", "give a directory on the disk to test, or a big file")
     size = _size("32 MiB" if quick and file_size == "2 GiB" else file_size, "--file-size")
     lsize = _size("8 MiB" if quick and link_size == "64 MiB" else link_size, "--link-size")
     if quick:
