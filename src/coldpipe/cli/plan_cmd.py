@@ -17,33 +17,12 @@ from coldpipe.units import format_bytes, format_seconds
 
 
 def timeline_summary(timeline: Timeline, scenario: Scenario) -> dict[str, Any]:
-    """Per-stage figures of a timeline, for ``--json`` outputs."""
-    return {
-        "ttft": timeline.ttft_s,
-        "warm_ttft": timeline.warm_ttft_s,
-        "cold_penalty": timeline.cold_penalty_s,
-        "hidden_load_share": timeline.hidden_load_share,
-        "stages": [
-            {
-                "device": st.device,
-                "first": st.first,
-                "last": st.last,
-                "blocks": st.last - st.first + 1,
-                "weight_bytes": st.weight_bytes,
-                "memory_bytes": st.memory_bytes,
-                "memory_capacity_bytes": scenario.device(st.device).memory,
-                "load_end": st.load_end_s,
-                "load": st.load_s,
-                "compute": st.compute_s,
-                "arrival": st.arrival_s,
-                "compute_start": st.compute_start_s,
-                "compute_end": st.compute_end_s,
-                "wait_weights": st.wait_weights_s,
-                "wait_input": st.wait_input_s,
-            }
-            for st in timeline.stages
-        ],
-    }
+    """The timeline's own JSON (``Timeline.to_dict``) with each stage's memory capacity, for ``--json``."""
+    out = timeline.to_dict()
+    for st in out["stages"]:
+        st["blocks_count"] = st["last"] - st["first"] + 1
+        st["memory_capacity_bytes"] = scenario.device(st["device"]).memory
+    return out
 
 
 def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
