@@ -146,6 +146,10 @@ def run_command(
         raise InputError("--threads", f"must be >= 1, got {threads}")
     if compute_clock not in ("cpu", "wall"):
         raise InputError("--compute-clock", f"unknown clock {compute_clock!r}", "use cpu or wall")
+    if compute_clock == "cpu" and threads > 1:
+        raise InputError(
+            "--compute-clock", "cpu counts the calling thread only", "use --threads 1, or --compute-clock wall"
+        )
     from coldpipe.runtime.checkpoint import open_checkpoint
     from coldpipe.runtime.emulation import emulation_for
     from coldpipe.runtime.launch import Job, prompt_ids, run_local
@@ -254,6 +258,8 @@ def profile_host_command(
         raise InputError("--prompt-tokens/--reps/--threads", "must all be >= 1")
     if clock not in ("cpu", "wall"):
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
+    if clock == "cpu" and threads > 1:
+        raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
     prof = profile_host(checkpoint, prompt_tokens, reps=reps, threads=threads, clock=clock)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
