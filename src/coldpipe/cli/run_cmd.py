@@ -244,34 +244,70 @@ def make_checkpoint_command(
 
 def profile_host_command(
     checkpoint: Annotated[str, typer.Option(help="HF model directory to profile.")],
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the prefill passes.")] = 128,
+    prompt_tokens: Annotated[
+        int | None, typer.Option(help="Prompt length of the prefill passes (default: --calibrate's, else 128).")
+    ] = None,
     reps: Annotated[int, typer.Option(help="Timed passes (median per block).")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads (the runtime uses 1 per rank by default).")] = 1,
     clock: Annotated[str, typer.Option(help="Time blocks by cpu (thread CPU time, needs 1 thread) or wall.")] = "cpu",
     out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
+    calibrate: Annotated[
+        str | None, typer.Option(help="A scenario of this checkpoint whose blocks to calibrate to this host.")
+    ] = None,
+    scenario_out: Annotated[
+        str | None, typer.Option(help="Where to write the calibrated scenario (JSON, explicit blocks).")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
 ) -> None:
-    """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`)."""
-    from coldpipe.runtime.profile_host import profile_host
+    """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`).
 
-    if prompt_tokens < 1 or reps < 1 or threads < 1:
+    With --calibrate S --scenario-out S2, S2 is S with each block's FLOPs replaced by its measured time on this
+    host times the host's FLOP/s: `coldpipe run --scenario S2 --host-profile PROFILE` then predicts what the
+    emulated devices really do.
+    """
+    from coldpipe.runtime.checkpoint import open_checkpoint
+    from coldpipe.runtime.profile_host import calibrated_blocks, profile_host
+
+    if (calibrate is None) != (scenario_out is None):
+        raise InputError("--calibrate/--scenario-out", "give both or neither")
+    sc = None
+    if calibrate is not None:
+        sc = scenario_arg(calibrate)
+        check_scenario_matches(sc, open_checkpoint(checkpoint).n_blocks, "--calibrate")
+        if prompt_tokens is not None and prompt_tokens != sc.workload.prompt_tokens:
+            raise InputError(
+                "--prompt-tokens",
+                f"{prompt_tokens} differs from the scenario's {sc.workload.prompt_tokens}",
+                "omit it to profile the scenario's prompt length",
+            )
+        prompt_tokens = sc.workload.prompt_tokens
+    n_tokens = 128 if prompt_tokens is None else prompt_tokens
+    if n_tokens < 1 or reps < 1 or threads < 1:
         raise InputError("--prompt-tokens/--reps/--threads", "must all be >= 1")
     if clock not in ("cpu", "wall"):
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    prof = profile_host(checkpoint, prompt_tokens, reps=reps, threads=threads, clock=clock)
+    prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
+    if sc is not None and scenario_out is not None:
+        calibrated = Scenario(
+            calibrated_blocks(sc.blocks, prof), sc.devices, sc.workload, sc.network, sc.source, sc.model_name
+        )
+        Path(scenario_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(scenario_out).write_text(json.dumps(calibrated.to_dict(), indent=1) + "\n")
     if json_out:
         print_json(prof.to_dict())
         return
     console.print(
-        f"host: {prof.host_flops / 1e9:.2f} GFLOP/s over {len(prof.block_s)} blocks (prefill of {prompt_tokens} "
+        f"host: {prof.host_flops / 1e9:.2f} GFLOP/s over {len(prof.block_s)} blocks (prefill of {n_tokens} "
         f"tokens, {threads} thread(s)); per block {', '.join(format_seconds(s) for s in prof.block_s[:6])}"
         f"{' ...' if len(prof.block_s) > 6 else ''}; read {format_bytes(prof.read_cold_bytes_per_s)}/s cold, "
-        f"{format_bytes(prof.read_warm_bytes_per_s)}/s warm" + (f"; wrote {out}" if out else "")
+        f"{format_bytes(prof.read_warm_bytes_per_s)}/s warm"
+        + (f"; wrote {out}" if out else "")
+        + (f"; calibrated scenario {scenario_out}" if scenario_out else "")
     )
 
 
