@@ -74,3 +74,21 @@ def test_make_checkpoint_rejects_a_bad_dtype(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(SystemExit) as exc:
         main(["make-checkpoint", "--config", "llama-3.2-1b", "--dtype", "int3", "--out", str(tmp_path)])
     assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err
+
+
+def test_profile_host_calibrates_a_scenario(tiny: Path, tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        f"workload: {{prompt_tokens: 5}}\nmodel: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n"
+        "  - {name: a, flops: 1 GFLOPS, load_bandwidth: 1 GB/s, memory: 8 GB, uplink: 1 Gbit/s, downlink: 1 Gbit/s}\n"
+    )
+    out, prof = tmp_path / "cal.json", tmp_path / "host.json"
+    argv = ["profile-host", "--checkpoint", str(tiny), "--calibrate", str(scenario), "--scenario-out", str(out),
+            "--out", str(prof), "--reps", "1"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    host = HostProfile.from_dict(json.loads(prof.read_text()))
+    cal = Scenario.from_dict(json.loads(out.read_text()))
+    assert host.prompt_tokens == 5 and cal.n_blocks == 4
+    assert [b.flops for b in cal.blocks] == pytest.approx([s * host.host_flops for s in host.block_s])
