@@ -54,7 +54,8 @@ def test_resolve_plan_forms(tiny: Path) -> None:
 
 @pytest.mark.multiprocess
 def test_pipeline_equals_from_pretrained_for_1_to_4_stages(tiny: Path) -> None:
-    """Tokens equal and last logits allclose(1e-4) for 1-4 stages, several splits, all overlap modes."""
+    """Tokens equal and last logits allclose(1e-4) for 1-4 stages, several splits, all overlap modes, and with
+    the embedding read row by row (decoded tokens outside the prompt are read when they come)."""
     sc = _scenario(tiny)
     ids = prompt_ids(PROMPT, 256, seed=3)
     ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
@@ -68,12 +69,17 @@ def test_pipeline_equals_from_pretrained_for_1_to_4_stages(tiny: Path) -> None:
         ("a[0-1] > b[2-3] > c[4-4] > d[5-5]", "layer"),
         ("d[0-0] > c[1-1] > b[2-4] > a[5-5]", "none"),
     ]
+    sparse = [False] * len(cases) + [True, True]  # block 0 reads only the rows it needs
+    cases += [("a[0-5]", "layer"), ("a[0-0] > b[1-5]", "stage")]
     jobs = []
-    for text, ov in cases:
+    for (text, ov), sp in zip(cases, sparse, strict=True):
         plan = Plan.parse(text)
-        jobs.append(Job(plan, ov, ids, NEW, tuple(emulation_for(sc, plan, host_flops=None)), return_logits=True))
+        emu = tuple(emulation_for(sc, plan, host_flops=None))
+        jobs.append(Job(plan, ov, ids, NEW, emu, return_logits=True, sparse_embedding=sp))
     results = run_local(tiny, sc, jobs, timeout_s=30)
-    for (text, ov), res in zip(cases, results, strict=True):
+    for (text, ov), sp, res in zip(cases, sparse, results, strict=True):
+        load0 = next(s for s in res["stages"][0]["spans"] if s["cat"] == "load" and s["block"] == 0)
+        assert load0["bytes"] == (len(set(ids)) * 64 * 4 if sp else 256 * 64 * 4)
         assert res["token_ids"] == ref_tokens, (text, ov)
         last = torch.tensor(res["stages"][-1]["last_logits"])
         assert torch.allclose(last, torch.tensor(ref_logits), atol=1e-4), (text, ov)

@@ -120,6 +120,9 @@ def run_command(
         typer.Option(help="Emulate the scenario's start-ups, read rates, links (and slowdowns with --host-profile)."),
     ] = True,
     cold: Annotated[bool, typer.Option(help="Drop the checkpoint from the page cache before the request.")] = True,
+    sparse_embedding: Annotated[
+        bool, typer.Option(help="Block 0 reads only the prompt's embedding rows (the scenario should say so).")
+    ] = False,
     new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate (default: the scenario's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
     timeout: Annotated[float, typer.Option(help="Seconds any rendezvous or transfer may wait before failing.")] = 30.0,
@@ -175,6 +178,7 @@ def run_command(
         n_new,
         tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
         links=emulate,
+        sparse_embedding=sparse_embedding,
     )
     if write_spec is not None:
         from coldpipe.runtime.launch import make_spec

@@ -43,6 +43,7 @@ class Job:
     return_logits: bool = False
     warm: bool = False  # every weight resident before the request (no loading at all)
     links: bool = True  # sleep SPEC.md's transfer time before each send (False: loopback speed)
+    sparse_embedding: bool = False  # block 0 reads only the prompt's rows (then each new token's)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class Job:
             "return_logits": self.return_logits,
             "warm": self.warm,
             "links": self.links,
+            "sparse_embedding": self.sparse_embedding,
         }
 
 

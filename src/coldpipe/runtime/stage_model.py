@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["StageModel"]
+__all__ = ["SparseEmbedding", "StageModel"]
 
 _PREFIX = {"llama": "Llama", "qwen2": "Qwen2", "mistral": "Mistral"}
 
@@ -31,6 +31,25 @@ def _classes(model_type: str) -> tuple[Any, Any, Any, Any]:
         getattr(mod, f"{p}RMSNorm"),
         getattr(mod, f"{p}RotaryEmbedding"),
     )
+
+
+class SparseEmbedding(nn.Module):
+    """The embedding rows that were read: the prompt's before the prefill, each new token's when it comes.
+
+    ``fetch(token_id)`` reads one row ``(h,)`` from the checkpoint. A lookup copies rows, exactly as
+    ``nn.Embedding`` does, so the outputs are bit-identical to the dense module's.
+    """
+
+    def __init__(self, rows: dict[int, torch.Tensor], fetch: Any) -> None:
+        super().__init__()
+        self.rows = rows
+        self.fetch = fetch
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (1, q) -> (1, q, h)
+        for i in ids[0].tolist():
+            if i not in self.rows:
+                self.rows[i] = self.fetch(i)
+        return torch.stack([self.rows[i] for i in ids[0].tolist()]).unsqueeze(0)
 
 
 class StageModel:
@@ -70,6 +89,10 @@ class StageModel:
             head = tensors.get("lm_head.weight", tensors.get("model.embed_tokens.weight"))
             sd = {"norm.weight": tensors["model.norm.weight"], "lm_head.weight": head}
         m.load_state_dict(sd, assign=True, strict=True)
+
+    def assign_sparse_embedding(self, emb: SparseEmbedding) -> None:
+        """Block 0 as the rows of the prompt's tokens only (see :class:`SparseEmbedding`)."""
+        self.modules[0] = emb
 
     def position_embeddings(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> Any:
         return None if self.rotary is None else self.rotary(hidden, position_ids=position_ids)

@@ -74,11 +74,12 @@ class _Ctx:
 
 def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any, what: str, links: bool) -> None:
     """Sleep SPEC.md's transfer time for the real byte count, then send the bytes on loopback."""
+    import torch
     import torch.distributed as dist
 
     from coldpipe.core.simulator import transfer_s
 
-    payload = x.contiguous().view(-1).view(__import__("torch").uint8)
+    payload = x.contiguous().view(-1).view(torch.uint8)  # raw bytes: any dtype, the receiver knows the shape
     n = payload.numel()
     start = rec.now()
     _doing(f"sending the {what} to rank {dst_rank}")
@@ -98,8 +99,7 @@ def _recv(shape: tuple[int, ...], dtype: Any, src_rank: int, rec: Any, what: str
     start = rec.now()
     _doing(f"receiving the {what} from rank {src_rank}")
     dist.recv(buf, src_rank)
-    if rec is not None:
-        rec.add(f"recv {what}", "recv", start, rec.now(), None, n)
+    rec.add(f"recv {what}", "recv", start, rec.now(), None, n)
     return buf.view(dtype).reshape(shape)
 
 
@@ -141,8 +141,12 @@ def _loader(
     ready: list[threading.Event],
     failure: list[BaseException],
     fault: str | None,
+    sparse_ids: list[int] | None,
 ) -> None:
-    """Loader thread: from t0 + startup, read blocks first..last in order, each resident before the next."""
+    """Loader thread: from t0 + startup, read blocks first..last in order, each resident before the next.
+
+    ``sparse_ids``: read only these rows of the embedding (block 0), not the whole matrix.
+    """
     from coldpipe.runtime.checkpoint import read_tensor
     from coldpipe.runtime.emulation import Pacer
 
@@ -155,6 +159,11 @@ def _loader(
         try:
             for i, b in enumerate(range(model.first, model.last + 1)):
                 start = rec.now()
+                if b == 0 and sparse_ids is not None:
+                    n = _load_sparse_embedding(ctx, model, sparse_ids, pacer.pace)
+                    rec.add("load b0 (prompt rows)", "load", start, rec.now(), 0, n)
+                    ready[i].set()
+                    continue
                 tensors = {}
                 entries = sorted((ctx.ckpt.tensors[n] for n in ctx.ckpt.blocks[b]), key=lambda e: (e.file, e.offset))
                 for e in entries:
@@ -174,6 +183,35 @@ def _loader(
         failure.append(exc)
         for ev in ready:
             ev.set()
+
+
+def _load_sparse_embedding(ctx: _Ctx, model: Any, ids: list[int], pace: Any) -> int:
+    """Read the embedding rows of ``ids`` (paced); later tokens' rows are read when they come. Returns bytes."""
+    import torch
+
+    from coldpipe.runtime.stage_model import SparseEmbedding
+
+    e = ctx.ckpt.tensors["model.embed_tokens.weight"]
+    vocab, h = e.shape
+    row_bytes = e.nbytes // vocab
+    dtype = getattr(torch, e.dtype)
+
+    def fetch(token: int) -> torch.Tensor:  # one row (h,), read for real
+        buf = torch.empty(row_bytes, dtype=torch.uint8)
+        fd = os.open(e.file, os.O_RDONLY)
+        try:
+            if os.preadv(fd, [memoryview(buf.numpy())], e.offset + token * row_bytes) != row_bytes:
+                raise OSError(f"short read of embedding row {token} in {e.file}")
+        finally:
+            os.close(fd)
+        return buf.view(dtype).reshape(h)
+
+    rows = {}
+    for token in sorted(set(ids)):
+        rows[token] = fetch(token)
+        pace(row_bytes)
+    model.assign_sparse_embedding(SparseEmbedding(rows, fetch))
+    return row_bytes * len(rows)
 
 
 def _preload(ctx: _Ctx, model: Any) -> None:
@@ -214,7 +252,10 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     blocks = list(range(st.first, st.last + 1))
     ready = [threading.Event() for _ in blocks]
     failure: list[BaseException] = []
-    loader = threading.Thread(target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault), daemon=True)
+    sparse_ids = list(job["prompt_ids"]) if job.get("sparse_embedding") else None
+    loader = threading.Thread(
+        target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault, sparse_ids), daemon=True
+    )
     if job.get("warm"):  # weights already resident (see _preload)
         for ev in ready:
             ev.set()
