@@ -400,21 +400,27 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     dist.destroy_process_group()
 
 
+_DYING = threading.Lock()
+
+
+def _die(line: str) -> None:
+    """Print the rank's one error line and end the process; a second caller (other thread) never prints."""
+    _DYING.acquire()
+    print(line, file=sys.stderr, flush=True)
+    os._exit(1)
+
+
 def _watchdog(abort_file: str | None, launcher_pid: int | None, rank: int, role: str) -> None:
     while True:
         time.sleep(0.2)
         if abort_file and os.path.exists(abort_file):
             why = Path(abort_file).read_text().strip() or "the run failed elsewhere"
-            print(f"coldpipe: error: rank {rank} ({role}): stopped because {why}", file=sys.stderr, flush=True)
-            os._exit(1)
+            _die(f"coldpipe: error: rank {rank} ({role}): stopped because {why}")
         if launcher_pid is not None:
             try:
                 os.kill(launcher_pid, 0)
             except ProcessLookupError:
-                print(
-                    f"coldpipe: error: rank {rank} ({role}): the launcher died; stopping", file=sys.stderr, flush=True
-                )
-                os._exit(1)
+                _die(f"coldpipe: error: rank {rank} ({role}): the launcher died; stopping")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -449,8 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout = None
         with contextlib.suppress(Exception):  # the spec itself may be what failed
             timeout = float(json.loads(Path(args.spec).read_text()).get("timeout_s", 30.0))
-        print(f"coldpipe: error: rank {rank} ({role}): {_one_line(exc, timeout)}", file=sys.stderr, flush=True)
-        os._exit(1)
+        _die(f"coldpipe: error: rank {rank} ({role}): {_one_line(exc, timeout)}")
     sys.stdout.flush()
     os._exit(0)
 
