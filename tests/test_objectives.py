@@ -12,7 +12,7 @@ from coldpipe.core import objectives as obj_module
 from coldpipe.core.brute import brute_force
 from coldpipe.core.objectives import plan_for_objective
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
-from coldpipe.core.types import OVERLAPS, Block, Device, Overlap, Plan, Scenario, Workload
+from coldpipe.core.types import OVERLAPS, Block, Device, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible, InputError
 from strategies import scenarios
 
@@ -101,3 +101,42 @@ def test_the_answer_changes_with_new_tokens_on_the_bundled_scenario() -> None:
     assert plans[1].plan != plans[1024].plan
     sc = Scenario(base.blocks, base.devices, Workload(512, new_tokens=1024), base.network, base.source)
     assert objective_s(sc, plans[1].plan, "layer", "e2e") > plans[1024].value_s
+
+
+@pytest.mark.parametrize("overlap", ["layer", "stage"])
+@given(sc=scenarios(min_devices=2, max_devices=3, min_blocks=2, max_blocks=7))
+@settings(max_examples=30)
+def test_pareto_kernel_alone_equals_brute_force(sc: Scenario, overlap: Overlap) -> None:
+    """Without an incumbent (no pruning, no seed plan to fall back on) the kernel's own objective is exact."""
+    from coldpipe.core.dp import _MODE_LAYER, _MODE_STAGE, _Tables
+
+    try:
+        pre, dec = _Tables.build(sc), _Tables.build(sc, phase="decode")
+    except InputError:
+        return
+    steps = float(sc.workload.new_tokens - 1)
+    mode = _MODE_LAYER if overlap == "layer" else _MODE_STAGE
+    value, plan, _ = obj_module._pareto_plan(pre, dec, mode, steps, math.inf)
+    expected, _ = brute_force(sc, overlap, "e2e")
+    if math.isinf(expected):
+        assert plan is None
+        return
+    assert plan is not None
+    assert value == pytest.approx(expected, rel=1e-9)
+    assert objective_s(sc, plan, overlap, "e2e") == pytest.approx(expected, rel=1e-9)
+
+
+@given(sc=scenarios(min_devices=2, max_devices=3, min_blocks=2, max_blocks=7))
+@settings(max_examples=30)
+def test_heuristic_order_dp_objective_is_the_simulated_ttft(sc: Scenario) -> None:
+    """The heuristic's per-order DP reports the simulator's TTFT of the plan it returns (warm devices included)."""
+    from coldpipe.core.heuristic import _Problem
+
+    for overlap in OVERLAPS:
+        problem = _Problem.build(sc, overlap)
+        value, stages = problem.run(tuple(range(len(sc.devices))))
+        if not stages:
+            continue
+        plan = Plan(tuple(Stage(problem.names[k], a, b) for k, a, b in stages))
+        if overlap != "none":  # under "none" run() gives the additive part only
+            assert value == pytest.approx(simulate(sc, plan, overlap).ttft_s, rel=1e-9)

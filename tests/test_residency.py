@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
 
 from coldpipe.cli._common import demo_scenario_text, scenario_arg
 from coldpipe.core.dp import plan_dp
@@ -13,13 +15,14 @@ from coldpipe.core.objectives import scenario_after
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import Block, Device, Plan, Scenario, Workload
 from coldpipe.errors import InputError, InvalidPlan
+from strategies import scenarios
 from test_cli import run
 
 
 def _sc(resident: tuple[tuple[int, int], ...] = (), flops: float = 1e12) -> Scenario:
     blocks = [Block(f"b{i}", 1e9, flops, 0.0) for i in range(4)]
-    a = Device("a", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9, resident=resident)
-    b = Device("b", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9)
+    a = Device("a", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9, mem_bandwidth=1e12, resident=resident)
+    b = Device("b", 1e12, 1e9, 0.5, 1e12, 8e9, 8e9, mem_bandwidth=1e12)
     return Scenario(blocks, (a, b), Workload(4, prompt_bytes=0.0, token_bytes=0.0))
 
 
@@ -49,6 +52,33 @@ def test_the_planner_exploits_residency() -> None:
     warm = plan_dp(_sc(resident=((0, 3),)))
     assert str(warm.plan) == "a[0-3]" and warm.ttft_s == pytest.approx(4.0)
     assert cold.ttft_s > warm.ttft_s
+
+
+@pytest.mark.parametrize("overlap", ["layer", "stage", "none"])
+def test_every_planner_lets_resident_blocks_start_before_the_startup(overlap: str) -> None:
+    """A fully resident stage computes from t = 0 although its device's start-up is 0.5 s (every kernel)."""
+    from coldpipe.core.brute import brute_force
+    from coldpipe.core.heuristic import solve_order
+    from coldpipe.core.objectives import plan_for_objective, replace_workload
+
+    sc = _sc(resident=((0, 3),))
+    assert plan_dp(sc, overlap).ttft_s == pytest.approx(4.0)  # type: ignore[arg-type]
+    order_plan = solve_order(sc, ["a", "b"], overlap)  # type: ignore[arg-type]
+    assert order_plan is not None and simulate(sc, order_plan, overlap).ttft_s == pytest.approx(4.0)  # type: ignore[arg-type]
+    e2e_sc = replace_workload(sc, new_tokens=3)
+    e2e = plan_for_objective(e2e_sc, overlap, "e2e")  # type: ignore[arg-type]
+    assert str(e2e.plan) == "a[0-3]" and e2e.details["dp_objective"] == pytest.approx(e2e.value_s)
+    if overlap != "none":  # the Pareto kernel on its own, without the TTFT-optimal plan as a fallback
+        from coldpipe.core import objectives
+        from coldpipe.core.dp import _MODE_LAYER, _MODE_STAGE, _Tables
+
+        pre, dec = _Tables.build(e2e_sc), _Tables.build(e2e_sc, phase="decode")
+        mode = _MODE_LAYER if overlap == "layer" else _MODE_STAGE
+        value, _, _ = objectives._pareto_plan(pre, dec, mode, 2.0, math.inf)
+        assert value == pytest.approx(e2e.value_s)
+    burst_sc = replace_workload(sc, requests=3)
+    burst = plan_for_objective(burst_sc, overlap, "ttft")  # type: ignore[arg-type]
+    assert burst.value_s == pytest.approx(brute_force(burst_sc, overlap)[0])  # type: ignore[arg-type]
 
 
 def test_scenario_after_a_plan_reaches_the_warm_optimum_when_nothing_moves() -> None:
@@ -92,3 +122,26 @@ def test_cli_plan_after(tmp_path: Path) -> None:
     bad.write_text('{"stages": [{"device": "pi", "first": 0, "last": 33}]}')
     res = run("plan", str(demo), "--after", str(bad))
     assert res.returncode == 2 and "unknown device 'pi'" in res.stderr
+
+
+@pytest.mark.parametrize("overlap", ["layer", "stage", "none"])
+@given(sc=scenarios(min_devices=2, max_devices=3, min_blocks=2, max_blocks=7))
+@settings(max_examples=25)
+def test_heuristic_order_dp_honours_residency(sc: Scenario, overlap: str) -> None:
+    """The heuristic's exact per-order DP equals brute force over the order's subsequences, warm devices included."""
+    from coldpipe.core.brute import all_plans, fits
+    from coldpipe.core.heuristic import solve_order
+
+    order = [d.name for d in sc.devices]
+    rank = {name: k for k, name in enumerate(order)}
+    best = math.inf
+    for plan in all_plans(sc):
+        ranks = [rank[d] for d in plan.devices]
+        if ranks == sorted(ranks) and fits(sc, plan):
+            best = min(best, simulate(sc, plan, overlap).ttft_s)  # type: ignore[arg-type]
+    got = solve_order(sc, order, overlap)  # type: ignore[arg-type]
+    if math.isinf(best):
+        assert got is None
+    else:
+        assert got is not None
+        assert simulate(sc, got, overlap).ttft_s == pytest.approx(best, rel=1e-9)  # type: ignore[arg-type]

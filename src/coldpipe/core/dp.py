@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -52,6 +53,7 @@ MAX_USAGE_VECTORS = 1 << 16
 """Above this many usage vectors (about 16 distinct devices) the exact DP refuses to run."""
 
 _MODE_LAYER, _MODE_STAGE, _MODE_ADDITIVE = 0, 1, 2
+T = TypeVar("T")
 _INF = math.inf
 
 
@@ -403,11 +405,12 @@ def plan_dp(scenario: Scenario, overlap: Overlap = "layer") -> DPResult:
     return _plan_none(scenario, tables)
 
 
-def _candidate_load_ends(scenario: Scenario, tables: _Tables) -> np.ndarray:
-    """Every load end a stage could have: startup + bytes(i..e) / bandwidth, for stages that fit."""
-    values = []
-    n = scenario.n_blocks
-    for t in range(len(tables.types.members)):
+def load_end_candidates(tables: _Tables, types: Iterable[int] | None = None) -> np.ndarray:
+    """Every load end a stage could have (sorted, unique): startup + bytes to load(i..e) / bandwidth, or 0 for
+    a stage whose blocks are all resident, over the stages that fit, for device types ``types`` (all)."""
+    values = [np.zeros(0)]
+    n = tables.mp.shape[0] - 1
+    for t in range(len(tables.types.members)) if types is None else types:
         for i in range(n):
             fits = tables.mp[i + 1 :] - tables.mp[i] <= tables.mem[t]
             ends = tables.startup[t] + (tables.wpt[t, i + 1 :] - tables.wpt[t, i]) * tables.inv_bw[t]
@@ -416,21 +419,13 @@ def _candidate_load_ends(scenario: Scenario, tables: _Tables) -> np.ndarray:
     return np.unique(np.concatenate(values))
 
 
-def _plan_none(
-    scenario: Scenario, tables: _Tables, run: Callable[[float], tuple[float, Plan | None]] | None = None
-) -> DPResult:
-    """Exact ``none`` optimum: branch-and-bound over load-end thresholds (module docstring).
+def threshold_search(taus: np.ndarray, run: Callable[[float], tuple[float, T]]) -> dict[int, tuple[float, T]]:
+    """Branch-and-bound for ``min over k of taus[k] + run(taus[k])[0]`` with ``run`` non-increasing in tau.
 
-    ``run(tau)`` returns the least additive part (and a plan) among plans whose stages all finish loading
-    by ``tau``; by default the additive DP on ``tables``. Any ``run`` that is non-increasing in ``tau``
-    works (the E2E and burst objectives pass their own).
+    ``taus`` is sorted. Returns every evaluated ``k -> run(taus[k])``; the minimiser is among them. An
+    interval ``(lo, hi)`` is skipped when ``taus[lo + 1] + run(taus[hi])`` cannot beat the incumbent.
     """
-    taus = _candidate_load_ends(scenario, tables)
-    if taus.size == 0:
-        _raise_infeasible(scenario)
-    memo: dict[int, tuple[float, Plan | None]] = {}
-    if run is None:
-        run = lambda tau: tables.run(_MODE_ADDITIVE, tau)  # noqa: E731
+    memo: dict[int, tuple[float, T]] = {}
 
     def d_of(k: int) -> float:
         if k not in memo:
@@ -438,8 +433,8 @@ def _plan_none(
         return memo[k][0]
 
     hi = len(taus) - 1
-    if d_of(hi) == _INF:
-        _raise_infeasible(scenario)
+    if hi < 0 or d_of(hi) == _INF:
+        return memo
     d_of(0)
     stack = [(0, hi)]
     while stack:
@@ -453,7 +448,26 @@ def _plan_none(
         d_of(mid)
         stack.append((lo, mid))
         stack.append((mid, hi_))
-    k_best = min(memo, key=lambda k: (taus[k] + memo[k][0], k))
+    return memo
+
+
+def _plan_none(
+    scenario: Scenario, tables: _Tables, run: Callable[[float], tuple[float, Plan | None]] | None = None
+) -> DPResult:
+    """Exact ``none`` optimum: branch-and-bound over load-end thresholds (module docstring).
+
+    ``run(tau)`` returns the least additive part (and a plan) among plans whose stages all finish loading
+    by ``tau``; by default the additive DP on ``tables``. Any ``run`` that is non-increasing in ``tau``
+    works (the E2E and burst objectives pass their own).
+    """
+    taus = load_end_candidates(tables)
+    if run is None:
+        run = lambda tau: tables.run(_MODE_ADDITIVE, tau)  # noqa: E731
+    memo = threshold_search(taus, run)
+    feasible = [k for k, (d, plan) in memo.items() if plan is not None and d < _INF]
+    if not feasible:
+        _raise_infeasible(scenario)
+    k_best = min(feasible, key=lambda k: (taus[k] + memo[k][0], k))
     plan = memo[k_best][1]
     assert plan is not None
     # The plan's real TTFT is (its own last load end) + D <= tau + D; by optimality they are equal.

@@ -47,8 +47,10 @@ from coldpipe.core.dp import (
     MAX_USAGE_VECTORS,
     DeviceTypes,
     _Tables,
+    load_end_candidates,
     numba_enabled,
     plan_dp,
+    threshold_search,
 )
 from coldpipe.core.simulator import simulate, transfer_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
@@ -67,7 +69,8 @@ def _order_kernel(
     start_p: int,  # first position to process (rows before it are taken as given)
     best0: float,  # best complete plan among stages on positions < start_p
     cf: np.ndarray,  # (T, B+1): compute seconds of blocks 0..l-1 on type t
-    wp: np.ndarray,  # (B+1,): weight bytes of blocks 0..l-1
+    wpt: np.ndarray,  # (T, B+1): bytes type t loads for blocks 0..l-1 (resident blocks are free)
+    nres: np.ndarray,  # (T, B+1): how many of blocks 0..l-1 type t must load
     mp: np.ndarray,  # (B+1,): memory bytes of blocks 0..l-1
     startup: np.ndarray,  # (T,)
     inv_bw: np.ndarray,  # (T,)
@@ -90,7 +93,7 @@ def _order_kernel(
     for positions ``>= start_p``: the search uses it to score neighbours, then re-solves the best.
     """
     n = seq.shape[0]
-    n_blocks = wp.shape[0] - 1
+    n_blocks = mp.shape[0] - 1
     pred = np.full((n + 1, n_blocks), -1, dtype=np.int64)
     best_upto = np.full(n + 1, np.inf)
     best = best0
@@ -109,15 +112,15 @@ def _order_kernel(
                 alpha = 0.0
             else:
                 alpha = a + down[t, i]
-            base = startup[t] - wp[i] * inv_bw[t]
+            base = startup[t] - wpt[t, i] * inv_bw[t]
             run = -np.inf
             for e in range(i, n_blocks):
                 if mp[e + 1] - mp[i] > mem[t]:
                     break
                 compute = cf[t, e + 1] - cf[t, i]
-                load_end = startup[t] + (wp[e + 1] - wp[i]) * inv_bw[t]
+                load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t] if nres[t, e + 1] > nres[t, i] else 0.0
                 if mode == _MODE_LAYER:
-                    h = wp[e + 1] * inv_bw[t] - cf[t, e]
+                    h = wpt[t, e + 1] * inv_bw[t] - cf[t, e] if nres[t, e + 1] > nres[t, e] else -np.inf
                     if h > run:
                         run = h
                     fin = max(alpha + compute, base + cf[t, e + 1] + run)
@@ -186,7 +189,8 @@ class _Problem:
             start_p,
             best0,
             tb.cf,
-            tb.wp,
+            tb.wpt,
+            tb.nres,
             tb.mp,
             tb.startup,
             tb.inv_bw,
@@ -202,7 +206,7 @@ class _Problem:
     ) -> tuple[float, tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray]:
         """(objective, stages as (device, first, last), the DP rows A, best_upto) for ``order``."""
         tb = self.tables
-        n_blocks = tb.wp.shape[0] - 1
+        n_blocks = tb.mp.shape[0] - 1
         arrive = np.full((len(order) + 1, n_blocks), np.inf)
         arrive[0, 0] = tb.prompt_at_ap
         best, p, i, pred, best_upto = self._call(order, tau, arrive, 0, math.inf)
@@ -235,7 +239,7 @@ class _Problem:
 def _load_end(problem: _Problem, k: int, first: int, last: int) -> float:
     tb = problem.tables
     t = int(problem.type_of[k])
-    return float(tb.startup[t] + (tb.wp[last + 1] - tb.wp[first]) * tb.inv_bw[t])
+    return tb.load_end(t, first, last)
 
 
 def _solve(
@@ -259,39 +263,8 @@ def _solve(
                 if ttft < best:
                     best, best_stages = ttft, stages
         return best, best_stages, len(taus)
-    tb = problem.tables
-    n_blocks = tb.wp.shape[0] - 1
-    ends = []
-    for t in sorted({int(problem.type_of[k]) for k in order}):
-        for i in range(n_blocks):
-            fits = tb.mp[i + 1 :] - tb.mp[i] <= tb.mem[t]
-            ends.append((tb.startup[t] + (tb.wp[i + 1 :] - tb.wp[i]) * tb.inv_bw[t])[fits])
-    taus = np.unique(np.concatenate(ends)) if ends else np.zeros(0)
-    if taus.size == 0:
-        return math.inf, (), 0
-    memo: dict[int, tuple[float, tuple[tuple[int, int, int], ...]]] = {}
-
-    def d_of(k: int) -> float:
-        if k not in memo:
-            memo[k] = problem.run(order, float(taus[k]))
-        return memo[k][0]
-
-    hi = len(taus) - 1
-    if d_of(hi) == math.inf:
-        return math.inf, (), len(memo)
-    d_of(0)
-    stack = [(0, hi)]
-    while stack:
-        lo, hi_ = stack.pop()
-        if hi_ - lo <= 1:
-            continue
-        incumbent = min(taus[k] + v[0] for k, v in memo.items())
-        if taus[lo + 1] + d_of(hi_) >= incumbent:
-            continue
-        mid = (lo + hi_) // 2
-        d_of(mid)
-        stack.append((lo, mid))
-        stack.append((mid, hi_))
+    taus_all = load_end_candidates(problem.tables, sorted({int(problem.type_of[k]) for k in order}))
+    memo = threshold_search(taus_all, lambda tau: problem.run(order, tau))
     best, best_stages = math.inf, ()
     for d, stages in memo.values():
         if stages:
@@ -299,18 +272,6 @@ def _solve(
             if ttft < best:
                 best, best_stages = ttft, stages
     return best, best_stages, len(memo)
-
-
-def _all_load_ends(problem: _Problem) -> np.ndarray:
-    """Every load end any stage on any device could have (sorted, unique)."""
-    tb = problem.tables
-    n_blocks = tb.wp.shape[0] - 1
-    ends = []
-    for t in range(len(tb.types.members)):
-        for i in range(n_blocks):
-            fits = tb.mp[i + 1 :] - tb.mp[i] <= tb.mem[t]
-            ends.append((tb.startup[t] + (tb.wp[i + 1 :] - tb.wp[i]) * tb.inv_bw[t])[fits])
-    return np.unique(np.concatenate(ends))
 
 
 def solve_order(scenario: Scenario, order: list[str] | tuple[str, ...], overlap: Overlap = "layer") -> Plan | None:
@@ -480,7 +441,7 @@ def plan_heuristic(
 
     # "none": a move is judged with two load-end thresholds only (the current plan's last load end
     # and the next candidate below it), then an accepted move is re-solved with the full search.
-    all_taus = _all_load_ends(problem) if problem.mode == _MODE_ADDITIVE else np.zeros(0)
+    all_taus = load_end_candidates(problem.tables) if problem.mode == _MODE_ADDITIVE else np.zeros(0)
     quick_cache: dict[tuple[tuple[int, ...], tuple[float, ...]], tuple[float, tuple[tuple[int, int, int], ...]]] = {}
     values: dict[tuple[int, ...], float] = {}  # "layer"/"stage": neighbours scored from the current rows
     cur_now: list[Any] = [(), None, None]  # the current sequence, its DP rows and best_upto
