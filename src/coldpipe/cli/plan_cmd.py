@@ -62,7 +62,13 @@ def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
 
 def print_plan(result: PlanResult, scenario: Scenario) -> None:
     tl = result.timeline
-    exact = "exact" if result.exact else "heuristic"
+    if result.exact:
+        exact = "exact"
+    elif result.solver == "minlp":  # SCIP stopped by its time limit
+        gap = result.details.get("gap")
+        exact = "not proven optimal" + (f", gap {100 * gap:.1f}%" if isinstance(gap, (int, float)) else "")
+    else:
+        exact = "heuristic"
     console.print(plan_table(tl, scenario, f"Plan ({result.solver}, {exact}; overlap={tl.overlap}): {result.plan}"))
     unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
     if unused:
