@@ -29,6 +29,7 @@ class Span:
     end_s: float
     block: int | None = None
     n_bytes: int | None = None
+    cpu_s: float | None = None  # compute spans: CPU time of the compute thread (before any slowdown sleep)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,11 +39,12 @@ class Span:
             "end": self.end_s,
             "block": self.block,
             "bytes": self.n_bytes,
+            "cpu": self.cpu_s,
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Span:
-        return Span(d["name"], d["cat"], d["start"], d["end"], d.get("block"), d.get("bytes"))
+        return Span(d["name"], d["cat"], d["start"], d["end"], d.get("block"), d.get("bytes"), d.get("cpu"))
 
 
 @dataclass
@@ -57,10 +59,17 @@ class Recorder:
         return time.time() - self.t0
 
     def add(
-        self, name: str, cat: str, start_s: float, end_s: float, block: int | None = None, n_bytes: int | None = None
+        self,
+        name: str,
+        cat: str,
+        start_s: float,
+        end_s: float,
+        block: int | None = None,
+        n_bytes: int | None = None,
+        cpu_s: float | None = None,
     ) -> None:
         with self._lock:
-            self.spans.append(Span(name, cat, start_s, end_s, block, n_bytes))
+            self.spans.append(Span(name, cat, start_s, end_s, block, n_bytes, cpu_s))
 
 
 def chrome_trace(stages: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +87,8 @@ def chrome_trace(stages: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str
                     "dur": max(0.0, sp.end_s - sp.start_s) * 1e6,
                     "pid": j,
                     "tid": TID[sp.cat],
-                    "args": {"device": st["device"], "block": sp.block, "bytes": sp.n_bytes},
+                    "args": {"device": st["device"], "block": sp.block, "bytes": sp.n_bytes}
+                    | ({"cpu_s": sp.cpu_s} if sp.cpu_s is not None else {}),
                 }
             )
     return {"traceEvents": events, "displayTimeUnit": "ms", "coldpipe": meta}

@@ -317,7 +317,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             if emu.slowdown > 1.0 and host_s * emu.slowdown > wall_s:
                 time.sleep(host_s * emu.slowdown - wall_s)
             if step == 0:
-                rec.add(f"compute b{b}", "compute", start, rec.now(), b)
+                rec.add(f"compute b{b}", "compute", start, rec.now(), b, cpu_s=cpu_s)
         pos += q
         if is_last:
             logits = x  # (1, V)
