@@ -90,6 +90,37 @@ class StageModel:
             sd = {"norm.weight": tensors["model.norm.weight"], "lm_head.weight": head}
         m.load_state_dict(sd, assign=True, strict=True)
 
+    def warm_up(self, prompt_tokens: int, passes: int = 2) -> None:
+        """Run a zero-weight decoder layer of this architecture on a prompt-sized input, ``passes`` times.
+
+        Part of the runtime's start, before any request: a fresh process's first forwards are ~10 % slower
+        (allocator growth, kernel selection), and the emulation would multiply that by the slowdown.
+        Touches no real weight; the layer is freed afterwards.
+        """
+        from transformers import DynamicCache
+
+        layer_cls = _classes(self.config.model_type)[1]
+        with torch.device("meta"):
+            layer = layer_cls(self.config, 0).eval()
+        layer.to_empty(device="cpu")
+        for p in layer.parameters():
+            p.data.zero_()
+        layer.to(self.dtype)
+        x = torch.randn(1, prompt_tokens, self.config.hidden_size, dtype=self.dtype)  # (1, s, h)
+        pos = torch.arange(prompt_tokens).unsqueeze(0)  # (1, s)
+        rope_cls = _classes(self.config.model_type)[3]
+        rope = rope_cls(config=self.config)(x, position_ids=pos)
+        with torch.inference_mode():
+            for _ in range(passes):
+                layer(
+                    x,
+                    attention_mask=None,
+                    position_ids=pos,
+                    cache=DynamicCache(config=self.config),
+                    use_cache=True,
+                    position_embeddings=rope,
+                )
+
     def assign_sparse_embedding(self, emb: SparseEmbedding) -> None:
         """Block 0 as the rows of the prompt's tokens only (see :class:`SparseEmbedding`)."""
         self.modules[0] = emb

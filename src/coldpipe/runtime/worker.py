@@ -352,6 +352,9 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     )
     dtype = _parse_dtype(ctx.ckpt.dtype)
     results = []
+    if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
+        _doing("warming up")
+        StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.spec["jobs"][0]["prompt_ids"]))
     ready_s = time.time() - ctx.started
     for job in ctx.spec["jobs"]:
         job_start = time.time()
