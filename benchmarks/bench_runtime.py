@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_runtime.py            # writes out/bench_runtime.json, prints markdown
 
 1. make (once) a random fp32 Llama-shaped checkpoint of ~1 GB in out/bench-1g (16 layers, hidden 1024);
-2. profile this host (``coldpipe profile-host``): per-block prefill time with 1 torch thread, read rate;
+2. profile this host (``coldpipe profile-host --gap 0.25``): per-block prefill CPU time with 1 torch thread,
+   each block after 0.25 s idle as on an emulated device (slowdowns 4-10x of ~50 ms blocks), read rate;
 3. derive the emulated cluster from the profile: each device is ``slowdown`` times slower than the host
    (``flops = host_flops / slowdown``) with a read-rate cap, a start-up and links; the blocks' FLOPs are
    calibrated to the measured per-block times (see ``coldpipe.runtime.profile_host``);
@@ -84,12 +85,13 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default="out/bench_runtime.json")
+    ap.add_argument("--gap", type=float, default=0.25, help="profile-host --gap: idle after each timed block")
     args = ap.parse_args()
 
     ckpt_path = ensure_checkpoint(Path(args.checkpoint))
     ckpt = open_checkpoint(ckpt_path)
     s = args.prompt_tokens
-    prof = profile_host(ckpt_path, s, reps=args.reps, threads=1)
+    prof = profile_host(ckpt_path, s, reps=args.reps, threads=1, gap_s=args.gap)
     blocks = calibrated_blocks(blocks_for(ckpt.architecture(), prompt_tokens=s, dtype=ckpt.dtype), prof)
     devices = [
         Device(n, flops=prof.host_flops / slow, load_bandwidth=rate, startup=st, memory=mem, uplink=up, downlink=down)

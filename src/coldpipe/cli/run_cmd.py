@@ -254,6 +254,9 @@ def profile_host_command(
     reps: Annotated[int, typer.Option(help="Timed passes (median per block).")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads (the runtime uses 1 per rank by default).")] = 1,
     clock: Annotated[str, typer.Option(help="Time blocks by cpu (thread CPU time, needs 1 thread) or wall.")] = "cpu",
+    gap: Annotated[
+        float, typer.Option(help="Seconds idle after each timed block, as an emulated device's sleeps.")
+    ] = 0.0,
     out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
     calibrate: Annotated[
         str | None, typer.Option(help="A scenario of this checkpoint whose blocks to calibrate to this host.")
@@ -292,7 +295,9 @@ def profile_host_command(
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock)
+    if gap < 0:
+        raise InputError("--gap", f"must be >= 0, got {gap}")
+    prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=gap)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")

@@ -30,6 +30,7 @@ class HostProfile:
     threads: int
     reps: int
     clock: str  # "cpu" (thread CPU time) or "wall"
+    gap_s: float  # idle time after each timed block
     block_s: tuple[float, ...]  # prefill seconds of each block (SPEC.md block order)
     host_flops: float  # sum of analytic block FLOPs / sum of block_s
     read_cold_bytes_per_s: float  # bytes/s reading every block once after dropping the page cache
@@ -74,12 +75,20 @@ def _read_all(ckpt: Any) -> tuple[dict[int, dict[str, Any]], int, float]:
 
 
 def profile_host(
-    checkpoint: str | Path, prompt_tokens: int, *, reps: int = 5, threads: int = 1, clock: str = "cpu"
+    checkpoint: str | Path,
+    prompt_tokens: int,
+    *,
+    reps: int = 5,
+    threads: int = 1,
+    clock: str = "cpu",
+    gap_s: float = 0.0,
 ) -> HostProfile:
     """Measure read rates (cold, warm) and each block's prefill time on this host.
 
     ``clock="cpu"`` times blocks by the thread's CPU time (what the runtime stretches by default; only meaningful
-    with ``threads=1``), ``"wall"`` by wall-clock time.
+    with ``threads=1``), ``"wall"`` by wall-clock time. ``gap_s`` idles that long after each timed block, as an
+    emulated device does (its compute alternates with slowdown sleeps): a block's CPU time after an idle gap
+    is 10-30 % above back-to-back passes on this host (caches, clock frequency).
     """
     import torch
     from transformers import DynamicCache
@@ -112,6 +121,8 @@ def profile_host(
             x = model.run_block(b, x, pos, rope, cache)
             if rep:
                 samples[b].append((time.thread_time() if clock == "cpu" else time.perf_counter()) - c0)
+                if gap_s > 0:
+                    time.sleep(gap_s)
     block_s = tuple(statistics.median(s) for s in samples)
     arch = ckpt.architecture()
     flops = sum(b.flops for b in blocks_for(arch, prompt_tokens=prompt_tokens, dtype=ckpt.dtype))
@@ -121,6 +132,7 @@ def profile_host(
         threads=threads,
         reps=reps,
         clock=clock,
+        gap_s=gap_s,
         block_s=block_s,
         host_flops=flops / sum(block_s),
         read_cold_bytes_per_s=n_bytes / cold_s,
