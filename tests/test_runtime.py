@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,7 +111,7 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     scenario = tmp_path / "s.yaml"  # the user's way: the model comes from the checkpoint's config.json
     devices = "\n".join(
         f"  - {{name: {n}, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, startup: 10 ms, memory: 1 GB, "
-        "uplink: 100 Mbit/s, downlink: 200 Mbit/s}"
+        "uplink: 100 Mbit/s, downlink: 200 Mbit/s, mem_bandwidth: 1 GB/s}"
         for n in "abc"
     )
     scenario.write_text(
@@ -124,6 +126,15 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     assert exc.value.code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["measured_ttft"] > 0 and out["predicted_ttft"] > 0 and len(out["token_ids"]) == 2
+    # decode is predicted too (E2E = TTFT + 1 x TPOT for 2 tokens), in the same output as the TTFT
+    from coldpipe.core.objectives import replace_workload
+    from coldpipe.core.simulator import objective_s
+    from coldpipe.scenario_file import load_scenario
+
+    sc2 = replace_workload(load_scenario(scenario), new_tokens=2)
+    expected_e2e = objective_s(sc2, Plan.parse("a[0-1] > b[2-3] > c[4-5]"), "layer", "e2e")
+    assert out["predicted_e2e"] == pytest.approx(expected_e2e) and out["predicted_e2e"] > out["predicted_ttft"]
+    assert out["measured_e2e"] >= out["measured_ttft"]
     tr = json.loads(trace.read_text())
     assert tr["coldpipe"]["token_ids"] == out["token_ids"] and tr["coldpipe"]["overlap"] == "layer"
     names = {e["args"]["name"] for e in tr["traceEvents"] if e["ph"] == "M"}
@@ -132,6 +143,20 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     assert {e["cat"] for e in spans} >= {"load", "compute", "send", "recv"}
     assert all(e["tid"] == (1 if e["cat"] == "load" else 0) for e in spans)
     assert all(e["ts"] >= 0 and e["dur"] >= 0 and set(e["args"]) >= {"device", "block", "bytes"} for e in spans)
+
+
+def test_a_burst_is_refused_before_any_process_starts(tiny: Path, tmp_path: Path) -> None:
+    scenario = tmp_path / "burst.yaml"
+    scenario.write_text(
+        f"workload: {{prompt_tokens: {PROMPT}, requests: 4}}\n"
+        f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\n"
+        "devices:\n  - {name: a, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, memory: 1 GB, uplink: 1e8, downlink: 1e8}\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "coldpipe", "run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2 and res.stderr.startswith("coldpipe: error: workload.requests:")
 
 
 @pytest.mark.multiprocess

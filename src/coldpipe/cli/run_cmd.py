@@ -15,7 +15,7 @@ from rich.table import Table
 from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
 from coldpipe.core.baselines import PARTITIONS, partition
 from coldpipe.core.planner import plan as plan_scenario
-from coldpipe.core.simulator import simulate
+from coldpipe.core.simulator import objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds, parse_quantity
@@ -98,7 +98,22 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
         f"[bold]TTFT measured {format_seconds(report.measured_ttft_s)}, predicted "
         f"{format_seconds(report.predicted_ttft_s)} (ratio {report.ratio:.3f})[/bold]; tokens {report.token_ids}"
     )
+    if report.measured_e2e_s is not None and report.predicted_e2e_s is not None:
+        console.print(
+            f"E2E ({len(report.token_ids)} tokens) measured {format_seconds(report.measured_e2e_s)}, predicted "
+            f"{format_seconds(report.predicted_e2e_s)} (ratio {report.measured_e2e_s / report.predicted_e2e_s:.3f}; "
+            "the emulation does not cap memory bandwidth, see docs/runtime.md)"
+        )
     console.print(f"trace: {trace_path}")
+
+
+def predicted_e2e(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> float | None:
+    """The simulator's E2E for ``new_tokens`` (None when a device of the plan has no ``mem_bandwidth``)."""
+    from coldpipe.core.objectives import replace_workload
+
+    if any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
+        return None
+    return objective_s(replace_workload(scenario, new_tokens=new_tokens), plan, overlap, "e2e")  # type: ignore[arg-type]
 
 
 def run_command(
@@ -160,6 +175,12 @@ def run_command(
     from coldpipe.runtime.report import build_report
 
     sc = scenario_arg(scenario)
+    if sc.workload.requests > 1:
+        raise InputError(
+            "workload.requests",
+            f"the runtime serves one request per run, the scenario asks for {sc.workload.requests}",
+            "set requests: 1 (bursts are planned and simulated, not yet run)",
+        )
     ckpt = open_checkpoint(checkpoint)
     check_scenario_matches(sc, ckpt.n_blocks)
     the_plan, ov = resolve_plan(plan, sc, overlap)
@@ -193,7 +214,7 @@ def run_command(
         return
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     timeline = simulate(sc, the_plan, ov)
-    report = build_report(result, timeline, sc.to_dict())
+    report = build_report(result, timeline, sc.to_dict(), predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new))
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     trace_path.write_text(json.dumps(report.trace))

@@ -43,6 +43,7 @@ class RunReport:
     token_ids: list[int]
     stages: tuple[StageReport, ...]
     trace: dict[str, Any]
+    predicted_e2e_s: float | None = None  # TTFT + (new_tokens - 1) x TPOT from the simulator, if it can time decode
 
     @property
     def ratio(self) -> float:
@@ -55,6 +56,7 @@ class RunReport:
             "predicted_ttft": self.predicted_ttft_s,
             "ratio": self.ratio,
             "measured_e2e": self.measured_e2e_s,
+            "predicted_e2e": self.predicted_e2e_s,
             "token_ids": self.token_ids,
             "stages": [
                 {
@@ -81,7 +83,9 @@ class RunReport:
         }
 
 
-def build_report(result: dict[str, Any], timeline: Timeline, scenario_dict: dict[str, Any]) -> RunReport:
+def build_report(
+    result: dict[str, Any], timeline: Timeline, scenario_dict: dict[str, Any], *, predicted_e2e_s: float | None = None
+) -> RunReport:
     """Combine one job's gathered result with the simulator's ``timeline`` of the same plan and overlap."""
     stages = []
     trace_stages = []
@@ -116,6 +120,7 @@ def build_report(result: dict[str, Any], timeline: Timeline, scenario_dict: dict
         "predicted_ttft": timeline.ttft_s,
         "token_ids": result["token_ids"],
         "measured_e2e": result.get("measured_e2e"),
+        "predicted_e2e": predicted_e2e_s,
     }
     return RunReport(
         measured_ttft_s=float(result["measured_ttft"]),
@@ -124,4 +129,5 @@ def build_report(result: dict[str, Any], timeline: Timeline, scenario_dict: dict
         token_ids=list(result["token_ids"]),
         stages=tuple(stages),
         trace=chrome_trace(trace_stages, meta),
+        predicted_e2e_s=predicted_e2e_s,
     )
