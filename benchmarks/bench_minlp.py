@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _docs import write_between
 
 from coldpipe.core.dp import plan_dp
 from coldpipe.core.formulation import plan_minlp
@@ -126,13 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = "\n".join(lines)
     print(table)
-    if not args.no_doc and DOC.exists():
-        text = DOC.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            text = re.sub(
-                re.escape(BEGIN) + ".*?" + re.escape(END), BEGIN + "\n" + table + "\n" + END, text, flags=re.S
-            )
-            DOC.write_text(text, encoding="utf-8")
+    if not args.no_doc:
+        write_between(DOC, BEGIN, END, table)
     return 0
 
 

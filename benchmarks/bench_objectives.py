@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import statistics
 import time
 from pathlib import Path
 
+from _docs import write_between
 from bench_planner import cluster, fmt
 
 from coldpipe.core.models import CATALOG, blocks_for
@@ -82,11 +82,8 @@ def main() -> None:
     print(table)
     if not args.no_write:
         doc = ROOT / "docs" / "model.md"
-        text = doc.read_text()
-        if START in text:
-            doc.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S))
-        else:
-            doc.write_text(text.rstrip("\n") + "\n\n### Planning time\n\n" + table + "\n")
+        if not write_between(doc, START, END, table):
+            doc.write_text(doc.read_text().rstrip("\n") + "\n\n### Planning time\n\n" + table + "\n")
 
 
 if __name__ == "__main__":

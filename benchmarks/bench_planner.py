@@ -16,12 +16,13 @@ import argparse
 import os
 import platform
 import random
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _docs import write_between
 
 from coldpipe.core.dp import DeviceTypes, numba_enabled, plan_dp
 from coldpipe.core.models import CATALOG, blocks_for
@@ -121,11 +122,7 @@ def main() -> None:
     )
     print(table)
     if not args.no_write:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
-            readme.write_text(text)
+        if write_between(ROOT / "README.md", START, END, table):
             print("README.md updated", file=sys.stderr)
         else:
             print("README.md has no bench:planner markers; nothing written", file=sys.stderr)
