@@ -140,3 +140,15 @@ def test_heuristic_order_dp_objective_is_the_simulated_ttft(sc: Scenario) -> Non
         plan = Plan(tuple(Stage(problem.names[k], a, b) for k, a, b in stages))
         if overlap != "none":  # under "none" run() gives the additive part only
             assert value == pytest.approx(simulate(sc, plan, overlap).ttft_s, rel=1e-9)
+
+
+def test_objectives_beyond_the_exact_range_say_what_to_do() -> None:
+    import dataclasses
+
+    from coldpipe.core.objectives import replace_workload
+
+    base = scenario_arg("demo")
+    devices = [dataclasses.replace(base.devices[k % 4], name=f"d{k}", startup=0.1 * k) for k in range(18)]
+    sc = replace_workload(base.with_devices(devices), new_tokens=8)
+    with pytest.raises(InputError, match=r"planned exactly only within this range.*plan for ttft"):
+        plan_for_objective(sc, "layer", "e2e")

@@ -341,13 +341,13 @@ class DPResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _check_size(types: DeviceTypes) -> None:
+def _check_size(types: DeviceTypes, fix: str = "use the heuristic planner or group identical devices") -> None:
     if types.n_usage_vectors > MAX_USAGE_VECTORS:
         raise InputError(
             "devices",
             f"{sum(len(m) for m in types.members)} devices in {len(types.members)} distinct profiles give "
             f"{types.n_usage_vectors} usage vectors, above the exact DP's limit of {MAX_USAGE_VECTORS}",
-            "use the heuristic planner or group identical devices",
+            fix,
         )
 
 

@@ -314,7 +314,7 @@ def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective
         res = plan_dp(scenario, overlap)
         return _result(scenario, res.plan, overlap, objective, {"dp_objective": res.ttft_s})
     dec = _Tables.build(scenario, phase="decode")
-    _check_size(dec.types)
+    _check_size(dec.types, _BEYOND_RANGE)
     if objective == "tpot":
         best, plan = dec.run(_MODE_ADDITIVE)
         if plan is None:
@@ -333,6 +333,12 @@ def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective
         seeds.append(tpot_plan)
     plan, best, n_pairs = _improve_on(scenario, seeds, overlap, "e2e", pre, dec, float(steps), kind=0)
     return _result(scenario, plan, overlap, "e2e", {"dp_objective": best, "pareto_pairs": n_pairs})
+
+
+_BEYOND_RANGE = (
+    "e2e, tpot and bursts are planned exactly only within this range and the heuristic plans the TTFT of one "
+    "request: plan for ttft, use fewer distinct devices, or group identical ones"
+)
 
 
 def _result(
@@ -365,7 +371,7 @@ def _plan_burst(scenario: Scenario, overlap: Overlap) -> ObjectiveResult:
     wl = scenario.workload
     lam = float(wl.requests - 1)
     pre = _Tables.build(scenario)
-    _check_size(pre.types)
+    _check_size(pre.types, _BEYOND_RANGE)
     sc_max = replace_workload(scenario, completion="max")  # the DP's objective, also for its incumbent
     if overlap == "none":
         # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
