@@ -382,13 +382,14 @@ def _plan_burst(scenario: Scenario, overlap: Overlap) -> ObjectiveResult:
 
         res = _plan_none(scenario, pre, run)
         max_plan, details = res.plan, {"thresholds_evaluated": res.thresholds_evaluated}
+        ttft_plan = None
     else:
-        seeds = [plan_dp(scenario, overlap).plan]
-        max_plan, _, n_pairs = _improve_on(sc_max, seeds, overlap, "ttft", pre, pre, lam, kind=1)
+        ttft_plan = plan_dp(scenario, overlap).plan
+        max_plan, _, n_pairs = _improve_on(sc_max, [ttft_plan], overlap, "ttft", pre, pre, lam, kind=1)
         details = {"pareto_pairs": n_pairs}
     if wl.completion == "max":
         return _result(scenario, max_plan, overlap, "ttft", details)
-    seeds = [max_plan, plan_dp(scenario, overlap).plan]
+    seeds = [max_plan, ttft_plan if ttft_plan is not None else plan_dp(scenario, overlap).plan]
     plan, evaluated = _local_search(scenario, seeds, overlap)
     return _result(
         scenario, plan, overlap, "ttft", {"exact": 0, "method": "local search", "plans_evaluated": evaluated}
