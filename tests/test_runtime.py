@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -145,18 +146,98 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     assert all(e["ts"] >= 0 and e["dur"] >= 0 and set(e["args"]) >= {"device", "block", "bytes"} for e in spans)
 
 
-def test_a_burst_is_refused_before_any_process_starts(tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.multiprocess
+def test_decode_steps_last_at_least_their_memory_time(tiny: Path) -> None:
+    """A device's mem_bandwidth is enforced on decode steps: each block's step lasts >= (weights + KV) / bandwidth,
+    and the tokens are still transformers' own."""
+    sc0 = _scenario(tiny)
+    mem_bw = sum(b.weight_bytes + b.kv_bytes for b in sc0.blocks) / 0.2  # all blocks stream in 0.2 s per token
+    sc = sc0.with_devices([replace(d, mem_bandwidth=mem_bw) for d in sc0.devices])
+    plan = Plan.parse("a[0-2] > b[3-5]")
+    ids = prompt_ids(PROMPT, 256, seed=5)
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, tuple(emulation_for(sc, plan, None)))], timeout_s=30)
+    assert res["token_ids"] == reference_generate(tiny, ids, NEW)[0]
+    steps = [sp for st in res["stages"] for sp in st["spans"] if sp["cat"] == "decode"]
+    assert len(steps) == (NEW - 1) * 6
+    for sp in steps:
+        b = sc.blocks[sp["block"]]
+        assert sp["end"] - sp["start"] >= (b.weight_bytes + b.kv_bytes) / mem_bw - 1e-4, sp
+    assert res["measured_e2e"] - res["measured_ttft"] >= (NEW - 1) * 0.2
+
+
+def _burst_scenario_file(tiny: Path, tmp_path: Path, hop_ms: float, requests: int = 3) -> Path:
     scenario = tmp_path / "burst.yaml"
-    scenario.write_text(
-        f"workload: {{prompt_tokens: {PROMPT}, requests: 4}}\n"
-        f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\n"
-        "devices:\n  - {name: a, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, memory: 1 GB, uplink: 1e8, downlink: 1e8}\n"
+    devices = "\n".join(
+        f"  - {{name: {n}, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, memory: 1 GB, uplink: 100 Mbit/s, "
+        "downlink: 200 Mbit/s}"
+        for n in "abc"
     )
+    scenario.write_text(
+        f"network: {{hop_latency: {hop_ms} ms}}\nworkload: {{prompt_tokens: {PROMPT}, requests: {requests}}}\n"
+        f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n{devices}\n"
+    )
+    return scenario
+
+
+def test_a_burst_with_decoding_is_refused_before_any_process_starts(tiny: Path, tmp_path: Path) -> None:
+    scenario = _burst_scenario_file(tiny, tmp_path, 1.0)
     res = subprocess.run(
-        [sys.executable, "-m", "coldpipe", "run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny)],
+        [sys.executable, "-m", "coldpipe", "run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny),
+         "--new-tokens", "4"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert res.returncode == 2 and res.stderr.startswith("coldpipe: error: workload.requests:")
+    assert res.returncode == 2 and res.stderr.startswith("coldpipe: error: --new-tokens:")
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.multiprocess
+def test_a_burst_runs_back_to_back_as_the_simulator_predicts(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3 requests at once through 3 stages behind slow hops (100 ms): each request's first token is the one
+    transformers gives for its prompt, stages serve the requests in order, every transfer takes its modelled
+    time from its send, and transfers overlap the next request's compute instead of queueing behind it."""
+    from coldpipe.core.simulator import burst_completions_s
+    from coldpipe.scenario_file import load_scenario
+
+    scenario = _burst_scenario_file(tiny, tmp_path, 100.0)
+    text = "a[0-1] > b[2-3] > c[4-5]"
+    trace = tmp_path / "trace.json"
+    argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan", text,
+            "--trace", str(trace), "--json"]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    burst = out["burst"]
+    sc = load_scenario(scenario)
+    predicted = burst_completions_s(sc, Plan.parse(text), "layer")
+    assert burst["requests"] == 3 and burst["predicted"] == pytest.approx(list(predicted))
+    assert burst["measured"] == sorted(burst["measured"]) and out["measured_ttft"] == burst["measured"][0]
+    refs = [reference_generate(tiny, prompt_ids(PROMPT, 256, seed=r), 1)[0][0] for r in range(3)]
+    assert burst["first_token_ids"] == refs and out["token_ids"] == refs[:1]
+    # the emulated links are exact lower bounds (sleeps), so only process overheads come on top; a sender that
+    # slept its transfers one after another would make the third request ~0.8 s (2 hops x 2 x 100 ms) late
+    assert 0.95 <= burst["ratio_max"] <= 1.25, burst
+    tr = json.loads(trace.read_text())
+    assert tr["coldpipe"]["predicted_completions"] == pytest.approx(list(predicted))
+    spans: dict[int, list[dict]] = {}
+    for e in tr["traceEvents"]:
+        if e["ph"] == "X":
+            spans.setdefault(e["pid"], []).append(e)
+    for j in range(3):
+        comps = [e for e in spans[j] if e["cat"] == "compute"]
+        assert sorted({e["args"].get("request", 0) for e in comps}) == [0, 1, 2]
+        ends = [max(e["ts"] + e["dur"] for e in comps if e["args"].get("request", 0) == r) for r in range(3)]
+        starts = [min(e["ts"] for e in comps if e["args"].get("request", 0) == r) for r in range(3)]
+        assert all(starts[r + 1] >= ends[r] for r in range(2))  # FIFO: one request at a time per stage
+        if j > 0:  # a request's input is received (its modelled arrival) after the previous stage sent it
+            sends = [e for e in spans[j - 1] if e["cat"] == "send"]
+            recvs = [e for e in spans[j] if e["cat"] == "recv"]
+            assert len(sends) == len(recvs) == 3
+            for snd, rcv in zip(sends, recvs, strict=True):
+                assert rcv["ts"] + rcv["dur"] >= snd["ts"] + snd["dur"] - 1.0  # us
+                assert snd["dur"] >= 2 * 100e3  # 2 hops of 100 ms each way, at least
 
 
 @pytest.mark.multiprocess

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ pytest.importorskip("torch")
 
 from coldpipe.cli import main
 from coldpipe.core.models import blocks_for
-from coldpipe.core.simulator import simulate
+from coldpipe.core.simulator import block_decode_s, burst_completions_s, simulate
 from coldpipe.core.types import Device, Network, Plan, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
 from coldpipe.runtime.emulation import emulation_for
 from coldpipe.runtime.profile_host import HostProfile, calibrated_blocks, profile_host
+from coldpipe.runtime.report import build_report
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,10 @@ def test_emulation_knobs_come_from_the_scenario(tiny: Path) -> None:
     assert fast.read_bytes_per_s == 1e8 and fast.startup_s == 0.1
     assert emulation_for(sc, plan, host_flops=1e9)[0].slowdown == 1.0  # never faster than the host
     off = emulation_for(sc, plan, host_flops=8e9, enabled=False)[1]
-    assert (off.slowdown, off.read_bytes_per_s, off.startup_s) == (1.0, None, 0.0)
+    assert (off.slowdown, off.read_bytes_per_s, off.startup_s, off.mem_bandwidth) == (1.0, None, 0.0, None)
+    assert fast.mem_bandwidth is None  # no mem_bandwidth in the scenario: decode steps are not floored
+    sc_mem = sc.with_devices([replace(d, mem_bandwidth=2e9) for d in sc.devices])
+    assert [e.mem_bandwidth for e in emulation_for(sc_mem, plan, host_flops=8e9)] == [2e9, 2e9]
 
 
 def test_profile_host_and_calibration(tiny: Path) -> None:
@@ -55,6 +60,44 @@ def test_profile_host_and_calibration(tiny: Path) -> None:
     sc = Scenario(blocks, [host], Workload(6, prompt_bytes=0, token_bytes=0), Network(0.0))
     tl = simulate(sc, Plan.parse("host[0-3]"), "layer")
     assert tl.stages[0].compute_s == pytest.approx(sum(prof.block_s))  # the simulator replays the measurement
+    # decode steps are profiled and calibrated too: with a memory too fast to matter, the simulator's decode
+    # step of each block is the host's measured one
+    assert len(prof.decode_block_s) == 4 and all(t > 0 for t in prof.decode_block_s)
+    fast_mem = sc.with_devices([replace(host, mem_bandwidth=1e30)])
+    for b, t in enumerate(prof.decode_block_s):
+        assert block_decode_s(fast_mem, b, "host") == pytest.approx(t)
+    # a profile written before decode steps were profiled still loads, and calibrates the prefill only
+    old = {k: v for k, v in prof.to_dict().items() if k != "decode_block_s"}
+    analytic = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=6)
+    legacy = calibrated_blocks(analytic, HostProfile.from_dict(old))
+    assert [b.flops for b in legacy] == [b.flops for b in blocks]
+    assert [b.decode_flops for b in legacy] == [b.decode_flops for b in analytic]
+
+
+def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
+    """The runtime report of a burst: each request's first token, measured against burst_completions_s."""
+    blocks = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=4, dtype="float32")
+    sc = Scenario(blocks, _devices(), Workload(4, requests=3), Network(0.001))
+    plan = Plan.parse("fast[0-1] > slow[2-3]")
+    tl = simulate(sc, plan, "layer")
+    predicted = burst_completions_s(sc, plan, "layer")
+    stage = {"spans": [{"name": "recv", "cat": "recv", "start": 0.0, "end": 0.1},
+                       {"name": "compute b0", "cat": "compute", "start": 0.1, "end": 0.2, "block": 0},
+                       {"name": "compute b0 r1", "cat": "compute", "start": 0.2, "end": 0.9, "block": 0,
+                        "request": 1}]}  # fmt: skip
+    result = {"measured_ttft": 1.0, "token_ids": [7], "first_token_ids": [7, 8, 9], "completions": [1.0, 1.5, 3.0],
+              "stages": [{"device": "fast", **stage}, {"device": "slow", **stage}]}  # fmt: skip
+    rep = build_report(result, tl, sc.to_dict(), predicted_completions_s=predicted)
+    burst = rep.to_dict()["burst"]
+    assert burst["measured_max"] == 3.0 and burst["measured_mean"] == pytest.approx(5.5 / 3)
+    assert burst["predicted_max"] == max(predicted) and burst["ratio_max"] == pytest.approx(3.0 / max(predicted))
+    assert burst["first_token_ids"] == [7, 8, 9]
+    assert rep.stages[0].m_compute_end_s == 0.2  # the per-stage figures are the first request's
+    assert rep.trace["coldpipe"]["predicted_completions"] == list(predicted)
+    with pytest.raises(ValueError, match="3 requests ran but 0 were predicted"):
+        build_report(result, tl, sc.to_dict())
+    single = {**result, "completions": [1.0], "first_token_ids": [7]}
+    assert build_report(single, tl, sc.to_dict()).to_dict()["burst"] is None
 
 
 def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
 from coldpipe.core.baselines import PARTITIONS, partition
 from coldpipe.core.planner import plan as plan_scenario
-from coldpipe.core.simulator import objective_s, simulate
+from coldpipe.core.simulator import burst_completions_s, objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds, parse_quantity
@@ -98,12 +98,22 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
         f"[bold]TTFT measured {format_seconds(report.measured_ttft_s)}, predicted "
         f"{format_seconds(report.predicted_ttft_s)} (ratio {report.ratio:.3f})[/bold]; tokens {report.token_ids}"
     )
-    if report.measured_e2e_s is not None and report.predicted_e2e_s is not None:
+    if report.measured_e2e_s is not None and report.predicted_e2e_s is not None and len(report.token_ids) > 1:
         console.print(
             f"E2E ({len(report.token_ids)} tokens) measured {format_seconds(report.measured_e2e_s)}, predicted "
-            f"{format_seconds(report.predicted_e2e_s)} (ratio {report.measured_e2e_s / report.predicted_e2e_s:.3f}; "
-            "the emulation does not cap memory bandwidth, see docs/runtime.md)"
+            f"{format_seconds(report.predicted_e2e_s)} (ratio {report.measured_e2e_s / report.predicted_e2e_s:.3f})"
         )
+    burst = report.burst
+    if burst is not None:
+        bt = Table(title=f"burst of {burst['requests']}: first tokens", title_justify="left")
+        for col in ("request", "measured", "predicted", "ratio"):
+            bt.add_column(col, justify="right")
+        for r, (m, p) in enumerate(zip(burst["measured"], burst["predicted"], strict=True)):
+            bt.add_row(str(r + 1), format_seconds(m), format_seconds(p), f"{m / p:.3f}")
+        for what in ("max", "mean"):
+            m, p = burst[f"measured_{what}"], burst[f"predicted_{what}"]
+            bt.add_row(what, format_seconds(m), format_seconds(p), f"{m / p:.3f}", style="bold")
+        console.print(bt)
     console.print(f"trace: {trace_path}")
 
 
@@ -175,12 +185,6 @@ def run_command(
     from coldpipe.runtime.report import build_report
 
     sc = scenario_arg(scenario)
-    if sc.workload.requests > 1:
-        raise InputError(
-            "workload.requests",
-            f"the runtime serves one request per run, the scenario asks for {sc.workload.requests}",
-            "set requests: 1 (bursts are planned and simulated, not yet run)",
-        )
     ckpt = open_checkpoint(checkpoint)
     check_scenario_matches(sc, ckpt.n_blocks)
     the_plan, ov = resolve_plan(plan, sc, overlap)
@@ -188,10 +192,20 @@ def run_command(
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
-    n_new = new_tokens if new_tokens is not None else sc.workload.new_tokens
+    n_requests = sc.workload.requests
+    n_new = new_tokens if new_tokens is not None else (sc.workload.new_tokens if n_requests == 1 else 1)
     if n_new < 1:
         raise InputError("--new-tokens", f"must be >= 1, got {n_new}")
-    ids = prompt_ids(sc.workload.prompt_tokens, int(ckpt.config["vocab_size"]), seed)
+    if n_requests > 1 and n_new > 1:
+        raise InputError(
+            "--new-tokens",
+            f"a burst ({n_requests} requests) is run to each request's first token, as it is planned "
+            "(decoding interleaved requests is not modelled)",
+            "omit --new-tokens, or set workload.requests: 1 to decode one request",
+        )
+    vocab = int(ckpt.config["vocab_size"])
+    ids = prompt_ids(sc.workload.prompt_tokens, vocab, seed)
+    burst = tuple(prompt_ids(sc.workload.prompt_tokens, vocab, seed + r) for r in range(1, n_requests))
     job = Job(
         the_plan,
         ov,
@@ -200,6 +214,7 @@ def run_command(
         tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
         links=emulate,
         sparse_embedding=sparse_embedding,
+        burst=burst,
     )
     if write_spec is not None:
         from coldpipe.runtime.launch import make_spec
@@ -214,7 +229,13 @@ def run_command(
         return
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     timeline = simulate(sc, the_plan, ov)
-    report = build_report(result, timeline, sc.to_dict(), predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new))
+    report = build_report(
+        result,
+        timeline,
+        sc.to_dict(),
+        predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new) if n_requests == 1 else None,
+        predicted_completions_s=burst_completions_s(sc, the_plan, ov) if n_requests > 1 else (),
+    )
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     trace_path.write_text(json.dumps(report.trace))

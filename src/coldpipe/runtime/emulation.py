@@ -14,8 +14,14 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
   is the compute thread's CPU time (torch runs 1 thread per rank): on a shared 2-core host the wall time of a
   block also counts the time other processes held the CPU, which a real device would not lose, and
   stretching it would multiply that noise by ``slowdown``. ``compute_clock="wall"`` stretches wall time;
-- **links**: each transfer sleeps ``transfer(src, dst, bytes)`` of SPEC.md (``8n/uplink + hop + 8n/downlink +
-  hop``) on the sender before the real send on loopback, with ``n`` the real size of the tensor sent.
+- **memory bandwidth** (decode steps only): a block's decode step lasts at least ``(weight_bytes + kv_bytes) /
+  mem_bandwidth`` of the scenario (every weight and the reserved KV cache stream through memory once per
+  token), on top of the compute stretch: ``max(c * slowdown, bytes / mem_bandwidth)``, the model's
+  ``block_decode_s`` with the host's measured ``c`` in place of ``decode_flops / host_flops``;
+- **links**: a transfer of ``n`` bytes (the real size of the tensor) takes ``transfer(src, dst, n)`` of SPEC.md
+  (``8n/uplink + hop + 8n/downlink + hop``) from the moment it is sent: the sender sends on loopback at once
+  (with its send time) and goes on, the receiver sleeps until ``sent + transfer``. Transfers never delay the
+  sender and do not queue on a link, as in the model.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class DeviceEmulation:
     read_bytes_per_s: float | None
     slowdown: float
     compute_clock: str = "cpu"  # "cpu": the host's block time is the thread's CPU time; "wall": wall-clock time
+    mem_bandwidth: float | None = None  # bytes/s: a decode step of a block lasts >= (weights + KV) / this
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +68,7 @@ def emulation_for(
             continue
         slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
         rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
-        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown, compute_clock))
+        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     return out
 
 

@@ -44,9 +44,17 @@ class Job:
     warm: bool = False  # every weight resident before the request (no loading at all)
     links: bool = True  # sleep SPEC.md's transfer time before each send (False: loopback speed)
     sparse_embedding: bool = False  # block 0 reads only the prompt's rows (then each new token's)
+    burst: tuple[tuple[int, ...], ...] = ()  # prompts of requests 2..R of a burst arriving with the first
+
+    def __post_init__(self) -> None:
+        if any(len(p) != len(self.prompt_ids) for p in self.burst):
+            raise ValueError("every prompt of a burst has the prompt's length")
+        if self.burst and self.new_tokens != 1:
+            raise ValueError("a burst is run to each request's first token (new_tokens must be 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "prompts": [list(self.prompt_ids), *(list(p) for p in self.burst)],
             "plan": self.plan.to_dict(),
             "overlap": self.overlap,
             "prompt_ids": list(self.prompt_ids),

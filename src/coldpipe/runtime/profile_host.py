@@ -20,6 +20,8 @@ from coldpipe.core.types import Block
 
 __all__ = ["HostProfile", "calibrated_blocks", "profile_host"]
 
+DECODE_STEPS = 4  # decode steps timed after each prefill pass (the median over reps x steps is kept)
+
 
 @dataclass(frozen=True)
 class HostProfile:
@@ -35,22 +37,32 @@ class HostProfile:
     host_flops: float  # sum of analytic block FLOPs / sum of block_s
     read_cold_bytes_per_s: float  # bytes/s reading every block once after dropping the page cache
     read_warm_bytes_per_s: float  # the same again, from the page cache
+    decode_block_s: tuple[float, ...] = ()  # a decode step of each block (1 token, after the prompt; median)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["block_s"] = list(self.block_s)
+        d["decode_block_s"] = list(self.decode_block_s)
         return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> HostProfile:
-        return HostProfile(**{**d, "block_s": tuple(d["block_s"])})
+        return HostProfile(
+            **{**d, "block_s": tuple(d["block_s"]), "decode_block_s": tuple(d.get("decode_block_s", ()))}
+        )
 
 
 def calibrated_blocks(blocks: tuple[Block, ...], profile: HostProfile) -> tuple[Block, ...]:
-    """``blocks`` with ``flops = measured block seconds * host_flops`` (same total FLOP/s as the host)."""
+    """``blocks`` with ``flops = measured block seconds * host_flops`` (same total FLOP/s as the host), and
+    ``decode_flops = measured decode-step seconds * host_flops`` when the profile timed decode steps."""
     if len(blocks) != len(profile.block_s):
         raise ValueError(f"{len(blocks)} blocks but the profile has {len(profile.block_s)}")
-    return tuple(replace(b, flops=s * profile.host_flops) for b, s in zip(blocks, profile.block_s, strict=True))
+    out = [replace(b, flops=s * profile.host_flops) for b, s in zip(blocks, profile.block_s, strict=True)]
+    if profile.decode_block_s:
+        out = [
+            replace(b, decode_flops=s * profile.host_flops) for b, s in zip(out, profile.decode_block_s, strict=True)
+        ]
+    return tuple(out)
 
 
 def _read_all(ckpt: Any) -> tuple[dict[int, dict[str, Any]], int, float]:
@@ -110,19 +122,30 @@ def profile_host(
     ids = torch.tensor([list(prompt_ids(prompt_tokens, int(ckpt.config["vocab_size"])))])  # (1, s)
     pos = torch.arange(prompt_tokens).unsqueeze(0)  # (1, s)
     samples: list[list[float]] = [[] for _ in range(ckpt.n_blocks)]
-    for rep in range(reps + 1):  # the first pass warms up allocators and kernels
-        cache = DynamicCache(config=model.config)
-        x: Any = ids
+    decode_samples: list[list[float]] = [[] for _ in range(ckpt.n_blocks)]
+
+    def now() -> float:
+        return time.thread_time() if clock == "cpu" else time.perf_counter()
+
+    def forward(x: Any, position_ids: Any, cache: Any, out: list[list[float]], timed: bool) -> Any:
         rope = None
         for b in range(ckpt.n_blocks):
-            c0 = time.thread_time() if clock == "cpu" else time.perf_counter()
+            c0 = now()
             if rope is None and 1 <= b <= model.n_layers:
-                rope = model.position_embeddings(x, pos)
-            x = model.run_block(b, x, pos, rope, cache)
-            if rep:
-                samples[b].append((time.thread_time() if clock == "cpu" else time.perf_counter()) - c0)
+                rope = model.position_embeddings(x, position_ids)
+            x = model.run_block(b, x, position_ids, rope, cache)
+            if timed:
+                out[b].append(now() - c0)
                 if gap_s > 0:
                     time.sleep(gap_s)
+        return x
+
+    for rep in range(reps + 1):  # the first pass warms up allocators and kernels
+        cache = DynamicCache(config=model.config)
+        logits = forward(ids, pos, cache, samples, rep > 0)
+        for k in range(DECODE_STEPS):  # decode steps come in a row in a real answer: time several per pass
+            token = torch.argmax(logits, dim=-1).view(1, 1)  # (1, 1)
+            logits = forward(token, torch.tensor([[prompt_tokens + k]]), cache, decode_samples, rep > 0)
     block_s = tuple(statistics.median(s) for s in samples)
     arch = ckpt.architecture()
     flops = sum(b.flops for b in blocks_for(arch, prompt_tokens=prompt_tokens, dtype=ckpt.dtype))
@@ -137,4 +160,5 @@ def profile_host(
         host_flops=flops / sum(block_s),
         read_cold_bytes_per_s=n_bytes / cold_s,
         read_warm_bytes_per_s=n_bytes / warm_s,
+        decode_block_s=tuple(statistics.median(s) for s in decode_samples),
     )

@@ -44,11 +44,34 @@ class RunReport:
     stages: tuple[StageReport, ...]
     trace: dict[str, Any]
     predicted_e2e_s: float | None = None  # TTFT + (new_tokens - 1) x TPOT from the simulator, if it can time decode
+    # a burst: each request's first token at the source, measured and predicted (burst_completions_s)
+    measured_completions_s: tuple[float, ...] = ()
+    predicted_completions_s: tuple[float, ...] = ()
+    first_token_ids: tuple[int, ...] = ()
 
     @property
     def ratio(self) -> float:
         """Measured / predicted TTFT (1.0 = the model was exact)."""
         return self.measured_ttft_s / self.predicted_ttft_s
+
+    @property
+    def burst(self) -> dict[str, Any] | None:
+        """Measured and predicted first-token completions of a burst, with their max and mean (None: 1 request)."""
+        m, p = self.measured_completions_s, self.predicted_completions_s
+        if len(m) < 2:
+            return None
+        return {
+            "requests": len(m),
+            "measured": list(m),
+            "predicted": list(p),
+            "first_token_ids": list(self.first_token_ids),
+            "measured_max": max(m),
+            "predicted_max": max(p),
+            "ratio_max": max(m) / max(p),
+            "measured_mean": sum(m) / len(m),
+            "predicted_mean": sum(p) / len(p),
+            "ratio_mean": (sum(m) / len(m)) / (sum(p) / len(p)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +81,7 @@ class RunReport:
             "measured_e2e": self.measured_e2e_s,
             "predicted_e2e": self.predicted_e2e_s,
             "token_ids": self.token_ids,
+            "burst": self.burst,
             "stages": [
                 {
                     "device": s.device,
@@ -84,16 +108,28 @@ class RunReport:
 
 
 def build_report(
-    result: dict[str, Any], timeline: Timeline, scenario_dict: dict[str, Any], *, predicted_e2e_s: float | None = None
+    result: dict[str, Any],
+    timeline: Timeline,
+    scenario_dict: dict[str, Any],
+    *,
+    predicted_e2e_s: float | None = None,
+    predicted_completions_s: tuple[float, ...] = (),
 ) -> RunReport:
-    """Combine one job's gathered result with the simulator's ``timeline`` of the same plan and overlap."""
+    """Combine one job's gathered result with the simulator's ``timeline`` of the same plan and overlap.
+
+    The per-stage figures are the first request's (a burst's later requests never change it); a burst's
+    completions are compared with ``predicted_completions_s`` (:func:`~coldpipe.core.simulator.burst_completions_s`).
+    """
+    measured_completions = tuple(float(t) for t in result.get("completions") or [result["measured_ttft"]])
+    if len(measured_completions) > 1 and len(predicted_completions_s) != len(measured_completions):
+        raise ValueError(f"{len(measured_completions)} requests ran but {len(predicted_completions_s)} were predicted")
     stages = []
     trace_stages = []
     for st_res, p in zip(result["stages"], timeline.stages, strict=True):
         spans = [Span.from_dict(d) for d in st_res["spans"]]
         trace_stages.append({"device": st_res["device"], "spans": spans})
         loads = [s for s in spans if s.cat == "load"]
-        computes = [s for s in spans if s.cat == "compute"]
+        computes = [s for s in spans if s.cat == "compute" and s.request == 0]
         recvs = [s for s in spans if s.cat == "recv"]
         stages.append(
             StageReport(
@@ -122,6 +158,9 @@ def build_report(
         "measured_e2e": result.get("measured_e2e"),
         "predicted_e2e": predicted_e2e_s,
     }
+    if len(measured_completions) > 1:
+        meta["measured_completions"] = list(measured_completions)
+        meta["predicted_completions"] = list(predicted_completions_s)
     return RunReport(
         measured_ttft_s=float(result["measured_ttft"]),
         predicted_ttft_s=timeline.ttft_s,
@@ -130,4 +169,7 @@ def build_report(
         stages=tuple(stages),
         trace=chrome_trace(trace_stages, meta),
         predicted_e2e_s=predicted_e2e_s,
+        measured_completions_s=measured_completions,
+        predicted_completions_s=tuple(predicted_completions_s) if len(measured_completions) > 1 else (),
+        first_token_ids=tuple(result.get("first_token_ids") or result["token_ids"][:1]),
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["Recorder", "Span", "chrome_trace"]
 
-TID = {"load": 1, "compute": 0, "send": 0, "recv": 0, "wait": 0}
+TID = {"load": 1, "compute": 0, "decode": 0, "send": 0, "recv": 0, "wait": 0}
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,13 @@ class Span:
     """``cat`` work named ``name`` during [start_s, end_s] (seconds since the request), on one stage."""
 
     name: str
-    cat: str  # load | compute | send | recv | wait
+    cat: str  # load | compute (prefill) | decode (a decode step of a block) | send | recv | wait
     start_s: float
     end_s: float
     block: int | None = None
     n_bytes: int | None = None
     cpu_s: float | None = None  # compute spans: CPU time of the compute thread (before any slowdown sleep)
+    request: int = 0  # which request of a burst (0: the first, or the only one)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,11 +41,14 @@ class Span:
             "block": self.block,
             "bytes": self.n_bytes,
             "cpu": self.cpu_s,
+            "request": self.request,
         }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Span:
-        return Span(d["name"], d["cat"], d["start"], d["end"], d.get("block"), d.get("bytes"), d.get("cpu"))
+        return Span(
+            d["name"], d["cat"], d["start"], d["end"], d.get("block"), d.get("bytes"), d.get("cpu"), d.get("request", 0)
+        )
 
 
 @dataclass
@@ -67,9 +71,10 @@ class Recorder:
         block: int | None = None,
         n_bytes: int | None = None,
         cpu_s: float | None = None,
+        request: int = 0,
     ) -> None:
         with self._lock:
-            self.spans.append(Span(name, cat, start_s, end_s, block, n_bytes, cpu_s))
+            self.spans.append(Span(name, cat, start_s, end_s, block, n_bytes, cpu_s, request))
 
 
 def chrome_trace(stages: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
@@ -88,7 +93,8 @@ def chrome_trace(stages: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str
                     "pid": j,
                     "tid": TID[sp.cat],
                     "args": {"device": st["device"], "block": sp.block, "bytes": sp.n_bytes}
-                    | ({"cpu_s": sp.cpu_s} if sp.cpu_s is not None else {}),
+                    | ({"cpu_s": sp.cpu_s} if sp.cpu_s is not None else {})
+                    | ({"request": sp.request} if sp.request else {}),
                 }
             )
     return {"traceEvents": events, "displayTimeUnit": "ms", "coldpipe": meta}

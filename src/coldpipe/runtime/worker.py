@@ -72,62 +72,109 @@ class _Ctx:
         self.started = time.time()
 
 
-def _send(ctx: _Ctx, x: Any, dst_rank: int, src_dev: str, dst_dev: str, rec: Any, what: str, links: bool) -> None:
-    """Sleep SPEC.md's transfer time for the real byte count, then send the bytes on loopback."""
-    import torch
-    import torch.distributed as dist
+class _Links:
+    """Point-to-point transfers with SPEC.md's link time, emulated on the receiving side.
 
-    from coldpipe.core.simulator import transfer_s
+    A sender ``isend``s the bytes at once, with its wall-clock send time prepended, and goes on computing; the
+    receiver, once the bytes are there, sleeps until ``sent + transfer(src, dst, n)``. So a transfer takes
+    SPEC.md's time from the moment its data exists, never delays the sender's next computation, and several
+    transfers on one link do not queue (the model of docs/model.md#bursts; with one request it is the same as
+    sleeping on the sender). The trace's ``send`` span is the emulated transfer ``[sent, sent + transfer]``;
+    ``recv`` spans from posting the receive until the data has arrived.
+    """
 
-    payload = x.contiguous().view(-1).view(torch.uint8)  # raw bytes: any dtype, the receiver knows the shape
-    n = payload.numel()
-    start = rec.now()
-    _doing(f"sending the {what} to rank {dst_rank}")
-    delay = transfer_s(ctx.scenario, src_dev, dst_dev, n) if links else 0.0
-    if delay > 0:
-        time.sleep(delay)
-    dist.send(payload, dst_rank)
-    rec.add(f"send {what}", "send", start, rec.now(), None, n)
+    def __init__(self, ctx: _Ctx, rec: Any, emulate: bool) -> None:
+        self.ctx = ctx
+        self.rec = rec
+        self.emulate = emulate
+        self.pending: list[tuple[Any, Any]] = []  # (work, buffer): the buffer must live until the send ends
+
+    def delay_s(self, src_dev: str, dst_dev: str, n_bytes: int) -> float:
+        from coldpipe.core.simulator import transfer_s
+
+        return transfer_s(self.ctx.scenario, src_dev, dst_dev, n_bytes) if self.emulate else 0.0
+
+    def send(self, x: Any, dst_rank: int, src_dev: str, dst_dev: str, what: str) -> None:
+        import torch
+        import torch.distributed as dist
+
+        payload = x.contiguous().view(-1).view(torch.uint8)  # raw bytes: any dtype, the receiver knows the shape
+        n = payload.numel()
+        sent = time.time()
+        stamp = torch.tensor([sent], dtype=torch.float64).view(torch.uint8)
+        buf = torch.cat([stamp, payload])  # the stamp first: the payload stays 8-byte aligned
+        _doing(f"sending the {what} to rank {dst_rank}")
+        self.pending.append((dist.isend(buf, dst_rank), buf))
+        start = sent - self.rec.t0
+        self.rec.add(f"send {what}", "send", start, start + self.delay_s(src_dev, dst_dev, n), None, n)
+
+    def recv(self, shape: tuple[int, ...], dtype: Any, src_rank: int, src_dev: str, dst_dev: str, what: str) -> Any:
+        import torch
+        import torch.distributed as dist
+
+        n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        buf = torch.empty(n + 8, dtype=torch.uint8)
+        start = self.rec.now()
+        _doing(f"receiving the {what} from rank {src_rank}")
+        dist.recv(buf, src_rank)
+        sent = float(buf[:8].view(torch.float64).item())
+        wait = sent + self.delay_s(src_dev, dst_dev, n) - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        self.rec.add(f"recv {what}", "recv", start, self.rec.now(), None, n)
+        return buf[8:].view(dtype).reshape(shape)
+
+    def finish(self) -> None:
+        """Wait for every send of this job to complete (before the job's collectives)."""
+        _doing("finishing the sends")
+        for work, _ in self.pending:
+            work.wait()
+        self.pending.clear()
 
 
-def _recv(shape: tuple[int, ...], dtype: Any, src_rank: int, rec: Any, what: str) -> Any:
-    import torch
-    import torch.distributed as dist
-
-    n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-    buf = torch.empty(n, dtype=torch.uint8)
-    start = rec.now()
-    _doing(f"receiving the {what} from rank {src_rank}")
-    dist.recv(buf, src_rank)
-    rec.add(f"recv {what}", "recv", start, rec.now(), None, n)
-    return buf.view(dtype).reshape(shape)
+def _prompts(job: dict[str, Any]) -> list[list[int]]:
+    """The prompt of each request of the job (a burst has several, of the same length)."""
+    return [list(p) for p in job.get("prompts") or [job["prompt_ids"]]]
 
 
 def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
-    """Rank 0: send the prompt, collect the tokens; times relative to the request (t0)."""
+    """Rank 0: send the prompt(s), collect the tokens; times relative to the request (t0).
+
+    A burst's ``R`` prompts are all sent at once (they arrive together); the first token of each comes back in
+    request order. Decoding (``new_tokens > 1``) is for a single request.
+    """
     import torch
 
     from coldpipe.core.types import Plan
     from coldpipe.runtime.trace import Recorder
 
     plan = Plan.from_dict(job["plan"])
-    src, first_dev = ctx.scenario.source, plan.stages[0].device
+    src, first_dev, last_dev = ctx.scenario.source, plan.stages[0].device, plan.stages[-1].device
     n_stages = len(plan.stages)
     rec = Recorder(t0)
-    ids = torch.tensor([job["prompt_ids"]], dtype=torch.int32)  # (1, s)
-    tokens: list[int] = []
-    ttft = None
-    for step in range(int(job["new_tokens"])):
-        _send(ctx, ids, 1, src, first_dev, rec, "prompt" if step == 0 else "token", job.get("links", True))
-        tok = _recv((1,), torch.int32, n_stages, rec, "token")  # from the last stage
-        if step == 0:
-            ttft = rec.now()
+    links = _Links(ctx, rec, job.get("links", True))
+    prompts = _prompts(job)
+    for r, p in enumerate(prompts):
+        links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, "prompt" + (f" r{r}" if r else ""))
+    completions: list[float] = []
+    first_tokens: list[int] = []
+    for r in range(len(prompts)):
+        tok = links.recv((1,), torch.int32, n_stages, last_dev, src, "token" + (f" r{r}" if r else ""))
+        completions.append(rec.now())
+        first_tokens.append(int(tok.item()))
+    tokens = [first_tokens[0]]
+    for _ in range(1, int(job["new_tokens"])):
+        links.send(torch.tensor([[tokens[-1]]], dtype=torch.int32), 1, src, first_dev, "token")
+        tok = links.recv((1,), torch.int32, n_stages, last_dev, src, "token")
         tokens.append(int(tok.item()))
-        ids = tok.view(1, 1)
+    end = rec.now()
+    links.finish()
     return {
         "token_ids": tokens,
-        "measured_ttft": ttft,
-        "measured_e2e": rec.now(),
+        "first_token_ids": first_tokens,
+        "completions": completions,
+        "measured_ttft": completions[0],
+        "measured_e2e": end,
         "source_spans": [s.to_dict() for s in rec.spans],
     }
 
@@ -252,7 +299,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     blocks = list(range(st.first, st.last + 1))
     ready = [threading.Event() for _ in blocks]
     failure: list[BaseException] = []
-    sparse_ids = list(job["prompt_ids"]) if job.get("sparse_embedding") else None
+    sparse_ids = sorted({t for p in _prompts(job) for t in p}) if job.get("sparse_embedding") else None
     loader = threading.Thread(
         target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault, sparse_ids), daemon=True
     )
@@ -282,21 +329,34 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
         rec.add("wait all loaded", "wait", start, rec.now())
 
     h = model.config.hidden_size
-    cache = DynamicCache(config=model.config)
+    prev_dev = plan.stages[j - 1].device if j > 0 else ctx.scenario.source
+    links = _Links(ctx, rec, job.get("links", True))
+    # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
+    # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
+    mem_floor_s = [0.0] * len(blocks)
+    sc_blocks = ctx.scenario.blocks
+    if emu.mem_bandwidth is not None:
+        mem_floor_s = [(sc_blocks[b].weight_bytes + sc_blocks[b].kv_bytes) / emu.mem_bandwidth for b in blocks]
     s = len(job["prompt_ids"])
-    pos = 0
+    n_requests = len(_prompts(job))
     logits = None
-    for step in range(int(job["new_tokens"])):
+    caches = [DynamicCache(config=model.config) for _ in range(n_requests)]
+    # prefill of every request of the burst, in order, then the decode steps of the (single) request
+    steps = [(r, 0) for r in range(n_requests)] + [(0, k) for k in range(1, int(job["new_tokens"]))]
+    for r, step in steps:
+        tag = f" r{r}" if r else ""
         q = s if step == 0 else 1  # positions in this forward
+        pos = 0 if step == 0 else s + step - 1
         if j == 0:
-            x = _recv((1, q), torch.int32, prev_rank, rec, "prompt" if step == 0 else "token").long()  # (1, q)
+            what = ("prompt" if step == 0 else "token") + tag
+            x = links.recv((1, q), torch.int32, prev_rank, prev_dev, st.device, what).long()  # (1, q)
         else:
-            x = _recv((1, q, h), model.dtype, prev_rank, rec, "activation")  # (1, q, h)
+            x = links.recv((1, q, h), model.dtype, prev_rank, prev_dev, st.device, "activation" + tag)  # (1, q, h)
         position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
         rope = None
         for i, b in enumerate(blocks):
             if step == 0 and overlap == "layer":
-                wait_resident(i)  # this block only
+                wait_resident(i)  # this block only (later requests find it resident)
             elif step == 0 and overlap == "stage" and i == 0:
                 for k in range(len(blocks)):
                     wait_resident(k)  # the whole stage
@@ -308,21 +368,26 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             c0, cpu0 = time.perf_counter(), time.thread_time()
             if rope is None and 1 <= b <= model.n_layers:
                 rope = model.position_embeddings(x, position_ids)
-            x = model.run_block(b, x, position_ids, rope, cache)
+            x = model.run_block(b, x, position_ids, rope, caches[r])
             wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
             # stretch to the emulated device: it needs `slowdown` times the host's time for this block; with
             # compute_clock "cpu" the host's time is this thread's CPU time (1 torch thread), so time lost to
             # other processes sharing the 2 cores is absorbed by the sleep instead of multiplied by it
             host_s = cpu_s if emu.compute_clock == "cpu" else wall_s
-            if emu.slowdown > 1.0 and host_s * emu.slowdown > wall_s:
-                time.sleep(host_s * emu.slowdown - wall_s)
+            target_s = host_s * emu.slowdown if emu.slowdown > 1.0 else 0.0
+            if step > 0:
+                target_s = max(target_s, mem_floor_s[i])
+            if target_s > wall_s:
+                time.sleep(target_s - wall_s)
             if step == 0:
-                rec.add(f"compute b{b}", "compute", start, rec.now(), b, cpu_s=cpu_s)
-        pos += q
+                rec.add(f"compute b{b}{tag}", "compute", start, rec.now(), b, cpu_s=cpu_s, request=r)
+            else:
+                rec.add(f"decode b{b} t{step + 1}", "decode", start, rec.now(), b, cpu_s=cpu_s)
         if is_last:
             logits = x  # (1, V)
             x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
-        _send(ctx, x, next_rank, st.device, next_dev, rec, "token" if is_last else "activation", job.get("links", True))
+        links.send(x, next_rank, st.device, next_dev, ("token" if is_last else "activation") + tag)
+    links.finish()
     if loader.is_alive():
         loader.join()
     if failure:

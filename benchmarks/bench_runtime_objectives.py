@@ -1,0 +1,207 @@
+"""Measured vs predicted beyond the first token: decoding (E2E, TPOT) and a burst of requests, on the real runtime.
+
+    .venv/bin/python benchmarks/bench_runtime_objectives.py     # ~7 min; writes out/bench_runtime_objectives.json
+                                                                # and the table of docs/runtime.md
+
+The cluster of ``bench_runtime.py`` (same ~1 GB checkpoint, same 4 emulated devices, derived from a profile of
+this host taken in the same run) with a memory bandwidth per device, so that decode steps are memory-bound on
+some devices and compute-bound on others (the runtime enforces ``max(host time x slowdown, (weights + KV) /
+mem_bandwidth)`` per block and decode step; the blocks' ``decode_flops`` are calibrated to the host's measured
+decode-step times, as their prefill FLOPs are).
+
+1. decoding: the TTFT-optimal and the E2E-optimal plan for ``--new-tokens`` tokens, each run ``--reps`` times
+   (interleaved, cold page cache): measured TTFT, E2E and TPOT = (E2E - TTFT) / (new_tokens - 1) against the
+   simulator's;
+2. a burst: ``--requests`` requests arriving together, each to its first token, on the single-request optimum
+   and on the burst optimum (``completion: max``): measured first-token completions against
+   ``burst_completions_s``.
+
+Reports medians over the reps. The host is shared: expect noise, rerun late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from _docs import write_between
+from bench_runtime import DEVICES, HOP_S, ensure_checkpoint
+
+from coldpipe.core.models import blocks_for
+from coldpipe.core.planner import plan
+from coldpipe.core.simulator import burst_completions_s, decode_step_s, objective_s, simulate
+from coldpipe.core.types import Device, Network, Scenario, Workload
+from coldpipe.runtime.checkpoint import open_checkpoint
+from coldpipe.runtime.emulation import emulation_for
+from coldpipe.runtime.launch import Job, prompt_ids, run_local
+from coldpipe.runtime.profile_host import calibrated_blocks, profile_host
+from coldpipe.runtime.report import build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "runtime.md"
+BEGIN, END = "<!-- bench:runtime-objectives:start -->", "<!-- bench:runtime-objectives:end -->"
+# memory bandwidth of each device of bench_runtime.DEVICES (bytes/s), Raspberry-Pi-class to Jetson-class: a
+# 45 MB decoder layer streams in 15-90 ms. Decode steps are memory-bound on edge-a and edge-c (75-90 ms per
+# layer against 20-30 ms of compute) and compute-bound on edge-b and edge-d (40-50 ms against 15-22 ms).
+MEM_BANDWIDTH = {"edge-a": 0.6e9, "edge-b": 3.0e9, "edge-c": 0.5e9, "edge-d": 2.0e9}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default="out/bench-1g")
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--gap", type=float, default=0.25, help="profile-host --gap: idle after each timed block")
+    ap.add_argument("--out", default="out/bench_runtime_objectives.json")
+    ap.add_argument("--no-doc", action="store_true", help="do not rewrite the table in docs/runtime.md")
+    args = ap.parse_args()
+
+    ckpt_path = ensure_checkpoint(Path(args.checkpoint))
+    ckpt = open_checkpoint(ckpt_path)
+    s, n_new, n_req = args.prompt_tokens, args.new_tokens, args.requests
+    started = time.time()
+    prof = profile_host(ckpt_path, s, reps=args.reps, threads=1, gap_s=args.gap)
+    blocks = calibrated_blocks(
+        blocks_for(ckpt.architecture(), prompt_tokens=s, new_tokens=n_new, dtype=ckpt.dtype), prof
+    )
+    devices = [
+        Device(n, prof.host_flops / slow, rate, st, mem, up, down, mem_bandwidth=MEM_BANDWIDTH[n])
+        for n, slow, rate, st, mem, up, down in DEVICES
+    ]
+    sc = Scenario(blocks, devices, Workload(s, n_new), Network(HOP_S), model_name="bench-1g")
+    burst_sc = replace(sc, workload=Workload(s, 1, requests=n_req, completion="max"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).with_name("bench_objectives_scenario.json").write_text(json.dumps(sc.to_dict(), indent=1) + "\n")
+
+    ttft_opt = plan(sc, "layer", objective="ttft").plan
+    e2e_opt = plan(sc, "layer", objective="e2e").plan
+    burst_opt = plan(burst_sc, "layer", objective="ttft").plan  # the burst's max completion
+    vocab = int(ckpt.config["vocab_size"])
+    ids = prompt_ids(s, vocab)
+    more = tuple(prompt_ids(s, vocab, seed=r) for r in range(1, n_req))
+
+    def emu(p: object) -> tuple:
+        return tuple(emulation_for(sc, p, prof.host_flops))  # type: ignore[arg-type]
+
+    decode_cases = [("TTFT-optimal", ttft_opt), ("E2E-optimal", e2e_opt)]
+    burst_cases = [("TTFT-optimal (1 request)", ttft_opt), (f"burst-optimal (max of {n_req})", burst_opt)]
+    jobs: list[tuple[str, str, Job]] = []
+    for _ in range(args.reps):
+        for name, p in decode_cases:
+            jobs.append(("decode", name, Job(p, "layer", ids, n_new, emu(p))))
+        for name, p in burst_cases:
+            jobs.append(("burst", name, Job(p, "layer", ids, 1, emu(p), burst=more)))
+    results = run_local(ckpt_path, sc, [j for *_, j in jobs], timeout_s=120)
+
+    def runs(kind: str, name: str) -> list[dict]:
+        return [r for (k, n, _), r in zip(jobs, results, strict=True) if k == kind and n == name]
+
+    for i, (name, p) in enumerate(decode_cases):  # the first run of each, for `coldpipe show` / Perfetto
+        trace = build_report(runs("decode", name)[0], simulate(sc, p, "layer"), sc.to_dict()).trace
+        Path(args.out).with_name(f"bench_trace_decode_{i}.json").write_text(json.dumps(trace))
+    decode_rows = []
+    for name, p in decode_cases:
+        rs = runs("decode", name)
+        m_ttft = statistics.median(r["measured_ttft"] for r in rs)
+        m_e2e = statistics.median(r["measured_e2e"] for r in rs)
+        m_tpot = statistics.median((r["measured_e2e"] - r["measured_ttft"]) / (n_new - 1) for r in rs)
+        p_ttft = simulate(sc, p, "layer").ttft_s
+        p_e2e = objective_s(sc, p, "layer", "e2e")
+        p_tpot = decode_step_s(sc, p)
+        decode_rows.append(
+            {
+                "case": name,
+                "plan": str(p),
+                "measured_ttft": m_ttft,
+                "predicted_ttft": p_ttft,
+                "measured_tpot": m_tpot,
+                "predicted_tpot": p_tpot,
+                "measured_e2e": m_e2e,
+                "predicted_e2e": p_e2e,
+                "all_e2e": [r["measured_e2e"] for r in rs],
+                "tokens": [r["token_ids"] for r in rs],
+            }
+        )
+    burst_rows = []
+    for name, p in burst_cases:
+        rs = runs("burst", name)
+        pred = burst_completions_s(burst_sc, p, "layer")
+        m_max = statistics.median(max(r["completions"]) for r in rs)
+        m_mean = statistics.median(statistics.mean(r["completions"]) for r in rs)
+        burst_rows.append(
+            {
+                "case": name,
+                "plan": str(p),
+                "measured_max": m_max,
+                "predicted_max": max(pred),
+                "measured_mean": m_mean,
+                "predicted_mean": statistics.mean(pred),
+                "measured_each": [statistics.median(r["completions"][i] for r in rs) for i in range(n_req)],
+                "predicted_each": list(pred),
+                "first_tokens": [r["first_token_ids"] for r in rs],
+            }
+        )
+    wall = time.time() - started
+    out = {
+        "command": "python benchmarks/bench_runtime_objectives.py",
+        "prompt_tokens": s,
+        "new_tokens": n_new,
+        "requests": n_req,
+        "reps": args.reps,
+        "host": prof.to_dict(),
+        "mem_bandwidth": MEM_BANDWIDTH,
+        "decode": decode_rows,
+        "burst": burst_rows,
+        "wall_s": wall,
+        "when_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+    def cell(m: float, p: float) -> str:
+        return f"{m:.3f} s / {p:.3f} s (**{m / p:.3f}**)"
+
+    lines = [
+        BEGIN,
+        f"`.venv/bin/python benchmarks/bench_runtime_objectives.py` ({out['when_utc']} UTC, {args.reps} reps, "
+        f"medians; {wall / 60:.0f} min). Host {prof.host_flops / 1e9:.1f} GFLOP/s (1 thread); decode steps of "
+        f"a decoder layer take {1e3 * statistics.median(prof.decode_block_s[1:-1]):.1f} ms of CPU on it. "
+        f"Cells: measured / predicted (**ratio**).",
+        "",
+        f"Decoding {n_new} tokens (prompt {s}):",
+        "",
+        "| plan | | TTFT | TPOT | E2E |",
+        "|---|---|---|---|---|",
+    ]
+    for row in decode_rows:
+        lines.append(
+            f"| {row['case']} | `{row['plan']}` | {cell(row['measured_ttft'], row['predicted_ttft'])} | "
+            f"{cell(row['measured_tpot'], row['predicted_tpot'])} | {cell(row['measured_e2e'], row['predicted_e2e'])} |"
+        )
+    lines += [
+        "",
+        f"A burst of {n_req} requests arriving together (first token of each):",
+        "",
+        "| plan | | last first token (max) | mean first token |",
+        "|---|---|---|---|",
+    ]
+    for row in burst_rows:
+        lines.append(
+            f"| {row['case']} | `{row['plan']}` | {cell(row['measured_max'], row['predicted_max'])} | "
+            f"{cell(row['measured_mean'], row['predicted_mean'])} |"
+        )
+    lines.append(END)
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_doc and write_between(DOC, BEGIN, END, table):
+        print(f"wrote the table into {DOC}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
