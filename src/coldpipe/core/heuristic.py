@@ -52,7 +52,8 @@ from coldpipe.core.dp import (
     plan_dp,
     threshold_search,
 )
-from coldpipe.core.simulator import simulate, transfer_s
+from coldpipe.core.objectives import _grow
+from coldpipe.core.simulator import OBJECTIVES, objective_s, simulate, transfer_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
 from coldpipe.errors import ColdpipeError, Infeasible, InputError
 
@@ -157,24 +158,290 @@ def _get_order_kernel():  # type: ignore[no-untyped-def]
     return _compiled_order
 
 
+def _order_pareto_kernel(
+    mode: int,  # 0 layer, 1 stage, 2 additive with every stage loaded by tau (the "none" thresholds)
+    kind: int,  # second coordinate: 0 decode time so far (e2e), 1 end of the burst's last request
+    lam: float,  # e2e: new_tokens - 1; burst: requests - 1
+    tau: float,
+    incumbent: float,  # objective of a known plan: anything not strictly better is pruned
+    seq: np.ndarray,  # (n,) int64: device type at each position of the order
+    rest: np.ndarray,  # (n+1, B+1): lower bound on what blocks i.. add, computed on positions >= p
+    cf: np.ndarray,  # prefill tables, as in _order_kernel
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    down: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    src_type: int,
+    prompt_at_ap: float,
+    dcf: np.ndarray,  # second tables (decode for e2e; unused by the burst but for the root)
+    ddown: np.ndarray,
+    dup: np.ndarray,
+    dret: np.ndarray,
+    dprompt_at_ap: float,
+    max_front: int,  # 0: exact; else keep at most this many pairs per state (a quick, never optimistic screen)
+) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`coldpipe.core.objectives._pareto_kernel` with "usage vector" replaced by "position in an order".
+
+    State ``(p, i)``: blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1``; its front holds
+    every non-dominated pair (arrival of block ``i - 1``'s output at the AP, second coordinate). Row
+    ``p + 1`` is built from row ``p`` only: skip position ``p`` (the same pairs) or give it blocks
+    ``i..e``. Both coordinates grow through non-decreasing maps and the objective is non-decreasing in
+    both, so the fronts are exact for the order. Each kept pair records the pair it extends, the
+    position and the block range of its last stage (a skipped position copies the record as is).
+
+    With ``max_front > 0`` a front longer than that keeps the pair of least partial objective and
+    evenly spaced others: every kept pair is still a real partial plan, so the result is the value of
+    a real plan of the order (never below its optimum), found at a fraction of the cost.
+    """
+    n = seq.shape[0]
+    n_blocks = mp.shape[0] - 1
+    cap = 1024
+    p_a = np.empty(cap)
+    p_d = np.empty(cap)
+    p_from = np.empty(cap, dtype=np.int64)
+    p_pos = np.empty(cap, dtype=np.int64)
+    p_i = np.empty(cap, dtype=np.int64)
+    p_e = np.empty(cap, dtype=np.int64)
+    start = np.zeros((n + 1, n_blocks), dtype=np.int64)  # pairs of (p, i): start[p, i]..stop[p, i]-1
+    stop = np.zeros((n + 1, n_blocks), dtype=np.int64)
+    p_a[0], p_from[0], p_pos[0], p_i[0], p_e[0] = prompt_at_ap, -1, -1, -1, -1
+    p_d[0] = dprompt_at_ap if kind == 0 else prompt_at_ap
+    size = 1
+    for p in range(n + 1):
+        stop[p, 0] = 1  # the root (nothing placed) is in every row
+    best = incumbent
+    best_q, best_p, best_i = -2, -1, -1
+    cand_a = np.empty(256)
+    cand_d = np.empty(256)
+    cand_from = np.empty(256, dtype=np.int64)
+    cand_pos = np.empty(256, dtype=np.int64)
+    cand_i = np.empty(256, dtype=np.int64)
+    idx_buf = np.empty(33, dtype=np.int64)
+    keep_buf = np.zeros(256, dtype=np.bool_)
+    for p in range(n):
+        t = seq[p]
+        for i2 in range(1, n_blocks + 1):
+            e = i2 - 1
+            n_cand = 0
+            bound = rest[p + 1, i2]
+            if i2 < n_blocks:  # skip position p: the pairs of (p, i2) carry over
+                for q in range(start[p, i2], stop[p, i2]):
+                    value = p_a[q] + lam * p_d[q] if kind == 0 else p_d[q]
+                    if value + bound >= best:
+                        continue
+                    if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
+                        v1 = cand_a[0] + lam * cand_d[0] if kind == 0 else cand_d[0]
+                        if value < v1:
+                            n_cand = 0
+                        else:
+                            continue
+                    if n_cand == cand_a.shape[0]:
+                        cand_a = _grow(cand_a, n_cand + 1)
+                        cand_d = _grow(cand_d, n_cand + 1)
+                        cand_from = _grow(cand_from, n_cand + 1)
+                        cand_pos = _grow(cand_pos, n_cand + 1)
+                        cand_i = _grow(cand_i, n_cand + 1)
+                    cand_a[n_cand], cand_d[n_cand] = p_a[q], p_d[q]
+                    cand_from[n_cand], cand_pos[n_cand], cand_i[n_cand] = p_from[q], p_pos[q], p_i[q]
+                    n_cand += 1
+            run = -np.inf
+            for i in range(e, -1, -1):  # the stage on position p holds blocks i..e
+                if mp[e + 1] - mp[i] > mem[t]:
+                    break
+                load_end = 0.0
+                if nres[t, e + 1] > nres[t, i]:
+                    load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t]
+                if mode == 2 and load_end > tau:
+                    break
+                h = wpt[t, i + 1] * inv_bw[t] - cf[t, i] if nres[t, i + 1] > nres[t, i] else -np.inf
+                if h > run:
+                    run = h
+                if stop[p, i] == start[p, i]:
+                    continue
+                compute = cf[t, e + 1] - cf[t, i]
+                g = startup[t] - wpt[t, i] * inv_bw[t] + cf[t, e + 1] + run
+                dec = dcf[t, e + 1] - dcf[t, i]
+                if i2 < n_blocks:
+                    out_a, out_d = up[t, e], dup[t, e]
+                else:
+                    out_a, out_d = ret[t], dret[t]
+                for q in range(start[p, i], stop[p, i]):
+                    if i == 0 and t == src_type:
+                        alpha, d_in = 0.0, 0.0  # the prompt (and each new token) is already there
+                    else:
+                        alpha, d_in = p_a[q] + down[t, i], p_d[q] + ddown[t, i]
+                    if mode == 0:
+                        fin = max(alpha + compute, g)
+                    elif mode == 1:
+                        fin = max(alpha, load_end) + compute
+                    else:
+                        fin = alpha + compute
+                    a2 = fin + out_a
+                    if kind == 0:
+                        d2 = d_in + dec + out_d
+                        value = a2 + lam * d2
+                    else:  # the last request: behind its predecessor, or (requests - 1) stage times behind the first
+                        q_in = 0.0 if (i == 0 and t == src_type) else p_d[q] + down[t, i]
+                        d2 = max(q_in + compute, fin + lam * compute) + out_a
+                        value = d2
+                    if i2 == n_blocks:
+                        if value < best:
+                            best, best_q, best_p, best_i = value, q, p, i
+                        continue
+                    if value + bound >= best:
+                        continue
+                    if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
+                        v1 = cand_a[0] + lam * cand_d[0] if kind == 0 else cand_d[0]
+                        if value < v1:
+                            n_cand = 0
+                        else:
+                            continue
+                    if n_cand == cand_a.shape[0]:
+                        cand_a = _grow(cand_a, n_cand + 1)
+                        cand_d = _grow(cand_d, n_cand + 1)
+                        cand_from = _grow(cand_from, n_cand + 1)
+                        cand_pos = _grow(cand_pos, n_cand + 1)
+                        cand_i = _grow(cand_i, n_cand + 1)
+                    cand_a[n_cand], cand_d[n_cand] = a2, d2
+                    cand_from[n_cand], cand_pos[n_cand], cand_i[n_cand] = q, p, i
+                    n_cand += 1
+            if i2 == n_blocks or n_cand == 0:
+                continue
+            # Keep the Pareto front: sorted by arrival, each kept pair strictly better in the second coordinate.
+            if n_cand > 32:
+                order = np.argsort(cand_a[:n_cand], kind="mergesort")
+            else:  # a stable insertion sort: no allocation for the usual short lists
+                order = idx_buf
+                for k in range(n_cand):
+                    c = k
+                    j = k
+                    while j > 0 and cand_a[order[j - 1]] > cand_a[c]:
+                        order[j] = order[j - 1]
+                        j -= 1
+                    order[j] = c
+            start[p + 1, i2] = size
+            best_d = np.inf
+            last_a = -np.inf
+            for k in range(n_cand):
+                c = order[k]
+                if cand_d[c] < best_d:
+                    if cand_a[c] == last_a and size > start[p + 1, i2]:
+                        size -= 1  # same arrival, better second coordinate: replaces the previous pair
+                    if size == p_a.shape[0]:
+                        p_a = _grow(p_a, size + 1)
+                        p_d = _grow(p_d, size + 1)
+                        p_from = _grow(p_from, size + 1)
+                        p_pos = _grow(p_pos, size + 1)
+                        p_i = _grow(p_i, size + 1)
+                        p_e = _grow(p_e, size + 1)
+                    p_a[size], p_d[size] = cand_a[c], cand_d[c]
+                    p_from[size], p_pos[size], p_i[size], p_e[size] = cand_from[c], cand_pos[c], cand_i[c], e
+                    size += 1
+                    best_d = cand_d[c]
+                    last_a = cand_a[c]
+            s0 = start[p + 1, i2]
+            cnt = size - s0
+            if 0 < max_front < cnt:
+                k_best, v_best = s0, np.inf  # the pair of least partial objective is always kept
+                for k in range(s0, size):
+                    v = p_a[k] + lam * p_d[k] if kind == 0 else p_d[k]
+                    if v < v_best:
+                        k_best, v_best = k, v
+                if keep_buf.shape[0] < cnt:
+                    keep_buf = np.zeros(2 * cnt, dtype=np.bool_)
+                keep = keep_buf
+                keep[:cnt] = False
+                keep[k_best - s0] = True
+                m = max_front - 1  # and this many evenly spaced along the front (its two ends first)
+                for r in range(m):
+                    keep[(r * (cnt - 1)) // (m - 1) if m > 1 else 0] = True
+                w = s0
+                for k in range(cnt):  # compact in place: w <= s0 + k
+                    if keep[k]:
+                        c = s0 + k
+                        p_a[w], p_d[w] = p_a[c], p_d[c]
+                        p_from[w], p_pos[w], p_i[w], p_e[w] = p_from[c], p_pos[c], p_i[c], p_e[c]
+                        w += 1
+                size = w
+            stop[p + 1, i2] = size
+    return best, best_q, best_p, best_i, p_from[:size], p_pos[:size], p_i[:size], p_e[:size]
+
+
+_compiled_pareto = None
+
+
+def _get_order_pareto_kernel():  # type: ignore[no-untyped-def]
+    global _compiled_pareto  # a cache of the compiled kernel, same function either way
+    if not numba_enabled():
+        return _order_pareto_kernel
+    if _compiled_pareto is None:
+        import numba
+
+        _compiled_pareto = numba.njit(cache=True, nogil=True)(_order_pareto_kernel)
+    return _compiled_pareto
+
+
+_KIND_SCALAR, _KIND_E2E, _KIND_BURST = -1, 0, 1
+
+
 @dataclass(frozen=True)
 class _Problem:
-    """The DP's tables plus the type of every device."""
+    """What the order DP optimises: the DP's tables, the type of every device, the objective's form.
+
+    ``kind`` is ``_KIND_SCALAR`` for one number per state (TTFT; TPOT on decode tables; E2E under
+    ``none`` on prefill + (T - 1) x decode tables), else the second coordinate of the Pareto order DP:
+    ``_KIND_E2E`` (decode time so far, weight ``lam = new_tokens - 1``) or ``_KIND_BURST`` (end of the
+    burst's last request, ``lam = requests - 1``) with ``second`` its tables.
+    """
 
     tables: _Tables
     names: tuple[str, ...]  # device names, scenario order
     type_of: np.ndarray  # (K,) int64: type of device k
     mode: int  # _MODE_LAYER, _MODE_STAGE or _MODE_ADDITIVE ("none")
     kernel: Any  # _order_kernel, compiled unless numba is off
+    kind: int = _KIND_SCALAR
+    second: _Tables | None = None
+    lam: float = 0.0
+    block_cost: np.ndarray | None = None  # (T, B): per-block lower bound on what the objective adds
 
     @staticmethod
-    def build(scenario: Scenario, overlap: Overlap) -> _Problem:
-        tables = _Tables.build(scenario)
-        index = {name: t for t, names in enumerate(tables.types.members) for name in names}
+    def build(scenario: Scenario, overlap: Overlap, objective: str = "ttft") -> _Problem:
+        """The order DP's problem for ``objective`` (``ttft`` with a burst: its max completion)."""
+        pre = _Tables.build(scenario)
+        index = {name: t for t, names in enumerate(pre.types.members) for name in names}
         names = tuple(d.name for d in scenario.devices)
         type_of = np.array([index[n] for n in names], dtype=np.int64)
         mode = {"layer": _MODE_LAYER, "stage": _MODE_STAGE, "none": _MODE_ADDITIVE}[overlap]
-        return _Problem(tables, names, type_of, mode, _get_order_kernel())
+        wl = scenario.workload
+        steps = wl.new_tokens - 1
+        if objective == "tpot":
+            # One decode step: additive, nothing to load (startup 0, free loading), so the "stage" map
+            # max(α, load_end = 0) + C is the additive one, and the order DP's fast path applies.
+            dec = _Tables.build(scenario, phase="decode")
+            return _Problem(dec, names, type_of, _MODE_STAGE, _get_order_kernel())
+        if objective == "e2e" and steps > 0:
+            dec = _Tables.build(scenario, phase="decode")
+            if mode == _MODE_ADDITIVE:  # max load end + (prefill + (T - 1) x decode): the "none" search
+                return _Problem(pre.plus(dec, float(steps)), names, type_of, mode, _get_order_kernel())
+            cost = np.diff(pre.cf, axis=1) + steps * np.diff(dec.cf, axis=1)
+            return _Problem(pre, names, type_of, mode, _get_order_pareto_kernel(), _KIND_E2E, dec, float(steps), cost)
+        if objective == "ttft" and wl.requests > 1:
+            cost = np.diff(pre.cf, axis=1)
+            lam = float(wl.requests - 1)
+            return _Problem(pre, names, type_of, mode, _get_order_pareto_kernel(), _KIND_BURST, pre, lam, cost)
+        return _Problem(pre, names, type_of, mode, _get_order_kernel())
+
+    def load_ends(self, t: int) -> np.ndarray:
+        """:func:`~coldpipe.core.dp.load_end_candidates` of type ``t`` (computed once per type)."""
+        cache: dict[int, np.ndarray] = self.__dict__.setdefault("_load_ends", {})
+        if t not in cache:
+            cache[t] = load_end_candidates(self.tables, [t])
+        return cache[t]
 
     def _call(
         self, order: tuple[int, ...], tau: float, arrive: np.ndarray, start_p: int, best0: float
@@ -201,6 +468,59 @@ class _Problem:
             tb.types.source_type,
         )
 
+    def run_pareto(
+        self, order: tuple[int, ...], tau: float = math.inf, incumbent: float = math.inf, max_front: int = 0
+    ) -> tuple[float, tuple[tuple[int, int, int], ...]]:
+        """The Pareto order DP: (objective, stages), or ``(inf, ())`` if nothing strictly beats ``incumbent``.
+
+        ``max_front > 0``: fronts capped to that many pairs, a real plan of the order (maybe not its best).
+        """
+        tb, sec = self.tables, self.second
+        assert sec is not None and self.block_cost is not None
+        n_blocks = tb.mp.shape[0] - 1
+        seq = self.type_of[list(order)] if order else np.zeros(0, dtype=np.int64)
+        # rest[p, i]: blocks i.. each computed by the cheapest type on positions >= p (inf: no position left)
+        mins = np.full((len(order) + 1, n_blocks), np.inf)
+        if order:
+            mins[:-1] = np.minimum.accumulate(self.block_cost[seq][::-1], axis=0)[::-1]
+        rest = np.zeros((len(order) + 1, n_blocks + 1))
+        rest[:, :n_blocks] = np.cumsum(mins[:, ::-1], axis=1)[:, ::-1]
+        best, q, p, i, p_from, p_pos, p_i, p_e = self.kernel(
+            {_MODE_LAYER: 0, _MODE_STAGE: 1, _MODE_ADDITIVE: 2}[self.mode],
+            self.kind,
+            self.lam,
+            tau,
+            incumbent,
+            seq,
+            rest,
+            tb.cf,
+            tb.wpt,
+            tb.nres,
+            tb.mp,
+            tb.startup,
+            tb.inv_bw,
+            tb.mem,
+            tb.down,
+            tb.up,
+            tb.ret,
+            tb.types.source_type,
+            tb.prompt_at_ap,
+            sec.cf,
+            sec.down,
+            sec.up,
+            sec.ret,
+            sec.prompt_at_ap,
+            max_front,
+        )
+        if q == -2:
+            return math.inf, ()
+        rev = [(order[int(p)], int(i), n_blocks - 1)]
+        q = int(q)
+        while p_pos[q] >= 0:  # the root pair (nothing placed) has no stage
+            rev.append((order[int(p_pos[q])], int(p_i[q]), int(p_e[q])))
+            q = int(p_from[q])
+        return float(best), tuple(reversed(rev))
+
     def run_full(
         self, order: tuple[int, ...], tau: float = math.inf
     ) -> tuple[float, tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray]:
@@ -226,6 +546,8 @@ class _Problem:
 
     def run(self, order: tuple[int, ...], tau: float = math.inf) -> tuple[float, tuple[tuple[int, int, int], ...]]:
         """Best (objective, stages as (device, first, last)) over subsequences of ``order``."""
+        if self.kind != _KIND_SCALAR:
+            return self.run_pareto(order, tau)
         best, stages, _, _ = self.run_full(order, tau)
         return best, stages
 
@@ -243,27 +565,40 @@ def _load_end(problem: _Problem, k: int, first: int, last: int) -> float:
 
 
 def _solve(
-    problem: _Problem, order: tuple[int, ...], taus: tuple[float, ...] | None = None
+    problem: _Problem,
+    order: tuple[int, ...],
+    taus: tuple[float, ...] | None = None,
+    incumbent: float = math.inf,
+    max_front: int = 0,
 ) -> tuple[float, tuple[tuple[int, int, int], ...], int]:
-    """The best plan over subsequences of ``order``: (TTFT, stages, DP runs).
+    """The best plan over subsequences of ``order``: (the DP's objective, stages, DP runs).
 
-    ``"layer"``/``"stage"``: one DP run. ``"none"``: TTFT = ``max load end + D``; the same
-    branch-and-bound over candidate load-end thresholds as the exact DP, restricted to ``order``;
-    or, if ``taus`` is given, only those thresholds (a plan of the order, maybe not its best).
+    ``"layer"``/``"stage"``: one DP run (for a Pareto problem, ``(inf, ())`` if nothing strictly beats
+    ``incumbent``). ``"none"``: objective = ``max load end + D``; the same branch-and-bound over
+    candidate load-end thresholds as the exact DP, restricted to ``order``; or, if ``taus`` is given,
+    only those thresholds (a plan of the order, maybe not its best). ``max_front``: see
+    :meth:`_Problem.run_pareto` (a real plan of the order, maybe not its best).
     """
     if problem.mode != _MODE_ADDITIVE:
-        best, stages = problem.run(order)
+        if problem.kind != _KIND_SCALAR:
+            best, stages = problem.run_pareto(order, math.inf, incumbent, max_front)
+        else:
+            best, stages = problem.run(order)
         return best, stages, 1
     if taus is not None:
         best, best_stages = math.inf, ()
         for tau in taus:
-            d, stages = problem.run(order, tau)
+            if problem.kind != _KIND_SCALAR:
+                d, stages = problem.run_pareto(order, tau, math.inf, max_front)
+            else:
+                d, stages = problem.run(order, tau)
             if stages:
                 ttft = max(_load_end(problem, k, a, b) for k, a, b in stages) + d
                 if ttft < best:
                     best, best_stages = ttft, stages
         return best, best_stages, len(taus)
-    taus_all = load_end_candidates(problem.tables, sorted({int(problem.type_of[k]) for k in order}))
+    types = sorted({int(problem.type_of[k]) for k in order})
+    taus_all = np.unique(np.concatenate([problem.load_ends(t) for t in types])) if types else np.zeros(0)
     memo = threshold_search(taus_all, lambda tau: problem.run(order, tau))
     best, best_stages = math.inf, ()
     for d, stages in memo.values():
@@ -274,8 +609,13 @@ def _solve(
     return best, best_stages, len(memo)
 
 
-def solve_order(scenario: Scenario, order: list[str] | tuple[str, ...], overlap: Overlap = "layer") -> Plan | None:
-    """The best plan whose devices form a subsequence of ``order`` (exact for that order), or None.
+def solve_order(
+    scenario: Scenario, order: list[str] | tuple[str, ...], overlap: Overlap = "layer", objective: str = "ttft"
+) -> Plan | None:
+    """The best plan for ``objective`` whose devices form a subsequence of ``order`` (exact for that order).
+
+    None if no subsequence of ``order`` holds the model. ``objective`` as in :func:`plan_heuristic`;
+    a burst's ``mean`` completion is not planned per order (its ``max`` is).
 
     >>> from coldpipe.core.types import Block, Device, Scenario, Workload
     >>> sc = Scenario([Block(f"b{i}", 1.0, 1.0, 1.0) for i in range(4)],
@@ -283,8 +623,14 @@ def solve_order(scenario: Scenario, order: list[str] | tuple[str, ...], overlap:
     >>> str(solve_order(sc, ["z", "x"]))   # memory 2 blocks each: z then x, both needed
     'z[0-1] > x[2-3]'
     """
-    problem = _Problem.build(scenario, overlap)
+    _check_objective(scenario, overlap, objective)
+    if objective == "ttft" and scenario.workload.completion == "mean" and scenario.workload.requests > 1:
+        raise InputError("workload.completion", "a burst's mean completion is not planned per order", "use 'max'")
+    problem = _Problem.build(scenario, overlap, objective)
     index = {n: k for k, n in enumerate(problem.names)}
+    unknown = [n for n in order if n not in index]
+    if unknown or len(set(order)) != len(order):
+        raise InputError("order", f"unknown or repeated devices in {list(order)}", "name each device once")
     _, stages, _ = _solve(problem, tuple(index[n] for n in order))
     if not stages:
         return None
@@ -293,15 +639,19 @@ def solve_order(scenario: Scenario, order: list[str] | tuple[str, ...], overlap:
 
 @dataclass(frozen=True)
 class HeuristicResult:
-    """The heuristic's plan and its TTFT (the simulator's), with how good it provably is.
+    """The heuristic's plan, its TTFT and its objective value (both the simulator's), and a lower bound.
 
-    ``details``: ``method``, ``lower_bound`` (s), ``lower_bound_kind``, ``gap_to_lower_bound``
-    (``ttft / lower_bound - 1``), ``orders_evaluated``, ``dp_runs``, ``rounds``, ``seeds``.
+    ``value_s`` is :func:`~coldpipe.core.simulator.objective_s` of the plan for ``objective`` (the TTFT
+    for ``ttft`` with one request). ``details``: ``method``, ``lower_bound`` (s, on the objective),
+    ``lower_bound_kind``, ``gap_to_lower_bound`` (``value / lower_bound - 1``), ``orders_evaluated``,
+    ``dp_runs``, ``rounds``, ``best_seed``.
     """
 
     plan: Plan
     ttft_s: float
     details: dict[str, Any] = field(default_factory=dict)
+    objective: str = "ttft"
+    value_s: float = math.nan
 
 
 def relaxed_lower_bound_s(scenario: Scenario) -> float:
@@ -349,9 +699,10 @@ def _lower_bound(scenario: Scenario) -> tuple[float, str]:
     tau = baselines._earliest_all_loaded_s(scenario)
     by_volume = tau + min(b.flops for b in scenario.blocks) / f_max + min(ret)
     last = scenario.blocks[-1]
+    n_last = scenario.n_blocks - 1
     by_last = min(
         (
-            d.startup + last.weight_bytes / d.load_bandwidth + last.flops / d.flops + r
+            (0.0 if d.holds(n_last) else d.startup + last.weight_bytes / d.load_bandwidth) + last.flops / d.flops + r
             for d, r in zip(scenario.devices, ret, strict=True)
             if last.memory_bytes <= d.memory
         ),
@@ -360,23 +711,74 @@ def _lower_bound(scenario: Scenario) -> tuple[float, str]:
     return max(relaxed_lower_bound_s(scenario), by_volume, by_last), "relaxed warm / parallel loading"
 
 
-def _seed_orders(scenario: Scenario) -> list[tuple[str, tuple[int, ...]]]:
-    """Whole-cluster orders by simple keys; the order DP picks a subsequence of each."""
+def _objective_lower_bound(scenario: Scenario, objective: str) -> tuple[float, str]:
+    """A lower bound on ``objective``: the TTFT bound plus what decoding or the burst adds at least.
+
+    TPOT >= the cheapest token delivery + sum over blocks of the cheapest decode of the block + the
+    cheapest token return; E2E >= TTFT bound + (T - 1) x that; a burst's request ``r`` ends at least
+    ``(r - 1)`` times the last block's cheapest compute after the first (the last stage serves them in
+    turn), so max completion >= TTFT bound + (R - 1) x that, mean >= TTFT bound + (R - 1) / 2 x that.
+    """
+    from coldpipe.core.simulator import block_decode_s
+
+    wl = scenario.workload
+    if objective in ("tpot", "e2e"):
+        src, devs = scenario.source, scenario.devices
+        tpot = (
+            min(transfer_s(scenario, src, d.name, wl.token_bytes) for d in devs)
+            + sum(
+                min(block_decode_s(scenario, l, d.name) for d in devs if b.memory_bytes <= d.memory)
+                for l, b in enumerate(scenario.blocks)
+            )
+            + min(transfer_s(scenario, d.name, src, wl.token_bytes) for d in devs)
+        )
+        if objective == "tpot":
+            return tpot, "cheapest decode per block"
+        ttft, kind = _lower_bound(scenario)
+        return ttft + (wl.new_tokens - 1) * tpot, kind + " + (T-1) x cheapest decode"
+    ttft, kind = _lower_bound(scenario)
+    if wl.requests == 1:
+        return ttft, kind
+    last = scenario.blocks[-1].flops / max(d.flops for d in scenario.devices)
+    share = (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5)
+    return ttft + share * last, kind + " + burst queue"
+
+
+def _seed_orders(scenario: Scenario, objective: str = "ttft") -> list[tuple[str, tuple[int, ...]]]:
+    """Whole-cluster orders by simple keys; the order DP picks a subsequence of each.
+
+    Decoding objectives add keys by memory bandwidth (a decode step reads every weight once), bursts
+    a key by the time to compute an even share ``requests`` times.
+    """
     devs = scenario.devices
+    wl = scenario.workload
     model_bytes = sum(b.weight_bytes for b in scenario.blocks)
     model_flops = sum(b.flops for b in scenario.blocks)
     n = len(devs)
     share = model_bytes / min(n, scenario.n_blocks)
+    flops_share = model_flops / min(n, scenario.n_blocks)
     keys: dict[str, Any] = {
         "startup": lambda d: (d.startup, -d.load_bandwidth),
         "load-share": lambda d: d.startup + min(share, d.memory) / d.load_bandwidth,
         "flops": lambda d: -d.flops,
         "memory": lambda d: -d.memory,
-        "load-then-compute": lambda d: d.startup
-        + min(share, d.memory) / d.load_bandwidth
-        + model_flops / min(n, scenario.n_blocks) / d.flops,
+        "load-then-compute": lambda d: d.startup + min(share, d.memory) / d.load_bandwidth + flops_share / d.flops,
         "file": None,
     }
+    if objective in ("tpot", "e2e") and all(d.mem_bandwidth for d in devs):
+        steps = wl.new_tokens - 1
+        keys["mem-bandwidth"] = lambda d: -d.mem_bandwidth
+        if objective == "e2e":
+            keys["e2e-share"] = (
+                lambda d: d.startup
+                + min(share, d.memory) / d.load_bandwidth
+                + flops_share / d.flops
+                + steps * min(share, d.memory) / d.mem_bandwidth
+            )
+    if objective == "ttft" and wl.requests > 1:
+        keys["burst-share"] = (
+            lambda d: d.startup + min(share, d.memory) / d.load_bandwidth + wl.requests * flops_share / d.flops
+        )
     out = []
     for name, key in keys.items():
         idx = list(range(n))
@@ -407,35 +809,130 @@ def _moves(cur: tuple[int, ...], cands: list[int]) -> list[tuple[int, ...]]:
     return moves
 
 
+def _check_objective(scenario: Scenario, overlap: str, objective: str) -> None:
+    if overlap not in OVERLAPS:
+        raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
+    if objective not in OBJECTIVES:
+        raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
+    if objective == "e2e" and scenario.workload.requests > 1:
+        raise InputError("objective", "e2e with a burst (workload.requests > 1) is not modelled", "use objective ttft")
+
+
 def plan_heuristic(
     scenario: Scenario,
     overlap: Overlap = "layer",
     *,
+    objective: str = "ttft",
     beam_width: int = 7,
     max_rounds: int = 30,
     seed_types: int = 8,
     candidates_per_key: int = 3,
-    max_orders: int = 50_000,
+    max_orders: int | None = None,
     first_improvement: bool = False,
+    screen_front: int = 1,
 ) -> HeuristicResult:
     """A good plan for any cluster size (not proven optimal); see the module docstring.
 
+    ``objective``: ``ttft`` (with a burst, ``workload.requests > 1``: its max or mean first-token
+    completion), ``e2e`` or ``tpot``, as :func:`~coldpipe.core.simulator.objective_s` defines them. The
+    order search optimises the objective itself (a burst's mean: its max, then a plan-level local search
+    for the mean from there). ``max_orders`` defaults to 50 000 (10 000 for the Pareto objectives: e2e
+    under ``layer``/``stage`` and bursts, whose order DP costs more; 5 000 for a burst under ``none``).
+
     Raises :class:`~coldpipe.errors.Infeasible` if no order admits a plan (for clusters within the
-    exact DP's range, with the DP's shortfall message).
+    exact DP's range, with the DP's shortfall message), :class:`~coldpipe.errors.InputError` for an
+    unknown objective or overlap, a burst with ``e2e``, or a decoding objective on a device without
+    ``mem_bandwidth``.
     """
-    if overlap not in OVERLAPS:
-        raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
-    problem = _Problem.build(scenario, overlap)
+    _check_objective(scenario, overlap, objective)
+    wl = scenario.workload
+    mean_burst = objective == "ttft" and wl.requests > 1 and wl.completion == "mean"
+    if mean_burst:
+        from coldpipe.core.objectives import replace_workload
+
+        search_sc = replace_workload(scenario, completion="max")
+    else:
+        search_sc = scenario
+    problem = _Problem.build(search_sc, overlap, objective)
+    if max_orders is None:
+        if problem.kind == _KIND_SCALAR:
+            max_orders = 50_000
+        else:  # a burst under "none" runs the Pareto order DP once per load-end threshold
+            max_orders = 5_000 if problem.mode == _MODE_ADDITIVE else 10_000
+    stages, details = _search(
+        problem,
+        search_sc,
+        overlap,
+        objective,
+        beam_width=beam_width,
+        max_rounds=max_rounds,
+        seed_types=seed_types,
+        candidates_per_key=candidates_per_key,
+        max_orders=max_orders,
+        first_improvement=first_improvement,
+        screen_front=screen_front,
+    )
+    names = problem.names
+    plan = Plan(tuple(Stage(names[k], a, b) for k, a, b in stages))
+    if mean_burst:
+        from coldpipe.core.objectives import _local_search
+
+        # plan-level local search for the mean, from the max plan; unused devices: the best-ranked few
+        rankings = [order for _, order in _seed_orders(scenario, objective)]
+        shortlist: list[str] = []
+        for order in rankings:
+            taken = [names[k] for k in order if names[k] not in plan.devices][:candidates_per_key]
+            shortlist.extend(nm for nm in taken if nm not in shortlist)
+        plan, n_eval = _local_search(scenario, [plan], overlap, unused=shortlist, max_evaluations=20_000)
+        details["method"] += "; then local search on plans for the mean completion"
+        details["plans_evaluated"] = n_eval
+    value = objective_s(scenario, plan, overlap, objective)
+    ttft = value if objective == "ttft" and wl.requests == 1 else simulate(scenario, plan, overlap).ttft_s
+    lb, lb_kind = _objective_lower_bound(scenario, objective)
+    details.update(
+        {
+            "lower_bound": lb,
+            "lower_bound_kind": lb_kind,
+            "gap_to_lower_bound": value / lb - 1.0 if lb > 0 else math.inf,
+        }
+    )
+    return HeuristicResult(plan, ttft, details, objective, value)
+
+
+def _search(
+    problem: _Problem,
+    scenario: Scenario,
+    overlap: Overlap,
+    objective: str,
+    *,
+    beam_width: int,
+    max_rounds: int,
+    seed_types: int,
+    candidates_per_key: int,
+    max_orders: int,
+    first_improvement: bool,
+    screen_front: int,
+) -> tuple[tuple[tuple[int, int, int], ...], dict[str, Any]]:
+    """Seeds, then best-improvement local search over device orders; returns the best stages found."""
     names = problem.names
     n_dev = len(names)
+    pareto = problem.kind != _KIND_SCALAR
     evaluated: dict[tuple[int, ...], tuple[float, tuple[tuple[int, int, int], ...]]] = {}
     dp_runs = 0
 
     def evaluate(order: tuple[int, ...]) -> tuple[float, tuple[tuple[int, int, int], ...]]:
         nonlocal dp_runs
         if order not in evaluated:
-            best, stages, runs = _solve(problem, order)
-            dp_runs += runs
+            if pareto and problem.mode != _MODE_ADDITIVE:
+                # the screen's plan is the incumbent of the exact run: far fewer pairs survive
+                best, stages = problem.run_pareto(order, math.inf, math.inf, 1)
+                if stages:
+                    exact = problem.run_pareto(order, math.inf, best * (1 + 1e-12))
+                    best, stages = exact if exact[1] else (best, stages)
+                dp_runs += 2
+            else:
+                best, stages, runs = _solve(problem, order)
+                dp_runs += runs
             evaluated[order] = (best, stages)
         return evaluated[order]
 
@@ -443,16 +940,36 @@ def plan_heuristic(
     # and the next candidate below it), then an accepted move is re-solved with the full search.
     all_taus = load_end_candidates(problem.tables) if problem.mode == _MODE_ADDITIVE else np.zeros(0)
     quick_cache: dict[tuple[tuple[int, ...], tuple[float, ...]], tuple[float, tuple[tuple[int, int, int], ...]]] = {}
-    values: dict[tuple[int, ...], float] = {}  # "layer"/"stage": neighbours scored from the current rows
+    values: dict[tuple[int, ...], float] = {}  # scalar "layer"/"stage": neighbours scored from the current rows
+    bounded: dict[tuple[int, ...], float] = {}  # Pareto "layer"/"stage": orders whose screen did not beat this
+    screened: dict[tuple[int, ...], tuple[float, tuple[tuple[int, int, int], ...]]] = {}  # and those whose did
     cur_now: list[Any] = [(), None, None]  # the current sequence, its DP rows and best_upto
 
+    def n_orders() -> int:
+        return len(evaluated) + len(quick_cache) + len(values) + len(bounded) + len(screened)
+
     def evaluate_move(
-        order: tuple[int, ...], stages_now: tuple[tuple[int, int, int], ...]
+        order: tuple[int, ...], stages_now: tuple[tuple[int, int, int], ...], bound: float
     ) -> tuple[float, tuple[tuple[int, int, int], ...]]:
+        """A value that is the order's optimum or a real plan's value (never optimistic); the stages,
+        or () when only the value is known. Pareto: the optimum if it is below ``bound``, else inf."""
         nonlocal dp_runs
         if problem.mode != _MODE_ADDITIVE:
             if order in evaluated:
                 return evaluated[order]
+            if pareto:  # screened with capped fronts: a real plan's value if it beats the bound
+                if order in screened:
+                    return screened[order]
+                if bounded.get(order, -math.inf) >= bound:
+                    return math.inf, ()
+                best, stages = problem.run_pareto(order, math.inf, bound, screen_front)
+                dp_runs += 1
+                if stages:
+                    bounded.pop(order, None)
+                    screened[order] = (best, stages)
+                    return best, stages
+                bounded[order] = bound
+                return math.inf, ()
             if order not in values:
                 g = 0  # first position where the neighbour differs from the current sequence
                 while g < len(order) and g < len(cur_now[0]) and order[g] == cur_now[0][g]:
@@ -465,36 +982,44 @@ def plan_heuristic(
         taus = (tau, float(below[-1])) if below.size else (tau,)
         key = (order, taus)
         if key not in quick_cache:
-            best, stages, runs = _solve(problem, order, taus)
+            best, stages, runs = _solve(problem, order, taus, max_front=screen_front)
             dp_runs += runs
             quick_cache[key] = (best, stages)
         return quick_cache[key]
 
     # 1. Seeds.
+    seed_orders = _seed_orders(scenario, objective)
     seeds: list[tuple[float, str, tuple[int, ...]]] = []
-    for name, order in _seed_orders(scenario):
+    for name, order in seed_orders:
         val, stages = evaluate(order)
         if stages:
             seeds.append((val, name, tuple(k for k, _, _ in stages)))
     if seeds:
-        # Exact DP on a reduced cluster: the best seed's devices, then the others by the best key.
+        # Exact optimum of a reduced cluster: the best seed's devices, then the others by the load-share key.
         best_used = min(seeds)[2]
-        ranked = list(best_used) + [k for k in _seed_orders(scenario)[1][1] if k not in best_used]
+        ranked = list(best_used) + [k for k in seed_orders[1][1] if k not in best_used]
         # the source device stays in the reduced cluster (a scenario's source must be one of its devices)
         subset: list[int] = [names.index(scenario.source)] if scenario.source in names else []
+        # the Pareto objectives' exact DP costs more per usage vector: a smaller reduced cluster
+        limit = 1 << (seed_types if not pareto else max(1, seed_types - 2))
         for k in ranked:
             if k in subset:
                 continue
             trial = scenario.with_devices([scenario.devices[i] for i in sorted([*subset, k])])
-            if DeviceTypes.of(trial).n_usage_vectors > (1 << seed_types):
+            if DeviceTypes.of(trial).n_usage_vectors > limit:
                 break
             subset.append(k)
         if len(subset) < n_dev or n_dev <= 1:
             sub = scenario.with_devices([scenario.devices[i] for i in sorted(subset)])
             try:
-                res = plan_dp(sub, overlap)
+                if objective == "ttft" and scenario.workload.requests == 1:
+                    sub_plan = plan_dp(sub, overlap).plan
+                else:
+                    from coldpipe.core.objectives import plan_for_objective
+
+                    sub_plan = plan_for_objective(sub, overlap, objective).plan
                 index = {nm: k for k, nm in enumerate(names)}
-                order = tuple(index[st.device] for st in res.plan.stages)
+                order = tuple(index[st.device] for st in sub_plan.stages)
                 val, stages = evaluate(order)
                 if stages:
                     seeds.append((val, "exact-on-subset", tuple(k for k, _, _ in stages)))
@@ -519,13 +1044,13 @@ def plan_heuristic(
     best_val, best_stages, best_seed = math.inf, (), ""
     rounds_total = 0
     # Unused devices worth trying: the best-ranked few of every seed key (identical devices once).
-    rankings = [order for _, order in _seed_orders(scenario)]
+    rankings = [order for _, order in seed_orders]
     for val0, seed_name, used0 in starts:
         cur_val, cur = val0, used0
         for _ in range(max_rounds):
             rounds_total += 1
             cands: list[int] = []
-            seen_types = {int(problem.type_of[k]) for k in cur}
+            seen_types: set[int] = set()  # identical candidates once (a type in use may still add a device)
             for order in rankings:
                 taken = 0
                 for k in order:
@@ -540,13 +1065,13 @@ def plan_heuristic(
                         cands.append(k)
             step_val, step = cur_val, cur
             cur_stages = evaluate(cur)[1]
-            if problem.mode != _MODE_ADDITIVE:
+            if problem.mode != _MODE_ADDITIVE and not pareto:
                 _, _, rows, best_upto = problem.run_full(cur)
                 cur_now[:] = [cur, rows, best_upto]
             for mv in _moves(cur, cands):
-                if len(evaluated) + len(quick_cache) + len(values) >= max_orders:
+                if n_orders() >= max_orders:
                     break
-                val, stages = evaluate_move(mv, cur_stages)
+                val, stages = evaluate_move(mv, cur_stages, step_val * (1 - 1e-12))
                 if val < step_val * (1 - 1e-12):
                     if not stages:  # scored from the prefix: solve it for its plan
                         val, stages = evaluate(mv)
@@ -559,17 +1084,11 @@ def plan_heuristic(
         if cur_val < best_val:
             best_val, best_stages, best_seed = cur_val, evaluate(cur)[1], seed_name
 
-    plan = Plan(tuple(Stage(names[k], a, b) for k, a, b in best_stages))
-    ttft = simulate(scenario, plan, overlap).ttft_s
-    lb, lb_kind = _lower_bound(scenario)
     details: dict[str, Any] = {
         "method": f"local search over device orders (beam {len(starts)}), exact split per order",
-        "lower_bound": lb,
-        "lower_bound_kind": lb_kind,
-        "gap_to_lower_bound": ttft / lb - 1.0 if lb > 0 else math.inf,
-        "orders_evaluated": len(evaluated) + len(quick_cache) + len(values),
+        "orders_evaluated": n_orders(),
         "dp_runs": dp_runs,
         "rounds": rounds_total,
         "best_seed": best_seed,
     }
-    return HeuristicResult(plan, ttft, details)
+    return best_stages, details

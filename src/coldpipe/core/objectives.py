@@ -336,8 +336,8 @@ def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective
 
 
 _BEYOND_RANGE = (
-    "e2e, tpot and bursts are planned exactly only within this range and the heuristic plans the TTFT of one "
-    "request: plan for ttft, use fewer distinct devices, or group identical ones"
+    "e2e, tpot and bursts are planned exactly only within this range: use --solver auto or heuristic for a "
+    "good plan (not proven optimal), or plan for ttft, use fewer distinct devices, or group identical ones"
 )
 
 
@@ -417,11 +417,15 @@ def scenario_after(scenario: Scenario, previous: Plan) -> Scenario:
     return scenario.with_devices(devices)
 
 
-def _neighbours(scenario: Scenario, plan: Plan) -> list[Plan]:
-    """Plans one move away: shift a boundary, swap two devices, replace, split or merge stages."""
+def _neighbours(scenario: Scenario, plan: Plan, candidates: list[str] | None = None) -> list[Plan]:
+    """Plans one move away: shift a boundary, swap two devices, replace, split or merge stages.
+
+    Devices brought in by replace/split: every unused one, or only the unused among ``candidates``.
+    """
     st = list(plan.stages)
     used = {s.device for s in st}
-    unused = [d.name for d in scenario.devices if d.name not in used]
+    pool = [d.name for d in scenario.devices] if candidates is None else candidates
+    unused = [name for name in pool if name not in used]
     out: list[Plan] = []
 
     def add(stages: list[Stage]) -> None:
@@ -458,14 +462,27 @@ def _neighbours(scenario: Scenario, plan: Plan) -> list[Plan]:
     return out
 
 
-def _local_search(scenario: Scenario, seeds: list[Plan], overlap: Overlap) -> tuple[Plan, int]:
-    """Best-improvement descent from each seed over :func:`_neighbours`, timed by the simulator."""
+def _local_search(
+    scenario: Scenario,
+    seeds: list[Plan],
+    overlap: Overlap,
+    *,
+    unused: list[str] | None = None,
+    max_evaluations: int | None = None,
+) -> tuple[Plan, int]:
+    """Best-improvement descent from each seed over :func:`_neighbours`, timed by the simulator.
+
+    ``unused``: the only devices a move may bring in (default: all); ``max_evaluations``: stop the
+    descent once that many plans have been timed (default: no limit).
+    """
     best_plan, best_value, evaluated = seeds[0], math.inf, 0
     for seed in seeds:
         cur, cur_value = seed, objective_s(scenario, seed, overlap, "ttft")
-        while True:
+        while max_evaluations is None or evaluated < max_evaluations:
             step, step_value = cur, cur_value
-            for cand in _neighbours(scenario, cur):
+            for cand in _neighbours(scenario, cur, unused):
+                if max_evaluations is not None and evaluated >= max_evaluations:
+                    break
                 try:
                     cand.validate(scenario)
                 except InvalidPlan:

@@ -77,7 +77,9 @@ def plan(
     """Plan ``scenario`` with ``solver`` for ``objective`` and time the result with the simulator.
 
     ``objective`` other than ``ttft``, or a burst (``workload.requests > 1``), is planned by
-    :func:`coldpipe.core.objectives.plan_for_objective` (``dp``/``auto``) or by ``brute``.
+    :func:`coldpipe.core.objectives.plan_for_objective` (``dp``, and ``auto`` within the exact DP's
+    range), by :func:`coldpipe.core.heuristic.plan_heuristic` (``heuristic``, and ``auto`` beyond it)
+    or by ``brute``.
     """
     if overlap not in OVERLAPS:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
@@ -131,7 +133,15 @@ def plan(
 def _plan_objective(scenario: Scenario, overlap: Overlap, solver: str, objective: str) -> PlanResult:
     start = time.perf_counter()
     details: dict[str, Any] = {}
-    if solver in ("auto", "dp"):
+    if solver == "auto" and DeviceTypes.of(scenario).n_usage_vectors > MAX_USAGE_VECTORS:
+        solver = "heuristic"  # beyond the exact DP's range: every objective is planned by the heuristic
+    if solver == "heuristic":
+        from coldpipe.core.heuristic import plan_heuristic
+
+        hres = plan_heuristic(scenario, overlap, objective=objective)
+        chosen, value, exact, name = hres.plan, hres.value_s, False, "heuristic"
+        details.update(hres.details)
+    elif solver in ("auto", "dp"):
         from coldpipe.core.objectives import plan_for_objective
 
         res = plan_for_objective(scenario, overlap, objective)
@@ -148,7 +158,9 @@ def _plan_objective(scenario: Scenario, overlap: Overlap, solver: str, objective
         chosen, exact, name = found, True, "brute"
     else:
         what = f"objective {objective!r}" if objective != "ttft" else "a burst of requests"
-        raise InputError("solver", f"{solver!r} plans the TTFT of one request, not {what}", "use --solver dp")
+        raise InputError(
+            "solver", f"{solver!r} plans the TTFT of one request, not {what}", "use --solver dp or heuristic"
+        )
     details["objective"] = value
     details["time_s"] = time.perf_counter() - start
     timeline = simulate(scenario, chosen, overlap)
