@@ -815,7 +815,11 @@ def _check_objective(scenario: Scenario, overlap: str, objective: str) -> None:
     if objective not in OBJECTIVES:
         raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
     if objective == "e2e" and scenario.workload.requests > 1:
-        raise InputError("objective", "e2e with a burst (workload.requests > 1) is not modelled", "use objective ttft")
+        raise InputError(
+            "objective",
+            "the heuristic does not plan e2e for a burst (workload.requests > 1)",
+            "use objective ttft (the burst's first tokens), or few enough distinct devices for the exact planner",
+        )
 
 
 def plan_heuristic(

@@ -112,15 +112,18 @@ def _pareto_kernel(
     cand_from = np.empty(256, dtype=np.int64)
     cand_t = np.empty(256, dtype=np.int64)
     cand_i = np.empty(256, dtype=np.int64)
-    # rest[i]: a lower bound on what blocks i..B-1 still add to the objective, whoever computes them
+    # rest[i]: a lower bound on what blocks i..B-1 still add to the objective, whoever computes them: each
+    # block on its own cheapest type (a decode step is memory- or compute-bound per block, so the type that
+    # is cheapest for the whole remainder may not be for every block, and a split can beat it)
     rest = np.zeros(n_blocks + 1)
-    for i in range(n_blocks):
-        pre_min = np.inf
-        dec_min = np.inf
+    for i in range(n_blocks - 1, -1, -1):
+        cheapest = np.inf
         for t in range(n_types):
-            pre_min = min(pre_min, cf[t, n_blocks] - cf[t, i])
-            dec_min = min(dec_min, dcf[t, n_blocks] - dcf[t, i])
-        rest[i] = pre_min + lam * dec_min if kind == 0 else pre_min
+            c = cf[t, i + 1] - cf[t, i]
+            if kind == 0:
+                c += lam * (dcf[t, i + 1] - dcf[t, i])
+            cheapest = min(cheapest, c)
+        rest[i] = rest[i + 1] + cheapest
     for s in range(n_states):
         # 1. Complete the fronts of (s, i2) for i2 = 1..B-1 from their predecessors, then
         # 2. close the plan from every front of s with a last stage holding blocks i..B-1.
@@ -297,8 +300,9 @@ def _pareto_plan(
 def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective: str = "ttft") -> ObjectiveResult:
     """The optimum of ``objective`` under ``overlap``; the value is the simulator's (:func:`objective_s`).
 
-    Exact for ``ttft``, ``e2e`` and ``tpot``, and for a burst's ``max`` completion; a burst's ``mean``
-    completion uses :func:`_local_search` (``details["exact"] == 0``).
+    Exact for ``ttft``, ``e2e`` and ``tpot``, and for a burst's ``max`` first-token completion; a burst's
+    ``mean`` completion uses :func:`_local_search`, and a burst's ``e2e`` (each request's last token)
+    :func:`coldpipe.core.burst_plan.plan_burst_e2e` (``details["exact"] == 0``).
     """
     if objective not in OBJECTIVES:
         raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
@@ -306,9 +310,14 @@ def plan_for_objective(scenario: Scenario, overlap: Overlap = "layer", objective
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
     wl = scenario.workload
     if wl.requests > 1 and objective != "tpot":
-        if objective == "e2e":
-            objective_s(scenario, plan_dp(scenario, overlap).plan, overlap, "e2e")  # raises the InputError
-        return _plan_burst(scenario, overlap)
+        if objective == "e2e" and wl.new_tokens > 1:  # a burst that decodes: local search (core/burst_plan.py)
+            from coldpipe.core.burst_plan import plan_burst_e2e
+
+            _check_size(_Tables.build(scenario).types, _BEYOND_RANGE)
+            plan, _, details = plan_burst_e2e(scenario, overlap)
+            return _result(scenario, plan, overlap, "e2e", details)
+        res = _plan_burst(scenario, overlap)
+        return res if objective == "ttft" else _result(scenario, res.plan, overlap, "e2e", dict(res.details))
     steps = wl.new_tokens - 1
     if objective == "ttft" or (objective == "e2e" and steps == 0):
         res = plan_dp(scenario, overlap)
