@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -136,6 +134,11 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     expected_e2e = objective_s(sc2, Plan.parse("a[0-1] > b[2-3] > c[4-5]"), "layer", "e2e")
     assert out["predicted_e2e"] == pytest.approx(expected_e2e) and out["predicted_e2e"] > out["predicted_ttft"]
     assert out["measured_e2e"] >= out["measured_ttft"]
+    rows = {row["what"]: row for row in out["summary"]}  # TTFT, TPOT and E2E in one table
+    assert (
+        rows["E2E (2 tokens)"]["predicted"] == out["predicted_e2e"] and rows["TTFT"]["measured"] == out["measured_ttft"]
+    )
+    assert rows["TPOT (mean of 1 step)"]["predicted"] == pytest.approx(out["predicted_e2e"] - out["predicted_ttft"])
     tr = json.loads(trace.read_text())
     assert tr["coldpipe"]["token_ids"] == out["token_ids"] and tr["coldpipe"]["overlap"] == "layer"
     names = {e["args"]["name"] for e in tr["traceEvents"] if e["ph"] == "M"}
@@ -165,42 +168,34 @@ def test_decode_steps_last_at_least_their_memory_time(tiny: Path) -> None:
     assert res["measured_e2e"] - res["measured_ttft"] >= (NEW - 1) * 0.2
 
 
-def _burst_scenario_file(tiny: Path, tmp_path: Path, hop_ms: float, requests: int = 3) -> Path:
+def _burst_scenario_file(tiny: Path, tmp_path: Path, hop_ms: float, requests: int = 3, new_tokens: int = 1) -> Path:
     scenario = tmp_path / "burst.yaml"
     devices = "\n".join(
         f"  - {{name: {n}, flops: 2 GFLOPS, load_bandwidth: 40 MB/s, memory: 1 GB, uplink: 100 Mbit/s, "
-        "downlink: 200 Mbit/s}"
+        "downlink: 200 Mbit/s, mem_bandwidth: 1 GB/s}"
         for n in "abc"
     )
     scenario.write_text(
-        f"network: {{hop_latency: {hop_ms} ms}}\nworkload: {{prompt_tokens: {PROMPT}, requests: {requests}}}\n"
+        f"network: {{hop_latency: {hop_ms} ms}}\n"
+        f"workload: {{prompt_tokens: {PROMPT}, requests: {requests}, new_tokens: {new_tokens}}}\n"
         f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n{devices}\n"
     )
     return scenario
 
 
-def test_a_burst_with_decoding_is_refused_before_any_process_starts(tiny: Path, tmp_path: Path) -> None:
-    scenario = _burst_scenario_file(tiny, tmp_path, 1.0)
-    res = subprocess.run(
-        [sys.executable, "-m", "coldpipe", "run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny),
-         "--new-tokens", "4"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert res.returncode == 2 and res.stderr.startswith("coldpipe: error: --new-tokens:")
-    assert len(res.stderr.strip().splitlines()) == 1
-
-
 @pytest.mark.multiprocess
-def test_a_burst_runs_back_to_back_as_the_simulator_predicts(
+def test_a_burst_decodes_as_the_simulator_predicts(
     tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """3 requests at once through 3 stages behind slow hops (100 ms): each request's first token is the one
-    transformers gives for its prompt, stages serve the requests in order, every transfer takes its modelled
-    time from its send, and transfers overlap the next request's compute instead of queueing behind it."""
-    from coldpipe.core.simulator import burst_completions_s
+    """3 requests of 3 tokens at once through 3 stages behind slow hops (100 ms): every request's tokens are
+    the ones transformers gives for its prompt (a KV cache per request), every stage serves the jobs in the
+    first stage's order, every transfer takes its modelled time from its send, transfers overlap the next
+    job's compute instead of queueing behind it, and first and last tokens come when the simulator says."""
+    from coldpipe.core.objectives import replace_workload
+    from coldpipe.core.simulator import burst_schedule
     from coldpipe.scenario_file import load_scenario
 
-    scenario = _burst_scenario_file(tiny, tmp_path, 100.0)
+    scenario = _burst_scenario_file(tiny, tmp_path, 100.0, new_tokens=NEW)
     text = "a[0-1] > b[2-3] > c[4-5]"
     trace = tmp_path / "trace.json"
     argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan", text,
@@ -211,33 +206,47 @@ def test_a_burst_runs_back_to_back_as_the_simulator_predicts(
     out = json.loads(capsys.readouterr().out)
     burst = out["burst"]
     sc = load_scenario(scenario)
-    predicted = burst_completions_s(sc, Plan.parse(text), "layer")
-    assert burst["requests"] == 3 and burst["predicted"] == pytest.approx(list(predicted))
-    assert burst["measured"] == sorted(burst["measured"]) and out["measured_ttft"] == burst["measured"][0]
-    refs = [reference_generate(tiny, prompt_ids(PROMPT, 256, seed=r), 1)[0][0] for r in range(3)]
-    assert burst["first_token_ids"] == refs and out["token_ids"] == refs[:1]
-    # the emulated links are exact lower bounds (sleeps), so only process overheads come on top; a sender that
-    # slept its transfers one after another would make the third request ~0.8 s (2 hops x 2 x 100 ms) late
+    predicted = burst_schedule(sc, Plan.parse(text), "layer")
+    assert burst["requests"] == 3 and burst["predicted"] == pytest.approx(list(predicted.first_token_s))
+    assert burst["predicted_answers"] == pytest.approx(list(predicted.last_token_s))
+    assert out["measured_ttft"] == burst["measured"][0] and burst["measured"] == sorted(burst["measured"])
+    refs = [reference_generate(tiny, prompt_ids(PROMPT, 256, seed=r), NEW)[0] for r in range(3)]
+    assert burst["first_token_ids"] == [t[0] for t in refs] and out["token_ids"] == refs[0]
+    assert json.loads(trace.read_text())["coldpipe"]["token_ids"] == refs[0]
+    # the emulated links and memory are exact lower bounds (sleeps), so only process overheads come on top; a
+    # sender that slept its transfers one after another would make the third request ~0.8 s (2 hops x 2 x 100
+    # ms) late, a queue at the first stage in any other order would change the last tokens by >= 0.4 s
     assert 0.95 <= burst["ratio_max"] <= 1.25, burst
+    for m, p in zip(burst["measured_answers"], burst["predicted_answers"], strict=True):
+        assert 0.95 <= m / p <= 1.25, burst
+    first_one = replace_workload(sc, new_tokens=1)
+    assert burst_schedule(first_one, Plan.parse(text), "layer").first_token_s == pytest.approx(burst["predicted"])
     tr = json.loads(trace.read_text())
-    assert tr["coldpipe"]["predicted_completions"] == pytest.approx(list(predicted))
+    assert tr["coldpipe"]["predicted_completions"] == pytest.approx(list(predicted.first_token_s))
     spans: dict[int, list[dict]] = {}
     for e in tr["traceEvents"]:
         if e["ph"] == "X":
             spans.setdefault(e["pid"], []).append(e)
+    orders = []
     for j in range(3):
-        comps = [e for e in spans[j] if e["cat"] == "compute"]
-        assert sorted({e["args"].get("request", 0) for e in comps}) == [0, 1, 2]
-        ends = [max(e["ts"] + e["dur"] for e in comps if e["args"].get("request", 0) == r) for r in range(3)]
-        starts = [min(e["ts"] for e in comps if e["args"].get("request", 0) == r) for r in range(3)]
-        assert all(starts[r + 1] >= ends[r] for r in range(2))  # FIFO: one request at a time per stage
-        if j > 0:  # a request's input is received (its modelled arrival) after the previous stage sent it
+        first_block = 2 * j  # each stage's first block: one span per job
+        jobs = sorted(
+            (e for e in spans[j] if e["cat"] in ("compute", "decode") and e["args"]["block"] == first_block),
+            key=lambda e: e["ts"],
+        )
+        orders.append([e["name"].split()[2:] for e in jobs])
+        assert len(jobs) == 3 * NEW
+        if j > 0:  # a job's input is received (its modelled arrival) after the previous stage sent it
             sends = [e for e in spans[j - 1] if e["cat"] == "send"]
             recvs = [e for e in spans[j] if e["cat"] == "recv"]
-            assert len(sends) == len(recvs) == 3
+            assert len(sends) == len(recvs) == 3 * NEW
             for snd, rcv in zip(sends, recvs, strict=True):
                 assert rcv["ts"] + rcv["dur"] >= snd["ts"] + snd["dur"] - 1.0  # us
                 assert snd["dur"] >= 2 * 100e3  # 2 hops of 100 ms each way, at least
+    assert orders[0] == orders[1] == orders[2]  # the pipeline keeps the first stage's order
+    # and that order is the model's: (request, step) in the order the first stage received them
+    expected = [[f"r{r}" if r else "", f"t{k + 1}" if k else ""] for r, k in predicted.order]
+    assert [[t for t in o if t] for o in orders[0]] == [[t for t in e if t] for e in expected]
 
 
 @pytest.mark.multiprocess

@@ -94,6 +94,9 @@ def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
     assert burst["first_token_ids"] == [7, 8, 9]
     assert rep.stages[0].m_compute_end_s == 0.2  # the per-stage figures are the first request's
     assert rep.trace["coldpipe"]["predicted_completions"] == list(predicted)
+    summary = {row["what"]: (row["measured"], row["predicted"]) for row in rep.summary}  # the CLI's one table
+    assert summary["TTFT"] == (1.0, tl.ttft_s) and summary["request 3: first token"] == (3.0, predicted[2])
+    assert summary["burst: last first token (max)"] == (3.0, max(predicted))
     with pytest.raises(ValueError, match="3 requests ran but 0 were predicted"):
         build_report(result, tl, sc.to_dict())
     single = {**result, "completions": [1.0], "first_token_ids": [7]}

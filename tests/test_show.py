@@ -123,6 +123,23 @@ def test_stretched_trace_shows_the_error(timeline: Timeline, tmp_path: Path) -> 
     assert len(chart.measured) == len(measured_bars(tr)) and chart.t_max_s >= 1.25 * timeline.ttft_s
 
 
+def test_a_bursts_later_requests_are_drawn_but_not_compared(timeline: Timeline) -> None:
+    """The per-stage comparison is the first request's: a burst's request 1 computing later changes nothing."""
+    doc = synthetic_trace(timeline)
+    late = [
+        {**e, "name": e["name"] + " r1", "ts": e["ts"] + 5e6, "args": {**e["args"], "request": 1}}
+        for e in doc["traceEvents"]
+        if e.get("cat") == "compute"
+    ]
+    doc["traceEvents"] += late
+    tr = trace_from_dict(doc)
+    assert sum(1 for b in measured_bars(tr) if b.kind == "compute") == 2 * len(late)
+    for row in stage_errors(tr, timeline):
+        assert row["measured_compute_end"] == pytest.approx(row["predicted_compute_end"], abs=1e-6)
+    with pytest.raises(InputError, match=r"args\.request"):
+        trace_from_dict({"traceEvents": [{**late[0], "args": {"request": -1}}]})
+
+
 def test_show_cli(timeline: Timeline, tmp_path: Path) -> None:
     path = tmp_path / "run.trace.json"
     path.write_text(json.dumps(synthetic_trace(timeline, stretch=1.1, with_scenario=False)))

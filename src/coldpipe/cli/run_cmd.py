@@ -15,7 +15,7 @@ from rich.table import Table
 from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
 from coldpipe.core.baselines import PARTITIONS, partition
 from coldpipe.core.planner import plan as plan_scenario
-from coldpipe.core.simulator import burst_completions_s, objective_s, simulate
+from coldpipe.core.simulator import burst_completions_s, burst_schedule, objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds, parse_quantity
@@ -94,36 +94,50 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
             _fmt(s.m_compute_end_s, s.p_compute_end_s),
         )
     console.print(table)
-    console.print(
-        f"[bold]TTFT measured {format_seconds(report.measured_ttft_s)}, predicted "
-        f"{format_seconds(report.predicted_ttft_s)} (ratio {report.ratio:.3f})[/bold]; tokens {report.token_ids}"
-    )
-    if report.measured_e2e_s is not None and report.predicted_e2e_s is not None and len(report.token_ids) > 1:
-        console.print(
-            f"E2E ({len(report.token_ids)} tokens) measured {format_seconds(report.measured_e2e_s)}, predicted "
-            f"{format_seconds(report.predicted_e2e_s)} (ratio {report.measured_e2e_s / report.predicted_e2e_s:.3f})"
+    summary = Table(title="measured / predicted", title_justify="left")
+    for col in ("", "measured", "predicted", "ratio"):
+        summary.add_column(col, justify="left" if not col else "right")
+    for row in report.summary:
+        style = (
+            "bold"
+            if row["what"] in ("TTFT", "burst: last first token (max)") or row["what"].startswith("E2E")
+            else None
         )
-    burst = report.burst
-    if burst is not None:
-        bt = Table(title=f"burst of {burst['requests']}: first tokens", title_justify="left")
-        for col in ("request", "measured", "predicted", "ratio"):
-            bt.add_column(col, justify="right")
-        for r, (m, p) in enumerate(zip(burst["measured"], burst["predicted"], strict=True)):
-            bt.add_row(str(r + 1), format_seconds(m), format_seconds(p), f"{m / p:.3f}")
-        for what in ("max", "mean"):
-            m, p = burst[f"measured_{what}"], burst[f"predicted_{what}"]
-            bt.add_row(what, format_seconds(m), format_seconds(p), f"{m / p:.3f}", style="bold")
-        console.print(bt)
+        summary.add_row(
+            row["what"],
+            format_seconds(row["measured"]),
+            format_seconds(row["predicted"]),
+            f"{row['ratio']:.3f}",
+            style=style,
+        )
+    console.print(summary)
+    console.print(
+        f"tokens {report.token_ids}"
+        + (f"; first token of each request {list(report.first_token_ids)}" if report.burst else "")
+    )
     console.print(f"trace: {trace_path}")
 
 
 def predicted_e2e(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> float | None:
-    """The simulator's E2E for ``new_tokens`` (None when a device of the plan has no ``mem_bandwidth``)."""
+    """The simulator's time until the last token of the run (of every request of a burst) for ``new_tokens``
+    (None when decoding and a device of the plan has no ``mem_bandwidth``)."""
     from coldpipe.core.objectives import replace_workload
 
-    if any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
+    if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
         return None
-    return objective_s(replace_workload(scenario, new_tokens=new_tokens), plan, overlap, "e2e")  # type: ignore[arg-type]
+    sc = replace_workload(scenario, new_tokens=new_tokens)
+    if scenario.workload.requests > 1:
+        return max(burst_schedule(sc, plan, overlap).last_token_s)  # type: ignore[arg-type]
+    return objective_s(sc, plan, overlap, "e2e")  # type: ignore[arg-type]
+
+
+def predicted_last_tokens(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> tuple[float, ...]:
+    """Each request's last token of a burst, from the simulator (empty when it cannot time decode steps)."""
+    from coldpipe.core.objectives import replace_workload
+
+    if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
+        return ()
+    return burst_schedule(replace_workload(scenario, new_tokens=new_tokens), plan, overlap).last_token_s  # type: ignore[arg-type]
 
 
 def run_command(
@@ -193,16 +207,9 @@ def run_command(
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
     n_requests = sc.workload.requests
-    n_new = new_tokens if new_tokens is not None else (sc.workload.new_tokens if n_requests == 1 else 1)
+    n_new = new_tokens if new_tokens is not None else sc.workload.new_tokens
     if n_new < 1:
         raise InputError("--new-tokens", f"must be >= 1, got {n_new}")
-    if n_requests > 1 and n_new > 1:
-        raise InputError(
-            "--new-tokens",
-            f"a burst ({n_requests} requests) is run to each request's first token, as it is planned "
-            "(decoding interleaved requests is not modelled)",
-            "omit --new-tokens, or set workload.requests: 1 to decode one request",
-        )
     vocab = int(ckpt.config["vocab_size"])
     ids = prompt_ids(sc.workload.prompt_tokens, vocab, seed)
     burst = tuple(prompt_ids(sc.workload.prompt_tokens, vocab, seed + r) for r in range(1, n_requests))
@@ -233,8 +240,9 @@ def run_command(
         result,
         timeline,
         sc.to_dict(),
-        predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new) if n_requests == 1 else None,
+        predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new),
         predicted_completions_s=burst_completions_s(sc, the_plan, ov) if n_requests > 1 else (),
+        predicted_last_tokens_s=predicted_last_tokens(sc, the_plan, ov, n_new) if n_requests > 1 else (),
     )
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,13 @@ from coldpipe.errors import InputError
 __all__ = [
     "OBJECTIVES",
     "BlockSpan",
+    "BurstSchedule",
     "StageTimeline",
     "Timeline",
     "Transfer",
     "block_decode_s",
     "burst_completions_s",
+    "burst_schedule",
     "decode_out_bytes",
     "decode_step_s",
     "objective_s",
@@ -333,6 +335,103 @@ def decode_step_s(scenario: Scenario, plan: Plan) -> float:
     return t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes)
 
 
+@dataclass(frozen=True)
+class BurstSchedule:
+    """When each request of a burst gets its first and its last token back at the source (seconds).
+
+    ``order`` is the order in which the stages serve the jobs, ``(request, step)`` with step 0 the prefill
+    and step ``k`` the ``k``-th decode step: the same order on every stage.
+    """
+
+    first_token_s: tuple[float, ...]
+    last_token_s: tuple[float, ...]
+    order: tuple[tuple[int, int], ...]
+
+
+def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -> BurstSchedule:
+    """The ``workload.requests`` requests of a burst, each decoding ``workload.new_tokens`` tokens.
+
+    All requests arrive at t = 0. The first stage serves its jobs one at a time in the order their input
+    arrives (ties: lower request first); every later stage serves them in that same order (the pipeline
+    keeps the order, as point-to-point links do), a job starting on a stage once its input has arrived and
+    the previous job has left. A prefill's blocks wait for their weights as in :func:`simulate`; a decode
+    step costs :func:`block_decode_s` per block and carries one token's activation. A request's next step
+    leaves the source as soon as its previous token is back. Transfers take SPEC.md's time each and do not
+    queue on the links (the stages are the queue). With one request this is :func:`simulate`'s TTFT, then
+    ``new_tokens - 1`` times :func:`decode_step_s`.
+    """
+    import heapq
+
+    tl = simulate(scenario, plan, overlap)
+    blocks = scenario.blocks
+    wl = scenario.workload
+    load_done = {span.block: span.load_end_s for st in tl.stages for span in st.blocks}
+    stage_loaded = [st.load_end_s for st in tl.stages]
+    t0 = tl.transfers[0].start_s  # 0, or the last load end under "none"
+    src, first_dev, last_dev = scenario.source, plan.stages[0].device, plan.stages[-1].device
+    devs = [scenario.device(st.device) for st in plan.stages]
+    prefill_s = [
+        [blocks[l].flops / dev.flops for l in range(st.first, st.last + 1)]
+        for st, dev in zip(plan.stages, devs, strict=True)
+    ]
+    decode_s = (
+        [sum(block_decode_s(scenario, l, st.device) for l in range(st.first, st.last + 1)) for st in plan.stages]
+        if wl.new_tokens > 1
+        else []
+    )
+    hop_prefill = [
+        transfer_s(scenario, plan.stages[j - 1].device, st.device, blocks[plan.stages[j - 1].last].out_bytes)
+        if j
+        else 0.0
+        for j, st in enumerate(plan.stages)
+    ]
+    hop_decode = (
+        [
+            transfer_s(
+                scenario, plan.stages[j - 1].device, st.device, decode_out_bytes(scenario, plan.stages[j - 1].last)
+            )
+            if j
+            else 0.0
+            for j, st in enumerate(plan.stages)
+        ]
+        if wl.new_tokens > 1
+        else []
+    )
+    back_s = transfer_s(scenario, last_dev, src, wl.token_bytes)
+    token_in_s = transfer_s(scenario, src, first_dev, wl.token_bytes)
+    prompt_in = t0 + transfer_s(scenario, src, first_dev, wl.prompt_bytes_value)
+    pending = [(prompt_in, r, 0) for r in range(wl.requests)]  # (input at the first stage, request, step)
+    heapq.heapify(pending)
+    free = [0.0] * len(plan.stages)
+    first = [0.0] * wl.requests
+    last = [0.0] * wl.requests
+    order = []
+    while pending:
+        t, r, k = heapq.heappop(pending)  # the next job of the first stage, hence of every stage
+        order.append((r, k))
+        for j, st in enumerate(plan.stages):
+            if j > 0:
+                t += hop_prefill[j] if k == 0 else hop_decode[j]
+            t = max(t, free[j])
+            if k > 0:
+                t += decode_s[j]
+            else:
+                if overlap == "stage":
+                    t = max(t, stage_loaded[j])
+                for i, l in enumerate(range(st.first, st.last + 1)):
+                    if overlap == "layer":
+                        t = max(t, load_done[l])
+                    t += prefill_s[j][i]
+            free[j] = t
+        t += back_s
+        if k == 0:
+            first[r] = t
+        last[r] = t
+        if k + 1 < wl.new_tokens:
+            heapq.heappush(pending, (t + token_in_s, r, k + 1))
+    return BurstSchedule(tuple(first), tuple(last), tuple(order))
+
+
 def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -> tuple[float, ...]:
     """First-token completion time of each of ``workload.requests`` identical requests arriving at t = 0.
 
@@ -340,43 +439,24 @@ def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "laye
     request ``r - 1`` has left the stage; within the stage its blocks wait for their weights as in
     :func:`simulate` (only the first request ever does: the others come after it). Transfers take
     SPEC.md's time each and do not queue on the links (the stages are the queue). With one request this
-    is exactly :func:`simulate`'s TTFT.
+    is exactly :func:`simulate`'s TTFT. Decoding never delays a first token (every prompt reaches the
+    first stage before any token can come back), so this is :func:`burst_schedule`'s ``first_token_s``.
     """
-    tl = simulate(scenario, plan, overlap)
     if scenario.workload.requests == 1:
-        return (tl.ttft_s,)
-    blocks = scenario.blocks
-    load_done = {span.block: span.load_end_s for st in tl.stages for span in st.blocks}
-    stage_loaded = [st.load_end_s for st in tl.stages]
-    t0 = tl.transfers[0].start_s  # 0, or the last load end under "none"
-    wl = scenario.workload
-    prompt_s = transfer_s(scenario, scenario.source, plan.stages[0].device, wl.prompt_bytes_value)
-    stage_free = [0.0] * len(plan.stages)
-    done = []
-    for _ in range(wl.requests):
-        t = t0 + prompt_s
-        for j, st in enumerate(plan.stages):
-            dev = scenario.device(st.device)
-            if j > 0:
-                prev = plan.stages[j - 1]
-                t += transfer_s(scenario, prev.device, st.device, blocks[prev.last].out_bytes)
-            t = max(t, stage_free[j])
-            if overlap == "stage":
-                t = max(t, stage_loaded[j])
-            for l in range(st.first, st.last + 1):
-                if overlap == "layer":
-                    t = max(t, load_done[l])
-                t += blocks[l].flops / dev.flops
-            stage_free[j] = t
-        done.append(t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes))
-    return tuple(done)
+        return (simulate(scenario, plan, overlap).ttft_s,)
+    if scenario.workload.new_tokens > 1:
+        from dataclasses import replace
+
+        scenario = replace(scenario, workload=replace(scenario.workload, new_tokens=1))
+    return burst_schedule(scenario, plan, overlap).first_token_s
 
 
 def objective_s(scenario: Scenario, plan: Plan, overlap: Overlap, objective: str) -> float:
     """The value of ``objective`` for ``plan``: ``ttft``, ``e2e`` = TTFT + (new_tokens - 1) * TPOT, or ``tpot``.
 
     With a burst (``workload.requests > 1``) ``ttft`` is the max or mean first-token completion
-    (``workload.completion``) of :func:`burst_completions_s`.
+    (``workload.completion``) of :func:`burst_completions_s`, and ``e2e`` the max or mean last-token
+    completion of :func:`burst_schedule`.
     """
     if objective == "ttft":
         if scenario.workload.requests > 1:
@@ -388,9 +468,8 @@ def objective_s(scenario: Scenario, plan: Plan, overlap: Overlap, objective: str
         return decode_step_s(scenario, plan)
     if objective == "e2e":
         if scenario.workload.requests > 1:
-            raise InputError(
-                "objective", "e2e with a burst (workload.requests > 1) is not modelled", "use objective ttft"
-            )
+            done = burst_schedule(scenario, plan, overlap).last_token_s
+            return max(done) if scenario.workload.completion == "max" else sum(done) / len(done)
         ttft = simulate(scenario, plan, overlap).ttft_s
         steps = scenario.workload.new_tokens - 1
         return ttft + steps * decode_step_s(scenario, plan) if steps else ttft

@@ -49,8 +49,6 @@ class Job:
     def __post_init__(self) -> None:
         if any(len(p) != len(self.prompt_ids) for p in self.burst):
             raise ValueError("every prompt of a burst has the prompt's length")
-        if self.burst and self.new_tokens != 1:
-            raise ValueError("a burst is run to each request's first token (new_tokens must be 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -48,11 +48,43 @@ class RunReport:
     measured_completions_s: tuple[float, ...] = ()
     predicted_completions_s: tuple[float, ...] = ()
     first_token_ids: tuple[int, ...] = ()
+    # a decoding burst: each request's last token at the source (burst_schedule's last_token_s)
+    measured_last_tokens_s: tuple[float, ...] = ()
+    predicted_last_tokens_s: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
         """Measured / predicted TTFT (1.0 = the model was exact)."""
         return self.measured_ttft_s / self.predicted_ttft_s
+
+    @property
+    def summary(self) -> list[dict[str, Any]]:
+        """The headline figures, measured against predicted, one table: TTFT, then TPOT and E2E of a decoded
+        answer (when the simulator can time decode steps), or each request's first token of a burst."""
+        rows = [("TTFT", self.measured_ttft_s, self.predicted_ttft_s)]
+        n = len(self.token_ids)
+        single = len(self.measured_completions_s) < 2
+        if single and n > 1 and self.measured_e2e_s is not None and self.predicted_e2e_s is not None:
+            rows.append(
+                (
+                    f"TPOT (mean of {n - 1} step{'s' if n > 2 else ''})",
+                    (self.measured_e2e_s - self.measured_ttft_s) / (n - 1),
+                    (self.predicted_e2e_s - self.predicted_ttft_s) / (n - 1),
+                )
+            )
+            rows.append((f"E2E ({n} tokens)", self.measured_e2e_s, self.predicted_e2e_s))
+        burst = self.burst
+        if burst is not None:
+            for r, (m, p) in enumerate(zip(burst["measured"], burst["predicted"], strict=True)):
+                rows.append((f"request {r + 1}: first token", m, p))
+            rows.append(("burst: last first token (max)", burst["measured_max"], burst["predicted_max"]))
+            rows.append(("burst: mean first token", burst["measured_mean"], burst["predicted_mean"]))
+            if "measured_answers" in burst:
+                for r, (m, p) in enumerate(zip(burst["measured_answers"], burst["predicted_answers"], strict=True)):
+                    rows.append((f"request {r + 1}: last token", m, p))
+                rows.append(("burst: last answer (max E2E)", burst["measured_e2e_max"], burst["predicted_e2e_max"]))
+                rows.append(("burst: mean E2E", burst["measured_e2e_mean"], burst["predicted_e2e_mean"]))
+        return [{"what": w, "measured": m, "predicted": p, "ratio": m / p} for w, m, p in rows]
 
     @property
     def burst(self) -> dict[str, Any] | None:
@@ -71,6 +103,20 @@ class RunReport:
             "measured_mean": sum(m) / len(m),
             "predicted_mean": sum(p) / len(p),
             "ratio_mean": (sum(m) / len(m)) / (sum(p) / len(p)),
+        } | self._answers()
+
+    def _answers(self) -> dict[str, Any]:
+        """A decoding burst's last tokens, measured and predicted (empty when not decoding or not predicted)."""
+        m, p = self.measured_last_tokens_s, self.predicted_last_tokens_s
+        if not p or list(m) == list(self.measured_completions_s):
+            return {}
+        return {
+            "measured_answers": list(m),
+            "predicted_answers": list(p),
+            "measured_e2e_max": max(m),
+            "predicted_e2e_max": max(p),
+            "measured_e2e_mean": sum(m) / len(m),
+            "predicted_e2e_mean": sum(p) / len(p),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +128,7 @@ class RunReport:
             "predicted_e2e": self.predicted_e2e_s,
             "token_ids": self.token_ids,
             "burst": self.burst,
+            "summary": self.summary,
             "stages": [
                 {
                     "device": s.device,
@@ -114,6 +161,7 @@ def build_report(
     *,
     predicted_e2e_s: float | None = None,
     predicted_completions_s: tuple[float, ...] = (),
+    predicted_last_tokens_s: tuple[float, ...] = (),
 ) -> RunReport:
     """Combine one job's gathered result with the simulator's ``timeline`` of the same plan and overlap.
 
@@ -161,6 +209,8 @@ def build_report(
     if len(measured_completions) > 1:
         meta["measured_completions"] = list(measured_completions)
         meta["predicted_completions"] = list(predicted_completions_s)
+        meta["measured_last_tokens"] = list(result.get("last_token_s") or ())
+        meta["predicted_last_tokens"] = list(predicted_last_tokens_s)
     return RunReport(
         measured_ttft_s=float(result["measured_ttft"]),
         predicted_ttft_s=timeline.ttft_s,
@@ -172,4 +222,6 @@ def build_report(
         measured_completions_s=measured_completions,
         predicted_completions_s=tuple(predicted_completions_s) if len(measured_completions) > 1 else (),
         first_token_ids=tuple(result.get("first_token_ids") or result["token_ids"][:1]),
+        measured_last_tokens_s=tuple(result.get("last_token_s") or ()) if len(measured_completions) > 1 else (),
+        predicted_last_tokens_s=tuple(predicted_last_tokens_s) if len(measured_completions) > 1 else (),
     )

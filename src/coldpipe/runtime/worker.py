@@ -73,14 +73,17 @@ class _Ctx:
 
 
 class _Links:
-    """Point-to-point transfers with SPEC.md's link time, emulated on the receiving side.
+    """Point-to-point messages with SPEC.md's link time, emulated on the receiving side.
 
-    A sender ``isend``s the bytes at once, with its wall-clock send time prepended, and goes on computing; the
-    receiver, once the bytes are there, sleeps until ``sent + transfer(src, dst, n)``. So a transfer takes
-    SPEC.md's time from the moment its data exists, never delays the sender's next computation, and several
-    transfers on one link do not queue (the model of docs/model.md#bursts; with one request it is the same as
-    sleeping on the sender). The trace's ``send`` span is the emulated transfer ``[sent, sent + transfer]``;
-    ``recv`` spans from posting the receive until the data has arrived.
+    A message is a job's input: a small header ``[sent, request, step]`` (float64; ``step`` 0 is the prefill,
+    ``k`` the ``k``-th decode step) then the payload, whose size the receiver derives from the header. A
+    sender ``isend``s both at once and goes on computing; the receiver, once the payload is there, sleeps
+    until ``sent + transfer(src, dst, n)`` for the payload's ``n`` bytes. So a transfer takes SPEC.md's time
+    from the moment its data exists, never delays the sender's next computation, and several transfers on
+    one link do not queue (docs/model.md#bursts; with one request it is the same as sleeping on the
+    sender). Messages between two ranks arrive in the order they were sent, so every stage serves the jobs
+    in the order the first stage received them, as the model says. The trace's ``send`` span is the
+    emulated transfer ``[sent, sent + transfer]``; ``recv`` spans from posting the receive until arrival.
     """
 
     def __init__(self, ctx: _Ctx, rec: Any, emulate: bool) -> None:
@@ -94,35 +97,42 @@ class _Links:
 
         return transfer_s(self.ctx.scenario, src_dev, dst_dev, n_bytes) if self.emulate else 0.0
 
-    def send(self, x: Any, dst_rank: int, src_dev: str, dst_dev: str, what: str) -> None:
+    def send(self, x: Any, dst_rank: int, src_dev: str, dst_dev: str, what: str, request: int, step: int) -> None:
         import torch
         import torch.distributed as dist
 
         payload = x.contiguous().view(-1).view(torch.uint8)  # raw bytes: any dtype, the receiver knows the shape
         n = payload.numel()
         sent = time.time()
-        stamp = torch.tensor([sent], dtype=torch.float64).view(torch.uint8)
-        buf = torch.cat([stamp, payload])  # the stamp first: the payload stays 8-byte aligned
+        header = torch.tensor([sent, float(request), float(step)], dtype=torch.float64)
         _doing(f"sending the {what} to rank {dst_rank}")
-        self.pending.append((dist.isend(buf, dst_rank), buf))
+        for buf in (header, payload):
+            self.pending.append((dist.isend(buf, dst_rank), buf))
         start = sent - self.rec.t0
-        self.rec.add(f"send {what}", "send", start, start + self.delay_s(src_dev, dst_dev, n), None, n)
+        self.rec.add(f"send {what}", "send", start, start + self.delay_s(src_dev, dst_dev, n), None, n, request=request)
 
-    def recv(self, shape: tuple[int, ...], dtype: Any, src_rank: int, src_dev: str, dst_dev: str, what: str) -> Any:
+    def recv(
+        self, shape_of: Any, dtype: Any, src_rank: int, src_dev: str, dst_dev: str, what: str
+    ) -> tuple[int, int, Any]:
+        """The next job's input from ``src_rank``: (request, step, tensor of shape ``shape_of(step)``)."""
         import torch
         import torch.distributed as dist
 
-        n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-        buf = torch.empty(n + 8, dtype=torch.uint8)
         start = self.rec.now()
         _doing(f"receiving the {what} from rank {src_rank}")
+        header = torch.empty(3, dtype=torch.float64)
+        dist.recv(header, src_rank)
+        sent, request, step = float(header[0]), int(header[1]), int(header[2])
+        shape = shape_of(step)
+        n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        buf = torch.empty(n, dtype=torch.uint8)
         dist.recv(buf, src_rank)
-        sent = float(buf[:8].view(torch.float64).item())
         wait = sent + self.delay_s(src_dev, dst_dev, n) - time.time()
         if wait > 0:
             time.sleep(wait)
-        self.rec.add(f"recv {what}", "recv", start, self.rec.now(), None, n)
-        return buf[8:].view(dtype).reshape(shape)
+        name = what.split("/")[min(step, 1)] if "/" in what else what  # "prompt/token": the prompt, then tokens
+        self.rec.add(f"recv {name}{_tag(request, step)}", "recv", start, self.rec.now(), None, n, request=request)
+        return request, step, buf.view(dtype).reshape(shape)
 
     def finish(self) -> None:
         """Wait for every send of this job to complete (before the job's collectives)."""
@@ -130,6 +140,11 @@ class _Links:
         for work, _ in self.pending:
             work.wait()
         self.pending.clear()
+
+
+def _tag(request: int, step: int) -> str:
+    """`` r2 t5``: request 2 (omitted for the first), token 5 (omitted for the prefill, i.e. token 1)."""
+    return (f" r{request}" if request else "") + (f" t{step + 1}" if step else "")
 
 
 def _prompts(job: dict[str, Any]) -> list[list[int]]:
@@ -140,8 +155,8 @@ def _prompts(job: dict[str, Any]) -> list[list[int]]:
 def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
     """Rank 0: send the prompt(s), collect the tokens; times relative to the request (t0).
 
-    A burst's ``R`` prompts are all sent at once (they arrive together); the first token of each comes back in
-    request order. Decoding (``new_tokens > 1``) is for a single request.
+    A burst's ``R`` prompts are all sent at once (they arrive together). Each token that comes back goes
+    out again at once as its request's next decode step, until every request has ``new_tokens`` tokens.
     """
     import torch
 
@@ -151,30 +166,33 @@ def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
     plan = Plan.from_dict(job["plan"])
     src, first_dev, last_dev = ctx.scenario.source, plan.stages[0].device, plan.stages[-1].device
     n_stages = len(plan.stages)
+    n_new = int(job["new_tokens"])
     rec = Recorder(t0)
     links = _Links(ctx, rec, job.get("links", True))
     prompts = _prompts(job)
     for r, p in enumerate(prompts):
-        links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, "prompt" + (f" r{r}" if r else ""))
-    completions: list[float] = []
-    first_tokens: list[int] = []
-    for r in range(len(prompts)):
-        tok = links.recv((1,), torch.int32, n_stages, last_dev, src, "token" + (f" r{r}" if r else ""))
-        completions.append(rec.now())
-        first_tokens.append(int(tok.item()))
-    tokens = [first_tokens[0]]
-    for _ in range(1, int(job["new_tokens"])):
-        links.send(torch.tensor([[tokens[-1]]], dtype=torch.int32), 1, src, first_dev, "token")
-        tok = links.recv((1,), torch.int32, n_stages, last_dev, src, "token")
-        tokens.append(int(tok.item()))
-    end = rec.now()
+        links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, f"prompt{_tag(r, 0)}", r, 0)
+    first = [0.0] * len(prompts)
+    last = [0.0] * len(prompts)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    for _ in range(len(prompts) * n_new):
+        r, k, tok = links.recv(lambda _step: (1,), torch.int32, n_stages, last_dev, src, "token")
+        now = rec.now()
+        if k == 0:
+            first[r] = now
+        last[r] = now
+        tokens[r].append(int(tok.item()))
+        if k + 1 < n_new:
+            links.send(tok.view(1, 1), 1, src, first_dev, f"token{_tag(r, k + 1)}", r, k + 1)
     links.finish()
     return {
-        "token_ids": tokens,
-        "first_token_ids": first_tokens,
-        "completions": completions,
-        "measured_ttft": completions[0],
-        "measured_e2e": end,
+        "token_ids": tokens[0],
+        "all_token_ids": tokens,
+        "first_token_ids": [t[0] for t in tokens],
+        "completions": first,
+        "last_token_s": last,
+        "measured_ttft": first[0],
+        "measured_e2e": max(last),
         "source_spans": [s.to_dict() for s in rec.spans],
     }
 
@@ -341,17 +359,20 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     n_requests = len(_prompts(job))
     logits = None
     caches = [DynamicCache(config=model.config) for _ in range(n_requests)]
-    # prefill of every request of the burst, in order, then the decode steps of the (single) request
-    steps = [(r, 0) for r in range(n_requests)] + [(0, k) for k in range(1, int(job["new_tokens"]))]
-    for r, step in steps:
-        tag = f" r{r}" if r else ""
+    # every job (request r, step k) in the order the previous rank sent it: the first stage's order
+    for _ in range(n_requests * int(job["new_tokens"])):
+        if j == 0:
+            r, step, x = links.recv(
+                lambda k: (1, s if k == 0 else 1), torch.int32, prev_rank, prev_dev, st.device, "prompt/token"
+            )
+            x = x.long()  # (1, q)
+        else:
+            r, step, x = links.recv(
+                lambda k: (1, s if k == 0 else 1, h), model.dtype, prev_rank, prev_dev, st.device, "activation"
+            )  # (1, q, h)
+        tag = _tag(r, step)
         q = s if step == 0 else 1  # positions in this forward
         pos = 0 if step == 0 else s + step - 1
-        if j == 0:
-            what = ("prompt" if step == 0 else "token") + tag
-            x = links.recv((1, q), torch.int32, prev_rank, prev_dev, st.device, what).long()  # (1, q)
-        else:
-            x = links.recv((1, q, h), model.dtype, prev_rank, prev_dev, st.device, "activation" + tag)  # (1, q, h)
         position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
         rope = None
         for i, b in enumerate(blocks):
@@ -379,14 +400,12 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
                 target_s = max(target_s, mem_floor_s[i])
             if target_s > wall_s:
                 time.sleep(target_s - wall_s)
-            if step == 0:
-                rec.add(f"compute b{b}{tag}", "compute", start, rec.now(), b, cpu_s=cpu_s, request=r)
-            else:
-                rec.add(f"decode b{b} t{step + 1}", "decode", start, rec.now(), b, cpu_s=cpu_s)
+            cat = "compute" if step == 0 else "decode"
+            rec.add(f"{cat} b{b}{tag}", cat, start, rec.now(), b, cpu_s=cpu_s, request=r)
         if is_last:
             logits = x  # (1, V)
             x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
-        links.send(x, next_rank, st.device, next_dev, ("token" if is_last else "activation") + tag)
+        links.send(x, next_rank, st.device, next_dev, ("token" if is_last else "activation") + tag, r, step)
     links.finish()
     if loader.is_alive():
         loader.join()

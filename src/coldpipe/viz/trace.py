@@ -49,6 +49,7 @@ class TraceSpan:
     end_s: float
     block: int | None
     n_bytes: float | None
+    request: int = 0  # a burst's request (``args.request``; 0: the first or only one)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def trace_from_dict(doc: Any) -> Trace:
                 end_s=start + dur,
                 block=block,
                 n_bytes=_optional_number(args.get("bytes"), f"{where}.args.bytes"),
+                request=_request(args.get("request", 0), f"{where}.args.request"),
             )
         )
     meta = doc.get("coldpipe") or {}
@@ -151,6 +153,12 @@ def read_trace(path: str | Path) -> Trace:
     return trace_from_dict(doc)
 
 
+def _request(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(where, f"must be a request index >= 0, got {value!r}")
+    return value
+
+
 def measured_bars(trace: Trace) -> list[Bar]:
     """The trace's spans as chart bars (``measured=True``), on the row of their stage."""
     return [
@@ -161,14 +169,15 @@ def measured_bars(trace: Trace) -> list[Bar]:
 
 def stage_errors(trace: Trace, timeline: Timeline) -> list[dict[str, Any]]:
     """Per stage, predicted against measured: last load end, first compute start, last compute end, and
-    the time idle waiting for weights (the runtime records it as ``wait`` spans).
+    the time idle waiting for weights (the runtime records it as ``wait`` spans). Computations are the first
+    request's (a burst's later requests never change the first one's timeline).
 
     A measured figure is ``None`` when the trace has no span of that kind for the stage.
     """
     out = []
     for j, st in enumerate(timeline.stages):
         loads = [s for s in trace.spans if s.stage == j and s.cat == "load"]
-        comps = [s for s in trace.spans if s.stage == j and s.cat == "compute"]
+        comps = [s for s in trace.spans if s.stage == j and s.cat == "compute" and s.request == 0]
         waits = [s for s in trace.spans if s.stage == j and s.cat == "wait"]
         out.append(
             {
