@@ -330,3 +330,10 @@ def test_exact_e2e_planner_matches_brute_force_when_decode_costs_differ_per_bloc
     overlap: Overlap = OVERLAPS[seed % 2]
     expected, _ = brute_force(sc, overlap, "e2e")
     assert plan_for_objective(sc, overlap, "e2e").value_s == pytest.approx(expected, rel=1e-9)
+
+
+def test_e2e_of_one_token_is_the_ttft_and_needs_no_decode_bandwidth() -> None:
+    sc = distinct_cluster(2, 5, new_tokens=1)
+    sc = sc.with_devices([dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
+    res = plan_heuristic(sc, "layer", objective="e2e")
+    assert res.value_s == res.ttft_s == objective_s(sc, res.plan, "layer", "ttft")

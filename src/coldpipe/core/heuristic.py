@@ -722,7 +722,7 @@ def _objective_lower_bound(scenario: Scenario, objective: str) -> tuple[float, s
     from coldpipe.core.simulator import block_decode_s
 
     wl = scenario.workload
-    if objective in ("tpot", "e2e"):
+    if objective == "tpot" or (objective == "e2e" and wl.new_tokens > 1):
         src, devs = scenario.source, scenario.devices
         tpot = (
             min(transfer_s(scenario, src, d.name, wl.token_bytes) for d in devs)
@@ -1091,6 +1091,7 @@ def _search(
     details: dict[str, Any] = {
         "method": f"local search over device orders (beam {len(starts)}), exact split per order",
         "orders_evaluated": n_orders(),
+        "max_orders": max_orders,
         "dp_runs": dp_runs,
         "rounds": rounds_total,
         "best_seed": best_seed,
