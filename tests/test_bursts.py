@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -195,3 +197,24 @@ def test_decoding_burst_local_search_gap_to_brute_force() -> None:
 def test_bad_burst_fields(field: str, value: object) -> None:
     with pytest.raises(InputError, match=f"workload.{field}"):
         Workload(4, **{field: value})  # type: ignore[arg-type]
+
+
+def test_plan_cli_plans_a_decoding_burst(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from coldpipe.cli import main
+    from coldpipe.scenario_file import load_scenario
+
+    demo = Path(__file__).resolve().parents[1] / "src" / "coldpipe" / "data" / "demo.yaml"
+    text = demo.read_text().replace("new_tokens: 1}", "new_tokens: 16, requests: 3, completion: mean}")
+    assert text != demo.read_text()
+    path = tmp_path / "burst.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        main(["plan", str(path), "--objective", "e2e", "--json"])
+    assert exc.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    sc = load_scenario(path)
+    plan = Plan.from_dict({"stages": out["stages"]})
+    assert out["objective"] == "e2e" and out["solver"]["exact"] == 0
+    assert out["objective_value"] == pytest.approx(objective_s(sc, plan, "layer", "e2e"))
+    done = burst_schedule(sc, plan, "layer").last_token_s
+    assert out["objective_value"] == pytest.approx(sum(done) / 3)  # completion: mean of the last tokens

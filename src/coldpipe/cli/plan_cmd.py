@@ -82,6 +82,8 @@ def print_plan(result: PlanResult, scenario: Scenario) -> None:
         what = {"e2e": f"E2E ({wl.new_tokens} tokens)", "tpot": "time per output token"}.get(result.objective, "")
         if wl.requests > 1 and result.objective == "ttft":
             what = f"{wl.completion} first-token completion of {wl.requests} requests"
+        elif wl.requests > 1 and result.objective == "e2e":
+            what = f"{wl.completion} last-token completion of {wl.requests} requests ({wl.new_tokens} tokens each)"
         console.print(f"[bold]{what}: {format_seconds(result.objective_value_s)}[/bold] (the objective minimised)")
 
 
