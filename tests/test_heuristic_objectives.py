@@ -185,7 +185,7 @@ def test_numba_and_pure_python_pareto_order_kernels_agree(monkeypatch: pytest.Mo
 def test_heuristic_against_brute_force_on_small_instances(objective: str, requests: int, completion: str) -> None:
     """Never better than the optimum (that would be a bug), the simulator's value, a small gap; all overlaps."""
     gaps = []
-    n_inst = 6 if completion == "mean" else 9  # the mean's brute force is the slow part
+    n_inst = 9 if completion == "mean" else 15  # the mean's brute force is the slow part
     for k in range(n_inst):
         overlap = OVERLAPS[k % 3]
         sc = with_case(small_scenario(1000 + k, 4, 6), requests, completion)
@@ -201,7 +201,7 @@ def test_heuristic_against_brute_force_on_small_instances(objective: str, reques
         assert res.details["lower_bound"] <= expected * (1 + 1e-9)
         gaps.append(res.value_s / expected - 1.0)
     _report(f"{objective} x{requests} {completion} vs brute force", gaps)
-    assert len(gaps) >= 4
+    assert len(gaps) >= 6
     assert statistics.median(gaps) <= 1e-9
     assert max(gaps) <= 0.02
 
@@ -220,7 +220,7 @@ def test_heuristic_against_brute_force_on_small_instances(objective: str, reques
 )
 def test_heuristic_gap_to_the_exact_dp_on_8_distinct_devices(objective: str, requests: int, overlap: Overlap) -> None:
     gaps = []
-    for seed in range(3):
+    for seed in range(5):
         sc = with_case(distinct_cluster(seed, 8), requests, "max")
         assert DeviceTypes.of(sc).n_usage_vectors == 2**8
         exact = plan_for_objective(sc, overlap, objective)

@@ -20,6 +20,15 @@ The heuristic (``docs/heuristic.md``) searches over orders:
    each candidate sequence is solved by the order DP (which may also drop devices). Best
    improvement, until no move improves, ``max_rounds`` rounds, or ``max_orders`` orders in all.
 
+Every objective (``docs/heuristic.md``, "Other objectives"): the same search, with the order-restricted
+version of the exact method of :mod:`coldpipe.core.objectives` for each order — the additive order DP on
+decode tables (``tpot``), the ``none`` threshold search on combined tables (``e2e`` under ``none``), a
+Pareto order DP (:func:`_order_pareto_kernel`) over (arrival, decode so far) for ``e2e`` and over (first
+request's arrival, last request's end) for a burst's ``max`` completion; a burst's ``mean`` is searched
+for its ``max``, then polished by a plan-level local search. Neighbours of a Pareto objective are
+screened with one pair per state (a real plan's value, never optimistic); accepted moves are re-solved
+exactly. Reported values are the simulator's (:func:`~coldpipe.core.simulator.objective_s`).
+
 Deterministic: no clock, no randomness. The result carries a lower bound and its gap to it.
 
 >>> from coldpipe.core.types import Block, Device, Scenario, Workload
