@@ -25,9 +25,10 @@ version of the exact method of :mod:`coldpipe.core.objectives` for each order â€
 decode tables (``tpot``), the ``none`` threshold search on combined tables (``e2e`` under ``none``), a
 Pareto order DP (:func:`_order_pareto_kernel`) over (arrival, decode so far) for ``e2e`` and over (first
 request's arrival, last request's end) for a burst's ``max`` completion; a burst's ``mean`` is searched
-for its ``max``, then polished by a plan-level local search. Neighbours of a Pareto objective are
-screened with one pair per state (a real plan's value, never optimistic); accepted moves are re-solved
-exactly. Reported values are the simulator's (:func:`~coldpipe.core.simulator.objective_s`).
+for its ``max`` and for one request's TTFT, then both plans are polished by a plan-level local search.
+Neighbours of a Pareto objective are screened with one pair per state (a real plan's value, never
+optimistic); accepted moves are re-solved exactly. Reported values are the simulator's
+(:func:`~coldpipe.core.simulator.objective_s`).
 
 Deterministic: no clock, no randomness. The result carries a lower bound and its gap to it.
 
@@ -848,9 +849,10 @@ def plan_heuristic(
 
     ``objective``: ``ttft`` (with a burst, ``workload.requests > 1``: its max or mean first-token
     completion), ``e2e`` or ``tpot``, as :func:`~coldpipe.core.simulator.objective_s` defines them. The
-    order search optimises the objective itself (a burst's mean: its max, then a plan-level local search
-    for the mean from there). ``max_orders`` defaults to 50 000 (10 000 for the Pareto objectives: e2e
-    under ``layer``/``stage`` and bursts, whose order DP costs more; 5 000 for a burst under ``none``).
+    order search optimises the objective itself (a burst's mean: its max and one request's TTFT, then a
+    plan-level local search for the mean from both plans). ``max_orders`` defaults to 50 000 (10 000 for
+    the Pareto objectives: e2e under ``layer``/``stage`` and bursts, whose order DP costs more; 5 000 for a
+    burst under ``none``). ``screen_front``: pairs per state when a neighbour is screened (0: exact).
 
     Raises :class:`~coldpipe.errors.Infeasible` if no order admits a plan (for clusters within the
     exact DP's range, with the DP's shortfall message), :class:`~coldpipe.errors.InputError` for an
@@ -896,8 +898,30 @@ def plan_heuristic(
         for order in rankings:
             taken = [names[k] for k in order if names[k] not in plan.devices][:candidates_per_key]
             shortlist.extend(nm for nm in taken if nm not in shortlist)
-        plan, n_eval = _local_search(scenario, [plan], overlap, unused=shortlist, max_evaluations=20_000)
-        details["method"] += "; then local search on plans for the mean completion"
+        # second seed: the single request's TTFT plan (the mean lies between the first and the last request)
+        from coldpipe.core.objectives import replace_workload
+
+        one = replace_workload(scenario, requests=1)
+        ttft_stages, _ = _search(
+            _Problem.build(one, overlap),
+            one,
+            overlap,
+            "ttft",
+            beam_width=beam_width,
+            max_rounds=max_rounds,
+            seed_types=seed_types,
+            candidates_per_key=candidates_per_key,
+            max_orders=max_orders,
+            first_improvement=first_improvement,
+            screen_front=screen_front,
+        )
+        ttft_plan = Plan(tuple(Stage(names[k], a, b) for k, a, b in ttft_stages))
+        for order in rankings:
+            taken = [names[k] for k in order if names[k] not in ttft_plan.devices][:candidates_per_key]
+            shortlist.extend(nm for nm in taken if nm not in shortlist)
+        seeds = [plan] if ttft_plan == plan else [plan, ttft_plan]
+        plan, n_eval = _local_search(scenario, seeds, overlap, unused=shortlist, max_evaluations=20_000)
+        details["method"] += "; then local search on plans for the mean completion from it and the TTFT plan"
         details["plans_evaluated"] = n_eval
     value = objective_s(scenario, plan, overlap, objective)
     ttft = value if objective == "ttft" and wl.requests == 1 else simulate(scenario, plan, overlap).ttft_s
