@@ -1,6 +1,6 @@
 """Measured vs predicted beyond the first token: decoding (E2E, TPOT) and a burst of requests, on the real runtime.
 
-    .venv/bin/python benchmarks/bench_runtime_objectives.py     # ~7 min; writes out/bench_runtime_objectives.json
+    .venv/bin/python benchmarks/bench_runtime_objectives.py     # ~11 min; writes out/bench_runtime_objectives.json
                                                                 # and the table of docs/runtime.md
 
 The cluster of ``bench_runtime.py`` (same ~1 GB checkpoint, same 4 emulated devices, derived from a profile of
@@ -12,9 +12,10 @@ decode-step times, as their prefill FLOPs are).
 1. decoding: the TTFT-optimal and the E2E-optimal plan for ``--new-tokens`` tokens, each run ``--reps`` times
    (interleaved, cold page cache): measured TTFT, E2E and TPOT = (E2E - TTFT) / (new_tokens - 1) against the
    simulator's;
-2. a burst: ``--requests`` requests arriving together, each to its first token, on the single-request optimum
-   and on the burst optimum (``completion: max``): measured first-token completions against
-   ``burst_completions_s``.
+2. a burst: ``--requests`` requests arriving together, each decoding ``--burst-new-tokens`` tokens (their
+   decode steps interleave on the stages), on the single-request TTFT optimum, the burst's first-token
+   optimum and the burst's E2E plan (``completion: max``; local search): measured first and last tokens of
+   every request against ``burst_schedule``.
 
 Reports medians over the reps. The host is shared: expect noise, rerun late.
 """
@@ -33,7 +34,7 @@ from bench_runtime import DEVICES, HOP_S, ensure_checkpoint
 
 from coldpipe.core.models import blocks_for
 from coldpipe.core.planner import plan
-from coldpipe.core.simulator import burst_completions_s, decode_step_s, objective_s, simulate
+from coldpipe.core.simulator import burst_schedule, decode_step_s, objective_s, simulate
 from coldpipe.core.types import Device, Network, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
 from coldpipe.runtime.emulation import emulation_for
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--burst-new-tokens", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--gap", type=float, default=0.25, help="profile-host --gap: idle after each timed block")
     ap.add_argument("--out", default="out/bench_runtime_objectives.json")
@@ -75,13 +77,14 @@ def main() -> None:
         for n, slow, rate, st, mem, up, down in DEVICES
     ]
     sc = Scenario(blocks, devices, Workload(s, n_new), Network(HOP_S), model_name="bench-1g")
-    burst_sc = replace(sc, workload=Workload(s, 1, requests=n_req, completion="max"))
+    burst_sc = replace(sc, workload=Workload(s, args.burst_new_tokens, requests=n_req, completion="max"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).with_name("bench_objectives_scenario.json").write_text(json.dumps(sc.to_dict(), indent=1) + "\n")
 
     ttft_opt = plan(sc, "layer", objective="ttft").plan
     e2e_opt = plan(sc, "layer", objective="e2e").plan
-    burst_opt = plan(burst_sc, "layer", objective="ttft").plan  # the burst's max completion
+    burst_first = plan(burst_sc, "layer", objective="ttft").plan  # the burst's last first token (exact)
+    burst_e2e = plan(burst_sc, "layer", objective="e2e").plan  # the burst's last answer (local search)
     vocab = int(ckpt.config["vocab_size"])
     ids = prompt_ids(s, vocab)
     more = tuple(prompt_ids(s, vocab, seed=r) for r in range(1, n_req))
@@ -90,13 +93,17 @@ def main() -> None:
         return tuple(emulation_for(sc, p, prof.host_flops))  # type: ignore[arg-type]
 
     decode_cases = [("TTFT-optimal", ttft_opt), ("E2E-optimal", e2e_opt)]
-    burst_cases = [("TTFT-optimal (1 request)", ttft_opt), (f"burst-optimal (max of {n_req})", burst_opt)]
+    burst_cases = [
+        ("TTFT-optimal (1 request)", ttft_opt),
+        ("first-token-optimal (burst)", burst_first),
+        ("E2E plan (burst)", burst_e2e),
+    ]
     jobs: list[tuple[str, str, Job]] = []
     for _ in range(args.reps):
         for name, p in decode_cases:
             jobs.append(("decode", name, Job(p, "layer", ids, n_new, emu(p))))
         for name, p in burst_cases:
-            jobs.append(("burst", name, Job(p, "layer", ids, 1, emu(p), burst=more)))
+            jobs.append(("burst", name, Job(p, "layer", ids, args.burst_new_tokens, emu(p), burst=more)))
     results = run_local(ckpt_path, sc, [j for *_, j in jobs], timeout_s=120)
 
     def runs(kind: str, name: str) -> list[dict]:
@@ -131,28 +138,27 @@ def main() -> None:
     burst_rows = []
     for name, p in burst_cases:
         rs = runs("burst", name)
-        pred = burst_completions_s(burst_sc, p, "layer")
-        m_max = statistics.median(max(r["completions"]) for r in rs)
-        m_mean = statistics.median(statistics.mean(r["completions"]) for r in rs)
-        burst_rows.append(
-            {
-                "case": name,
-                "plan": str(p),
-                "measured_max": m_max,
-                "predicted_max": max(pred),
-                "measured_mean": m_mean,
-                "predicted_mean": statistics.mean(pred),
-                "measured_each": [statistics.median(r["completions"][i] for r in rs) for i in range(n_req)],
-                "predicted_each": list(pred),
-                "first_tokens": [r["first_token_ids"] for r in rs],
-            }
-        )
+        sched = burst_schedule(burst_sc, p, "layer")
+        row: dict = {"case": name, "plan": str(p)}
+        for key, measured, pred in (
+            ("first", "completions", sched.first_token_s),
+            ("last", "last_token_s", sched.last_token_s),
+        ):
+            row[f"measured_{key}_max"] = statistics.median(max(r[measured]) for r in rs)
+            row[f"predicted_{key}_max"] = max(pred)
+            row[f"measured_{key}_mean"] = statistics.median(statistics.mean(r[measured]) for r in rs)
+            row[f"predicted_{key}_mean"] = statistics.mean(pred)
+            row[f"measured_{key}_each"] = [statistics.median(r[measured][i] for r in rs) for i in range(n_req)]
+            row[f"predicted_{key}_each"] = list(pred)
+        row["tokens"] = [r["all_token_ids"] for r in rs]
+        burst_rows.append(row)
     wall = time.time() - started
     out = {
         "command": "python benchmarks/bench_runtime_objectives.py",
         "prompt_tokens": s,
         "new_tokens": n_new,
         "requests": n_req,
+        "burst_new_tokens": args.burst_new_tokens,
         "reps": args.reps,
         "host": prof.to_dict(),
         "mem_bandwidth": MEM_BANDWIDTH,
@@ -185,15 +191,17 @@ def main() -> None:
         )
     lines += [
         "",
-        f"A burst of {n_req} requests arriving together (first token of each):",
+        f"A burst of {n_req} requests arriving together, each decoding {args.burst_new_tokens} tokens:",
         "",
-        "| plan | | last first token (max) | mean first token |",
-        "|---|---|---|---|",
+        "| plan | | last first token | mean first token | last answer (max E2E) | mean E2E |",
+        "|---|---|---|---|---|---|",
     ]
     for row in burst_rows:
         lines.append(
-            f"| {row['case']} | `{row['plan']}` | {cell(row['measured_max'], row['predicted_max'])} | "
-            f"{cell(row['measured_mean'], row['predicted_mean'])} |"
+            f"| {row['case']} | `{row['plan']}` | {cell(row['measured_first_max'], row['predicted_first_max'])} | "
+            f"{cell(row['measured_first_mean'], row['predicted_first_mean'])} | "
+            f"{cell(row['measured_last_max'], row['predicted_last_max'])} | "
+            f"{cell(row['measured_last_mean'], row['predicted_last_mean'])} |"
         )
     lines.append(END)
     table = "\n".join(lines)
