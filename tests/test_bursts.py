@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import statistics
 from pathlib import Path
 
@@ -63,31 +64,35 @@ def test_max_completion_optimum_equals_brute_force(sc: Scenario, overlap: Overla
     assert got.details["exact"] == 1
 
 
+def _random_cluster(rng: random.Random, max_blocks: int, *, mem_bandwidth: bool = False) -> tuple[list, list]:
+    """4..max_blocks blocks and 2-4 devices on coarse grids (memory 0.3-1.5 x the model: often tight)."""
+    blocks = [
+        Block(f"b{i}", rng.choice([1e8, 3e8, 8e8]), rng.choice([1e10, 2e11, 1e12]), rng.choice([1e5, 4e6]))
+        for i in range(rng.randint(4, max_blocks))
+    ]
+    model = sum(b.weight_bytes for b in blocks)
+    devs = [
+        Device(
+            f"d{k}",
+            rng.choice([1e11, 1e12, 1e13]),
+            rng.choice([1e8, 1e9, 3e9]),
+            rng.choice([0.0, 0.5, 2.0]),
+            rng.choice([0.3, 0.6, 1.5]) * model,
+            rng.choice([1e7, 1e8, 6e8]),
+            rng.choice([1e7, 1e8, 8e8]),
+            mem_bandwidth=rng.choice([1e9, 5e9, 5e10]) if mem_bandwidth else None,
+        )
+        for k in range(rng.randint(2, 4))
+    ]
+    return blocks, devs
+
+
 def test_mean_completion_heuristic_gap_to_brute_force() -> None:
     """The documented heuristic for mean completion: its gap to the exhaustive optimum on seeded instances."""
-    import random
-
     rng = random.Random(7)
     gaps = []
     for _k in range(40):
-        n_blocks = rng.randint(4, 8)
-        blocks = [
-            Block(f"b{i}", rng.choice([1e8, 3e8, 8e8]), rng.choice([1e10, 2e11, 1e12]), rng.choice([1e5, 4e6]))
-            for i in range(n_blocks)
-        ]
-        model = sum(b.weight_bytes for b in blocks)
-        devs = [
-            Device(
-                f"d{k}",
-                rng.choice([1e11, 1e12, 1e13]),
-                rng.choice([1e8, 1e9, 3e9]),
-                rng.choice([0.0, 0.5, 2.0]),
-                rng.choice([0.3, 0.6, 1.5]) * model,
-                rng.choice([1e7, 1e8, 6e8]),
-                rng.choice([1e7, 1e8, 8e8]),
-            )
-            for k in range(rng.randint(2, 4))
-        ]
+        blocks, devs = _random_cluster(rng, 8)
         sc = Scenario(blocks, devs, Workload(16, requests=rng.choice([2, 4, 8]), completion="mean"))
         overlap = rng.choice(OVERLAPS)
         expected, _ = brute_force(sc, overlap)
@@ -148,30 +153,10 @@ def test_burst_schedule_agrees_with_the_single_request_model(sc: Scenario, reque
 
 def test_decoding_burst_local_search_gap_to_brute_force() -> None:
     """objective e2e with a burst (each request's last token): local search, its gap to the exhaustive optimum."""
-    import random
-
     rng = random.Random(11)
     gaps = []
     for _k in range(30):
-        n_blocks = rng.randint(4, 7)
-        blocks = [
-            Block(f"b{i}", rng.choice([1e8, 3e8, 8e8]), rng.choice([1e10, 2e11, 1e12]), rng.choice([1e5, 4e6]))
-            for i in range(n_blocks)
-        ]
-        model = sum(b.weight_bytes for b in blocks)
-        devs = [
-            Device(
-                f"d{k}",
-                rng.choice([1e11, 1e12, 1e13]),
-                rng.choice([1e8, 1e9, 3e9]),
-                rng.choice([0.0, 0.5, 2.0]),
-                rng.choice([0.3, 0.6, 1.5]) * model,
-                rng.choice([1e7, 1e8, 6e8]),
-                rng.choice([1e7, 1e8, 8e8]),
-                mem_bandwidth=rng.choice([1e9, 5e9, 5e10]),
-            )
-            for k in range(rng.randint(2, 4))
-        ]
+        blocks, devs = _random_cluster(rng, 7, mem_bandwidth=True)
         wl = Workload(
             16, new_tokens=rng.choice([2, 8, 32]), requests=rng.choice([2, 4]), completion=rng.choice(["max", "mean"])
         )
