@@ -300,7 +300,7 @@ def test_bad_input_gives_input_errors() -> None:
     with pytest.raises(InputError, match="overlap"):
         plan_heuristic(sc, "eager", objective="e2e")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="burst"):
-        plan_heuristic(replace_workload(sc, requests=2), "layer", objective="e2e")
+        solve_order(replace_workload(sc, requests=2), ["dev0"], "layer", "e2e")
     no_bw = sc.with_devices([dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
     for objective in ("e2e", "tpot"):
         with pytest.raises(InputError, match="mem_bandwidth"):
@@ -337,3 +337,25 @@ def test_e2e_of_one_token_is_the_ttft_and_needs_no_decode_bandwidth() -> None:
     sc = sc.with_devices([dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
     res = plan_heuristic(sc, "layer", objective="e2e")
     assert res.value_s == res.ttft_s == objective_s(sc, res.plan, "layer", "ttft")
+
+
+@pytest.mark.parametrize("completion", ["max", "mean"])
+def test_decoding_burst_e2e_against_brute_force(completion: str) -> None:
+    """e2e with a burst (each request's last token): plan-level local search from the heuristic's plans."""
+    gaps = []
+    for k in range(6):
+        overlap = OVERLAPS[k % 3]
+        sc = replace_workload(small_scenario(3000 + k, 3, 5), requests=3, completion=completion, new_tokens=4)
+        expected, _ = brute_force(sc, overlap, "e2e")
+        if math.isinf(expected):
+            continue
+        res = plan_heuristic(sc, overlap, objective="e2e")
+        assert res.value_s == objective_s(sc, res.plan, overlap, "e2e")
+        assert res.value_s >= expected * (1 - 1e-9)
+        assert res.details["lower_bound"] <= expected * (1 + 1e-9)
+        gaps.append(res.value_s / expected - 1.0)
+    _report(f"e2e burst x3 {completion} vs brute force", gaps)
+    assert len(gaps) >= 3 and statistics.median(gaps) <= 1e-9 and max(gaps) <= 0.05
+    big = replace_workload(distinct_cluster(5, 18, new_tokens=8), requests=3, completion=completion)
+    res = plan(big, "layer", "auto", objective="e2e")
+    assert res.solver == "heuristic" and res.objective_value_s == objective_s(big, res.plan, "layer", "e2e")

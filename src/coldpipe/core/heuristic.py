@@ -636,6 +636,8 @@ def solve_order(
     _check_objective(scenario, overlap, objective)
     if objective == "ttft" and scenario.workload.completion == "mean" and scenario.workload.requests > 1:
         raise InputError("workload.completion", "a burst's mean completion is not planned per order", "use 'max'")
+    if objective == "e2e" and scenario.workload.requests > 1:
+        raise InputError("objective", "a decoding burst's e2e is not planned per order", "use ttft or one request")
     problem = _Problem.build(scenario, overlap, objective)
     index = {n: k for k, n in enumerate(problem.names)}
     unknown = [n for n in order if n not in index]
@@ -824,12 +826,6 @@ def _check_objective(scenario: Scenario, overlap: str, objective: str) -> None:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
     if objective not in OBJECTIVES:
         raise InputError("objective", f"unknown objective {objective!r}", f"use one of {list(OBJECTIVES)}")
-    if objective == "e2e" and scenario.workload.requests > 1:
-        raise InputError(
-            "objective",
-            "the heuristic does not plan e2e for a burst (workload.requests > 1)",
-            "use objective ttft (the burst's first tokens), or few enough distinct devices for the exact planner",
-        )
 
 
 def plan_heuristic(
@@ -861,6 +857,18 @@ def plan_heuristic(
     """
     _check_objective(scenario, overlap, objective)
     wl = scenario.workload
+    if objective == "e2e" and wl.requests > 1:
+        return _plan_burst_e2e(
+            scenario,
+            overlap,
+            beam_width=beam_width,
+            max_rounds=max_rounds,
+            seed_types=seed_types,
+            candidates_per_key=candidates_per_key,
+            max_orders=max_orders,
+            first_improvement=first_improvement,
+            screen_front=screen_front,
+        )
     mean_burst = objective == "ttft" and wl.requests > 1 and wl.completion == "mean"
     if mean_burst:
         from coldpipe.core.objectives import replace_workload
@@ -934,6 +942,56 @@ def plan_heuristic(
         }
     )
     return HeuristicResult(plan, ttft, details, objective, value)
+
+
+BURST_E2E_EVALUATIONS = 1_500
+"""Plans the local search for a decoding burst times (each costs requests x new_tokens jobs in the simulator)."""
+
+
+def _plan_burst_e2e(scenario: Scenario, overlap: Overlap, **options: Any) -> HeuristicResult:
+    """``e2e`` with a burst (each request's last token; max or mean): a plan-level local search.
+
+    The requests' decode steps interleave on the stages (:func:`~coldpipe.core.simulator.burst_schedule`),
+    so no order DP is exact for it. As :mod:`coldpipe.core.burst_plan` does within the exact range, from
+    the neighbouring problems' plans — here the heuristic's: the burst's max first-token completion, one
+    request's e2e, the tpot — best-improvement local search over :func:`~coldpipe.core.objectives._neighbours`
+    (the best-ranked unused devices only), every plan timed by the simulator, at most
+    :data:`BURST_E2E_EVALUATIONS` plans.
+    """
+    from coldpipe.core.objectives import _local_search, replace_workload
+
+    wl = scenario.workload
+    one = replace_workload(scenario, requests=1)
+    if wl.new_tokens == 1:  # the last token is the first one
+        res = plan_heuristic(scenario, overlap, objective="ttft", **options)
+        return HeuristicResult(
+            res.plan, res.ttft_s, res.details, "e2e", objective_s(scenario, res.plan, overlap, "e2e")
+        )
+    seeds: list[Plan] = []
+    for sub, objective in ((replace_workload(scenario, completion="max"), "ttft"), (one, "e2e"), (one, "tpot")):
+        plan = plan_heuristic(sub, overlap, objective=objective, **options).plan
+        if plan not in seeds:
+            seeds.append(plan)
+    seeds.sort(key=lambda p: objective_s(scenario, p, overlap, "e2e"))  # the budget goes to the best first
+    names = [d.name for d in scenario.devices]
+    used = {name for p in seeds for name in p.devices}
+    shortlist: list[str] = []
+    for _, order in _seed_orders(scenario, "e2e"):
+        taken = [names[k] for k in order if names[k] not in used][: options["candidates_per_key"]]
+        shortlist.extend(nm for nm in taken if nm not in shortlist)
+    plan, n_eval = _local_search(
+        scenario, seeds, overlap, unused=shortlist, max_evaluations=BURST_E2E_EVALUATIONS, objective="e2e"
+    )
+    value = objective_s(scenario, plan, overlap, "e2e")
+    lb, lb_kind = _objective_lower_bound(one, "e2e")  # every request's last token: at least one request's e2e
+    details: dict[str, Any] = {
+        "method": "local search on plans from the heuristic's burst-max, e2e and tpot plans",
+        "plans_evaluated": n_eval,
+        "lower_bound": lb,
+        "lower_bound_kind": lb_kind,
+        "gap_to_lower_bound": value / lb - 1.0 if lb > 0 else math.inf,
+    }
+    return HeuristicResult(plan, simulate(scenario, plan, overlap).ttft_s, details, "e2e", value)
 
 
 def _search(

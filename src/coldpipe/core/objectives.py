@@ -478,15 +478,17 @@ def _local_search(
     *,
     unused: list[str] | None = None,
     max_evaluations: int | None = None,
+    objective: str = "ttft",
 ) -> tuple[Plan, int]:
     """Best-improvement descent from each seed over :func:`_neighbours`, timed by the simulator.
 
     ``unused``: the only devices a move may bring in (default: all); ``max_evaluations``: stop the
-    descent once that many plans have been timed (default: no limit).
+    descent once that many plans have been timed (default: no limit); ``objective``: what is minimised
+    (default ``ttft``: with a burst, its first-token completion).
     """
     best_plan, best_value, evaluated = seeds[0], math.inf, 0
     for seed in seeds:
-        cur, cur_value = seed, objective_s(scenario, seed, overlap, "ttft")
+        cur, cur_value = seed, objective_s(scenario, seed, overlap, objective)
         while max_evaluations is None or evaluated < max_evaluations:
             step, step_value = cur, cur_value
             for cand in _neighbours(scenario, cur, unused):
@@ -497,7 +499,7 @@ def _local_search(
                 except InvalidPlan:
                     continue
                 evaluated += 1
-                value = objective_s(scenario, cand, overlap, "ttft")
+                value = objective_s(scenario, cand, overlap, objective)
                 if value < step_value * (1 - 1e-12):
                     step, step_value = cand, value
             if step is cur:
