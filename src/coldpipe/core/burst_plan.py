@@ -4,7 +4,7 @@
 stage serves its jobs in the order the first stage received them), so a request's completion depends on
 every other request's timings: neither the scalar DP nor the Pareto DP of
 :mod:`coldpipe.core.objectives` is exact for it. This module plans it by best-improvement local search
-over :func:`~coldpipe.core.objectives._neighbours` (shift a boundary, swap, replace, split or merge
+(:func:`~coldpipe.core.objectives._local_search`: shift a boundary, swap, replace, split or merge
 stages), every plan timed by the simulator, from the exact optima of the neighbouring problems:
 
 - the burst's first-token optimum (``objective ttft`` with the same ``requests``: exact for ``max``),
@@ -16,7 +16,6 @@ stages), every plan timed by the simulator, from the exact optima of the neighbo
 from __future__ import annotations
 
 from coldpipe.core.types import Overlap, Plan, Scenario
-from coldpipe.errors import InvalidPlan
 
 __all__ = ["plan_burst_e2e"]
 
@@ -25,7 +24,7 @@ MAX_EVALUATIONS = 20_000  # plans timed by the local search before it stops (eac
 
 def plan_burst_e2e(scenario: Scenario, overlap: Overlap) -> tuple[Plan, float, dict[str, float | int | str]]:
     """The local-search plan for ``objective e2e`` with a burst; returns (plan, value, details)."""
-    from coldpipe.core.objectives import _neighbours, plan_for_objective, replace_workload
+    from coldpipe.core.objectives import _local_search, plan_for_objective, replace_workload
     from coldpipe.core.simulator import objective_s
 
     wl = scenario.workload
@@ -41,31 +40,8 @@ def plan_burst_e2e(scenario: Scenario, overlap: Overlap) -> tuple[Plan, float, d
         if plan not in seeds:
             seeds.append(plan)
 
-    def value(plan: Plan) -> float:
-        return objective_s(scenario, plan, overlap, "e2e")
-
-    best_plan, best_value, evaluated = seeds[0], float("inf"), 0
-    for seed in seeds:
-        cur, cur_value = seed, value(seed)
-        evaluated += 1
-        while evaluated < MAX_EVALUATIONS:
-            step, step_value = cur, cur_value
-            for cand in _neighbours(scenario, cur):
-                if evaluated >= MAX_EVALUATIONS:
-                    break
-                try:
-                    cand.validate(scenario)
-                except InvalidPlan:
-                    continue
-                evaluated += 1
-                v = value(cand)
-                if v < step_value * (1 - 1e-12):
-                    step, step_value = cand, v
-            if step is cur:
-                break
-            cur, cur_value = step, step_value
-        if cur_value < best_value:
-            best_plan, best_value = cur, cur_value
+    best_plan, evaluated = _local_search(scenario, seeds, overlap, max_evaluations=MAX_EVALUATIONS, objective="e2e")
+    best_value = objective_s(scenario, best_plan, overlap, "e2e")
     details: dict[str, float | int | str] = {
         "exact": 0,
         "method": "local search",
