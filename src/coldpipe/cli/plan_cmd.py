@@ -67,8 +67,11 @@ def print_plan(result: PlanResult, scenario: Scenario) -> None:
     elif result.solver == "minlp":  # SCIP stopped by its time limit
         gap = result.details.get("gap")
         exact = "not proven optimal" + (f", gap {100 * gap:.1f}%" if isinstance(gap, (int, float)) else "")
-    else:
-        exact = "heuristic"
+    else:  # the heuristic, or a local search: say what is known of the optimum
+        bound_gap = result.details.get("gap_to_lower_bound")
+        exact = "not proven optimal" + (
+            f", within {100 * bound_gap:.1f}% of a lower bound" if isinstance(bound_gap, (int, float)) else ""
+        )
     console.print(plan_table(tl, scenario, f"Plan ({result.solver}, {exact}; overlap={tl.overlap}): {result.plan}"))
     unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
     if unused:
