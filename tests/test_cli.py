@@ -58,6 +58,11 @@ def test_plan_human_output(demo_file: Path) -> None:
     res = run("plan", str(demo_file))
     assert res.returncode == 0
     assert "TTFT 3.52 s" in res.stdout and "orin-agx" in res.stdout
+    assert "(dp, exact; overlap=layer)" in res.stdout
+    heuristic = run("plan", str(demo_file), "--solver", "heuristic")  # its title says what is not known
+    title = " ".join(heuristic.stdout.split())  # a narrow terminal wraps the title
+    assert heuristic.returncode == 0 and "(heuristic, not proven optimal, within " in title
+    assert "% of a lower bound; overlap=layer)" in title
 
 
 def test_compare_json(demo_file: Path) -> None:
