@@ -10,8 +10,10 @@ its collectives. Per job, every rank calls the same collectives in the same orde
 
 A stage rank runs two threads: the **loader** (from ``t0 + startup``: read each block's tensors in block
 order, paced by the read-rate cap, assign them, signal the block resident) and the **compute loop** (main
-thread; all torch.distributed calls are made here): receive, run each block once the overlap mode allows,
-send. The runtime only interprets the plan and the emulation knobs; it makes no planning decision.
+thread; all torch.distributed calls are made here): receive a job (a request's prefill or one of its decode
+steps: a burst's jobs come in the first stage's order), run each block once the overlap mode allows, send
+without waiting (:class:`_Links`; the receiver emulates the link time). The runtime only interprets the plan
+and the emulation knobs; it makes no planning decision.
 
 Errors end the rank with one line on stderr (``coldpipe: error: rank R (...): ...``) and exit code 1; a
 watchdog thread also ends it when the launcher writes the abort file or the launcher dies.
