@@ -43,7 +43,8 @@ class RunReport:
     token_ids: list[int]
     stages: tuple[StageReport, ...]
     trace: dict[str, Any]
-    predicted_e2e_s: float | None = None  # TTFT + (new_tokens - 1) x TPOT from the simulator, if it can time decode
+    # the simulator's time of the run's last token: TTFT + (new_tokens - 1) x TPOT, or a burst's last answer
+    predicted_e2e_s: float | None = None
     # a burst: each request's first token at the source, measured and predicted (burst_completions_s)
     measured_completions_s: tuple[float, ...] = ()
     predicted_completions_s: tuple[float, ...] = ()
@@ -60,7 +61,8 @@ class RunReport:
     @property
     def summary(self) -> list[dict[str, Any]]:
         """The headline figures, measured against predicted, one table: TTFT, then TPOT and E2E of a decoded
-        answer (when the simulator can time decode steps), or each request's first token of a burst."""
+        answer (when the simulator can time decode steps), or a burst's first and last token of each request
+        with their max and mean."""
         rows = [("TTFT", self.measured_ttft_s, self.predicted_ttft_s)]
         n = len(self.token_ids)
         single = len(self.measured_completions_s) < 2
