@@ -62,7 +62,7 @@ from coldpipe.core.dp import (
     plan_dp,
     threshold_search,
 )
-from coldpipe.core.objectives import _grow
+from coldpipe.core.objectives import _extend_pair, _grow, _stage_terms
 from coldpipe.core.simulator import OBJECTIVES, objective_s, simulate, transfer_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, Stage
 from coldpipe.errors import ColdpipeError, Infeasible, InputError
@@ -263,42 +263,23 @@ def _order_pareto_kernel(
             for i in range(e, -1, -1):  # the stage on position p holds blocks i..e
                 if mp[e + 1] - mp[i] > mem[t]:
                     break
-                load_end = 0.0
-                if nres[t, e + 1] > nres[t, i]:
-                    load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t]
+                load_end, run, g = _stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
                 if mode == 2 and load_end > tau:
                     break
-                h = wpt[t, i + 1] * inv_bw[t] - cf[t, i] if nres[t, i + 1] > nres[t, i] else -np.inf
-                if h > run:
-                    run = h
                 if stop[p, i] == start[p, i]:
                     continue
                 compute = cf[t, e + 1] - cf[t, i]
-                g = startup[t] - wpt[t, i] * inv_bw[t] + cf[t, e + 1] + run
                 dec = dcf[t, e + 1] - dcf[t, i]
                 if i2 < n_blocks:
                     out_a, out_d = up[t, e], dup[t, e]
                 else:
                     out_a, out_d = ret[t], dret[t]
+                at_source = i == 0 and t == src_type
                 for q in range(start[p, i], stop[p, i]):
-                    if i == 0 and t == src_type:
-                        alpha, d_in = 0.0, 0.0  # the prompt (and each new token) is already there
-                    else:
-                        alpha, d_in = p_a[q] + down[t, i], p_d[q] + ddown[t, i]
-                    if mode == 0:
-                        fin = max(alpha + compute, g)
-                    elif mode == 1:
-                        fin = max(alpha, load_end) + compute
-                    else:
-                        fin = alpha + compute
-                    a2 = fin + out_a
-                    if kind == 0:
-                        d2 = d_in + dec + out_d
-                        value = a2 + lam * d2
-                    else:  # the last request: behind its predecessor, or (requests - 1) stage times behind the first
-                        q_in = 0.0 if (i == 0 and t == src_type) else p_d[q] + down[t, i]
-                        d2 = max(q_in + compute, fin + lam * compute) + out_a
-                        value = d2
+                    a2, d2, value = _extend_pair(
+                        mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
+                        compute, load_end, g, dec, out_a, out_d,
+                    )  # fmt: skip
                     if i2 == n_blocks:
                         if value < best:
                             best, best_q, best_p, best_i = value, q, p, i

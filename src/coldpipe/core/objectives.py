@@ -60,6 +60,76 @@ def _grow(a: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+@register_jitable
+def _stage_terms(
+    t: int,
+    i: int,
+    e: int,
+    run: float,
+    cf: np.ndarray,
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+) -> tuple[float, float, float]:
+    """A stage of type ``t`` holding blocks ``i..e``, grown downwards from ``e``: ``(load_end, run, g)``.
+
+    ``load_end``: its last block is resident (0 when every block already is); ``run``: the max over its
+    non-resident blocks ``l`` of ``wpt[l + 1] / bw - cf[l]``, updated with block ``i``; ``g``: the
+    ``layer`` map's load term, ``fin = max(alpha + compute, g)``.
+    """
+    load_end = 0.0
+    if nres[t, e + 1] > nres[t, i]:
+        load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t]
+    h = wpt[t, i + 1] * inv_bw[t] - cf[t, i] if nres[t, i + 1] > nres[t, i] else -np.inf
+    if h > run:
+        run = h
+    g = startup[t] - wpt[t, i] * inv_bw[t] + cf[t, e + 1] + run
+    return load_end, run, g
+
+
+@register_jitable
+def _extend_pair(
+    mode: int,
+    kind: int,
+    lam: float,
+    at_source: bool,
+    pa: float,
+    pd: float,
+    down_in: float,
+    ddown_in: float,
+    compute: float,
+    load_end: float,
+    g: float,
+    dec: float,
+    out_a: float,
+    out_d: float,
+) -> tuple[float, float, float]:
+    """A pair ``(pa, pd)`` through one stage: the new pair and its partial objective ``(a2, d2, value)``.
+
+    ``at_source``: the stage's input is already on its device (the prompt, and each new token); else it
+    comes down the AP link (``down_in``; ``ddown_in`` for a decode step's token).
+    """
+    if at_source:
+        alpha, d_in, q_in = 0.0, 0.0, 0.0
+    else:
+        alpha, d_in, q_in = pa + down_in, pd + ddown_in, pd + down_in
+    if mode == 0:
+        fin = max(alpha + compute, g)
+    elif mode == 1:
+        fin = max(alpha, load_end) + compute
+    else:
+        fin = alpha + compute
+    a2 = fin + out_a
+    if kind == 0:
+        d2 = d_in + dec + out_d
+        return a2, d2, a2 + lam * d2
+    # the burst's last request: behind its predecessor on this stage, or behind request 1 by
+    # (requests - 1) stage times (a flow shop of identical jobs)
+    d2 = max(q_in + compute, fin + lam * compute) + out_a
+    return a2, d2, d2
+
+
 def _pareto_kernel(
     mode: int,  # 0 layer, 1 stage, 2 additive with every stage loaded by tau (the "none" thresholds)
     kind: int,  # second coordinate: 0 decode time so far (e2e), 1 end of the last request of a burst
@@ -144,44 +214,23 @@ def _pareto_kernel(
                 for i in range(e, -1, -1):
                     if mp[e + 1] - mp[i] > mem[t]:
                         break
-                    load_end = 0.0  # the stage's last block is resident (0 when all of them already are)
-                    if nres[t, e + 1] > nres[t, i]:
-                        load_end = startup[t] + (wpt[t, e + 1] - wpt[t, i]) * inv_bw[t]
+                    load_end, run, g = _stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
                     if mode == 2 and load_end > tau:
                         break
-                    h = wpt[t, i + 1] * inv_bw[t] - cf[t, i] if nres[t, i + 1] > nres[t, i] else -np.inf
-                    if h > run:
-                        run = h
                     if stop[sp, i] == start[sp, i]:
                         continue
                     compute = cf[t, e + 1] - cf[t, i]
-                    g = startup[t] - wpt[t, i] * inv_bw[t] + cf[t, e + 1] + run
                     dec = dcf[t, e + 1] - dcf[t, i]
                     if i2 < n_blocks:
                         out_a, out_d = up[t, e], dup[t, e]
                     else:
                         out_a, out_d = ret[t], dret[t]
+                    at_source = i == 0 and t == src_type
                     for q in range(start[sp, i], stop[sp, i]):
-                        if i == 0 and t == src_type:
-                            alpha, d_in = 0.0, 0.0  # the prompt (and each new token) is already there
-                        else:
-                            alpha, d_in = p_a[q] + down[t, i], p_d[q] + ddown[t, i]
-                        if mode == 0:
-                            fin = max(alpha + compute, g)
-                        elif mode == 1:
-                            fin = max(alpha, load_end) + compute
-                        else:
-                            fin = alpha + compute
-                        a2 = fin + out_a
-                        if kind == 0:
-                            d2 = d_in + dec + out_d
-                            value = a2 + lam * d2
-                        else:
-                            # the burst's last request: behind its predecessor on this stage, or behind
-                            # request 1 by (requests - 1) stage times (a flow shop of identical jobs)
-                            q_in = 0.0 if (i == 0 and t == src_type) else p_d[q] + down[t, i]
-                            d2 = max(q_in + compute, fin + lam * compute) + out_a
-                            value = d2
+                        a2, d2, value = _extend_pair(
+                            mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
+                            compute, load_end, g, dec, out_a, out_d,
+                        )  # fmt: skip
                         if value + rest[i2] >= best:
                             continue
                         if i2 == n_blocks:
