@@ -15,7 +15,7 @@ from rich.table import Table
 from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
 from coldpipe.core.baselines import PARTITIONS, partition
 from coldpipe.core.planner import plan as plan_scenario
-from coldpipe.core.simulator import burst_completions_s, burst_schedule, objective_s, simulate
+from coldpipe.core.simulator import BurstSchedule, burst_completions_s, burst_schedule, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.units import format_bytes, format_seconds, parse_quantity
@@ -118,26 +118,14 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
     console.print(f"trace: {trace_path}")
 
 
-def predicted_e2e(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> float | None:
-    """The simulator's time until the last token of the run (of every request of a burst) for ``new_tokens``
-    (None when decoding and a device of the plan has no ``mem_bandwidth``)."""
+def predicted_tokens(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> BurstSchedule | None:
+    """The simulator's first and last token of every request for ``new_tokens`` (one request: TTFT and
+    TTFT + (new_tokens - 1) x TPOT); None when decoding and a device of the plan has no ``mem_bandwidth``."""
     from coldpipe.core.objectives import replace_workload
 
     if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
         return None
-    sc = replace_workload(scenario, new_tokens=new_tokens)
-    if scenario.workload.requests > 1:
-        return max(burst_schedule(sc, plan, overlap).last_token_s)  # type: ignore[arg-type]
-    return objective_s(sc, plan, overlap, "e2e")  # type: ignore[arg-type]
-
-
-def predicted_last_tokens(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> tuple[float, ...]:
-    """Each request's last token of a burst, from the simulator (empty when it cannot time decode steps)."""
-    from coldpipe.core.objectives import replace_workload
-
-    if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
-        return ()
-    return burst_schedule(replace_workload(scenario, new_tokens=new_tokens), plan, overlap).last_token_s  # type: ignore[arg-type]
+    return burst_schedule(replace_workload(scenario, new_tokens=new_tokens), plan, overlap)  # type: ignore[arg-type]
 
 
 def run_command(
@@ -236,13 +224,14 @@ def run_command(
         return
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     timeline = simulate(sc, the_plan, ov)
+    tokens = predicted_tokens(sc, the_plan, ov, n_new)
     report = build_report(
         result,
         timeline,
         sc.to_dict(),
-        predicted_e2e_s=predicted_e2e(sc, the_plan, ov, n_new),
+        predicted_e2e_s=max(tokens.last_token_s) if tokens is not None else None,
         predicted_completions_s=burst_completions_s(sc, the_plan, ov) if n_requests > 1 else (),
-        predicted_last_tokens_s=predicted_last_tokens(sc, the_plan, ov, n_new) if n_requests > 1 else (),
+        predicted_last_tokens_s=tokens.last_token_s if tokens is not None and n_requests > 1 and n_new > 1 else (),
     )
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)

@@ -110,7 +110,7 @@ class RunReport:
     def _answers(self) -> dict[str, Any]:
         """A decoding burst's last tokens, measured and predicted (empty when not decoding or not predicted)."""
         m, p = self.measured_last_tokens_s, self.predicted_last_tokens_s
-        if not p or list(m) == list(self.measured_completions_s):
+        if not p:
             return {}
         return {
             "measured_answers": list(m),
