@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
-from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
+from coldpipe.core.types import AP, Block, Device, Network, Plan, Scenario, Workload
 
 
 def random_scenario(seed: int, n_devices: int, n_blocks: int, *, tight: bool, source_device: bool) -> Scenario:
@@ -36,3 +37,16 @@ def random_scenario(seed: int, n_devices: int, n_blocks: int, *, tight: bool, so
     workload = Workload(8, prompt_bytes=rng.choice([0.0, 2048.0, 1e6]), token_bytes=rng.choice([0.0, 4.0]))
     source = rng.choice([d.name for d in devices]) if source_device else AP
     return Scenario(blocks, devices, workload, Network(rng.choice([0.0, 0.003])), source)
+
+
+def brute_value(scenario: Scenario, overlap: str = "layer", objective: str = "ttft") -> tuple[float, Plan | None]:
+    """The exhaustive optimum as ``(value, plan)``, ``(inf, None)`` when no plan fits: the tests' reference."""
+    from coldpipe.errors import Infeasible
+    from coldpipe.planning import Problem
+    from coldpipe.planning.brute import brute_force
+
+    try:
+        sol = brute_force(Problem(scenario, overlap, objective))  # type: ignore[arg-type]
+    except Infeasible:
+        return math.inf, None
+    return sol.value_s, sol.plan

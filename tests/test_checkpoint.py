@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from coldpipe.core.models import blocks_for  # noqa: E402
+from coldpipe.core.architectures import blocks_for  # noqa: E402
 from coldpipe.errors import InputError  # noqa: E402
 from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint, read_tensor  # noqa: E402
 from coldpipe.runtime.emulation import Pacer  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from coldpipe.core.models import architecture_from_hf_config, blocks_for
+from coldpipe.core.architectures import architecture_from_hf_config, blocks_for
 from coldpipe.errors import InputError
 from coldpipe.profiler.checkpoint import profile_checkpoint, read_safetensors_header
 from coldpipe.scenario_file import load_scenario

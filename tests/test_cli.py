@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from coldpipe.cli._common import demo_scenario_text, scenario_arg
-from coldpipe.core.dp import plan_dp
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,7 +33,7 @@ def test_plan_json_contract(demo_file: Path) -> None:
     out = json.loads(res.stdout)  # exactly one JSON object
     assert out["overlap"] == "layer"
     assert set(out["stages"][0]) >= {"device", "first", "last"}
-    expected = plan_dp(scenario_arg("demo"))
+    expected = plan_exact(Problem(scenario_arg("demo")))
     assert out["ttft"] == pytest.approx(expected.ttft_s)
     assert [s["device"] for s in out["stages"]] == list(expected.plan.devices)
     assert out["solver"]["name"] == "dp" and out["solver"]["exact"] is True
@@ -42,7 +43,9 @@ def test_plan_json_contract(demo_file: Path) -> None:
 def test_plan_overlap_modes(demo_file: Path, overlap: str) -> None:
     res = run("plan", str(demo_file), "--overlap", overlap, "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["ttft"] == pytest.approx(plan_dp(scenario_arg("demo"), overlap).ttft_s)
+    assert json.loads(res.stdout)["ttft"] == pytest.approx(
+        plan_exact(Problem(scenario_arg("demo"), overlap)).solver_value_s
+    )
 
 
 def test_entry_point_and_module_agree(demo_file: Path) -> None:
@@ -120,7 +123,8 @@ def test_bad_scenario_field_names_the_field(tmp_path: Path) -> None:
 
 
 def test_plan_objective_e2e_and_tpot(tmp_path: Path) -> None:
-    from coldpipe.core.objectives import plan_for_objective
+    from coldpipe.planning import Problem
+    from coldpipe.planning.exact import plan_exact
     from coldpipe.scenario_file import load_scenario
 
     f = tmp_path / "long.yaml"
@@ -131,6 +135,6 @@ def test_plan_objective_e2e_and_tpot(tmp_path: Path) -> None:
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
         assert out["objective"] == objective
-        assert out["objective_value"] == pytest.approx(plan_for_objective(sc, "layer", objective).value_s)
+        assert out["objective_value"] == pytest.approx(plan_exact(Problem(sc, "layer", objective)).value_s)
     res = run("plan", str(f), "--objective", "e2e", "--solver", "minlp")
     assert res.returncode == 2 and "use --solver dp" in res.stderr

@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coldpipe.cli._common import scenario_arg
-from coldpipe.core.planner import plan
 from coldpipe.core.simulator import Timeline, simulate
 from coldpipe.core.types import OVERLAPS, Block, Device, Plan, Scenario, Stage, Workload
 from coldpipe.errors import InputError
+from coldpipe.planning import Problem, plan
 from coldpipe.viz.gantt import build_gantt, draw_gantt, gantt_bars, idle_bars, transfer_arrows
 from strategies import scenarios
 
@@ -50,7 +50,7 @@ def _spans(tl: Timeline) -> set[tuple[int, str, int, float, float]]:
 
 @pytest.mark.parametrize("overlap", OVERLAPS)
 def test_bars_are_the_timeline_spans(overlap: str) -> None:
-    tl = plan(DEMO, overlap).timeline  # type: ignore[arg-type]
+    tl = plan(Problem(DEMO, overlap)).timeline  # type: ignore[arg-type]
     bars = gantt_bars(tl)
     drawn = {(b.stage, b.kind, b.block, b.start_s, b.end_s) for b in bars if b.kind != "startup"}
     assert drawn == _spans(tl)
@@ -107,7 +107,7 @@ def test_layer_waits_for_weights_then_input() -> None:
 
 
 def test_draw_writes_png_and_svg_and_returns_its_data(tmp_path: Path) -> None:
-    tl = plan(DEMO).timeline
+    tl = plan(Problem(DEMO)).timeline
     chart = draw_gantt(tl, [tmp_path / "g.png", tmp_path / "sub" / "g.svg"], t_max_s=10.0)
     png, svg = (tmp_path / "g.png").read_bytes(), (tmp_path / "sub" / "g.svg").read_text()
     assert png.startswith(b"\x89PNG") and "<svg" in svg
@@ -121,14 +121,14 @@ def test_draw_writes_png_and_svg_and_returns_its_data(tmp_path: Path) -> None:
 
 
 def test_default_time_axis_covers_the_ttft() -> None:
-    tl = plan(DEMO, "none").timeline
+    tl = plan(Problem(DEMO, "none")).timeline
     chart, _fig = build_gantt(tl)
     assert chart.t_max_s >= tl.ttft_s and chart.t_max_s >= max(b.end_s for b in chart.bars)
 
 
 def test_unknown_image_format_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"--gantt: .*\.png or \.svg"):
-        draw_gantt(plan(DEMO).timeline, tmp_path / "g.pdf")
+        draw_gantt(plan(Problem(DEMO)).timeline, tmp_path / "g.pdf")
 
 
 def test_plan_cli_gantt_keeps_the_json_contract(tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_plan_cli_gantt_keeps_the_json_contract(tmp_path: Path) -> None:
     res = run("plan", "demo", "--gantt", str(out), "--json")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)  # still exactly one JSON object
-    assert doc["ttft"] == pytest.approx(plan(DEMO).ttft_s)
+    assert doc["ttft"] == pytest.approx(plan(Problem(DEMO)).ttft_s)
     assert out.is_file() and "<svg" in out.read_text()
     bad = run("plan", "demo", "--gantt", str(tmp_path / "plan.gif"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--gantt" in bad.stderr

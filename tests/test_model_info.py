@@ -9,7 +9,7 @@ import pytest
 
 from coldpipe.cli import main
 from coldpipe.cli.scenario_cmd import parse_mix, random_scenario
-from coldpipe.core.models import CATALOG, blocks_for
+from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.errors import InputError
 from coldpipe.scenario_file import load_scenario
 from test_checkpoint_profile import tiny_config, write_checkpoint

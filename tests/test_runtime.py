@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from coldpipe.cli import main  # noqa: E402
 from coldpipe.cli.run_cmd import resolve_plan  # noqa: E402
-from coldpipe.core.models import blocks_for  # noqa: E402
+from coldpipe.core.architectures import blocks_for  # noqa: E402
 from coldpipe.core.types import Device, Network, Plan, Scenario, Workload  # noqa: E402
 from coldpipe.errors import InputError  # noqa: E402
 from coldpipe.runtime import RunFailed  # noqa: E402
@@ -126,11 +126,10 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     out = json.loads(capsys.readouterr().out)
     assert out["measured_ttft"] > 0 and out["predicted_ttft"] > 0 and len(out["token_ids"]) == 2
     # decode is predicted too (E2E = TTFT + 1 x TPOT for 2 tokens), in the same output as the TTFT
-    from coldpipe.core.objectives import replace_workload
     from coldpipe.core.simulator import objective_s
     from coldpipe.scenario_file import load_scenario
 
-    sc2 = replace_workload(load_scenario(scenario), new_tokens=2)
+    sc2 = load_scenario(scenario).replace(workload={"new_tokens": 2})
     expected_e2e = objective_s(sc2, Plan.parse("a[0-1] > b[2-3] > c[4-5]"), "layer", "e2e")
     assert out["predicted_e2e"] == pytest.approx(expected_e2e) and out["predicted_e2e"] > out["predicted_ttft"]
     assert out["measured_e2e"] >= out["measured_ttft"]
@@ -155,7 +154,7 @@ def test_decode_steps_last_at_least_their_memory_time(tiny: Path) -> None:
     and the tokens are still transformers' own."""
     sc0 = _scenario(tiny)
     mem_bw = sum(b.weight_bytes + b.kv_bytes for b in sc0.blocks) / 0.2  # all blocks stream in 0.2 s per token
-    sc = sc0.with_devices([replace(d, mem_bandwidth=mem_bw) for d in sc0.devices])
+    sc = sc0.replace(devices=[replace(d, mem_bandwidth=mem_bw) for d in sc0.devices])
     plan = Plan.parse("a[0-2] > b[3-5]")
     ids = prompt_ids(PROMPT, 256, seed=5)
     (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, tuple(emulation_for(sc, plan, None)))], timeout_s=30)
@@ -191,7 +190,6 @@ def test_a_burst_decodes_as_the_simulator_predicts(
     the ones transformers gives for its prompt (a KV cache per request), every stage serves the jobs in the
     first stage's order, every transfer takes its modelled time from its send, transfers overlap the next
     job's compute instead of queueing behind it, and first and last tokens come when the simulator says."""
-    from coldpipe.core.objectives import replace_workload
     from coldpipe.core.simulator import burst_schedule
     from coldpipe.scenario_file import load_scenario
 
@@ -219,7 +217,7 @@ def test_a_burst_decodes_as_the_simulator_predicts(
     assert 0.95 <= burst["ratio_max"] <= 1.25, burst
     for m, p in zip(burst["measured_answers"], burst["predicted_answers"], strict=True):
         assert 0.95 <= m / p <= 1.25, burst
-    first_one = replace_workload(sc, new_tokens=1)
+    first_one = sc.replace(workload={"new_tokens": 1})
     assert burst_schedule(first_one, Plan.parse(text), "layer").first_token_s == pytest.approx(burst["predicted"])
     tr = json.loads(trace.read_text())
     assert tr["coldpipe"]["predicted_completions"] == pytest.approx(list(predicted.first_token_s))

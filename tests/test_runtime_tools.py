@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 
 from coldpipe.cli import main
-from coldpipe.core.models import blocks_for
+from coldpipe.core.architectures import blocks_for
 from coldpipe.core.simulator import block_decode_s, burst_completions_s, simulate
 from coldpipe.core.types import Device, Network, Plan, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
@@ -47,7 +47,7 @@ def test_emulation_knobs_come_from_the_scenario(tiny: Path) -> None:
     off = emulation_for(sc, plan, host_flops=8e9, enabled=False)[1]
     assert (off.slowdown, off.read_bytes_per_s, off.startup_s, off.mem_bandwidth) == (1.0, None, 0.0, None)
     assert fast.mem_bandwidth is None  # no mem_bandwidth in the scenario: decode steps are not floored
-    sc_mem = sc.with_devices([replace(d, mem_bandwidth=2e9) for d in sc.devices])
+    sc_mem = sc.replace(devices=[replace(d, mem_bandwidth=2e9) for d in sc.devices])
     assert [e.mem_bandwidth for e in emulation_for(sc_mem, plan, host_flops=8e9)] == [2e9, 2e9]
 
 
@@ -63,7 +63,7 @@ def test_profile_host_and_calibration(tiny: Path) -> None:
     # decode steps are profiled and calibrated too: with a memory too fast to matter, the simulator's decode
     # step of each block is the host's measured one
     assert len(prof.decode_block_s) == 4 and all(t > 0 for t in prof.decode_block_s)
-    fast_mem = sc.with_devices([replace(host, mem_bandwidth=1e30)])
+    fast_mem = sc.replace(devices=[replace(host, mem_bandwidth=1e30)])
     for b, t in enumerate(prof.decode_block_s):
         assert block_decode_s(fast_mem, b, "host") == pytest.approx(t)
     # a profile written before decode steps were profiled still loads, and calibrates the prefill only

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coldpipe.core.models import CATALOG
+from coldpipe.core.architectures import CATALOG
 from coldpipe.errors import InputError
 from coldpipe.scenario_file import load_scenario, scenario_from_dict
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from coldpipe.cli._common import scenario_arg
-from coldpipe.core.planner import plan
 from coldpipe.core.simulator import Timeline
 from coldpipe.errors import InputError
+from coldpipe.planning import Problem, plan
 from coldpipe.viz.gantt import draw_gantt, gantt_bars, idle_bars
 from coldpipe.viz.trace import measured_bars, read_trace, stage_errors, trace_from_dict
 
@@ -91,7 +91,7 @@ def synthetic_trace(tl: Timeline, stretch: float = 1.0, with_scenario: bool = Tr
 
 @pytest.fixture(scope="module")
 def timeline() -> Timeline:
-    return plan(DEMO).timeline
+    return plan(Problem(DEMO)).timeline
 
 
 def test_exact_trace_overlays_exactly(timeline: Timeline) -> None:

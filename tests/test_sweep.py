@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from coldpipe.cli._common import scenario_arg
-from coldpipe.core.baselines import PARTITIONS, evaluate_baselines
-from coldpipe.core.planner import plan
 from coldpipe.core.types import OVERLAPS, Block, Device, Scenario, Workload
 from coldpipe.errors import InputError
+from coldpipe.planning import Problem, plan
+from coldpipe.planning.baselines import PARTITIONS, evaluate_baselines
 from coldpipe.viz.sweep import (
     AXES,
     DEFAULT_VALUES,
@@ -70,8 +70,8 @@ def test_sweep_point_equals_planning_the_rewritten_scenario() -> None:
     result = run_sweep(DEMO, "load_bandwidth", ["2x"])
     sc = scenario_at(DEMO, "load_bandwidth", "2x")
     at = result.at("2x")
-    assert at["coldpipe"].ttft_s == plan(sc).ttft_s
-    assert at["coldpipe"].plan == str(plan(sc).plan)
+    assert at["coldpipe"].ttft_s == plan(Problem(sc)).ttft_s
+    assert at["coldpipe"].plan == str(plan(Problem(sc)).plan)
     for b in evaluate_baselines(sc):
         assert at[b.name].ttft_s == b.ttft_s
 
@@ -156,7 +156,7 @@ def test_run_paper_writes_every_sweep_and_the_schedules(tmp_path: Path, monkeypa
     for role in ("coldpipe", "best-baseline", "load-then-compute"):
         assert (tmp_path / f"gantt_{role}.png").is_file() and (tmp_path / f"gantt_{role}.svg").is_file()
     svg = (tmp_path / "gantt_coldpipe.svg").read_text()
-    assert all(str(stage) in svg for stage in plan(DEMO).plan.stages)
+    assert all(str(stage) in svg for stage in plan(Problem(DEMO)).plan.stages)
 
 
 def test_sweep_cli(tmp_path: Path) -> None:

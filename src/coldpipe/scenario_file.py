@@ -33,8 +33,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.channel import AccessPoint, PathLoss, Radio, free_space_loss_db, link_rates
-from coldpipe.core.models import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
 from coldpipe.errors import ColdpipeError, InputError
 from coldpipe.profiler.catalog import catalog_device_fields, load_catalog

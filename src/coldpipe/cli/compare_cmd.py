@@ -3,88 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from coldpipe.cli._common import console, demo_scenario_text, print_json, scenario_arg
 from coldpipe.cli.plan_cmd import print_plan
-from coldpipe.core.baselines import Baseline, Bounds, evaluate_baselines, lower_bounds
-from coldpipe.core.planner import PlanResult, plan
-from coldpipe.core.simulator import Timeline, simulate
-from coldpipe.core.types import OVERLAPS, Scenario
+from coldpipe.core.simulator import Timeline
 from coldpipe.errors import InputError
+from coldpipe.planning.compare import Comparison, compare, idle_s
 from coldpipe.units import format_seconds
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The coldpipe optimum (overlap ``layer``), the exact optimum per mode, baselines and bounds."""
-
-    optimal: PlanResult
-    optimal_per_mode: dict[str, PlanResult]
-    baselines: list[Baseline]
-    bounds: Bounds
-    timelines: dict[str, Timeline] = field(default_factory=dict)  # per feasible baseline name (idle accounting)
-
-    def speedup(self, ttft_s: float) -> float:
-        return ttft_s / self.optimal.ttft_s if math.isfinite(ttft_s) else math.inf
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "optimal": self.optimal.to_dict(),
-            "optimal_per_mode": {
-                ov: {"ttft": r.ttft_s, "stages": r.plan.to_dict()["stages"]} for ov, r in self.optimal_per_mode.items()
-            },
-            "baselines": [
-                {
-                    "name": b.name,
-                    "partition": b.partition,
-                    "overlap": b.overlap,
-                    "ttft": b.ttft_s,
-                    "speedup": self.speedup(b.ttft_s),
-                    "hidden_load_share": b.hidden_load_share,
-                    "idle_wait_weights": _idle(self.timelines.get(b.name), "weights"),
-                    "idle_wait_input": _idle(self.timelines.get(b.name), "input"),
-                    "plan": str(b.plan) if b.plan is not None else None,
-                    "infeasible": b.why_not or None,
-                }
-                for b in self.baselines
-            ],
-            "bounds": {
-                "warm": self.bounds.warm_s,
-                "parallel_load": self.bounds.parallel_load_s,
-                "best": self.bounds.best_s,
-            },
-            "gap_to_bound": self.optimal.ttft_s / self.bounds.best_s - 1.0,
-        }
-
-
-def _idle(timeline: Timeline | None, what: str) -> float | None:
-    """Total idle time of a plan's devices waiting for their weights or for their input."""
-    if timeline is None:
-        return None
-    return sum(st.wait_weights_s if what == "weights" else st.wait_input_s for st in timeline.stages)
 
 
 def _idle_cells(timeline: Timeline | None) -> tuple[str, str]:
     if timeline is None:
         return "-", "-"
-    return format_seconds(_idle(timeline, "weights") or 0.0), format_seconds(_idle(timeline, "input") or 0.0)
-
-
-def compare(scenario: Scenario) -> Comparison:
-    per_mode = {ov: plan(scenario, ov) for ov in OVERLAPS}
-    baselines = evaluate_baselines(scenario)
-    timelines = {
-        b.name: simulate(scenario, b.plan, b.overlap)
-        for b in baselines
-        if b.plan is not None and math.isfinite(b.ttft_s)
-    }
-    return Comparison(per_mode["layer"], per_mode, baselines, lower_bounds(scenario), timelines)
+    return format_seconds(idle_s(timeline, "weights") or 0.0), format_seconds(idle_s(timeline, "input") or 0.0)
 
 
 def print_comparison(cmp: Comparison) -> None:
@@ -126,7 +62,7 @@ def print_comparison(cmp: Comparison) -> None:
             format_seconds(b.ttft_s),
             f"{cmp.speedup(b.ttft_s):.2f}x",
             f"{100 * (b.hidden_load_share or 0):.0f}%",
-            *_idle_cells(cmp.timelines.get(b.name)),
+            *_idle_cells(b.timeline),
             str(b.plan),
         )
     console.print(table)
@@ -142,9 +78,11 @@ def draw_comparison(cmp: Comparison, out_dir: Path, fmt: str = "png") -> list[Pa
     from coldpipe.viz.gantt import draw_gantt
 
     charts: list[tuple[str, Timeline]] = [
-        ("coldpipe" if ov == "layer" else f"optimal-{ov}", r.timeline) for ov, r in cmp.optimal_per_mode.items()
+        ("coldpipe" if ov == "layer" else f"optimal-{ov}", r.timeline)
+        for ov, r in cmp.optimal_per_mode.items()
+        if r.timeline is not None
     ]
-    charts += [(name.replace("/", "-"), tl) for name, tl in cmp.timelines.items()]
+    charts += [(b.name.replace("/", "-"), b.timeline) for b in cmp.baselines if b.timeline is not None]
     t_max = 1.04 * max(tl.ttft_s for _name, tl in charts)
     written = []
     for name, tl in charts:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from coldpipe.cli._common import console, print_json, scenario_arg
-from coldpipe.core.models import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
+from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
 from coldpipe.scenario_file import read_structured_file

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
-from coldpipe.core.planner import SOLVERS, PlanResult, plan
-from coldpipe.core.simulator import OBJECTIVES, Timeline
+from coldpipe.core.simulator import Timeline
 from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import InputError
+from coldpipe.planning import OBJECTIVES, SOLVERS, Problem, Solution, plan
 from coldpipe.units import format_bytes, format_seconds
 
 
@@ -60,11 +60,12 @@ def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
     return table
 
 
-def print_plan(result: PlanResult, scenario: Scenario) -> None:
+def print_plan(result: Solution, scenario: Scenario) -> None:
     tl = result.timeline
+    assert tl is not None
     if result.exact:
         exact = "exact"
-    elif result.solver == "minlp":  # SCIP stopped by its time limit
+    elif result.method == "minlp":  # SCIP stopped by its time limit
         gap = result.details.get("gap")
         exact = "not proven optimal" + (f", gap {100 * gap:.1f}%" if isinstance(gap, (int, float)) else "")
     else:  # the heuristic, or a local search: say what is known of the optimum
@@ -72,7 +73,7 @@ def print_plan(result: PlanResult, scenario: Scenario) -> None:
         exact = "not proven optimal" + (
             f", within {100 * bound_gap:.1f}% of a lower bound" if isinstance(bound_gap, (int, float)) else ""
         )
-    console.print(plan_table(tl, scenario, f"Plan ({result.solver}, {exact}; overlap={tl.overlap}): {result.plan}"))
+    console.print(plan_table(tl, scenario, f"Plan ({result.method}, {exact}; overlap={tl.overlap}): {result.plan}"))
     unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
     if unused:
         console.print(f"unused devices: {', '.join(unused)}")
@@ -87,7 +88,7 @@ def print_plan(result: PlanResult, scenario: Scenario) -> None:
             what = f"{wl.completion} first-token completion of {wl.requests} requests"
         elif wl.requests > 1 and result.objective == "e2e":
             what = f"{wl.completion} last-token completion of {wl.requests} requests ({wl.new_tokens} tokens each)"
-        console.print(f"[bold]{what}: {format_seconds(result.objective_value_s)}[/bold] (the objective minimised)")
+        console.print(f"[bold]{what}: {format_seconds(result.value_s)}[/bold] (the objective minimised)")
 
 
 def plan_command(
@@ -117,15 +118,14 @@ def plan_command(
     if objective not in OBJECTIVES:
         raise InputError("--objective", f"unknown objective {objective!r}", f"use one of {', '.join(OBJECTIVES)}")
     if after is not None:
-        from coldpipe.core.objectives import scenario_after
-
         previous = Plan.from_dict(read_json_arg(str(after), "--after"))
-        sc = scenario_after(sc, previous)
+        sc = sc.after(previous)
     if gantt is not None:
         from coldpipe.viz._mpl import check_paths
 
         check_paths(gantt, "--gantt")  # a wrong suffix fails before planning, not after
-    result = plan(sc, ov, solver, time_limit_s=time_limit, objective=objective)  # type: ignore[arg-type]
+    result = plan(Problem(sc, ov, objective, time_limit), solver)  # type: ignore[arg-type]
+    assert result.timeline is not None
     if gantt is not None:
         from coldpipe.viz.gantt import draw_gantt
 

@@ -12,12 +12,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from coldpipe.cli._common import console, print_json, read_json_arg, scenario_arg
-from coldpipe.core.baselines import PARTITIONS, partition
-from coldpipe.core.planner import plan as plan_scenario
+from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
 from coldpipe.core.simulator import BurstSchedule, burst_completions_s, burst_schedule, simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
+from coldpipe.planning import Problem
+from coldpipe.planning import plan as plan_scenario
+from coldpipe.planning.baselines import PARTITIONS, partition, single_device_plans
 from coldpipe.units import format_bytes, format_seconds, parse_quantity
 
 
@@ -28,13 +29,11 @@ def resolve_plan(spec: str, scenario: Scenario, overlap: str | None) -> tuple[Pl
         ov = spec[len("optimal") + 1 :] or ov_given or "layer"
         if ov not in OVERLAPS:
             raise InputError("--plan", f"unknown overlap {ov!r}", f"use optimal/{'|'.join(OVERLAPS)}")
-        return plan_scenario(scenario, ov).plan, ov  # type: ignore[arg-type]
+        return plan_scenario(Problem(scenario, ov)).plan, ov  # type: ignore[arg-type]
     for sep in ("/", "-"):
         name, _, ov = spec.rpartition(sep)
         if name in PARTITIONS and ov in OVERLAPS:
             if name == "single":
-                from coldpipe.core.baselines import single_device_plans
-
                 plans = single_device_plans(scenario)
                 if not plans:
                     raise InputError("--plan", "no single device holds the whole model", "pick another partition")
@@ -42,24 +41,18 @@ def resolve_plan(spec: str, scenario: Scenario, overlap: str | None) -> tuple[Pl
                 return best, ov  # type: ignore[return-value]
             return partition(name, scenario), ov  # type: ignore[return-value]
     if "[" in spec and Path(spec).suffix not in (".json", ".yaml", ".yml"):
-        return Plan.parse(spec), _overlap(ov_given or "layer")
+        return Plan.parse(spec), overlap_arg(ov_given or "layer")
     if Path(spec).is_file():
         data = read_json_arg(spec, "--plan")
         if not isinstance(data, dict):
             raise InputError("--plan", f"{spec!r} holds no plan object")
-        return Plan.from_dict(data), _overlap(ov_given or str(data.get("overlap", "layer")))
+        return Plan.from_dict(data), overlap_arg(ov_given or str(data.get("overlap", "layer")))
     raise InputError(
         "--plan",
         f"cannot read {spec!r}",
         f"use optimal, optimal/MODE, PARTITION/MODE (partitions {', '.join(PARTITIONS)}; modes "
         f"{', '.join(OVERLAPS)}), a plan JSON file, or 'dev[0-9] > dev2[10-33]'",
     )
-
-
-def _overlap(value: str) -> Overlap:
-    if value not in OVERLAPS:
-        raise InputError("--overlap", f"unknown mode {value!r}", f"use one of {', '.join(OVERLAPS)}")
-    return value  # type: ignore[return-value]
 
 
 def check_scenario_matches(scenario: Scenario, n_blocks: int, where: str = "--scenario") -> None:
@@ -121,11 +114,9 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
 def predicted_tokens(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> BurstSchedule | None:
     """The simulator's first and last token of every request for ``new_tokens`` (one request: TTFT and
     TTFT + (new_tokens - 1) x TPOT); None when decoding and a device of the plan has no ``mem_bandwidth``."""
-    from coldpipe.core.objectives import replace_workload
-
     if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
         return None
-    return burst_schedule(replace_workload(scenario, new_tokens=new_tokens), plan, overlap)  # type: ignore[arg-type]
+    return burst_schedule(scenario.replace(workload={"new_tokens": new_tokens}), plan, overlap)  # type: ignore[arg-type]
 
 
 def run_command(
@@ -341,9 +332,7 @@ def profile_host_command(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
     if sc is not None and scenario_out is not None:
-        calibrated = Scenario(
-            calibrated_blocks(sc.blocks, prof), sc.devices, sc.workload, sc.network, sc.source, sc.model_name
-        )
+        calibrated = sc.replace(blocks=tuple(calibrated_blocks(sc.blocks, prof)))
         Path(scenario_out).parent.mkdir(parents=True, exist_ok=True)
         Path(scenario_out).write_text(json.dumps(calibrated.to_dict(), indent=1) + "\n")
     if json_out:

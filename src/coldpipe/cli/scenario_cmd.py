@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from coldpipe.core.models import CATALOG
+from coldpipe.core.architectures import CATALOG
 from coldpipe.errors import InputError
 from coldpipe.profiler.catalog import load_catalog
 from coldpipe.scenario_file import scenario_from_dict

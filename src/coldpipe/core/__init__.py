@@ -1,6 +1,10 @@
-"""The pure core: values in, values out. Imports only the standard library, numpy and numba."""
+"""The pure core: the world and its one timeline. Values in, values out; the standard library and numpy only.
 
-from coldpipe.core.dp import DPResult, plan_dp, plan_warm
+- :mod:`.types`: the scenario (blocks, devices, network, workload) and the plan, frozen with JSON round-trips;
+- :mod:`.simulator`: the one implementation of the latency model of ``docs/model.md``;
+- :mod:`.architectures`: real model architectures -> blocks; :mod:`.channel`: the wireless channel.
+"""
+
 from coldpipe.core.simulator import Timeline, simulate, transfer_s
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Plan, Scenario, Stage, Workload
 
@@ -8,7 +12,6 @@ __all__ = [
     "AP",
     "OVERLAPS",
     "Block",
-    "DPResult",
     "Device",
     "Network",
     "Overlap",
@@ -17,8 +20,6 @@ __all__ = [
     "Stage",
     "Timeline",
     "Workload",
-    "plan_dp",
-    "plan_warm",
     "simulate",
     "transfer_s",
 ]

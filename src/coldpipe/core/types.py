@@ -11,7 +11,9 @@ holds blocks ``first..last``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -217,8 +219,34 @@ class Scenario:
                 return d
         raise InvalidPlan(f"unknown device {name!r}; the scenario has {[d.name for d in self.devices]}")
 
-    def with_devices(self, devices: tuple[Device, ...] | list[Device]) -> Scenario:
-        return Scenario(self.blocks, tuple(devices), self.workload, self.network, self.source, self.model_name)
+    def replace(self, *, workload: Workload | Mapping[str, Any] | None = None, **changes: Any) -> Scenario:
+        """This scenario with some fields changed, validated again (the one way to change a scenario).
+
+        ``workload`` may be a :class:`Workload` or a mapping of the workload fields to change:
+
+        >>> sc = Scenario([Block("b", 1.0, 1.0, 1.0)], [Device("x", 1.0, 1.0, 0.0, 10.0, 1.0, 1.0)], Workload(1))
+        >>> sc.replace(workload={"new_tokens": 8}).workload.new_tokens, sc.workload.new_tokens
+        (8, 1)
+        """
+        if workload is not None:
+            changes["workload"] = (
+                workload if isinstance(workload, Workload) else dataclasses.replace(self.workload, **workload)
+            )
+        return dataclasses.replace(self, **changes)
+
+    def after(self, previous: Plan) -> Scenario:
+        """The next request's scenario once ``previous`` has run: warm residency, the step to steady state.
+
+        Every device of ``previous`` now holds its stage's blocks (they cost no loading) and its process is
+        running (``startup = 0``); the other devices are unchanged. The next plan may move blocks anywhere:
+        a device that takes blocks it does not hold loads them, and memory limits apply as always.
+        """
+        previous.validate(self)
+        held = {st.device: (st.first, st.last) for st in previous.stages}
+        devices = [
+            dataclasses.replace(d, resident=(held[d.name],), startup=0.0) if d.name in held else d for d in self.devices
+        ]
+        return self.replace(devices=tuple(devices))
 
     def to_dict(self) -> dict[str, Any]:
         """The scenario as a JSON-ready dict in the scenario-file format (explicit blocks)."""

@@ -10,7 +10,7 @@ and mixed-dtype checkpoints are counted exactly. Tensors map to SPEC.md's blocks
 
 (the ``model.`` prefix is optional). With tied embeddings and no ``lm_head`` tensor in the files,
 the embedding's bytes count in both the first and the last block: each stage holding one of them
-must load it. FLOPs, activation and KV bytes come from the architecture (:mod:`coldpipe.core.models`).
+must load it. FLOPs, activation and KV bytes come from the architecture (:mod:`coldpipe.core.architectures`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from coldpipe.core.models import DTYPE_BYTES, Architecture, architecture_from_hf_config, blocks_for
+from coldpipe.core.architectures import DTYPE_BYTES, Architecture, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
 
@@ -198,7 +198,7 @@ def profile_checkpoint(
 ) -> CheckpointProfile:
     """Blocks of the checkpoint in ``directory`` for one workload, weight bytes read from the files.
 
-    ``dtype`` sets the activation and KV width as in :func:`coldpipe.core.models.blocks_for`; by
+    ``dtype`` sets the activation and KV width as in :func:`coldpipe.core.architectures.blocks_for`; by
     default the config's ``torch_dtype`` (or the most common float dtype of the tensors).
     """
     d = Path(directory)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coldpipe.core.models import Architecture, blocks_for
+from coldpipe.core.architectures import Architecture, blocks_for
 from coldpipe.errors import InputError
 
 __all__ = [

@@ -3,7 +3,7 @@
 A checkpoint is a directory with ``config.json`` and either ``model.safetensors`` or shards named in
 ``model.safetensors.index.json`` (the Hugging Face layout, so ``from_pretrained`` reads it too).
 
-Blocks follow :mod:`coldpipe.core.models`: block 0 = ``model.embed_tokens``, block ``i`` in
+Blocks follow :mod:`coldpipe.core.architectures`: block 0 = ``model.embed_tokens``, block ``i`` in
 ``1..n_layers`` = ``model.layers.{i-1}``, block ``n_layers + 1`` = ``model.norm`` + ``lm_head`` (with tied
 embeddings the head block reads ``model.embed_tokens.weight`` again, as SPEC.md counts it).
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coldpipe.core.models import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
+from coldpipe.core.architectures import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
 from coldpipe.errors import InputError
 
 if TYPE_CHECKING:

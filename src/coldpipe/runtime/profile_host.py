@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from coldpipe.core.models import blocks_for
+from coldpipe.core.architectures import blocks_for
 from coldpipe.core.types import Block
 
 __all__ = ["HostProfile", "calibrated_blocks", "profile_host"]

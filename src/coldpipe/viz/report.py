@@ -10,14 +10,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from coldpipe.core.baselines import Bounds, evaluate_baselines, lower_bounds
-from coldpipe.core.planner import plan
-from coldpipe.core.simulator import Timeline, simulate
-from coldpipe.core.types import OVERLAPS, Scenario
+from coldpipe.core.simulator import Timeline
+from coldpipe.core.types import Scenario
+from coldpipe.planning.bounds import Bounds
+from coldpipe.planning.compare import Strategy, compare
 from coldpipe.units import format_bytes, format_rate, format_seconds
 from coldpipe.viz import _mpl
 from coldpipe.viz.gantt import build_gantt
@@ -25,33 +24,11 @@ from coldpipe.viz.gantt import build_gantt
 __all__ = ["Strategy", "evaluate_strategies", "write_report"]
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """A strategy's result: a timeline when it can run, else the reason in ``note``."""
-
-    name: str  # "coldpipe", "optimal/<overlap>", "<partition>/<overlap>"
-    kind: str  # "optimal" | "baseline"
-    overlap: str
-    timeline: Timeline | None
-    note: str = ""
-
-    @property
-    def ttft_s(self) -> float:
-        return self.timeline.ttft_s if self.timeline is not None else math.inf
-
-
 def evaluate_strategies(scenario: Scenario) -> tuple[list[Strategy], Bounds]:
     """The exact optimum under every overlap mode, then every baseline, each with its timeline."""
-    out = []
-    for ov in OVERLAPS:
-        res = plan(scenario, ov)
-        out.append(Strategy("coldpipe" if ov == "layer" else f"optimal/{ov}", "optimal", ov, res.timeline))
-    for b in evaluate_baselines(scenario):
-        if b.plan is None or not math.isfinite(b.ttft_s):
-            out.append(Strategy(b.name, "baseline", b.overlap, None, b.why_not.split(";")[0]))
-        else:
-            out.append(Strategy(b.name, "baseline", b.overlap, simulate(scenario, b.plan, b.overlap)))
-    return out, lower_bounds(scenario)
+    cmp = compare(scenario)
+    assert cmp.bounds is not None
+    return cmp.strategies(), cmp.bounds
 
 
 @dataclass(frozen=True)
@@ -108,7 +85,7 @@ def _strategies_table(strategies: list[Strategy], ref_s: float) -> _Table:
     for s in strategies:
         tl = s.timeline
         if tl is None:
-            rows.append((s.name, s.overlap, "infeasible", "-", "-", "-", "-", s.note[:90]))
+            rows.append((s.name, s.overlap, "infeasible", "-", "-", "-", "-", s.note.split(";")[0][:90]))
             continue
         rows.append(
             (

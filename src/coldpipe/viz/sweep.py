@@ -17,7 +17,7 @@ with a unit replaces it on every device):
 ``uplink``                ``2x`` or ``600 Mbit/s``: the links to and from the AP (uplink and downlink)
 ``load_bandwidth``        ``0.5x`` or ``3 GB/s``: storage -> memory bandwidth
 ``startup``               ``0x`` or ``500 ms``: start-up time
-``model``                 a catalog model name (:data:`coldpipe.core.models.CATALOG`), same dtype
+``model``                 a catalog model name (:data:`coldpipe.core.architectures.CATALOG`), same dtype
 ``prompt_tokens``         the prompt length in tokens (the model must be a catalog model)
 ========================  ===========================================================================
 
@@ -40,11 +40,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from coldpipe.core.baselines import evaluate_baselines, lower_bounds
-from coldpipe.core.models import CATALOG, DTYPE_BYTES, blocks_for
-from coldpipe.core.planner import plan
-from coldpipe.core.types import OVERLAPS, Device, Scenario, Workload
-from coldpipe.errors import ColdpipeError, InputError
+from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, blocks_for
+from coldpipe.core.types import Device, Scenario, Workload
+from coldpipe.errors import InputError
+from coldpipe.planning.compare import STRATEGY_OPTIMAL, compare
 from coldpipe.units import Kind, parse_quantity
 from coldpipe.viz import _mpl
 
@@ -88,7 +87,6 @@ _X_LABELS = {
 }
 _ABSOLUTE_UNITS = {"uplink": "bit/s", "load_bandwidth": "B/s", "startup": "s"}
 
-STRATEGY_OPTIMAL = "coldpipe"
 STRATEGY_BOUNDS = ("bound/warm", "bound/parallel-load")
 
 
@@ -177,7 +175,7 @@ def scenario_at(scenario: Scenario, axis: str, value: str) -> Scenario:
             raise InputError(field, f"needs at least 1 device, got {k}")
         base = scenario.devices
         devs = [base[i] if i < len(base) else replace(base[i % len(base)], name=_copy_name(base, i)) for i in range(k)]
-        return scenario.with_devices(devs)
+        return scenario.replace(devices=devs)
     if axis in _MULTIPLIER_AXES:
         kind = _MULTIPLIER_AXES[axis]
         m = _multiplier(value)
@@ -198,7 +196,7 @@ def scenario_at(scenario: Scenario, axis: str, value: str) -> Scenario:
             devs = [replace(d, load_bandwidth=set_(d, "load_bandwidth")) for d in scenario.devices]
         else:
             devs = [replace(d, startup=set_(d, "startup")) for d in scenario.devices]
-        return scenario.with_devices(devs)
+        return scenario.replace(devices=devs)
     wl = scenario.workload
     dtype = _catalog_dtype(scenario)
     if axis == "model":
@@ -211,7 +209,7 @@ def scenario_at(scenario: Scenario, axis: str, value: str) -> Scenario:
             dtype=dtype or "bfloat16",
             token_bytes=wl.token_bytes,
         )
-        return Scenario(blocks, scenario.devices, wl, scenario.network, scenario.source, value)
+        return scenario.replace(blocks=tuple(blocks), workload=wl, model_name=value)
     # prompt_tokens
     try:
         s = int(value)
@@ -229,7 +227,7 @@ def scenario_at(scenario: Scenario, axis: str, value: str) -> Scenario:
     new_wl = Workload(s, wl.new_tokens, None if default_prompt_bytes else wl.prompt_bytes, wl.token_bytes)
     arch = CATALOG[scenario.model_name]
     blocks = blocks_for(arch, prompt_tokens=s, new_tokens=wl.new_tokens, dtype=dtype, token_bytes=wl.token_bytes)
-    return Scenario(blocks, scenario.devices, new_wl, scenario.network, scenario.source, scenario.model_name)
+    return scenario.replace(blocks=tuple(blocks), workload=new_wl)
 
 
 def _copy_name(base: Sequence[Device], i: int) -> str:
@@ -238,25 +236,17 @@ def _copy_name(base: Sequence[Device], i: int) -> str:
 
 def evaluate(scenario: Scenario) -> list[tuple[str, str, str, str, float, float, str, str]]:
     """(strategy, kind, partition, overlap, ttft_s, hidden_load_share, plan, note) of every strategy."""
+    cmp = compare(scenario, strict=False)
     out: list[tuple[str, str, str, str, float, float, str, str]] = []
-    for ov in OVERLAPS:
-        name = STRATEGY_OPTIMAL if ov == "layer" else f"optimal/{ov}"
-        try:
-            res = plan(scenario, ov)
-            tl = res.timeline
-            out.append((name, "optimal", "optimal", ov, tl.ttft_s, tl.hidden_load_share, str(res.plan), ""))
-        except ColdpipeError as exc:
-            out.append((name, "optimal", "optimal", ov, math.inf, math.nan, "", str(exc)))
-    for b in evaluate_baselines(scenario):
-        hidden = b.hidden_load_share if b.hidden_load_share is not None else math.nan
-        plan_text = str(b.plan) if b.plan is not None else ""
-        note = b.why_not.split(";")[0] if b.why_not else ""
-        out.append((b.name, "baseline", b.partition, b.overlap, b.ttft_s, hidden, plan_text, note))
-    try:
-        bd = lower_bounds(scenario)
+    for s in cmp.strategies():
+        plan_text = str(s.plan) if s.plan is not None else ""
+        note = s.note.split(";")[0] if s.kind == "baseline" else s.note
+        out.append((s.name, s.kind, s.partition, s.overlap, s.ttft_s, s.hidden_load_share, plan_text, note))
+    bd = cmp.bounds
+    if bd is not None:
         bounds = [(STRATEGY_BOUNDS[0], bd.warm_s, ""), (STRATEGY_BOUNDS[1], bd.parallel_load_s, "")]
-    except (ColdpipeError, ValueError) as exc:  # no device holds some block: no plan, no bound
-        bounds = [(name, math.inf, str(exc) or "no device can hold the last block") for name in STRATEGY_BOUNDS]
+    else:  # no plan fits: no bound
+        bounds = [(name, math.inf, cmp.notes["bounds"]) for name in STRATEGY_BOUNDS]
     for name, value, note in bounds:
         out.append((name, "bound", name.split("/")[1], "", value, math.nan, "", note))
     return out
@@ -495,9 +485,8 @@ def write_paper_gantts(scenario: Scenario, out_dir: str | Path) -> list[Path]:
     """The Gantt charts of :func:`run_paper`: coldpipe, the best baseline, the best load-then-compute plan."""
     from coldpipe.units import format_seconds
     from coldpipe.viz.gantt import draw_gantt
-    from coldpipe.viz.report import evaluate_strategies
 
-    strategies, _bounds = evaluate_strategies(scenario)
+    strategies = compare(scenario).strategies()
     by_name = {s.name: s for s in strategies}
     baselines = [s for s in strategies if s.kind == "baseline" and s.timeline is not None]
     chosen = [("coldpipe", by_name["coldpipe"]), ("load-then-compute", by_name["optimal/none"])]

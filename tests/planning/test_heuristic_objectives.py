@@ -18,16 +18,17 @@ import numpy as np
 import pytest
 
 from coldpipe.cli import main
-from coldpipe.core import heuristic as heuristic_module
-from coldpipe.core.brute import brute_force, fits
-from coldpipe.core.dp import MAX_USAGE_VECTORS, DeviceTypes
-from coldpipe.core.heuristic import _Problem, plan_heuristic, solve_order
-from coldpipe.core.models import CATALOG, blocks_for
-from coldpipe.core.objectives import plan_for_objective, replace_workload
-from coldpipe.core.planner import plan
+from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.simulator import objective_s
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible, InputError
+from coldpipe.planning import Problem, order_kernels, plan
+from coldpipe.planning.brute import fits
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.heuristic import plan_heuristic
+from coldpipe.planning.order import OrderProblem, solve_order
+from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes
+from random_instances import brute_value
 
 # (objective, requests, completion): what is minimised; "ttft" with requests > 1 is the burst's completion
 CASES = [
@@ -106,7 +107,7 @@ def distinct_cluster(seed: int, n_devices: int, model: str = "llama-3.2-1b", new
 
 
 def with_case(sc: Scenario, requests: int, completion: str) -> Scenario:
-    return replace_workload(sc, requests=requests, completion=completion) if requests > 1 else sc
+    return sc.replace(workload={"requests": requests, "completion": completion}) if requests > 1 else sc
 
 
 def _report(label: str, gaps: list[float]) -> None:
@@ -141,7 +142,7 @@ def test_order_dp_is_exact_for_its_order(seed: int, objective: str, requests: in
     order = [d.name for d in sc.devices]
     random.Random(seed).shuffle(order)
     expected = _best_over_order(sc, order, overlap, objective)
-    got = solve_order(sc, order, overlap, objective)
+    got = solve_order(Problem(sc, overlap, objective), order)
     if math.isinf(expected):
         assert got is None
         return
@@ -158,7 +159,7 @@ def test_capped_fronts_give_a_real_plan_never_better_than_the_order_optimum(
     """The search's quick screen (one pair per state): its value is a real plan's, so never optimistic."""
     for seed in range(6):
         sc = with_case(distinct_cluster(seed, 6, new_tokens=64), requests, "max")
-        problem = _Problem.build(sc, overlap, objective)
+        problem = OrderProblem.build(Problem(sc, overlap, objective))
         order = tuple(random.Random(seed).sample(range(6), 6))
         exact, _ = problem.run_pareto(order)
         for cap in (1, 3):
@@ -171,10 +172,16 @@ def test_capped_fronts_give_a_real_plan_never_better_than_the_order_optimum(
 def test_numba_and_pure_python_pareto_order_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     sc = distinct_cluster(7, 5, new_tokens=32)
     order = [d.name for d in sc.devices]
-    compiled = [solve_order(sc, order, "layer", "e2e"), solve_order(replace_workload(sc, requests=3), order, "none")]
+    compiled = [
+        solve_order(Problem(sc, "layer", "e2e"), order),
+        solve_order(Problem(sc.replace(workload={"requests": 3}), "none"), order),
+    ]
     monkeypatch.setenv("COLDPIPE_NO_NUMBA", "1")
-    assert heuristic_module._get_order_pareto_kernel() is heuristic_module._order_pareto_kernel
-    interpreted = [solve_order(sc, order, "layer", "e2e"), solve_order(replace_workload(sc, requests=3), order, "none")]
+    assert order_kernels.order_pareto_dp.current() is order_kernels.order_pareto_dp.py
+    interpreted = [
+        solve_order(Problem(sc, "layer", "e2e"), order),
+        solve_order(Problem(sc.replace(workload={"requests": 3}), "none"), order),
+    ]
     assert interpreted == compiled
 
 
@@ -189,12 +196,12 @@ def test_heuristic_against_brute_force_on_small_instances(objective: str, reques
     for k in range(n_inst):
         overlap = OVERLAPS[k % 3]
         sc = with_case(small_scenario(1000 + k, 4, 6), requests, completion)
-        expected, _ = brute_force(sc, overlap, objective)
+        expected, _ = brute_value(sc, overlap, objective)
         if math.isinf(expected):
             with pytest.raises(Infeasible):
-                plan_heuristic(sc, overlap, objective=objective)
+                plan_heuristic(Problem(sc, overlap, objective))
             continue
-        res = plan_heuristic(sc, overlap, objective=objective)
+        res = plan_heuristic(Problem(sc, overlap, objective))
         assert res.value_s == objective_s(sc, res.plan, overlap, objective)  # the simulator's own number
         assert res.objective == objective
         assert res.value_s >= expected * (1 - 1e-9)  # never better than the optimum
@@ -223,9 +230,9 @@ def test_heuristic_gap_to_the_exact_dp_on_8_distinct_devices(objective: str, req
     for seed in range(5):
         sc = with_case(distinct_cluster(seed, 8), requests, "max")
         assert DeviceTypes.of(sc).n_usage_vectors == 2**8
-        exact = plan_for_objective(sc, overlap, objective)
-        assert exact.details["exact"] == 1
-        res = plan_heuristic(sc, overlap, objective=objective)
+        exact = plan_exact(Problem(sc, overlap, objective))
+        assert exact.exact == 1
+        res = plan_heuristic(Problem(sc, overlap, objective))
         assert res.value_s == objective_s(sc, res.plan, overlap, objective)
         assert res.value_s >= exact.value_s * (1 - 1e-9)
         assert res.details["lower_bound"] <= exact.value_s * (1 + 1e-9)
@@ -239,12 +246,12 @@ def test_residency_is_honoured() -> None:
     """A device that already holds the whole model loads nothing: the heuristic finds the free plan."""
     sc = distinct_cluster(4, 6, new_tokens=16)
     warm = dataclasses.replace(sc.devices[2], resident=((0, sc.n_blocks - 1),), memory=1e12, startup=0.0)
-    sc = sc.with_devices([*sc.devices[:2], warm, *sc.devices[3:]])
+    sc = sc.replace(devices=[*sc.devices[:2], warm, *sc.devices[3:]])
     for objective, requests in (("e2e", 1), ("ttft", 3)):
         s2 = with_case(sc, requests, "max")
         for overlap in OVERLAPS:
-            exact = plan_for_objective(s2, overlap, objective)
-            res = plan_heuristic(s2, overlap, objective=objective)
+            exact = plan_exact(Problem(s2, overlap, objective))
+            res = plan_heuristic(Problem(s2, overlap, objective))
             assert res.value_s == pytest.approx(exact.value_s, rel=1e-9)
 
 
@@ -255,12 +262,12 @@ def test_residency_is_honoured() -> None:
 def test_planner_heuristic_solver_plans_every_objective(objective: str, requests: int, completion: str) -> None:
     sc = with_case(distinct_cluster(11, 6, new_tokens=32), requests, completion)
     for overlap in OVERLAPS:
-        res = plan(sc, overlap, "heuristic", objective=objective)
-        assert res.solver == "heuristic" and res.exact is False
+        res = plan(Problem(sc, overlap, objective), "heuristic")
+        assert res.method == "heuristic" and res.exact is False
         assert res.objective == objective
-        assert res.objective_value_s == objective_s(sc, res.plan, overlap, objective)
-        assert res.details["objective"] == res.objective_value_s
-        assert res.details["lower_bound"] <= res.objective_value_s
+        assert res.value_s == objective_s(sc, res.plan, overlap, objective)
+        assert res.solver_value_s == res.value_s
+        assert res.details["lower_bound"] <= res.value_s
 
 
 def test_beyond_the_exact_range_auto_plans_every_objective_with_the_heuristic(
@@ -270,11 +277,11 @@ def test_beyond_the_exact_range_auto_plans_every_objective_with_the_heuristic(
     assert DeviceTypes.of(sc).n_usage_vectors > MAX_USAGE_VECTORS
     for objective, requests, completion in CASES:
         s2 = with_case(sc, requests, completion)
-        res = plan(s2, "layer", "auto", objective=objective)
-        assert res.solver == "heuristic" and res.exact is False
-        assert res.objective_value_s == objective_s(s2, res.plan, "layer", objective)
+        res = plan(Problem(s2, "layer", objective), "auto")
+        assert res.method == "heuristic" and res.exact is False
+        assert res.value_s == objective_s(s2, res.plan, "layer", objective)
     with pytest.raises(InputError, match="heuristic"):  # the exact DP says what to use instead
-        plan(sc, "layer", "dp", objective="e2e")
+        plan(Problem(sc, "layer", "e2e"), "dp")
     path = tmp_path / "big.json"
     path.write_text(json.dumps(sc.to_dict()))
     with pytest.raises(SystemExit) as info:
@@ -296,27 +303,27 @@ def test_beyond_the_exact_range_auto_plans_every_objective_with_the_heuristic(
 def test_bad_input_gives_input_errors() -> None:
     sc = distinct_cluster(3, 4, new_tokens=8)
     with pytest.raises(InputError, match="objective"):
-        plan_heuristic(sc, "layer", objective="latency")
+        plan_heuristic(Problem(sc, "layer", "latency"))
     with pytest.raises(InputError, match="overlap"):
-        plan_heuristic(sc, "eager", objective="e2e")  # type: ignore[arg-type]
+        plan_heuristic(Problem(sc, "eager", "e2e"))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="burst"):
-        solve_order(replace_workload(sc, requests=2), ["dev0"], "layer", "e2e")
-    no_bw = sc.with_devices([dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
+        solve_order(Problem(sc.replace(workload={"requests": 2}), "layer", "e2e"), ["dev0"])
+    no_bw = sc.replace(devices=[dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
     for objective in ("e2e", "tpot"):
         with pytest.raises(InputError, match="mem_bandwidth"):
-            plan_heuristic(no_bw, "layer", objective=objective)
+            plan_heuristic(Problem(no_bw, "layer", objective))
     with pytest.raises(InputError, match="order"):
-        solve_order(sc, ["dev0", "nope"], "layer", "e2e")
+        solve_order(Problem(sc, "layer", "e2e"), ["dev0", "nope"])
     with pytest.raises(InputError, match="mean"):
-        solve_order(replace_workload(sc, requests=2, completion="mean"), ["dev0"], "layer")
-    tiny = sc.with_devices([dataclasses.replace(d, memory=1e6) for d in sc.devices])
+        solve_order(Problem(sc.replace(workload={"requests": 2, "completion": "mean"}), "layer"), ["dev0"])
+    tiny = sc.replace(devices=[dataclasses.replace(d, memory=1e6) for d in sc.devices])
     with pytest.raises(Infeasible):
-        plan_heuristic(tiny, "layer", objective="e2e")
+        plan_heuristic(Problem(tiny, "layer", "e2e"))
 
 
 def test_lower_bound_scales_past_the_exact_range() -> None:
     sc = distinct_cluster(9, 20, new_tokens=32)
-    res = plan_heuristic(sc, "stage", objective="tpot")
+    res = plan_heuristic(Problem(sc, "stage", "tpot"))
     assert res.details["lower_bound"] <= res.value_s
     assert np.isfinite(res.details["gap_to_lower_bound"])
 
@@ -328,14 +335,14 @@ def test_exact_e2e_planner_matches_brute_force_when_decode_costs_differ_per_bloc
     type); these instances lost their optimum. The heuristic's gaps are measured against this planner."""
     sc = small_scenario(50000 + seed, 4, 5)
     overlap: Overlap = OVERLAPS[seed % 2]
-    expected, _ = brute_force(sc, overlap, "e2e")
-    assert plan_for_objective(sc, overlap, "e2e").value_s == pytest.approx(expected, rel=1e-9)
+    expected, _ = brute_value(sc, overlap, "e2e")
+    assert plan_exact(Problem(sc, overlap, "e2e")).value_s == pytest.approx(expected, rel=1e-9)
 
 
 def test_e2e_of_one_token_is_the_ttft_and_needs_no_decode_bandwidth() -> None:
     sc = distinct_cluster(2, 5, new_tokens=1)
-    sc = sc.with_devices([dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
-    res = plan_heuristic(sc, "layer", objective="e2e")
+    sc = sc.replace(devices=[dataclasses.replace(d, mem_bandwidth=None) for d in sc.devices])
+    res = plan_heuristic(Problem(sc, "layer", "e2e"))
     assert res.value_s == res.ttft_s == objective_s(sc, res.plan, "layer", "ttft")
 
 
@@ -345,17 +352,17 @@ def test_decoding_burst_e2e_against_brute_force(completion: str) -> None:
     gaps = []
     for k in range(6):
         overlap = OVERLAPS[k % 3]
-        sc = replace_workload(small_scenario(3000 + k, 3, 5), requests=3, completion=completion, new_tokens=4)
-        expected, _ = brute_force(sc, overlap, "e2e")
+        sc = small_scenario(3000 + k, 3, 5).replace(workload={"requests": 3, "completion": completion, "new_tokens": 4})
+        expected, _ = brute_value(sc, overlap, "e2e")
         if math.isinf(expected):
             continue
-        res = plan_heuristic(sc, overlap, objective="e2e")
+        res = plan_heuristic(Problem(sc, overlap, "e2e"))
         assert res.value_s == objective_s(sc, res.plan, overlap, "e2e")
         assert res.value_s >= expected * (1 - 1e-9)
         assert res.details["lower_bound"] <= expected * (1 + 1e-9)
         gaps.append(res.value_s / expected - 1.0)
     _report(f"e2e burst x3 {completion} vs brute force", gaps)
     assert len(gaps) >= 3 and statistics.median(gaps) <= 1e-9 and max(gaps) <= 0.05
-    big = replace_workload(distinct_cluster(5, 18, new_tokens=8), requests=3, completion=completion)
-    res = plan(big, "layer", "auto", objective="e2e")
-    assert res.solver == "heuristic" and res.objective_value_s == objective_s(big, res.plan, "layer", "e2e")
+    big = distinct_cluster(5, 18, new_tokens=8).replace(workload={"requests": 3, "completion": completion})
+    res = plan(Problem(big, "layer", "e2e"), "auto")
+    assert res.method == "heuristic" and res.value_s == objective_s(big, res.plan, "layer", "e2e")

@@ -1,6 +1,6 @@
 """Exhaustive search: every ordered device subset x every contiguous split, timed by the simulator.
 
-Independent of the DP (it shares only the simulator, i.e. SPEC.md's semantics), so the tests use it
+Independent of the DP (it shares only the simulator, i.e. the model of ``docs/model.md``), so the tests use it
 as the reference optimum; ``coldpipe plan --solver brute`` exposes it for small instances.
 The number of plans is ``sum_j C(B-1, j-1) * n!/(n-j)!``: keep ``n <= 5`` and ``B <= 12``.
 
@@ -18,9 +18,12 @@ import math
 from collections.abc import Iterator
 
 from coldpipe.core.simulator import objective_s, simulate
-from coldpipe.core.types import Overlap, Plan, Scenario, Stage
+from coldpipe.core.types import Plan, Scenario, Stage
+from coldpipe.errors import InputError
+from coldpipe.planning.exact import raise_infeasible
+from coldpipe.planning.protocol import Problem, Solution
 
-__all__ = ["MAX_BRUTE_PLANS", "all_plans", "brute_force", "count_plans", "fits"]
+__all__ = ["MAX_BRUTE_PLANS", "BrutePlanner", "all_plans", "brute_force", "count_plans", "fits"]
 
 MAX_BRUTE_PLANS = 2_000_000
 
@@ -51,17 +54,44 @@ def fits(scenario: Scenario, plan: Plan) -> bool:
     return True
 
 
-def brute_force(scenario: Scenario, overlap: Overlap, objective: str = "ttft") -> tuple[float, Plan | None]:
-    """The minimum of ``objective`` (``ttft``, ``e2e``, ``tpot``) and a plan achieving it; ``(inf, None)``
-    if no plan fits."""
+def brute_force(problem: Problem) -> Solution:
+    """The minimum of ``problem.objective`` over :func:`all_plans`, by the simulator (exact, exhaustive).
+
+    Raises :class:`~coldpipe.errors.Infeasible` (with the shortfall) when no plan fits, and
+    :class:`~coldpipe.errors.InputError` beyond :data:`MAX_BRUTE_PLANS` plans.
+    """
+    reason = BrutePlanner().refuses(problem)
+    if reason is not None:
+        raise InputError("solver", reason, "use --solver dp")
+    scenario, overlap, objective = problem.scenario, problem.overlap, problem.objective
     best, best_plan = math.inf, None
     for plan in all_plans(scenario):
         if not fits(scenario, plan):
             continue
-        if objective == "ttft" and scenario.workload.requests == 1:
+        if problem.is_first_token:
             t = simulate(scenario, plan, overlap, validate=False).ttft_s
         else:
             t = objective_s(scenario, plan, overlap, objective)
         if t < best:
             best, best_plan = t, plan
-    return best, best_plan
+    if best_plan is None:
+        raise_infeasible(scenario)
+    assert best_plan is not None
+    details = {"plans_enumerated": count_plans(scenario)}
+    timeline = simulate(scenario, best_plan, overlap)
+    return Solution(best_plan, best, True, "brute", objective, overlap, best, details=details, timeline=timeline)
+
+
+class BrutePlanner:
+    """``brute``: exhaustive enumeration, for small instances (at most :data:`MAX_BRUTE_PLANS` plans)."""
+
+    name = "brute"
+
+    def refuses(self, problem: Problem) -> str | None:
+        n_plans = count_plans(problem.scenario)
+        if n_plans > MAX_BRUTE_PLANS:
+            return f"brute force would enumerate {n_plans} plans (limit {MAX_BRUTE_PLANS})"
+        return None
+
+    def solve(self, problem: Problem) -> Solution:
+        return brute_force(problem)

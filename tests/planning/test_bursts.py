@@ -12,11 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coldpipe.core.brute import brute_force
-from coldpipe.core.objectives import plan_for_objective, replace_workload
 from coldpipe.core.simulator import burst_completions_s, burst_schedule, decode_step_s, objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Block, Device, Overlap, Plan, Scenario, Workload
 from coldpipe.errors import Infeasible, InputError
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
+from random_instances import brute_value
 from strategies import scenarios
 
 
@@ -34,14 +35,14 @@ def test_burst_by_hand() -> None:
     # none: everything loaded at 1 s; same here since a had to wait for its weights anyway
     assert burst_completions_s(sc, plan, "none") == pytest.approx((4.0, 6.0, 8.0))
     assert objective_s(sc, plan, "layer", "ttft") == pytest.approx(8.0)
-    mean_sc = replace_workload(sc, completion="mean")
+    mean_sc = sc.replace(workload={"completion": "mean"})
     assert objective_s(mean_sc, plan, "layer", "ttft") == pytest.approx(6.0)
 
 
 @given(sc=scenarios(min_devices=1, max_devices=3, min_blocks=1, max_blocks=6))
 @settings(max_examples=30)
 def test_one_request_is_the_ttft(sc: Scenario) -> None:
-    from coldpipe.core.brute import all_plans, fits
+    from coldpipe.planning.brute import all_plans, fits
 
     for plan in list(all_plans(sc))[:10]:
         if fits(sc, plan):
@@ -53,15 +54,15 @@ def test_one_request_is_the_ttft(sc: Scenario) -> None:
 @given(sc=scenarios(min_devices=2, max_devices=4, min_blocks=3, max_blocks=8), requests=st.sampled_from([2, 3, 8]))
 @settings(max_examples=25)
 def test_max_completion_optimum_equals_brute_force(sc: Scenario, overlap: Overlap, requests: int) -> None:
-    sc = replace_workload(sc, requests=requests, completion="max")
-    expected, _ = brute_force(sc, overlap)
+    sc = sc.replace(workload={"requests": requests, "completion": "max"})
+    expected, _ = brute_value(sc, overlap)
     try:
-        got = plan_for_objective(sc, overlap, "ttft")
+        got = plan_exact(Problem(sc, overlap, "ttft"))
     except Infeasible:
         assert math.isinf(expected)
         return
     assert got.value_s == pytest.approx(expected, rel=1e-9, abs=1e-12)
-    assert got.details["exact"] == 1
+    assert got.exact == 1
 
 
 def _random_cluster(rng: random.Random, max_blocks: int, *, mem_bandwidth: bool = False) -> tuple[list, list]:
@@ -95,11 +96,11 @@ def test_mean_completion_heuristic_gap_to_brute_force() -> None:
         blocks, devs = _random_cluster(rng, 8)
         sc = Scenario(blocks, devs, Workload(16, requests=rng.choice([2, 4, 8]), completion="mean"))
         overlap = rng.choice(OVERLAPS)
-        expected, _ = brute_force(sc, overlap)
+        expected, _ = brute_value(sc, overlap)
         if math.isinf(expected):
             continue
-        got = plan_for_objective(sc, overlap, "ttft")
-        assert got.details["exact"] == 0
+        got = plan_exact(Problem(sc, overlap, "ttft"))
+        assert got.exact == 0
         gaps.append(got.value_s / expected - 1.0)
     assert min(gaps) >= -1e-9  # never better than the optimum: the simulator times both
     print(
@@ -122,7 +123,7 @@ def test_a_decoding_burst_by_hand() -> None:
     assert bs.order == ((0, 0), (1, 0), (0, 1), (1, 1))
     assert bs.first_token_s == pytest.approx((1.0, 2.0)) and bs.last_token_s == pytest.approx((3.0, 4.0))
     assert objective_s(sc, plan, "layer", "e2e") == pytest.approx(4.0)
-    assert objective_s(replace_workload(sc, completion="mean"), plan, "layer", "e2e") == pytest.approx(3.5)
+    assert objective_s(sc.replace(workload={"completion": "mean"}), plan, "layer", "e2e") == pytest.approx(3.5)
     assert burst_completions_s(sc, plan, "layer") == pytest.approx((1.0, 2.0))
 
 
@@ -131,20 +132,20 @@ def test_a_decoding_burst_by_hand() -> None:
 def test_burst_schedule_agrees_with_the_single_request_model(sc: Scenario, requests: int) -> None:
     """One request: TTFT then (new_tokens - 1) x TPOT. Any burst: first tokens as without decoding, every
     request's answer after its first token, and at least (new_tokens - 1) decode steps after it."""
-    from coldpipe.core.brute import all_plans, fits
+    from coldpipe.planning.brute import all_plans, fits
 
-    burst = replace_workload(sc, requests=requests)
+    burst = sc.replace(workload={"requests": requests})
     for plan in list(all_plans(sc))[:6]:
         if not fits(sc, plan):
             continue
         for ov in OVERLAPS:
-            one = burst_schedule(replace_workload(sc, requests=1), plan, ov)
+            one = burst_schedule(sc.replace(workload={"requests": 1}), plan, ov)
             steps = sc.workload.new_tokens - 1
             tpot = decode_step_s(sc, plan)
             assert one.last_token_s[0] == pytest.approx(simulate(sc, plan, ov).ttft_s + steps * tpot, rel=1e-9)
             bs = burst_schedule(burst, plan, ov)
             assert bs.first_token_s == pytest.approx(
-                burst_completions_s(replace_workload(burst, new_tokens=1), plan, ov)
+                burst_completions_s(burst.replace(workload={"new_tokens": 1}), plan, ov)
             )
             assert len(bs.order) == requests * sc.workload.new_tokens
             for f, last in zip(bs.first_token_s, bs.last_token_s, strict=True):
@@ -162,11 +163,11 @@ def test_decoding_burst_local_search_gap_to_brute_force() -> None:
         )
         sc = Scenario(blocks, devs, wl)
         overlap = rng.choice(OVERLAPS)
-        expected, _ = brute_force(sc, overlap, "e2e")
+        expected, _ = brute_value(sc, overlap, "e2e")
         if math.isinf(expected):
             continue
-        got = plan_for_objective(sc, overlap, "e2e")
-        assert got.details["exact"] == 0 and got.objective == "e2e"
+        got = plan_exact(Problem(sc, overlap, "e2e"))
+        assert got.exact == 0 and got.objective == "e2e"
         assert got.value_s == pytest.approx(objective_s(sc, got.plan, overlap, "e2e"))
         gaps.append(got.value_s / expected - 1.0)
     assert len(gaps) >= 15 and min(gaps) >= -1e-9  # never better than the optimum: the simulator times both
@@ -188,7 +189,7 @@ def test_plan_cli_plans_a_decoding_burst(tmp_path: Path, capsys: pytest.CaptureF
     from coldpipe.cli import main
     from coldpipe.scenario_file import load_scenario
 
-    demo = Path(__file__).resolve().parents[1] / "src" / "coldpipe" / "data" / "demo.yaml"
+    demo = Path(__file__).resolve().parents[2] / "src" / "coldpipe" / "data" / "demo.yaml"
     text = demo.read_text().replace("new_tokens: 1}", "new_tokens: 16, requests: 3, completion: mean}")
     assert text != demo.read_text()
     path = tmp_path / "burst.yaml"

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 
 from coldpipe.cli._common import demo_scenario_text, scenario_arg
-from coldpipe.core.dp import plan_dp
-from coldpipe.core.objectives import scenario_after
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import Block, Device, Plan, Scenario, Workload
 from coldpipe.errors import InputError, InvalidPlan
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
 from strategies import scenarios
 from test_cli import run
 
@@ -48,8 +48,8 @@ def test_a_fully_resident_stage_never_waits() -> None:
 
 
 def test_the_planner_exploits_residency() -> None:
-    cold = plan_dp(_sc())
-    warm = plan_dp(_sc(resident=((0, 3),)))
+    cold = plan_exact(Problem(_sc()))
+    warm = plan_exact(Problem(_sc(resident=((0, 3),))))
     assert str(warm.plan) == "a[0-3]" and warm.ttft_s == pytest.approx(4.0)
     assert cold.ttft_s > warm.ttft_s
 
@@ -57,35 +57,37 @@ def test_the_planner_exploits_residency() -> None:
 @pytest.mark.parametrize("overlap", ["layer", "stage", "none"])
 def test_every_planner_lets_resident_blocks_start_before_the_startup(overlap: str) -> None:
     """A fully resident stage computes from t = 0 although its device's start-up is 0.5 s (every kernel)."""
-    from coldpipe.core.brute import brute_force
-    from coldpipe.core.heuristic import solve_order
-    from coldpipe.core.objectives import plan_for_objective, replace_workload
+    from coldpipe.planning import Problem
+    from coldpipe.planning.exact import plan_exact
+    from coldpipe.planning.order import solve_order
+    from random_instances import brute_value
 
     sc = _sc(resident=((0, 3),))
-    assert plan_dp(sc, overlap).ttft_s == pytest.approx(4.0)  # type: ignore[arg-type]
-    order_plan = solve_order(sc, ["a", "b"], overlap)  # type: ignore[arg-type]
+    assert plan_exact(Problem(sc, overlap)).solver_value_s == pytest.approx(4.0)  # type: ignore[arg-type]
+    order_plan = solve_order(Problem(sc, overlap), ["a", "b"])  # type: ignore[arg-type]
     assert order_plan is not None and simulate(sc, order_plan, overlap).ttft_s == pytest.approx(4.0)  # type: ignore[arg-type]
-    e2e_sc = replace_workload(sc, new_tokens=3)
-    e2e = plan_for_objective(e2e_sc, overlap, "e2e")  # type: ignore[arg-type]
-    assert str(e2e.plan) == "a[0-3]" and e2e.details["dp_objective"] == pytest.approx(e2e.value_s)
+    e2e_sc = sc.replace(workload={"new_tokens": 3})
+    e2e = plan_exact(Problem(e2e_sc, overlap, "e2e"))  # type: ignore[arg-type]
+    assert str(e2e.plan) == "a[0-3]" and e2e.solver_value_s == pytest.approx(e2e.value_s)
     if overlap != "none":  # the Pareto kernel on its own, without the TTFT-optimal plan as a fallback
-        from coldpipe.core import objectives
-        from coldpipe.core.dp import _MODE_LAYER, _MODE_STAGE, _Tables
+        from coldpipe.planning import exact
+        from coldpipe.planning.kernels import Mode
+        from coldpipe.planning.tables import StageTables
 
-        pre, dec = _Tables.build(e2e_sc), _Tables.build(e2e_sc, phase="decode")
-        mode = _MODE_LAYER if overlap == "layer" else _MODE_STAGE
-        value, _, _ = objectives._pareto_plan(pre, dec, mode, 2.0, math.inf)
+        pre, dec = StageTables.build(e2e_sc), StageTables.build(e2e_sc, phase="decode")
+        mode = Mode.of(overlap)
+        value, _, _ = exact.pareto_plan(pre, dec, mode, 2.0, math.inf)
         assert value == pytest.approx(e2e.value_s)
-    burst_sc = replace_workload(sc, requests=3)
-    burst = plan_for_objective(burst_sc, overlap, "ttft")  # type: ignore[arg-type]
-    assert burst.value_s == pytest.approx(brute_force(burst_sc, overlap)[0])  # type: ignore[arg-type]
+    burst_sc = sc.replace(workload={"requests": 3})
+    burst = plan_exact(Problem(burst_sc, overlap, "ttft"))  # type: ignore[arg-type]
+    assert burst.value_s == pytest.approx(brute_value(burst_sc, overlap)[0])  # type: ignore[arg-type]
 
 
 def test_scenario_after_a_plan_reaches_the_warm_optimum_when_nothing_moves() -> None:
     sc = scenario_arg("demo")
-    first = plan_dp(sc)
-    nxt = scenario_after(sc, first.plan)
-    second = plan_dp(nxt)
+    first = plan_exact(Problem(sc))
+    nxt = sc.after(first.plan)
+    second = plan_exact(Problem(nxt))
     assert second.ttft_s <= simulate(nxt, first.plan).ttft_s + 1e-12
     assert simulate(nxt, first.plan).ttft_s == pytest.approx(simulate(sc, first.plan).warm_ttft_s)
     assert second.ttft_s < first.ttft_s
@@ -102,7 +104,7 @@ def test_bad_resident_ranges(resident: object, match: str) -> None:
 
 def test_after_rejects_a_plan_for_another_cluster() -> None:
     with pytest.raises(InvalidPlan, match="unknown device"):
-        scenario_after(scenario_arg("demo"), Plan.parse("pi[0-33]"))
+        scenario_arg("demo").after(Plan.parse("pi[0-33]"))
 
 
 def test_cli_plan_after(tmp_path: Path) -> None:
@@ -116,8 +118,8 @@ def test_cli_plan_after(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     out, before = json.loads(res.stdout), json.loads(first.stdout)
     assert out["ttft"] < before["ttft"]
-    sc = scenario_after(scenario_arg("demo"), Plan.from_dict(before))
-    assert out["ttft"] == pytest.approx(plan_dp(sc).ttft_s)
+    sc = scenario_arg("demo").after(Plan.from_dict(before))
+    assert out["ttft"] == pytest.approx(plan_exact(Problem(sc)).solver_value_s)
     bad = tmp_path / "bad.json"
     bad.write_text('{"stages": [{"device": "pi", "first": 0, "last": 33}]}')
     res = run("plan", str(demo), "--after", str(bad))
@@ -129,8 +131,8 @@ def test_cli_plan_after(tmp_path: Path) -> None:
 @settings(max_examples=25)
 def test_heuristic_order_dp_honours_residency(sc: Scenario, overlap: str) -> None:
     """The heuristic's exact per-order DP equals brute force over the order's subsequences, warm devices included."""
-    from coldpipe.core.brute import all_plans, fits
-    from coldpipe.core.heuristic import solve_order
+    from coldpipe.planning.brute import all_plans, fits
+    from coldpipe.planning.order import solve_order
 
     order = [d.name for d in sc.devices]
     rank = {name: k for k, name in enumerate(order)}
@@ -139,7 +141,7 @@ def test_heuristic_order_dp_honours_residency(sc: Scenario, overlap: str) -> Non
         ranks = [rank[d] for d in plan.devices]
         if ranks == sorted(ranks) and fits(sc, plan):
             best = min(best, simulate(sc, plan, overlap).ttft_s)  # type: ignore[arg-type]
-    got = solve_order(sc, order, overlap)  # type: ignore[arg-type]
+    got = solve_order(Problem(sc, overlap), order)  # type: ignore[arg-type]
     if math.isinf(best):
         assert got is None
     else:

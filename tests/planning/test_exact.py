@@ -9,25 +9,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coldpipe.core import dp as dp_module
-from coldpipe.core.brute import brute_force
-from coldpipe.core.dp import DeviceTypes, plan_dp, plan_warm
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import OVERLAPS, Block, Device, Network, Overlap, Plan, Scenario, Workload
 from coldpipe.errors import Infeasible
+from coldpipe.planning import Problem, kernels
+from coldpipe.planning.exact import plan_exact, plan_warm
+from coldpipe.planning.tables import DeviceTypes
+from random_instances import brute_value
 from strategies import scenarios
 
 
 def _dp_or_inf(sc: Scenario, overlap: Overlap) -> tuple[float, Plan | None]:
     try:
-        res = plan_dp(sc, overlap)
+        res = plan_exact(Problem(sc, overlap))
     except Infeasible:
         return math.inf, None
-    return res.ttft_s, res.plan
+    return res.solver_value_s, res.plan
 
 
 def _check_against_brute(sc: Scenario, overlap: Overlap) -> None:
-    expected, _ = brute_force(sc, overlap)
+    expected, _ = brute_value(sc, overlap)
     got, plan = _dp_or_inf(sc, overlap)
     if math.isinf(expected):
         assert math.isinf(got)
@@ -70,9 +71,9 @@ def test_warm_optimum_is_a_lower_bound_and_matches_simulated_warm_ttft(sc: Scena
         warm = plan_warm(sc)
     except Infeasible:
         return
-    assert simulate(sc, warm.plan, "layer").warm_ttft_s == pytest.approx(warm.ttft_s, rel=1e-9, abs=1e-12)
+    assert simulate(sc, warm.plan, "layer").warm_ttft_s == pytest.approx(warm.solver_value_s, rel=1e-9, abs=1e-12)
     for ov in OVERLAPS:
-        assert warm.ttft_s <= plan_dp(sc, ov).ttft_s * (1 + 1e-12)
+        assert warm.solver_value_s <= plan_exact(Problem(sc, ov)).solver_value_s * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("overlap", OVERLAPS)
@@ -83,7 +84,7 @@ def test_numba_kernel_equals_pure_python_kernel(sc: Scenario, overlap: Overlap) 
     compiled = _dp_or_inf(sc, overlap)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COLDPIPE_NO_NUMBA", "1")
-        assert not dp_module.numba_enabled()
+        assert not kernels.numba_enabled()
         interpreted = _dp_or_inf(sc, overlap)
     assert compiled[0] == interpreted[0] or math.isclose(compiled[0], interpreted[0], rel_tol=1e-12)
     assert compiled[1] == interpreted[1]
@@ -101,17 +102,17 @@ def _blocks(n: int, weight: float = 1e9, flops: float = 1e12) -> list[Block]:
 
 def test_single_device() -> None:
     sc = Scenario(_blocks(5), [_device("only")], Workload(8))
-    res = plan_dp(sc)
+    res = plan_exact(Problem(sc))
     assert str(res.plan) == "only[0-4]"
     # loads 1 s per block, computes 1 s per block: block l done at max(t, l + 1) + 1
-    assert res.ttft_s == pytest.approx(simulate(sc, res.plan).ttft_s)
-    assert res.ttft_s == pytest.approx(6.0 + 2 * (8 * 4 / 1e9 + 0.0))
+    assert res.solver_value_s == pytest.approx(simulate(sc, res.plan).ttft_s)
+    assert res.solver_value_s == pytest.approx(6.0 + 2 * (8 * 4 / 1e9 + 0.0))
 
 
 def test_model_does_not_fit_reports_the_aggregate_shortfall() -> None:
     sc = Scenario(_blocks(4), [_device("a", memory=1.5e9), _device("b", memory=1.5e9)], Workload(8))
     with pytest.raises(Infeasible, match=r"short by 1 GB \(1e\+09 bytes\)") as info:
-        plan_dp(sc)
+        plan_exact(Problem(sc))
     assert info.value.shortfall_bytes == pytest.approx(1e9)
 
 
@@ -119,7 +120,7 @@ def test_block_larger_than_every_device_reports_the_per_device_shortfall() -> No
     blocks = [Block("big", 3e9, 1e12, 1e6), Block("small", 1e9, 1e12, 1e6)]
     sc = Scenario(blocks, [_device("a", memory=2e9), _device("b", memory=2.5e9)], Workload(8))
     with pytest.raises(Infeasible, match="no contiguous split fits") as info:
-        plan_dp(sc)
+        plan_exact(Problem(sc))
     # 3e9-byte block on the 2.5e9 device: 0.5e9 more bytes on every device make a plan exist
     assert info.value.shortfall_bytes == pytest.approx(0.5e9, rel=1e-6)
 
@@ -136,11 +137,11 @@ def test_identical_devices_are_not_permuted(overlap: Overlap) -> None:
     sc = Scenario(_blocks(34, weight=4e8, flops=2e11), devices, Workload(64), Network(0.002))
     types = DeviceTypes.of(sc)
     assert types.n_usage_vectors == 12 * 12 * 11
-    res = plan_dp(sc, overlap)
-    assert simulate(sc, res.plan, overlap).ttft_s == pytest.approx(res.ttft_s, rel=1e-9)
+    res = plan_exact(Problem(sc, overlap))
+    assert simulate(sc, res.plan, overlap).ttft_s == pytest.approx(res.solver_value_s, rel=1e-9)
     # with fewer copies of each profile the optimum can only get worse (monotone in the device set)
-    small = sc.with_devices(devices[:6])
-    assert plan_dp(small, overlap).ttft_s >= res.ttft_s * (1 - 1e-12)
+    small = sc.replace(devices=devices[:6])
+    assert plan_exact(Problem(small, overlap)).solver_value_s >= res.solver_value_s * (1 - 1e-12)
 
 
 def test_source_device_gets_the_prompt_for_free() -> None:
@@ -149,8 +150,8 @@ def test_source_device_gets_the_prompt_for_free() -> None:
     sc = Scenario(
         _blocks(3, weight=0.0), [_device("phone", **slow_link)], Workload(8, prompt_bytes=1e6), source="phone"
     )
-    res = plan_dp(sc)
-    assert res.ttft_s == pytest.approx(3.0)  # three 1-second blocks, no transfer at all
+    res = plan_exact(Problem(sc))
+    assert res.solver_value_s == pytest.approx(3.0)  # three 1-second blocks, no transfer at all
 
 
 def test_usage_vector_strides_are_mixed_radix() -> None:
@@ -166,7 +167,7 @@ def test_usage_vector_strides_are_mixed_radix() -> None:
 @settings(max_examples=30)
 def test_renaming_and_reordering_devices_does_not_change_the_optimum(sc: Scenario, data: st.DataObject) -> None:
     perm = data.draw(st.permutations(range(len(sc.devices))))
-    shuffled = sc.with_devices([sc.devices[i] for i in perm])
+    shuffled = sc.replace(devices=[sc.devices[i] for i in perm])
     for ov in OVERLAPS:
         a, _ = _dp_or_inf(sc, ov)
         b, _ = _dp_or_inf(shuffled, ov)

@@ -10,15 +10,17 @@ import random
 import pytest
 
 from coldpipe.cli import main
-from coldpipe.core import heuristic as heuristic_module
-from coldpipe.core.brute import fits
-from coldpipe.core.dp import MAX_USAGE_VECTORS, DeviceTypes, plan_dp
-from coldpipe.core.heuristic import plan_heuristic, relaxed_lower_bound_s, solve_order
-from coldpipe.core.models import CATALOG, blocks_for
-from coldpipe.core.planner import plan
+from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import AP, OVERLAPS, Device, Network, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible
+from coldpipe.planning import Problem, order_kernels, plan
+from coldpipe.planning.bounds import relaxed_lower_bound_s
+from coldpipe.planning.brute import fits
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.heuristic import plan_heuristic
+from coldpipe.planning.order import solve_order
+from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes
 from random_instances import random_scenario
 
 
@@ -67,7 +69,7 @@ def test_order_dp_is_exact_for_its_order(seed: int, overlap: Overlap) -> None:
     order = [d.name for d in sc.devices]
     random.Random(seed).shuffle(order)
     expected = _best_over_order_by_brute_force(sc, order, overlap)
-    got = solve_order(sc, order, overlap)
+    got = solve_order(Problem(sc, overlap), order)
     if math.isinf(expected):
         assert got is None
         return
@@ -81,12 +83,12 @@ def test_order_dp_is_exact_for_its_order(seed: int, overlap: Overlap) -> None:
 def test_heuristic_matches_exact_optimum_on_small_random_instances(seed: int, overlap: Overlap) -> None:
     sc = random_scenario(100 + seed, 4, 8, tight=seed % 2 == 0, source_device=seed % 3 == 0)
     try:
-        exact = plan_dp(sc, overlap).ttft_s
+        exact = plan_exact(Problem(sc, overlap)).solver_value_s
     except Infeasible:
         with pytest.raises(Infeasible):
-            plan_heuristic(sc, overlap)
+            plan_heuristic(Problem(sc, overlap))
         return
-    res = plan_heuristic(sc, overlap)
+    res = plan_heuristic(Problem(sc, overlap))
     assert res.ttft_s == pytest.approx(simulate(sc, res.plan, overlap).ttft_s, rel=1e-12)
     assert res.ttft_s >= exact * (1 - 1e-9)  # never better than the optimum
     assert res.ttft_s <= exact * 1.01
@@ -100,8 +102,8 @@ def test_heuristic_gap_to_exact_dp_is_small_on_8_to_10_distinct_devices(
 ) -> None:
     sc = cluster(seed, n_devices)
     assert DeviceTypes.of(sc).n_usage_vectors == 2**n_devices  # all distinct: the hard case for the DP
-    exact = plan_dp(sc, overlap).ttft_s
-    res = plan_heuristic(sc, overlap)
+    exact = plan_exact(Problem(sc, overlap)).solver_value_s
+    res = plan_heuristic(Problem(sc, overlap))
     res.plan.validate(sc)
     assert res.ttft_s >= exact * (1 - 1e-9)
     assert res.ttft_s <= exact * 1.01
@@ -113,7 +115,7 @@ def test_relaxed_lower_bound_is_below_the_optimum() -> None:
     for seed in range(20):
         sc = random_scenario(200 + seed, 4, 8, tight=seed % 2 == 0, source_device=seed % 3 == 0)
         try:
-            exact = min(plan_dp(sc, ov).ttft_s for ov in OVERLAPS)
+            exact = min(plan_exact(Problem(sc, ov)).solver_value_s for ov in OVERLAPS)
         except Infeasible:
             continue
         assert relaxed_lower_bound_s(sc) <= exact * (1 + 1e-9)
@@ -124,8 +126,8 @@ def test_beyond_the_exact_range_auto_uses_the_heuristic_and_says_so(
 ) -> None:  # type: ignore[no-untyped-def]
     sc = cluster(5, 18)
     assert DeviceTypes.of(sc).n_usage_vectors > MAX_USAGE_VECTORS
-    res = plan(sc, "layer", "auto")
-    assert res.solver == "heuristic" and res.exact is False
+    res = plan(Problem(sc, "layer"), "auto")
+    assert res.method == "heuristic" and res.exact is False
     assert res.details["lower_bound"] <= res.ttft_s
     assert res.details["lower_bound_kind"].startswith("relaxed")
     path = tmp_path / "big.json"
@@ -142,17 +144,17 @@ def test_beyond_the_exact_range_auto_uses_the_heuristic_and_says_so(
 
 def test_model_does_not_fit_raises_infeasible() -> None:
     sc = cluster(6, 18)
-    small = sc.with_devices(
-        [Device(d.name, d.flops, d.load_bandwidth, d.startup, 1e6, d.uplink, d.downlink) for d in sc.devices]
+    small = sc.replace(
+        devices=[Device(d.name, d.flops, d.load_bandwidth, d.startup, 1e6, d.uplink, d.downlink) for d in sc.devices]
     )
     with pytest.raises(Infeasible):
-        plan_heuristic(small, "layer")
+        plan_heuristic(Problem(small, "layer"))
 
 
 def test_numba_and_pure_python_order_kernels_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     sc = cluster(7, 6)
     order = [d.name for d in sc.devices]
-    compiled = solve_order(sc, order, "layer")
+    compiled = solve_order(Problem(sc, "layer"), order)
     monkeypatch.setenv("COLDPIPE_NO_NUMBA", "1")
-    assert heuristic_module._get_order_kernel() is heuristic_module._order_kernel
-    assert solve_order(sc, order, "layer") == compiled
+    assert order_kernels.order_dp.current() is order_kernels.order_dp.py
+    assert solve_order(Problem(sc, "layer"), order) == compiled

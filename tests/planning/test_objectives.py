@@ -8,18 +8,18 @@ import pytest
 from hypothesis import given, settings
 
 from coldpipe.cli._common import scenario_arg
-from coldpipe.core import objectives as obj_module
-from coldpipe.core.brute import brute_force
-from coldpipe.core.objectives import plan_for_objective
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
 from coldpipe.core.types import OVERLAPS, Block, Device, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible, InputError
+from coldpipe.planning import Problem, exact, kernels
+from coldpipe.planning.exact import plan_exact
+from random_instances import brute_value
 from strategies import scenarios
 
 
 def _opt(sc: Scenario, overlap: Overlap, objective: str) -> tuple[float, Plan | None]:
     try:
-        res = plan_for_objective(sc, overlap, objective)
+        res = plan_exact(Problem(sc, overlap, objective))
     except Infeasible:
         return math.inf, None
     return res.value_s, res.plan
@@ -30,7 +30,7 @@ def _opt(sc: Scenario, overlap: Overlap, objective: str) -> tuple[float, Plan | 
 @given(sc=scenarios(min_devices=2, max_devices=4, min_blocks=3, max_blocks=8))
 @settings(max_examples=25)
 def test_objective_optimum_equals_brute_force(sc: Scenario, overlap: Overlap, objective: str) -> None:
-    expected, _ = brute_force(sc, overlap, objective)
+    expected, _ = brute_value(sc, overlap, objective)
     got, plan = _opt(sc, overlap, objective)
     if math.isinf(expected):
         assert math.isinf(got)
@@ -47,7 +47,7 @@ def test_pareto_kernel_compiled_equals_interpreted(sc: Scenario, overlap: Overla
     compiled = _opt(sc, overlap, "e2e")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("COLDPIPE_NO_NUMBA", "1")
-        assert obj_module._get_pareto_kernel() is obj_module._pareto_kernel
+        assert kernels.usage_pareto_dp.current() is kernels.usage_pareto_dp.py
         interpreted = _opt(sc, overlap, "e2e")
     assert compiled[0] == interpreted[0] or math.isclose(compiled[0], interpreted[0], rel_tol=1e-12)
 
@@ -83,12 +83,12 @@ def test_decode_step_by_hand() -> None:
 def test_decode_needs_mem_bandwidth() -> None:
     sc = Scenario([Block("b", 1.0, 1.0, 1.0)], [Device("x", 1.0, 1.0, 0.0, 10.0, 1.0, 1.0)], Workload(1, new_tokens=4))
     with pytest.raises(InputError, match=r"devices\[0\]\.mem_bandwidth"):
-        plan_for_objective(sc, "layer", "e2e")
+        plan_exact(Problem(sc, "layer", "e2e"))
 
 
 def test_unknown_objective() -> None:
     with pytest.raises(InputError, match="objective"):
-        plan_for_objective(scenario_arg("demo"), "layer", "throughput")
+        plan_exact(Problem(scenario_arg("demo"), "layer", "throughput"))
 
 
 def test_the_answer_changes_with_new_tokens_on_the_bundled_scenario() -> None:
@@ -97,7 +97,7 @@ def test_the_answer_changes_with_new_tokens_on_the_bundled_scenario() -> None:
     plans = {}
     for n in (1, 1024):
         sc = Scenario(base.blocks, base.devices, Workload(512, new_tokens=n), base.network, base.source)
-        plans[n] = plan_for_objective(sc, "layer", "e2e")
+        plans[n] = plan_exact(Problem(sc, "layer", "e2e"))
     assert plans[1].plan != plans[1024].plan
     sc = Scenario(base.blocks, base.devices, Workload(512, new_tokens=1024), base.network, base.source)
     assert objective_s(sc, plans[1].plan, "layer", "e2e") > plans[1024].value_s
@@ -108,16 +108,17 @@ def test_the_answer_changes_with_new_tokens_on_the_bundled_scenario() -> None:
 @settings(max_examples=30)
 def test_pareto_kernel_alone_equals_brute_force(sc: Scenario, overlap: Overlap) -> None:
     """Without an incumbent (no pruning, no seed plan to fall back on) the kernel's own objective is exact."""
-    from coldpipe.core.dp import _MODE_LAYER, _MODE_STAGE, _Tables
+    from coldpipe.planning.kernels import Mode
+    from coldpipe.planning.tables import StageTables
 
     try:
-        pre, dec = _Tables.build(sc), _Tables.build(sc, phase="decode")
+        pre, dec = StageTables.build(sc), StageTables.build(sc, phase="decode")
     except InputError:
         return
     steps = float(sc.workload.new_tokens - 1)
-    mode = _MODE_LAYER if overlap == "layer" else _MODE_STAGE
-    value, plan, _ = obj_module._pareto_plan(pre, dec, mode, steps, math.inf)
-    expected, _ = brute_force(sc, overlap, "e2e")
+    mode = Mode.of(overlap)
+    value, plan, _ = exact.pareto_plan(pre, dec, mode, steps, math.inf)
+    expected, _ = brute_value(sc, overlap, "e2e")
     if math.isinf(expected):
         assert plan is None
         return
@@ -130,10 +131,10 @@ def test_pareto_kernel_alone_equals_brute_force(sc: Scenario, overlap: Overlap) 
 @settings(max_examples=30)
 def test_heuristic_order_dp_objective_is_the_simulated_ttft(sc: Scenario) -> None:
     """The heuristic's per-order DP reports the simulator's TTFT of the plan it returns (warm devices included)."""
-    from coldpipe.core.heuristic import _Problem
+    from coldpipe.planning.order import OrderProblem
 
     for overlap in OVERLAPS:
-        problem = _Problem.build(sc, overlap)
+        problem = OrderProblem.build(Problem(sc, overlap))
         value, stages = problem.run(tuple(range(len(sc.devices))))
         if not stages:
             continue
@@ -145,10 +146,8 @@ def test_heuristic_order_dp_objective_is_the_simulated_ttft(sc: Scenario) -> Non
 def test_objectives_beyond_the_exact_range_say_what_to_do() -> None:
     import dataclasses
 
-    from coldpipe.core.objectives import replace_workload
-
     base = scenario_arg("demo")
     devices = [dataclasses.replace(base.devices[k % 4], name=f"d{k}", startup=0.1 * k) for k in range(18)]
-    sc = replace_workload(base.with_devices(devices), new_tokens=8)
+    sc = base.replace(devices=devices).replace(workload={"new_tokens": 8})
     with pytest.raises(InputError, match=r"planned exactly only within this range.*plan for ttft"):
-        plan_for_objective(sc, "layer", "e2e")
+        plan_exact(Problem(sc, "layer", "e2e"))

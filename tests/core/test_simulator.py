@@ -96,7 +96,9 @@ def test_invalid_plans_are_rejected(text: str, match: str) -> None:
 
 
 def test_memory_is_checked() -> None:
-    sc = _sc().with_devices([Device("a", 1e12, 1e9, 0.0, 1.5e9, 1e9, 1e9), Device("b", 1e12, 1e9, 0.0, 9e9, 1e9, 1e9)])
+    sc = _sc().replace(
+        devices=[Device("a", 1e12, 1e9, 0.0, 1.5e9, 1e9, 1e9), Device("b", 1e12, 1e9, 0.0, 9e9, 1e9, 1e9)]
+    )
     with pytest.raises(InvalidPlan, match="short by 5e\\+08 bytes"):
         simulate(sc, Plan.parse("a[0-1] > b[2-3]"))
 
@@ -109,7 +111,7 @@ def test_unknown_overlap_is_an_input_error() -> None:
 @given(sc=scenarios(min_devices=1, max_devices=3, min_blocks=1, max_blocks=6))
 def test_timeline_invariants(sc: Scenario) -> None:
     """Blocks compute after they are resident and after their input; the TTFT follows the last transfer."""
-    from coldpipe.core.brute import all_plans, fits
+    from coldpipe.planning.brute import all_plans, fits
 
     for plan in list(all_plans(sc))[:20]:
         if not fits(sc, plan):

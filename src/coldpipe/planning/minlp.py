@@ -20,38 +20,24 @@ binaries) and big-M constraints, so the two can be compared.
 >>> dev = lambda n: Device(n, flops=1e12, load_bandwidth=1e9, startup=0.0, memory=1e12,
 ...                        uplink=8e9, downlink=8e9)
 >>> sc = Scenario(blocks, (dev("a"), dev("b")), Workload(prompt_tokens=1, prompt_bytes=0, token_bytes=0))
->>> res = plan_minlp(sc, "layer")   # one device: loads end at 1..4 s, each block computes 1 s after
->>> str(res.plan), res.optimal, round(res.objective_s, 6)
+>>> res = plan_minlp(Problem(sc, "layer"))   # one device: loads end at 1..4 s, each computes 1 s after
+>>> str(res.plan), res.exact, round(res.solver_value_s, 6)
 ('a[0-3]', True, 5.0)
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario, Stage
-from coldpipe.errors import Infeasible, InputError, SolverUnavailable
+from coldpipe.core.simulator import simulate
+from coldpipe.core.types import AP, Overlap, Plan, Scenario, Stage
+from coldpipe.errors import InputError, SolverUnavailable
+from coldpipe.planning.exact import raise_infeasible
+from coldpipe.planning.protocol import Problem, Solution
 
-__all__ = ["MINLPResult", "build_model", "plan_minlp"]
-
-
-@dataclass(frozen=True)
-class MINLPResult:
-    """What SCIP found: the plan, its objective (SCIP's own number) and how sure SCIP is.
-
-    ``details`` holds ``status`` (SCIP's status string), ``gap`` (relative primal-dual gap),
-    ``solve_time_s``, ``n_vars``, ``n_conss``, ``nodes``, ``linearized`` and ``stages``: the MINLP's
-    own schedule per stage (``compute_start``, ``compute_end``, ``load_end``). The schedule is *a*
-    feasible one of optimal TTFT: off the critical path SCIP may start a block later than the
-    simulator would, never earlier.
-    """
-
-    plan: Plan
-    objective_s: float
-    optimal: bool
-    details: dict[str, Any] = field(default_factory=dict)
+__all__ = ["MINLPPlanner", "build_model", "plan_minlp"]
 
 
 def _inv(x: float) -> float:
@@ -210,22 +196,19 @@ def _plan_from(scenario: Scenario, model: _Model, sol: Any) -> Plan:
     return Plan(tuple(stages))
 
 
-def plan_minlp(
-    scenario: Scenario,
-    overlap: Overlap = "layer",
-    *,
-    time_limit_s: float | None = None,
-    linearize: bool = False,
-) -> MINLPResult:
-    """Solve the MINLP with SCIP; the best plan found, SCIP's objective and status.
+def plan_minlp(problem: Problem, *, linearize: bool = False) -> Solution:
+    """Solve the MINLP with SCIP: the best plan found, SCIP's objective (``solver_value_s``) and status.
 
-    ``optimal`` is true when SCIP proved optimality (status ``optimal``); with a time limit the plan
-    may be a feasible incumbent (``optimal`` false, ``details["gap"]`` > 0).
-    Raises :class:`~coldpipe.errors.Infeasible` when SCIP proves that no plan fits,
-    :class:`~coldpipe.errors.SolverUnavailable` without pyscipopt.
+    ``exact`` is true when SCIP proved optimality (status ``optimal``); with a time limit
+    (``problem.time_limit_s``) the plan may be a feasible incumbent (``exact`` false, ``details["gap"]`` > 0).
+    ``details`` holds ``status`` (SCIP's status string), ``gap`` (relative primal-dual gap),
+    ``solve_time_s``, ``n_vars``, ``n_conss``, ``nodes``, ``linearized``, ``dual_bound`` and ``stages``: the
+    MINLP's own schedule per stage (``compute_start``, ``compute_end``, ``load_end``). The schedule is *a*
+    feasible one of optimal TTFT: off the critical path SCIP may start a block later than the
+    simulator would, never earlier. Raises :class:`~coldpipe.errors.Infeasible` when SCIP proves that
+    no plan fits, :class:`~coldpipe.errors.SolverUnavailable` without pyscipopt.
     """
-    if overlap not in OVERLAPS:
-        raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
+    scenario, overlap, time_limit_s = problem.scenario, problem.overlap, problem.time_limit_s
     model = build_model(scenario, overlap, linearize=linearize)
     scip = model.scip
     if time_limit_s is not None:
@@ -238,12 +221,7 @@ def plan_minlp(
     scip.optimize()
     status = str(scip.getStatus())
     if status == "infeasible":
-        from coldpipe.core.dp import plan_dp
-
-        plan_dp(scenario, overlap)  # raises Infeasible with the shortfall
-        raise Infeasible(  # pragma: no cover - only if SCIP and the DP disagree
-            "SCIP proved that no plan fits in memory (the DP disagrees: please report)", shortfall_bytes=math.nan
-        )
+        raise_infeasible(scenario)  # with the shortfall
     if scip.getNSols() == 0:
         raise InputError(
             "time_limit",
@@ -280,4 +258,32 @@ def plan_minlp(
         "dual_bound": float(scip.getDualbound()),
         "stages": per_stage,
     }
-    return MINLPResult(plan, float(scip.getSolObjVal(sol)), status == "optimal", details)
+    timeline = simulate(scenario, plan, overlap)
+    dual = details["dual_bound"]
+    return Solution(
+        plan,
+        timeline.ttft_s,
+        status == "optimal",
+        "minlp",
+        "ttft",
+        overlap,
+        solver_value_s=float(scip.getSolObjVal(sol)),
+        lower_bound_s=dual if math.isfinite(dual) else None,
+        details=details,
+        timeline=timeline,
+    )
+
+
+class MINLPPlanner:
+    """``minlp``: the MINLP solved by SCIP, an independent exact oracle for one request's TTFT."""
+
+    name = "minlp"
+
+    def refuses(self, problem: Problem) -> str | None:
+        if not problem.is_first_token:
+            what = f"objective {problem.objective!r}" if problem.objective != "ttft" else "a burst of requests"
+            return f"'minlp' plans the TTFT of one request, not {what}"
+        return None
+
+    def solve(self, problem: Problem) -> Solution:
+        return plan_minlp(problem)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coldpipe.core.models import CATALOG, architecture_from_hf_config, blocks_for
+from coldpipe.core.architectures import CATALOG, architecture_from_hf_config, blocks_for
 from coldpipe.errors import InputError
 
 

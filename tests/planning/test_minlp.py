@@ -11,14 +11,13 @@ import pytest
 pytest.importorskip("pyscipopt")
 
 from coldpipe.cli import main
-from coldpipe.core.brute import brute_force
-from coldpipe.core.dp import plan_dp
-from coldpipe.core.formulation import build_model, plan_minlp
-from coldpipe.core.planner import plan
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Scenario, Workload
 from coldpipe.errors import Infeasible
-from random_instances import random_scenario
+from coldpipe.planning import Problem, plan
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.minlp import build_model, plan_minlp
+from random_instances import brute_value, random_scenario
 
 REL = 1e-6
 
@@ -43,29 +42,29 @@ def _cases(n: int, max_blocks: int, offset: int = 0) -> list[tuple[int, int, int
 
 def _check_agreement(seed: int, n_dev: int, n_blk: int, tight: bool, src_dev: bool, overlap: Overlap) -> None:
     sc = random_scenario(seed, n_dev, n_blk, tight=tight, source_device=src_dev)
-    expected, _ = brute_force(sc, overlap)
+    expected, _ = brute_value(sc, overlap)
     if math.isinf(expected):
         with pytest.raises(Infeasible):
-            plan_minlp(sc, overlap)
+            plan_minlp(Problem(sc, overlap))
         return
-    dp = plan_dp(sc, overlap).ttft_s
-    res = plan_minlp(sc, overlap)
-    assert res.optimal, res.details
+    dp = plan_exact(Problem(sc, overlap)).solver_value_s
+    res = plan_minlp(Problem(sc, overlap))
+    assert res.exact, res.details
     assert dp == pytest.approx(expected, rel=REL)
-    assert res.objective_s == pytest.approx(expected, rel=REL)
+    assert res.solver_value_s == pytest.approx(expected, rel=REL)
     # The MINLP's own schedule, replayed by the simulator, gives the objective it reports.
     tl = simulate(sc, res.plan, overlap)
-    assert tl.ttft_s == pytest.approx(res.objective_s, rel=REL)
+    assert tl.ttft_s == pytest.approx(res.solver_value_s, rel=REL)
     assert [(s["device"], s["first"], s["last"]) for s in res.details["stages"]] == [
         (s.device, s.first, s.last) for s in res.plan.stages
     ]
     for mine, sim in zip(res.details["stages"], tl.stages, strict=True):
         # SCIP's start times are feasible: never before the simulator's earliest ones.
-        assert mine["compute_start"] >= sim.compute_start_s - 1e-6 * max(1.0, res.objective_s)
+        assert mine["compute_start"] >= sim.compute_start_s - 1e-6 * max(1.0, res.solver_value_s)
         assert mine["load_end"] == pytest.approx(sim.load_end_s, rel=REL)
     last = res.details["stages"][-1]
     assert last["compute_end"] + tl.transfers[-1].end_s - tl.transfers[-1].start_s == pytest.approx(
-        res.objective_s, rel=REL
+        res.solver_value_s, rel=REL
     )
 
 
@@ -89,14 +88,14 @@ def test_minlp_equals_dp_equals_brute_force_up_to_10_blocks(
 def test_linearized_model_equals_bilinear_model(seed: int, overlap: Overlap) -> None:
     sc = random_scenario(seed, 3, 6, tight=True, source_device=seed % 2 == 1)
     try:
-        expected = plan_dp(sc, overlap).ttft_s
+        expected = plan_exact(Problem(sc, overlap)).solver_value_s
     except Infeasible:
         pytest.skip("instance infeasible")
-    bilinear = plan_minlp(sc, overlap)
-    linear = plan_minlp(sc, overlap, linearize=True)
+    bilinear = plan_minlp(Problem(sc, overlap))
+    linear = plan_minlp(Problem(sc, overlap), linearize=True)
     assert linear.details["linearized"] and not bilinear.details["linearized"]
-    assert bilinear.objective_s == pytest.approx(expected, rel=REL)
-    assert linear.objective_s == pytest.approx(expected, rel=REL)
+    assert bilinear.solver_value_s == pytest.approx(expected, rel=REL)
+    assert linear.solver_value_s == pytest.approx(expected, rel=REL)
 
 
 def test_bilinear_model_keeps_native_nonlinear_and_indicator_constraints() -> None:
@@ -118,24 +117,25 @@ def _tiny(memory: float, source: str = AP) -> Scenario:
 
 def test_model_does_not_fit_raises_infeasible_with_shortfall() -> None:
     with pytest.raises(Infeasible, match="short by") as info:
-        plan_minlp(_tiny(memory=1.5e9), "layer")
+        plan_minlp(Problem(_tiny(memory=1.5e9), "layer"))
     assert info.value.shortfall_bytes == pytest.approx(1e9)
 
 
 def test_source_device_gets_the_prompt_and_the_token_for_free() -> None:
-    res = plan_minlp(_tiny(memory=1e12, source="b"), "layer")
+    res = plan_minlp(Problem(_tiny(memory=1e12, source="b"), "layer"))
     assert str(res.plan) == "b[0-3]"
-    assert res.objective_s == pytest.approx(5.0)  # loads end at 1..4 s, 1 s of compute each, no transfer
+    assert res.solver_value_s == pytest.approx(5.0)  # loads end at 1..4 s, 1 s of compute each, no transfer
 
 
 def test_time_limit_reports_status_and_gap_through_the_planner() -> None:
     sc = random_scenario(7, 4, 8, tight=True, source_device=False)
-    res = plan(sc, "layer", "minlp", time_limit_s=30.0)
-    assert res.solver == "minlp"
-    for key in ("status", "gap", "solve_time_s", "n_vars", "n_conss", "objective"):
+    res = plan(Problem(sc, "layer", time_limit_s=30.0), "minlp")
+    assert res.method == "minlp"
+    for key in ("status", "gap", "solve_time_s", "n_vars", "n_conss"):
         assert key in res.details
+    assert res.solver_value_s is not None  # SCIP's own objective
     assert res.exact == (res.details["status"] == "optimal")
-    assert res.ttft_s == pytest.approx(res.details["objective"], rel=REL)
+    assert res.ttft_s == pytest.approx(res.solver_value_s, rel=REL)
 
 
 def test_cli_plan_solver_minlp_json(tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,4 +148,4 @@ def test_cli_plan_solver_minlp_json(tmp_path: pytest.TempPathFactory, capsys: py
     out = json.loads(capsys.readouterr().out)
     assert out["solver"]["name"] == "minlp"
     assert out["solver"]["status"] == "optimal" and out["solver"]["exact"] is True
-    assert out["ttft"] == pytest.approx(plan_dp(sc, "layer").ttft_s, rel=REL)
+    assert out["ttft"] == pytest.approx(plan_exact(Problem(sc, "layer")).solver_value_s, rel=REL)

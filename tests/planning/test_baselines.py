@@ -6,10 +6,12 @@ import pytest
 from hypothesis import given
 
 from coldpipe.cli._common import scenario_arg
-from coldpipe.core.baselines import PARTITIONS, evaluate_baselines, lower_bounds, partition
-from coldpipe.core.dp import plan_dp
 from coldpipe.core.types import OVERLAPS, Block, Device, Scenario, Workload
 from coldpipe.errors import Infeasible
+from coldpipe.planning import Problem
+from coldpipe.planning.baselines import PARTITIONS, evaluate_baselines, partition
+from coldpipe.planning.bounds import lower_bounds
+from coldpipe.planning.exact import plan_exact
 from strategies import scenarios
 
 
@@ -47,7 +49,7 @@ def test_every_partition_under_every_mode_is_reported_even_when_it_does_not_fit(
 @given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=8))
 def test_bounds_and_baselines_bracket_the_optimum(sc: Scenario) -> None:
     try:
-        opt = {ov: plan_dp(sc, ov).ttft_s for ov in OVERLAPS}
+        opt = {ov: plan_exact(Problem(sc, ov)).solver_value_s for ov in OVERLAPS}
     except Infeasible:
         return
     bounds = lower_bounds(sc)
@@ -60,7 +62,7 @@ def test_bounds_and_baselines_bracket_the_optimum(sc: Scenario) -> None:
 def test_bundled_scenario_bounds_are_informative() -> None:
     sc = scenario_arg("demo")
     bounds = lower_bounds(sc)
-    opt = plan_dp(sc).ttft_s
+    opt = plan_exact(Problem(sc)).solver_value_s
     assert bounds.parallel_load_s > bounds.warm_s  # loading, not compute, dominates this cold start
     assert bounds.best_s <= opt
     assert opt == pytest.approx(3.52, abs=0.01)  # regression guard for the README's worked example

@@ -1,0 +1,144 @@
+"""Every strategy on one scenario: the exact optimum per overlap mode, every baseline, the lower bounds.
+
+The one evaluation behind ``coldpipe compare``, ``coldpipe report`` and ``coldpipe sweep``; every
+time in it is the simulator's, and each plan is simulated once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from coldpipe.core.simulator import Timeline
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.errors import ColdpipeError
+from coldpipe.planning.baselines import Baseline, evaluate_baselines
+from coldpipe.planning.bounds import Bounds, lower_bounds
+from coldpipe.planning.planner import plan
+from coldpipe.planning.protocol import Problem, Solution
+
+__all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s"]
+
+STRATEGY_OPTIMAL = "coldpipe"
+"""The name of coldpipe's own strategy: the exact optimum under ``layer``."""
+
+
+def idle_s(timeline: Timeline | None, what: str) -> float | None:
+    """Idle time summed over a plan's devices, waiting for their ``weights`` or for their ``input``."""
+    if timeline is None:
+        return None
+    return sum(st.wait_weights_s if what == "weights" else st.wait_input_s for st in timeline.stages)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One strategy's row: a plan and its timeline when it can run, else why not (``note``)."""
+
+    name: str  # "coldpipe", "optimal/<overlap>", "<partition>/<overlap>"
+    kind: str  # "optimal" | "baseline"
+    partition: str  # "optimal" or the baseline's partition
+    overlap: Overlap
+    plan: Plan | None
+    timeline: Timeline | None
+    note: str = ""
+
+    @property
+    def ttft_s(self) -> float:
+        return self.timeline.ttft_s if self.timeline is not None else math.inf
+
+    @property
+    def hidden_load_share(self) -> float:
+        return self.timeline.hidden_load_share if self.timeline is not None else math.nan
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The exact optimum per overlap mode (``optimal``: under ``layer``), every baseline, the bounds.
+
+    Made with ``strict=False``, an optimum or the bounds that could not be computed (no plan fits) are
+    missing, and ``notes`` says why (keys: the overlap mode, or ``"bounds"``).
+    """
+
+    optimal_per_mode: dict[Overlap, Solution]
+    baselines: tuple[Baseline, ...]
+    bounds: Bounds | None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def optimal(self) -> Solution:
+        return self.optimal_per_mode["layer"]
+
+    def speedup(self, ttft_s: float) -> float:
+        """``ttft_s`` over coldpipe's optimum (inf for a strategy that cannot run)."""
+        return ttft_s / self.optimal.ttft_s if math.isfinite(ttft_s) else math.inf
+
+    def strategies(self) -> list[Strategy]:
+        """Every strategy as a row: the optimum per mode, then every baseline."""
+        out = []
+        for ov in OVERLAPS:
+            name = STRATEGY_OPTIMAL if ov == "layer" else f"optimal/{ov}"
+            sol = self.optimal_per_mode.get(ov)
+            if sol is None:
+                out.append(Strategy(name, "optimal", "optimal", ov, None, None, self.notes.get(ov, "")))
+            else:
+                out.append(Strategy(name, "optimal", "optimal", ov, sol.plan, sol.timeline))
+        out += [
+            Strategy(b.name, "baseline", b.partition, b.overlap, b.plan, b.timeline, b.why_not) for b in self.baselines
+        ]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        assert self.bounds is not None
+        return {
+            "optimal": self.optimal.to_dict(),
+            "optimal_per_mode": {
+                ov: {"ttft": r.ttft_s, "stages": r.plan.to_dict()["stages"]} for ov, r in self.optimal_per_mode.items()
+            },
+            "baselines": [
+                {
+                    "name": b.name,
+                    "partition": b.partition,
+                    "overlap": b.overlap,
+                    "ttft": b.ttft_s,
+                    "speedup": self.speedup(b.ttft_s),
+                    "hidden_load_share": b.hidden_load_share,
+                    "idle_wait_weights": idle_s(b.timeline, "weights"),
+                    "idle_wait_input": idle_s(b.timeline, "input"),
+                    "plan": str(b.plan) if b.plan is not None else None,
+                    "infeasible": b.why_not or None,
+                }
+                for b in self.baselines
+            ],
+            "bounds": {
+                "warm": self.bounds.warm_s,
+                "parallel_load": self.bounds.parallel_load_s,
+                "best": self.bounds.best_s,
+            },
+            "gap_to_bound": self.optimal.ttft_s / self.bounds.best_s - 1.0,
+        }
+
+
+def compare(scenario: Scenario, *, strict: bool = True) -> Comparison:
+    """The exact optimum under every overlap mode, every baseline under every mode, and the lower bounds.
+
+    ``strict``: raise when no plan fits (:class:`~coldpipe.errors.Infeasible`); else record why in
+    ``notes`` (a sweep keeps its infeasible points).
+    """
+    per_mode: dict[Overlap, Solution] = {}
+    notes: dict[str, str] = {}
+    for ov in OVERLAPS:
+        try:
+            per_mode[ov] = plan(Problem(scenario, ov))
+        except ColdpipeError as exc:
+            if strict:
+                raise
+            notes[ov] = str(exc)
+    bounds: Bounds | None = None
+    try:
+        bounds = lower_bounds(scenario)
+    except ColdpipeError as exc:  # no plan fits: no warm optimum either
+        if strict:
+            raise
+        notes["bounds"] = str(exc)
+    return Comparison(per_mode, tuple(evaluate_baselines(scenario)), bounds, notes)

@@ -1,0 +1,273 @@
+"""The heuristic's kernels: the exact DPs of :mod:`.kernels` restricted to a fixed device order.
+
+State ``(p, i)``: blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1`` of the order
+(:mod:`coldpipe.planning.order`). The stage maps, pair extension and front keeping are
+:mod:`.kernels`' own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coldpipe.planning.kernels import (
+    KIND_E2E,
+    Mode,
+    block_gate,
+    extend_pair,
+    jit,
+    keep_front,
+    pair_value,
+    push_candidate,
+    register_jitable,
+    stage_finish,
+    stage_terms,
+)
+
+__all__ = ["SKIP", "order_dp", "order_pareto_dp"]
+
+SKIP = -2  # order_dp's pred marker: the device at this position was skipped
+
+
+@jit
+def order_dp(
+    mode: int,
+    tau: float,
+    seq: np.ndarray,  # (n,) int64: device type at each position of the order
+    arrive: np.ndarray,  # (n+1, B): A[p, i] below; rows 0..start_p filled by the caller, the rest inf
+    start_p: int,  # first position to process (rows before it are taken as given)
+    best0: float,  # best complete plan among stages on positions < start_p
+    cf: np.ndarray,  # tables as in kernels.usage_dp
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    down: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    src_type: int,
+) -> tuple[float, int, int, np.ndarray, np.ndarray]:
+    """Forward DP over a fixed order.
+
+    ``A[p, i]`` = earliest time the output of block ``i - 1`` (the prompt if ``i == 0``) is at the
+    AP, with blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1``. ``pred[p, i]`` is the
+    first block of the stage on position ``p - 1`` that led there, or :data:`SKIP`. The plan ends with
+    the stage at position ``best_p`` holding blocks ``best_i..B-1``; ``best_upto[p]`` is the best
+    complete plan whose last stage is on a position ``< p``.
+
+    Starting at ``start_p > 0`` from another order's rows ``0..start_p`` (same prefix) gives this
+    order's optimum, but ``pred`` (and ``best_p``/``best_i``, if the optimum lies in the prefix) only
+    for positions ``>= start_p``: the search uses it to score neighbours, then re-solves the best.
+    """
+    n = seq.shape[0]
+    n_blocks = mp.shape[0] - 1
+    pred = np.full((n + 1, n_blocks), -1, dtype=np.int64)
+    best_upto = np.full(n + 1, np.inf)
+    best = best0
+    best_p, best_i = -1, -1
+    for p in range(start_p, n):
+        best_upto[p] = best
+        t = seq[p]
+        for i in range(n_blocks):
+            a = arrive[p, i]
+            if a == np.inf:
+                continue
+            if a < arrive[p + 1, i]:  # skip position p
+                arrive[p + 1, i] = a
+                pred[p + 1, i] = SKIP
+            alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]
+            run = -np.inf
+            for e in range(i, n_blocks):
+                if mp[e + 1] - mp[i] > mem[t]:
+                    break
+                run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
+                load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+                if mode == Mode.ADDITIVE and load_end > tau:
+                    break
+                fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
+                if e == n_blocks - 1:
+                    total = fin + ret[t]
+                    if total < best:
+                        best, best_p, best_i = total, p, i
+                else:
+                    v = fin + up[t, e]
+                    if v < arrive[p + 1, e + 1]:
+                        arrive[p + 1, e + 1] = v
+                        pred[p + 1, e + 1] = i
+    best_upto[n] = best
+    return best, best_p, best_i, pred, best_upto
+
+
+@register_jitable
+def _cap_front(
+    s0: int,
+    size: int,
+    max_front: int,
+    kind: int,
+    lam: float,
+    p_a: np.ndarray,
+    p_d: np.ndarray,
+    p_from: np.ndarray,
+    p_pos: np.ndarray,
+    p_i: np.ndarray,
+    p_e: np.ndarray,
+    keep_buf: np.ndarray,
+) -> tuple[int, np.ndarray]:
+    """Keep at most ``max_front`` pairs of the front ``s0..size-1``: the one of least partial objective,
+    and evenly spaced others (its two ends first). Returns the new size (and the scratch buffer)."""
+    cnt = size - s0
+    k_best, v_best = s0, np.inf
+    for k in range(s0, size):
+        v = pair_value(kind, lam, p_a[k], p_d[k])
+        if v < v_best:
+            k_best, v_best = k, v
+    if keep_buf.shape[0] < cnt:
+        keep_buf = np.zeros(2 * cnt, dtype=np.bool_)
+    keep = keep_buf
+    keep[:cnt] = False
+    keep[k_best - s0] = True
+    m = max_front - 1
+    for r in range(m):
+        keep[(r * (cnt - 1)) // (m - 1) if m > 1 else 0] = True
+    w = s0
+    for k in range(cnt):  # compact in place: w <= s0 + k
+        if keep[k]:
+            c = s0 + k
+            p_a[w], p_d[w] = p_a[c], p_d[c]
+            p_from[w], p_pos[w], p_i[w], p_e[w] = p_from[c], p_pos[c], p_i[c], p_e[c]
+            w += 1
+    return w, keep_buf
+
+
+@jit
+def order_pareto_dp(
+    mode: int,  # Mode: LAYER, STAGE, or ADDITIVE with every stage loaded by tau
+    kind: int,  # KIND_E2E or KIND_BURST
+    lam: float,  # e2e: new_tokens - 1; burst: requests - 1
+    tau: float,
+    incumbent: float,  # objective of a known plan: anything not strictly better is pruned
+    seq: np.ndarray,  # (n,) int64: device type at each position of the order
+    rest: np.ndarray,  # (n+1, B+1): lower bound on what blocks i.. add, computed on positions >= p
+    cf: np.ndarray,  # prefill tables, as in kernels.usage_dp
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    down: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    src_type: int,
+    prompt_at_ap: float,
+    dcf: np.ndarray,  # second tables (decode for e2e; unused by the burst but for the root)
+    ddown: np.ndarray,
+    dup: np.ndarray,
+    dret: np.ndarray,
+    dprompt_at_ap: float,
+    max_front: int,  # 0: exact; else keep at most this many pairs per state (a quick, never optimistic screen)
+) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``kernels.usage_pareto_dp`` with "usage vector" replaced by "position in an order".
+
+    State ``(p, i)``: blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1``; its front holds
+    every non-dominated pair. Row ``p + 1`` is built from row ``p`` only: skip position ``p`` (the same
+    pairs) or give it blocks ``i..e``. Each kept pair records the pair it extends, the position and the
+    block range of its last stage (a skipped position copies the record as is).
+
+    With ``max_front > 0`` a front longer than that keeps the pair of least partial objective and
+    evenly spaced others: every kept pair is still a real partial plan, so the result is the value of
+    a real plan of the order (never below its optimum), found at a fraction of the cost.
+    """
+    n = seq.shape[0]
+    n_blocks = mp.shape[0] - 1
+    cap = 1024
+    p_a = np.empty(cap)
+    p_d = np.empty(cap)
+    p_from = np.empty(cap, dtype=np.int64)
+    p_pos = np.empty(cap, dtype=np.int64)
+    p_i = np.empty(cap, dtype=np.int64)
+    p_e = np.empty(cap, dtype=np.int64)
+    start = np.zeros((n + 1, n_blocks), dtype=np.int64)  # pairs of (p, i): start[p, i]..stop[p, i]-1
+    stop = np.zeros((n + 1, n_blocks), dtype=np.int64)
+    p_a[0], p_from[0], p_pos[0], p_i[0], p_e[0] = prompt_at_ap, -1, -1, -1, -1
+    p_d[0] = dprompt_at_ap if kind == KIND_E2E else prompt_at_ap
+    size = 1
+    for p in range(n + 1):
+        stop[p, 0] = 1  # the root (nothing placed) is in every row
+    best = incumbent
+    best_q, best_p, best_i = -2, -1, -1
+    cand_a = np.empty(256)
+    cand_d = np.empty(256)
+    cand_from = np.empty(256, dtype=np.int64)
+    cand_pos = np.empty(256, dtype=np.int64)
+    cand_i = np.empty(256, dtype=np.int64)
+    idx_buf = np.empty(32, dtype=np.int64)
+    keep_buf = np.zeros(256, dtype=np.bool_)
+    for p in range(n):
+        t = seq[p]
+        for i2 in range(1, n_blocks + 1):
+            e = i2 - 1
+            n_cand = 0
+            bound = rest[p + 1, i2]
+            if i2 < n_blocks:  # skip position p: the pairs of (p, i2) carry over
+                for q in range(start[p, i2], stop[p, i2]):
+                    value = pair_value(kind, lam, p_a[q], p_d[q])
+                    if value + bound >= best:
+                        continue
+                    if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
+                        if value < pair_value(kind, lam, cand_a[0], cand_d[0]):
+                            n_cand = 0
+                        else:
+                            continue
+                    n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = push_candidate(
+                        n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a[q], p_d[q], p_from[q], p_pos[q], p_i[q]
+                    )
+            run = -np.inf
+            for i in range(e, -1, -1):  # the stage on position p holds blocks i..e
+                if mp[e + 1] - mp[i] > mem[t]:
+                    break
+                run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
+                load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+                if mode == Mode.ADDITIVE and load_end > tau:
+                    break
+                if stop[p, i] == start[p, i]:
+                    continue
+                compute = cf[t, e + 1] - cf[t, i]
+                dec = dcf[t, e + 1] - dcf[t, i]
+                if i2 < n_blocks:
+                    out_a, out_d = up[t, e], dup[t, e]
+                else:
+                    out_a, out_d = ret[t], dret[t]
+                at_source = i == 0 and t == src_type
+                for q in range(start[p, i], stop[p, i]):
+                    a2, d2, value = extend_pair(
+                        mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
+                        compute, load_end, g, dec, out_a, out_d,
+                    )  # fmt: skip
+                    if i2 == n_blocks:
+                        if value < best:
+                            best, best_q, best_p, best_i = value, q, p, i
+                        continue
+                    if value + bound >= best:
+                        continue
+                    if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
+                        if value < pair_value(kind, lam, cand_a[0], cand_d[0]):
+                            n_cand = 0
+                        else:
+                            continue
+                    n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = push_candidate(
+                        n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i, a2, d2, q, p, i
+                    )
+            if i2 == n_blocks or n_cand == 0:
+                continue
+            start[p + 1, i2] = size
+            size, p_a, p_d, p_from, p_pos, p_i, p_e = keep_front(
+                size, n_cand, e, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a, p_d, p_from, p_pos, p_i, p_e, idx_buf
+            )
+            if 0 < max_front < size - start[p + 1, i2]:
+                size, keep_buf = _cap_front(
+                    start[p + 1, i2], size, max_front, kind, lam, p_a, p_d, p_from, p_pos, p_i, p_e, keep_buf
+                )
+            stop[p + 1, i2] = size
+    return best, best_q, best_p, best_i, p_from[:size], p_pos[:size], p_i[:size], p_e[:size]
