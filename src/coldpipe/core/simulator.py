@@ -11,6 +11,9 @@ comes from :func:`simulate`. The planner's closed forms are tested against it.
 >>> plan = Plan.parse("a[0-1] > b[2-3]")
 >>> simulate(sc, plan, "layer").ttft_s   # a computes block 0 at 1-2 s, block 1 at 2-3 s; 2 ms to b
 5.002
+>>> tl = simulate(sc, plan, "layer")
+>>> tl.warm_ttft_s, tl.hidden_load_share   # 4 s of compute + 2 ms; half of the 2 s of loading is hidden
+(4.002, 0.5)
 >>> simulate(sc, plan, "stage").ttft_s   # a waits for both its blocks (2 s), computes 2-4 s; b 4.002-6.002 s
 6.002
 >>> simulate(sc, plan, "none").ttft_s    # everything loaded at 2 s, then 4 s of compute + 2 ms
