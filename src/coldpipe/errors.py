@@ -5,7 +5,7 @@ Callers catch exactly what they can handle::
     ColdpipeError
     ├── InputError          bad scenario / plan / flag: names the field and the fix (CLI exit 2)
     ├── Infeasible          no valid plan exists: says by how many bytes it is short (CLI exit 2)
-    ├── InvalidPlan         a given plan breaks SPEC.md's rules (contiguity, memory, unknown device)
+    ├── InvalidPlan         a given plan is not valid (docs/model.md#a-plan: contiguity, memory, device)
     └── SolverUnavailable   an optional solver (SCIP, numba) cannot be imported
 
 Messages carry the quantities involved, never just "invalid".
@@ -51,7 +51,7 @@ class Infeasible(ColdpipeError):
 
 
 class InvalidPlan(ColdpipeError):
-    """A plan violates SPEC.md (non-contiguous, device reused or unknown, memory exceeded)."""
+    """A plan is not valid (docs/model.md#a-plan): non-contiguous, device reused or unknown, memory exceeded."""
 
 
 class SolverUnavailable(ColdpipeError):

@@ -1,4 +1,4 @@
-"""SPEC.md's timeline, checked term by term on hand-computed cases."""
+"""The timeline of docs/model.md, checked term by term on hand-computed cases."""
 
 from __future__ import annotations
 

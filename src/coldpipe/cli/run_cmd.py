@@ -247,7 +247,7 @@ def make_checkpoint_command(
     init_std: Annotated[float, typer.Option(help="Std of the random weights.")] = 0.02,
     shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 512MB (more -> index.json).")] = "2GB",
 ) -> None:
-    """Write a random-initialised HF checkpoint (weights cannot be downloaded here)."""
+    """Write a random-initialised HF checkpoint (to run, test and benchmark without downloading real weights)."""
     from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
 
     if dtype not in ("float32", "float16", "bfloat16"):

@@ -1,4 +1,4 @@
-"""Decoder-only architectures and their blocks (SPEC.md, "The world").
+"""Decoder-only architectures and their blocks (docs/model.md#blocks).
 
 A model of ``n_layers`` decoder layers has ``n_layers + 2`` blocks: block 0 is the token
 embedding, blocks ``1..n_layers`` the decoder layers, block ``n_layers + 1`` the final norm + LM head.

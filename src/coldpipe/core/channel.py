@@ -11,7 +11,7 @@ Shannon's formula on the log-distance path-loss gain:
 
 Sharing of the AP's band ``W`` among the ``K`` devices on the channel:
 
-- ``"tdma"``: a transfer gets the whole channel, ``W_k = W``, at full transmit power (SPEC's
+- ``"tdma"``: a transfer gets the whole channel, ``W_k = W``, at full transmit power (the model's
   transfers of one request never overlap, so nothing is shared while one is under way);
 - ``"fdma"``: each device owns ``W_k = W / K`` at all times. Uplink: the device puts its whole
   power into its sub-band. Downlink: the AP splits its power equally, ``P_AP / K`` per sub-band,

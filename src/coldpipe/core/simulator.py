@@ -1,4 +1,4 @@
-"""The cold-start timeline of a plan: SPEC.md's semantics, owned here and only here.
+"""The cold-start timeline of a plan: the latency model of docs/model.md, implemented here and only here.
 
 Every predicted time in coldpipe (planner objectives, baselines, charts, runtime comparisons)
 comes from :func:`simulate`. The planner's closed forms are tested against it.
@@ -11,6 +11,11 @@ comes from :func:`simulate`. The planner's closed forms are tested against it.
 >>> plan = Plan.parse("a[0-1] > b[2-3]")
 >>> simulate(sc, plan, "layer").ttft_s   # a computes block 0 at 1-2 s, block 1 at 2-3 s; 2 ms to b
 5.002
+>>> tl = simulate(sc, plan, "layer")
+>>> tl.warm_ttft_s, tl.hidden_load_share   # 4 s of compute + 2 ms; half of the 2 s of loading is hidden
+(4.002, 0.5)
+>>> simulate(sc, plan, "stage").ttft_s   # a waits for both its blocks (2 s), computes 2-4 s; b 4.002-6.002 s
+6.002
 >>> simulate(sc, plan, "none").ttft_s    # everything loaded at 2 s, then 4 s of compute + 2 ms
 6.002
 """
@@ -42,7 +47,7 @@ __all__ = [
 
 
 def transfer_s(scenario: Scenario, src: str, dst: str, n_bytes: float) -> float:
-    """SPEC.md's star-topology transfer time from ``src`` to ``dst`` (``"ap"`` or a device name)."""
+    """The star-topology transfer time from ``src`` to ``dst`` (``"ap"`` or a device name; docs/model.md#transfers)."""
     if src == dst:
         return 0.0
     hop = scenario.network.hop_latency
@@ -72,7 +77,7 @@ class StageTimeline:
     device: str
     first: int
     last: int
-    weight_bytes: float  # loaded by this device
+    weight_bytes: float  # weights of its blocks (resident ones included)
     memory_bytes: float  # weights + KV
     startup_s: float
     load_s: float  # time spent loading (excludes start-up; resident blocks cost nothing)
@@ -194,10 +199,10 @@ def _transfer(scenario: Scenario, what: str, src: str, dst: str, n_bytes: float,
 
 
 def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, validate: bool = True) -> Timeline:
-    """Replay ``plan`` on ``scenario`` under SPEC.md's cold-start timeline.
+    """Replay ``plan`` on ``scenario`` under the cold-start timeline of docs/model.md.
 
-    Raises :class:`~coldpipe.errors.InvalidPlan` if the plan breaks SPEC.md's rules
-    (pass ``validate=False`` to time a plan that ignores memory, e.g. to show why it fails).
+    Raises :class:`~coldpipe.errors.InvalidPlan` if the plan is not valid (docs/model.md#a-plan; pass
+    ``validate=False`` to time a plan that ignores memory, e.g. to show why it fails).
     """
     if overlap not in OVERLAPS:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
@@ -286,7 +291,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     return Timeline(plan, overlap, tr.end_s, tuple(stage_timelines), tuple(transfers), warm)
 
 
-# --- After the first token: decode steps (issue "generalised objectives"; docs/model.md#decode) -------------------
+# --- After the first token: decode steps, and bursts (docs/model.md#decode, docs/model.md#bursts) ----------------
 
 OBJECTIVES = ("ttft", "e2e", "tpot")
 
@@ -356,9 +361,9 @@ def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -
     keeps the order, as point-to-point links do), a job starting on a stage once its input has arrived and
     the previous job has left. A prefill's blocks wait for their weights as in :func:`simulate`; a decode
     step costs :func:`block_decode_s` per block and carries one token's activation. A request's next step
-    leaves the source as soon as its previous token is back. Transfers take SPEC.md's time each and do not
-    queue on the links (the stages are the queue). With one request this is :func:`simulate`'s TTFT, then
-    ``new_tokens - 1`` times :func:`decode_step_s`.
+    leaves the source as soon as its previous token is back. Transfers take their :func:`transfer_s` time
+    each and do not queue on the links (the stages are the queue). With one request this is
+    :func:`simulate`'s TTFT, then ``new_tokens - 1`` times :func:`decode_step_s` (docs/model.md#bursts).
     """
     import heapq
 
@@ -438,7 +443,7 @@ def burst_completions_s(scenario: Scenario, plan: Plan, overlap: Overlap = "laye
     Requests are served back to back: request ``r`` starts stage ``j`` once its input has arrived and
     request ``r - 1`` has left the stage; within the stage its blocks wait for their weights as in
     :func:`simulate` (only the first request ever does: the others come after it). Transfers take
-    SPEC.md's time each and do not queue on the links (the stages are the queue). With one request this
+    their :func:`transfer_s` time each and do not queue on the links (the stages are the queue). With one request this
     is exactly :func:`simulate`'s TTFT. Decoding never delays a first token (every prompt reaches the
     first stage before any token can come back), so this is :func:`burst_schedule`'s ``first_token_s``.
     """

@@ -1,11 +1,11 @@
-"""The data of the problem (SPEC.md, "The world") and of a solution ("A plan").
+"""The data of the problem (docs/model.md#the-world) and of a solution (docs/model.md#a-plan).
 
 Everything here is a frozen dataclass: values in, values out, with a JSON round-trip
 (``to_dict`` / ``from_dict``) and a readable ``__str__``. Units are SI base units and are
 written in the field names: ``_bytes``, ``_s`` (seconds), ``_bps`` (bit/s), ``_Bps`` (byte/s),
 ``flops`` (FLOP for work, FLOP/s for a device's rate).
 
-Block ranges are **inclusive** everywhere in coldpipe, as in SPEC.md: a stage ``(d, first, last)``
+Block ranges are **inclusive** everywhere in coldpipe, as in docs/model.md: a stage ``(d, first, last)``
 holds blocks ``first..last``.
 """
 
@@ -52,7 +52,7 @@ def _check_number(owner: str, name: str, value: float, *, positive: bool, allow_
 
 @dataclass(frozen=True)
 class Block:
-    """One block of the model, for one workload (SPEC.md "The world").
+    """One block of the model, for one workload (docs/model.md#blocks).
 
     ``flops`` is the prefill work of the whole prompt; ``out_bytes`` the activation sent when a
     stage boundary follows this block; ``kv_bytes`` the KV cache reserved for the whole context.
@@ -63,7 +63,7 @@ class Block:
     flops: float
     out_bytes: float
     kv_bytes: float = 0.0
-    decode_flops: float | None = None  # work of one decode step (one token); issue "objectives"
+    decode_flops: float | None = None  # work of one decode step (one token; docs/model.md#decode)
     decode_out_bytes: float | None = None  # one token's activation
 
     def __post_init__(self) -> None:
@@ -78,7 +78,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Device:
-    """An edge device (SPEC.md "Devices"). Rates are sustained, not peak."""
+    """An edge device (docs/model.md#devices). Rates are sustained, not peak."""
 
     name: str
     flops: float  # FLOP/s sustained for prefill
@@ -342,7 +342,7 @@ class Plan:
         return Plan(tuple(stages))
 
     def validate(self, scenario: Scenario) -> None:
-        """Raise :class:`InvalidPlan` unless the plan obeys SPEC.md's rules for ``scenario``."""
+        """Raise :class:`InvalidPlan` unless the plan is valid for ``scenario`` (docs/model.md#a-plan)."""
         if not self.stages:
             raise InvalidPlan("the plan has no stages")
         n = scenario.n_blocks

@@ -105,7 +105,7 @@ def load_catalog() -> dict[str, CatalogEntry]:
 
 
 def catalog_device_fields(key: str, efficiency: float | None = None) -> dict[str, float]:
-    """Device fields (SPEC.md units) of catalog entry ``key``; ``efficiency`` overrides the entry's."""
+    """Device fields (docs/model.md#devices, SI units) of catalog entry ``key``; ``efficiency`` overrides its own."""
     cat = load_catalog()
     if key not in cat:
         raise InputError("catalog", f"unknown catalog device {key!r}", f"known: {', '.join(sorted(cat))}")

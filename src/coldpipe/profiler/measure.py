@@ -1,4 +1,4 @@
-"""Measure the machine coldpipe runs on: the figures of one SPEC.md device (docs/profiling.md).
+"""Measure the machine coldpipe runs on: the figures of one device (docs/model.md#devices, docs/profiling.md).
 
 Each ``measure_*`` function times one thing and returns a :class:`Measurement` (value in SI base
 units + how it was measured). torch and transformers are imported inside the functions that need

@@ -1,4 +1,4 @@
-"""The real cold-start pipeline runtime (issue 4): the shell that executes a :class:`coldpipe.core.types.Plan`.
+"""The real cold-start pipeline runtime: the shell that executes a :class:`coldpipe.core.types.Plan`.
 
 One process per stage, each a rank of ``torch.distributed`` (gloo over TCP), plus one *source* rank
 (rank 0) where the prompt arrives and the tokens return. Modules:

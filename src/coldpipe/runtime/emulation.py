@@ -11,17 +11,18 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
 - **compute**: each block's measured host time ``c`` is stretched to ``c * slowdown`` by sleeping the
   difference to its wall time; ``slowdown = host_flops / device.flops`` with ``host_flops`` measured by
   ``coldpipe profile-host`` (1 without a host profile: the device computes at host speed). By default ``c``
-  is the compute thread's CPU time (torch runs 1 thread per rank): on a shared 2-core host the wall time of a
-  block also counts the time other processes held the CPU, which a real device would not lose, and
-  stretching it would multiply that noise by ``slowdown``. ``compute_clock="wall"`` stretches wall time;
+  is the compute thread's CPU time (torch runs 1 thread per rank): on a host whose cores other processes
+  share, the wall time of a block also counts the time other processes held the CPU, which a real device
+  would not lose, and stretching it would multiply that noise by ``slowdown``. ``compute_clock="wall"``
+  stretches wall time;
 - **memory bandwidth** (decode steps only): a block's decode step lasts at least ``(weight_bytes + kv_bytes) /
   mem_bandwidth`` of the scenario (every weight and the reserved KV cache stream through memory once per
   token), on top of the compute stretch: ``max(c * slowdown, bytes / mem_bandwidth)``, the model's
   ``block_decode_s`` with the host's measured ``c`` in place of ``decode_flops / host_flops``;
-- **links**: a transfer of ``n`` bytes (the real size of the tensor) takes ``transfer(src, dst, n)`` of SPEC.md
-  (``8n/uplink + hop + 8n/downlink + hop``) from the moment it is sent: the sender sends on loopback at once
-  (with its send time) and goes on, the receiver sleeps until ``sent + transfer``. Transfers never delay the
-  sender and do not queue on a link, as in the model.
+- **links**: a transfer of ``n`` bytes (the real size of the tensor) takes the model's ``transfer(src, dst, n)``
+  (``8n/uplink + hop + 8n/downlink + hop``, docs/model.md#transfers) from the moment it is sent: the sender
+  sends on loopback at once (with its send time) and goes on, the receiver sleeps until ``sent + transfer``.
+  Transfers never delay the sender and do not queue on a link, as in the model.
 """
 
 from __future__ import annotations

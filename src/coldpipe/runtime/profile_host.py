@@ -33,7 +33,7 @@ class HostProfile:
     reps: int
     clock: str  # "cpu" (thread CPU time) or "wall"
     gap_s: float  # idle time after each timed block
-    block_s: tuple[float, ...]  # prefill seconds of each block (SPEC.md block order)
+    block_s: tuple[float, ...]  # prefill seconds of each block (in block order, docs/model.md#blocks)
     host_flops: float  # sum of analytic block FLOPs / sum of block_s
     read_cold_bytes_per_s: float  # bytes/s reading every block once after dropping the page cache
     read_warm_bytes_per_s: float  # the same again, from the page cache
@@ -100,7 +100,7 @@ def profile_host(
     ``clock="cpu"`` times blocks by the thread's CPU time (what the runtime stretches by default; only meaningful
     with ``threads=1``), ``"wall"`` by wall-clock time. ``gap_s`` idles that long after each timed block, as an
     emulated device does (its compute alternates with slowdown sleeps): a block's CPU time after an idle gap
-    is 10-30 % above back-to-back passes on this host (caches, clock frequency).
+    can be well above that of back-to-back passes (caches, clock frequency).
     """
     import torch
     from transformers import DynamicCache

@@ -2,10 +2,10 @@
 
 Block 0 is ``nn.Embedding``, blocks ``1..n`` are the architecture's own decoder-layer class
 (``LlamaDecoderLayer``, ``Qwen2DecoderLayer``, ``MistralDecoderLayer``), the last block is the final RMSNorm +
-``lm_head`` (logits of the last position only, as SPEC.md's head FLOPs assume). Attention is SDPA with no
-mask: causal when the query has several positions (prefill from an empty cache), full when it has one
-(a decode step attends to the whole cache) -- exactly what transformers' own forward does for one unpadded
-sequence.
+``lm_head`` (logits of the last position only, as the model's head FLOPs assume: docs/model.md#blocks).
+Attention is SDPA with no mask: causal when the query has several positions (prefill from an empty cache),
+full when it has one (a decode step attends to the whole cache) -- exactly what transformers' own forward
+does for one unpadded sequence.
 """
 
 from __future__ import annotations

@@ -75,12 +75,12 @@ class _Ctx:
 
 
 class _Links:
-    """Point-to-point messages with SPEC.md's link time, emulated on the receiving side.
+    """Point-to-point messages with the model's link time (docs/model.md#transfers), emulated on the receiving side.
 
     A message is a job's input: a small header ``[sent, request, step]`` (float64; ``step`` 0 is the prefill,
     ``k`` the ``k``-th decode step) then the payload, whose size the receiver derives from the header. A
     sender ``isend``s both at once and goes on computing; the receiver, once the payload is there, sleeps
-    until ``sent + transfer(src, dst, n)`` for the payload's ``n`` bytes. So a transfer takes SPEC.md's time
+    until ``sent + transfer(src, dst, n)`` for the payload's ``n`` bytes. So a transfer takes the model's time
     from the moment its data exists, never delays the sender's next computation, and several transfers on
     one link do not queue (docs/model.md#bursts; with one request it is the same as sleeping on the
     sender). Messages between two ranks arrive in the order they were sent, so every stage serves the jobs
@@ -395,7 +395,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
             wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
             # stretch to the emulated device: it needs `slowdown` times the host's time for this block; with
             # compute_clock "cpu" the host's time is this thread's CPU time (1 torch thread), so time lost to
-            # other processes sharing the 2 cores is absorbed by the sleep instead of multiplied by it
+            # other processes sharing the host's cores is absorbed by the sleep instead of multiplied by it
             host_s = cpu_s if emu.compute_clock == "cpu" else wall_s
             target_s = host_s * emu.slowdown if emu.slowdown > 1.0 else 0.0
             if step > 0:
