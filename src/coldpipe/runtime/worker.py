@@ -256,12 +256,13 @@ def _load_sparse_embedding(ctx: _Ctx, model: Any, ids: list[int], pace: Any) -> 
     """Read the embedding rows of ``ids`` (paced); later tokens' rows are read when they come. Returns bytes."""
     import torch
 
+    from coldpipe.runtime.checkpoint import torch_dtype
     from coldpipe.runtime.stage_model import SparseEmbedding
 
     e = ctx.ckpt.tensors["model.embed_tokens.weight"]
     vocab, h = e.shape
     row_bytes = e.nbytes // vocab
-    dtype = getattr(torch, e.dtype)
+    dtype = torch_dtype(e.dtype_name, "--checkpoint")
 
     def fetch(token: int) -> torch.Tensor:  # one row (h,), read for real
         buf = torch.empty(row_bytes, dtype=torch.uint8)
@@ -424,7 +425,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     import torch.distributed as dist
 
     from coldpipe.core.types import Plan
-    from coldpipe.runtime.checkpoint import _parse_dtype
+    from coldpipe.runtime.checkpoint import torch_dtype
     from coldpipe.runtime.emulation import drop_page_cache
     from coldpipe.runtime.stage_model import StageModel
 
@@ -436,7 +437,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     dist.init_process_group(
         "gloo", init_method=init_method, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(seconds=ctx.timeout_s)
     )
-    dtype = _parse_dtype(ctx.ckpt.dtype)
+    dtype = torch_dtype(ctx.ckpt.dtype)
     results = []
     if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
         _doing("warming up")
