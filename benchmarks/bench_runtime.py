@@ -131,7 +131,7 @@ def main() -> None:
     del single
     for key, p in (("optimal", opt), ("none", ltc)):  # the first rep of each plan, for `coldpipe show`
         r = next(r for r, j in zip(results, jobs, strict=True) if j.overlap == p.overlap)
-        trace = build_report(r, p.timeline, sc.to_dict()).trace
+        trace = build_report(r, sc, p.plan, p.overlap).trace
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).with_name(f"bench_trace_{key}.json").write_text(json.dumps(trace))
 

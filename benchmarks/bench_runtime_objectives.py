@@ -110,7 +110,7 @@ def main() -> None:
         return [r for (k, n, _), r in zip(jobs, results, strict=True) if k == kind and n == name]
 
     for i, (name, p) in enumerate(decode_cases):  # the first run of each, for `coldpipe show` / Perfetto
-        trace = build_report(runs("decode", name)[0], simulate(sc, p, "layer"), sc.to_dict()).trace
+        trace = build_report(runs("decode", name)[0], sc, p, "layer").trace
         Path(args.out).with_name(f"bench_trace_decode_{i}.json").write_text(json.dumps(trace))
     decode_rows = []
     for name, p in decode_cases:

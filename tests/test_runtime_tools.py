@@ -87,7 +87,7 @@ def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
                         "request": 1}]}  # fmt: skip
     result = {"measured_ttft": 1.0, "token_ids": [7], "first_token_ids": [7, 8, 9], "completions": [1.0, 1.5, 3.0],
               "stages": [{"device": "fast", **stage}, {"device": "slow", **stage}]}  # fmt: skip
-    rep = build_report(result, tl, sc.to_dict(), predicted_completions_s=predicted)
+    rep = build_report(result, sc, plan, "layer")
     burst = rep.to_dict()["burst"]
     assert burst["measured_max"] == 3.0 and burst["measured_mean"] == pytest.approx(5.5 / 3)
     assert burst["predicted_max"] == max(predicted) and burst["ratio_max"] == pytest.approx(3.0 / max(predicted))
@@ -98,9 +98,9 @@ def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
     assert summary["TTFT"] == (1.0, tl.ttft_s) and summary["request 3: first token"] == (3.0, predicted[2])
     assert summary["burst: last first token (max)"] == (3.0, max(predicted))
     with pytest.raises(ValueError, match="3 requests ran but 0 were predicted"):
-        build_report(result, tl, sc.to_dict())
+        build_report(result, replace(sc, workload=Workload(4)), plan, "layer")  # the scenario has 1 request
     single = {**result, "completions": [1.0], "first_token_ids": [7]}
-    assert build_report(single, tl, sc.to_dict()).to_dict()["burst"] is None
+    assert build_report(single, sc, plan, "layer").to_dict()["burst"] is None
 
 
 def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
