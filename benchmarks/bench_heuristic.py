@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-
 from coldpipe.core.dp import plan_dp
 from coldpipe.core.heuristic import plan_heuristic
 from coldpipe.core.models import CATALOG, blocks_for
 from coldpipe.core.objectives import plan_for_objective, replace_workload
+
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Scenario, Workload
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "heuristic.md"

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-
 from coldpipe.core.dp import plan_dp
 from coldpipe.core.formulation import plan_minlp
 from coldpipe.core.models import CATALOG, blocks_for
+
 from coldpipe.core.types import AP, Device, Network, Overlap, Scenario, Workload
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "formulation.md"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from _docs import write_between
 from bench_planner import cluster, fmt
-
 from coldpipe.core.models import CATALOG, blocks_for
 from coldpipe.core.objectives import plan_for_objective, replace_workload
+
 from coldpipe.core.types import Scenario, Workload
 
 ROOT = Path(__file__).resolve().parents[1]

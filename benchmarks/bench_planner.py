@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-
 from coldpipe.core.dp import DeviceTypes, numba_enabled, plan_dp
 from coldpipe.core.models import CATALOG, blocks_for
+
 from coldpipe.core.types import Device, Network, Scenario, Workload
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from coldpipe.core.models import blocks_for
 from coldpipe.core.planner import plan
+
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import Device, Network, Scenario, Workload
 from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
@@ -131,7 +132,7 @@ def main() -> None:
     del single
     for key, p in (("optimal", opt), ("none", ltc)):  # the first rep of each plan, for `coldpipe show`
         r = next(r for r, j in zip(results, jobs, strict=True) if j.overlap == p.overlap)
-        trace = build_report(r, p.timeline, sc.to_dict()).trace
+        trace = build_report(r, sc, p.plan, p.overlap).trace
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).with_name(f"bench_trace_{key}.json").write_text(json.dumps(trace))
 

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from _docs import write_between
 from bench_runtime import DEVICES, HOP_S, ensure_checkpoint
-
 from coldpipe.core.models import blocks_for
 from coldpipe.core.planner import plan
+
 from coldpipe.core.simulator import burst_schedule, decode_step_s, objective_s, simulate
 from coldpipe.core.types import Device, Network, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
@@ -110,7 +110,7 @@ def main() -> None:
         return [r for (k, n, _), r in zip(jobs, results, strict=True) if k == kind and n == name]
 
     for i, (name, p) in enumerate(decode_cases):  # the first run of each, for `coldpipe show` / Perfetto
-        trace = build_report(runs("decode", name)[0], simulate(sc, p, "layer"), sc.to_dict()).trace
+        trace = build_report(runs("decode", name)[0], sc, p, "layer").trace
         Path(args.out).with_name(f"bench_trace_decode_{i}.json").write_text(json.dumps(trace))
     decode_rows = []
     for name, p in decode_cases:

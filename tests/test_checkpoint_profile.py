@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from coldpipe.checkpoint_files import read_safetensors_header
 from coldpipe.core.architectures import architecture_from_hf_config, blocks_for
 from coldpipe.errors import InputError
-from coldpipe.profiler.checkpoint import profile_checkpoint, read_safetensors_header
+from coldpipe.profiler.checkpoint import profile_checkpoint
 from coldpipe.scenario_file import load_scenario
 
 H, INTER, LAYERS, HEADS, KV, VOCAB = 64, 96, 3, 4, 2, 200

@@ -16,6 +16,7 @@ from coldpipe.core.simulator import block_decode_s, burst_completions_s, simulat
 from coldpipe.core.types import Device, Network, Plan, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
 from coldpipe.runtime.emulation import emulation_for
+from coldpipe.runtime.launch import Job, make_spec, prompt_ids
 from coldpipe.runtime.profile_host import HostProfile, calibrated_blocks, profile_host
 from coldpipe.runtime.report import build_report
 
@@ -87,7 +88,7 @@ def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
                         "request": 1}]}  # fmt: skip
     result = {"measured_ttft": 1.0, "token_ids": [7], "first_token_ids": [7, 8, 9], "completions": [1.0, 1.5, 3.0],
               "stages": [{"device": "fast", **stage}, {"device": "slow", **stage}]}  # fmt: skip
-    rep = build_report(result, tl, sc.to_dict(), predicted_completions_s=predicted)
+    rep = build_report(result, sc, plan, "layer")
     burst = rep.to_dict()["burst"]
     assert burst["measured_max"] == 3.0 and burst["measured_mean"] == pytest.approx(5.5 / 3)
     assert burst["predicted_max"] == max(predicted) and burst["ratio_max"] == pytest.approx(3.0 / max(predicted))
@@ -98,9 +99,24 @@ def test_report_compares_a_burst_request_by_request(tiny: Path) -> None:
     assert summary["TTFT"] == (1.0, tl.ttft_s) and summary["request 3: first token"] == (3.0, predicted[2])
     assert summary["burst: last first token (max)"] == (3.0, max(predicted))
     with pytest.raises(ValueError, match="3 requests ran but 0 were predicted"):
-        build_report(result, tl, sc.to_dict())
+        build_report(result, replace(sc, workload=Workload(4)), plan, "layer")  # the scenario has 1 request
     single = {**result, "completions": [1.0], "first_token_ids": [7]}
-    assert build_report(single, tl, sc.to_dict()).to_dict()["burst"] is None
+    assert build_report(single, sc, plan, "layer").to_dict()["burst"] is None
+
+
+def test_a_job_round_trips_through_the_run_spec(tiny: Path) -> None:
+    """Every rank rebuilds the launcher's job from the spec; each prompt is in it once."""
+    blocks = blocks_for(open_checkpoint(tiny).architecture(), prompt_tokens=4, dtype="float32")
+    sc = Scenario(blocks, _devices(), Workload(4, requests=3), Network(0.001))
+    plan = Plan.parse("fast[0-1] > slow[2-3]")
+    burst = (prompt_ids(4, 100, seed=1), prompt_ids(4, 100, seed=2))
+    job = Job(plan, "stage", prompt_ids(4, 100), 2, tuple(emulation_for(sc, plan, 8e9)), links=False, burst=burst)
+    spec = json.loads(json.dumps(make_spec(tiny, sc, [job])))
+    (d,) = spec["jobs"]
+    assert d["prompts"] == [list(p) for p in job.prompts] and "prompt_ids" not in d
+    assert Job.from_dict(d) == job and Job.from_dict(d).prompts == (job.prompt_ids, *burst)
+    with pytest.raises(ValueError, match="overlap"):
+        Job.from_dict({**d, "overlap": "eager"})
 
 
 def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,7 +1,7 @@
 """The heuristic for every objective (tpot, e2e, bursts) against exact optima, and its use beyond the DP's range.
 
 Exact references: brute force over every plan (small instances), the exact DP of
-:mod:`coldpipe.core.objectives` (8-distinct-device clusters), and brute force over the subsequences and
+:mod:`coldpipe.planning.exact` (8-distinct-device clusters), and brute force over the subsequences and
 splits of one order (for the order DPs). Every value compared is the simulator's (``objective_s``).
 """
 

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
-from coldpipe.core.simulator import BurstSchedule, burst_completions_s, burst_schedule, simulate
+from coldpipe.core.simulator import simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem
@@ -111,14 +111,6 @@ def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> Non
     console.print(f"trace: {trace_path}")
 
 
-def predicted_tokens(scenario: Scenario, plan: Plan, overlap: str, new_tokens: int) -> BurstSchedule | None:
-    """The simulator's first and last token of every request for ``new_tokens`` (one request: TTFT and
-    TTFT + (new_tokens - 1) x TPOT); None when decoding and a device of the plan has no ``mem_bandwidth``."""
-    if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
-        return None
-    return burst_schedule(scenario.replace(workload={"new_tokens": new_tokens}), plan, overlap)  # type: ignore[arg-type]
-
-
 def run_command(
     scenario: Annotated[str, typer.Option(help="Scenario file whose model matches the checkpoint.")],
     checkpoint: Annotated[str, typer.Option(help="HF model directory (config.json + safetensors).")],
@@ -214,16 +206,7 @@ def run_command(
         )
         return
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
-    timeline = simulate(sc, the_plan, ov)
-    tokens = predicted_tokens(sc, the_plan, ov, n_new)
-    report = build_report(
-        result,
-        timeline,
-        sc.to_dict(),
-        predicted_e2e_s=max(tokens.last_token_s) if tokens is not None else None,
-        predicted_completions_s=burst_completions_s(sc, the_plan, ov) if n_requests > 1 else (),
-        predicted_last_tokens_s=tokens.last_token_s if tokens is not None and n_requests > 1 and n_new > 1 else (),
-    )
+    report = build_report(result, sc, the_plan, ov)
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     trace_path.write_text(json.dumps(report.trace))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from coldpipe.errors import InputError
-from coldpipe.profiler.measure import Measurement, Tick, _no_tick
+from coldpipe.profiler.measure import Measurement, Tick, no_tick
 
 __all__ = ["measure_link", "parse_host_port", "serve"]
 
@@ -45,7 +45,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _drain(sock: socket.socket, n: int, tick: Tick = _no_tick) -> None:
+def _drain(sock: socket.socket, n: int, tick: Tick = no_tick) -> None:
     buf = bytearray(_BUF)
     view = memoryview(buf)
     got = 0
@@ -57,7 +57,7 @@ def _drain(sock: socket.socket, n: int, tick: Tick = _no_tick) -> None:
         tick(got / n)
 
 
-def _send_zeros(sock: socket.socket, n: int, tick: Tick = _no_tick) -> None:
+def _send_zeros(sock: socket.socket, n: int, tick: Tick = no_tick) -> None:
     block = bytes(_BUF)
     sent = 0
     while sent < n:
@@ -100,7 +100,7 @@ def serve(host: str, port: int, *, sessions: int = 1, on_ready: Callable[[int], 
 
 
 def measure_link(
-    host: str, port: int, *, size_bytes: int = 64 * 2**20, probes: int = 20, tick: Tick = _no_tick
+    host: str, port: int, *, size_bytes: int = 64 * 2**20, probes: int = 20, tick: Tick = no_tick
 ) -> dict[str, Measurement]:
     """RTT, uplink and downlink to a peer running :func:`serve` (``coldpipe profile --listen``)."""
     try:

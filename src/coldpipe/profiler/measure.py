@@ -26,6 +26,7 @@ from coldpipe.errors import InputError
 __all__ = [
     "Measurement",
     "Profile",
+    "Tick",
     "available_memory_bytes",
     "decoder_layer_architecture",
     "measure_decoder_layer",
@@ -33,12 +34,14 @@ __all__ = [
     "measure_mem_bandwidth",
     "measure_startup",
     "measure_storage_read",
+    "no_tick",
 ]
 
 Tick = Callable[[float], None]  # progress callback: fraction of the step done, 0..1
 
 
-def _no_tick(_: float) -> None:
+def no_tick(_: float) -> None:
+    """The progress callback that reports nothing (every measurement's default)."""
     return None
 
 
@@ -144,7 +147,7 @@ def _linear_shapes(arch: Architecture) -> list[tuple[int, int]]:
 
 
 def measure_matmul_flops(
-    *, dtype: str = "float32", hidden: int = 2048, tokens: int = 512, repeats: int = 5, tick: Tick = _no_tick
+    *, dtype: str = "float32", hidden: int = 2048, tokens: int = 512, repeats: int = 5, tick: Tick = no_tick
 ) -> Measurement:
     """Sustained FLOP/s of a decoder layer's seven projections on ``tokens`` rows (prefill-shaped)."""
     import torch
@@ -176,7 +179,7 @@ def measure_matmul_flops(
 
 
 def measure_decoder_layer(
-    *, dtype: str = "float32", hidden: int = 2048, tokens: int = 512, repeats: int = 3, tick: Tick = _no_tick
+    *, dtype: str = "float32", hidden: int = 2048, tokens: int = 512, repeats: int = 3, tick: Tick = no_tick
 ) -> Measurement:
     """FLOP/s of a real ``transformers`` LlamaDecoderLayer prefill, FLOPs counted as coldpipe's model counts them.
 
@@ -215,7 +218,7 @@ def measure_decoder_layer(
     )
 
 
-def measure_mem_bandwidth(*, size_bytes: int = 256 * 2**20, repeats: int = 5, tick: Tick = _no_tick) -> Measurement:
+def measure_mem_bandwidth(*, size_bytes: int = 256 * 2**20, repeats: int = 5, tick: Tick = no_tick) -> Measurement:
     """DRAM bandwidth: copy a ``size_bytes`` buffer into another; read + write bytes per second (one thread)."""
     import numpy as np
 
@@ -303,7 +306,7 @@ def _read_all(path: Path, direct: bool, tick: Tick) -> int:
 
 
 def measure_storage_read(
-    path: str | Path, *, size_bytes: int = 2 * 2**30, direct: bool = False, tick: Tick = _no_tick
+    path: str | Path, *, size_bytes: int = 2 * 2**30, direct: bool = False, tick: Tick = no_tick
 ) -> Measurement:
     """Sequential read rate with a cold page cache.
 
@@ -357,7 +360,7 @@ STARTUP_FULL = "import torch, transformers; from transformers.models.llama impor
 STARTUP_QUICK = "import torch"
 
 
-def measure_startup(*, code: str = STARTUP_FULL, repeats: int = 3, tick: Tick = _no_tick) -> Measurement:
+def measure_startup(*, code: str = STARTUP_FULL, repeats: int = 3, tick: Tick = no_tick) -> Measurement:
     """Seconds for a fresh Python process to start and run ``code`` (the framework imports), median of repeats.
 
     Files are in the page cache after the first run, so this is a warm start; a first start after

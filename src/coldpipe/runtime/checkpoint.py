@@ -1,7 +1,8 @@
 """HF-format checkpoints: write random ones, map blocks to tensors, read a block's bytes for real.
 
 A checkpoint is a directory with ``config.json`` and either ``model.safetensors`` or shards named in
-``model.safetensors.index.json`` (the Hugging Face layout, so ``from_pretrained`` reads it too).
+``model.safetensors.index.json`` (the Hugging Face layout, so ``from_pretrained`` reads it too); which files
+count, and every check of their headers, is :mod:`coldpipe.checkpoint_files`, the reader the profiler uses.
 
 Blocks follow :mod:`coldpipe.core.architectures`: block 0 = ``model.embed_tokens``, block ``i`` in
 ``1..n_layers`` = ``model.layers.{i-1}``, block ``n_layers + 1`` = ``model.norm`` + ``lm_head`` (with tied
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coldpipe.checkpoint_files import TensorEntry, read_checkpoint_files
 from coldpipe.core.architectures import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
 from coldpipe.errors import InputError
 
@@ -29,17 +30,19 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "RUNTIME_DTYPES",
     "Checkpoint",
-    "TensorEntry",
     "arch_for",
     "block_tensor_names",
     "make_checkpoint",
     "open_checkpoint",
+    "read_tensor",
+    "torch_dtype",
 ]
 
 CHUNK_BYTES = 4 << 20  # one read (and one pacing step of the read-rate cap)
 
-_ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32"}
+RUNTIME_DTYPES = ("F32", "F16", "BF16", "I64", "I32")  # safetensors dtypes the runtime loads
 
 
 def arch_for(
@@ -120,12 +123,13 @@ def block_tensor_names(cfg: dict[str, Any], names: list[str] | set[str]) -> list
     return blocks
 
 
-def _parse_dtype(name: str) -> torch.dtype:
+def torch_dtype(name: str, field: str = "--dtype") -> torch.dtype:
+    """The torch dtype called ``name`` (``float32``, ``bfloat16``, ...); an :class:`InputError` on ``field`` if none."""
     import torch
 
     dt = getattr(torch, name, None)
     if not isinstance(dt, torch.dtype):
-        raise InputError("--dtype", f"unknown dtype {name!r}", "use float32, float16 or bfloat16")
+        raise InputError(field, f"unknown dtype {name!r}", "use float32, float16 or bfloat16")
     return dt
 
 
@@ -151,7 +155,7 @@ def make_checkpoint(
         raise InputError(
             "--config", f"model_type {arch.model_type!r} is not supported", f"use one of {list(SUPPORTED_MODEL_TYPES)}"
         )
-    tdtype = _parse_dtype(dtype)
+    tdtype = torch_dtype(dtype)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = arch.to_hf_config(torch_dtype=dtype)
@@ -202,18 +206,6 @@ def make_checkpoint(
 
 
 @dataclass(frozen=True)
-class TensorEntry:
-    """Where a tensor's bytes are: ``file`` at absolute offset ``offset``, ``nbytes`` long."""
-
-    name: str
-    file: str
-    offset: int
-    nbytes: int
-    dtype: str  # torch dtype name
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
 class Checkpoint:
     """An opened checkpoint: its config, every tensor's location, and the tensors of each block."""
 
@@ -232,7 +224,8 @@ class Checkpoint:
 
     @property
     def dtype(self) -> str:
-        return next(iter(self.tensors.values())).dtype
+        """The first tensor's dtype, as torch names it (``float32``, ``bfloat16``, ...)."""
+        return next(iter(self.tensors.values())).dtype_name
 
     def block_bytes(self, block: int) -> int:
         return sum(self.tensors[t].nbytes for t in self.blocks[block])
@@ -241,51 +234,19 @@ class Checkpoint:
         return architecture_from_hf_config(self.config, "--checkpoint")
 
 
-def _read_header(path: Path) -> dict[str, TensorEntry]:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    base = 8 + n
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        dtype = _ST_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise InputError("--checkpoint", f"tensor {name} has unsupported dtype {info['dtype']}")
-        out[name] = TensorEntry(name, str(path), base + start, end - start, dtype, tuple(info["shape"]))
-    return out
-
-
 def open_checkpoint(path: str | Path) -> Checkpoint:
     """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory."""
-    root = Path(path)
-    cfg_path = root / "config.json"
-    if not cfg_path.is_file():
-        raise InputError(
-            "--checkpoint",
-            f"{str(root)!r} has no config.json",
-            "give an HF model directory, or make one with `coldpipe make-checkpoint`",
-        )
-    cfg = json.loads(cfg_path.read_text())
-    architecture_from_hf_config(cfg, "--checkpoint")  # checks the model type
-    index = root / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (root / "model.safetensors").is_file():
-        files = ["model.safetensors"]
-    else:
-        raise InputError(
-            "--checkpoint",
-            f"{str(root)!r} has no model.safetensors(.index.json)",
-            "give an HF model directory with safetensors weights",
-        )
-    tensors: dict[str, TensorEntry] = {}
-    for fname in files:
-        tensors.update(_read_header(root / fname))
-    blocks = block_tensor_names(cfg, set(tensors))
-    return Checkpoint(root, cfg, tensors, tuple(tuple(b) for b in blocks))
+    ckpt = read_checkpoint_files(path, "--checkpoint")
+    architecture_from_hf_config(ckpt.config, "--checkpoint")  # checks the model type
+    for t in ckpt.tensors.values():
+        if t.dtype not in RUNTIME_DTYPES:
+            raise InputError(
+                "--checkpoint",
+                f"{t.file!r}: tensor {t.name!r} has dtype {t.dtype}, which the runtime does not load",
+                f"the runtime loads {', '.join(RUNTIME_DTYPES)} tensors (float32, float16 or bfloat16 weights)",
+            )
+    blocks = block_tensor_names(ckpt.config, set(ckpt.tensors))
+    return Checkpoint(Path(path), ckpt.config, ckpt.tensors, tuple(tuple(b) for b in blocks))
 
 
 def read_tensor(entry: TensorEntry, fd: int, pace: Callable[[int], None] | None = None) -> torch.Tensor:
@@ -302,4 +263,4 @@ def read_tensor(entry: TensorEntry, fd: int, pace: Callable[[int], None] | None 
         done += n
         if pace is not None:
             pace(n)
-    return buf.view(getattr(torch, entry.dtype)).reshape(entry.shape)
+    return buf.view(torch_dtype(entry.dtype_name, "--checkpoint")).reshape(entry.shape)

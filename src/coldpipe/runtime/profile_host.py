@@ -105,7 +105,7 @@ def profile_host(
     import torch
     from transformers import DynamicCache
 
-    from coldpipe.runtime.checkpoint import _parse_dtype, open_checkpoint
+    from coldpipe.runtime.checkpoint import open_checkpoint, torch_dtype
     from coldpipe.runtime.emulation import drop_page_cache
     from coldpipe.runtime.launch import prompt_ids
     from coldpipe.runtime.stage_model import StageModel
@@ -116,7 +116,7 @@ def profile_host(
     tensors, n_bytes, cold_s = _read_all(ckpt)
     del tensors
     tensors, _, warm_s = _read_all(ckpt)
-    model = StageModel(ckpt.config, 0, ckpt.n_blocks - 1, _parse_dtype(ckpt.dtype))
+    model = StageModel(ckpt.config, 0, ckpt.n_blocks - 1, torch_dtype(ckpt.dtype))
     for b, t in tensors.items():
         model.assign(b, t)
     ids = torch.tensor([list(prompt_ids(prompt_tokens, int(ckpt.config["vocab_size"])))])  # (1, s)

@@ -1,19 +1,22 @@
 """Measured vs predicted: a run's spans against the simulator's timeline of the same scenario and plan.
 
-The prediction always comes from :func:`coldpipe.core.simulator.simulate`; nothing here models time.
+:func:`build_report` asks the simulator itself (:func:`~coldpipe.core.simulator.simulate` for the stages and
+the TTFT, :func:`~coldpipe.core.simulator.burst_schedule` for the last tokens,
+:func:`~coldpipe.core.simulator.burst_completions_s` for a burst's first tokens); nothing here models time.
 Per stage: load end (last ``load`` span), compute (sum of ``compute`` spans of the prefill), idle waiting for
 weights (``wait`` spans; the simulator's ``wait_weights``), arrival of the input and end of the compute.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from coldpipe.core.simulator import Timeline
+from coldpipe.core.simulator import BurstSchedule, burst_completions_s, burst_schedule, simulate
+from coldpipe.core.types import Overlap, Plan, Scenario
 from coldpipe.runtime.trace import Span, chrome_trace
 
-__all__ = ["RunReport", "StageReport", "build_report"]
+__all__ = ["RunReport", "StageReport", "build_report", "predicted_tokens"]
 
 
 @dataclass(frozen=True)
@@ -156,20 +159,30 @@ class RunReport:
         }
 
 
-def build_report(
-    result: dict[str, Any],
-    timeline: Timeline,
-    scenario_dict: dict[str, Any],
-    *,
-    predicted_e2e_s: float | None = None,
-    predicted_completions_s: tuple[float, ...] = (),
-    predicted_last_tokens_s: tuple[float, ...] = (),
-) -> RunReport:
-    """Combine one job's gathered result with the simulator's ``timeline`` of the same plan and overlap.
+def predicted_tokens(scenario: Scenario, plan: Plan, overlap: Overlap, new_tokens: int) -> BurstSchedule | None:
+    """The simulator's first and last token of every request for ``new_tokens`` (one request: TTFT and
+    TTFT + (new_tokens - 1) x TPOT); None when decoding and a device of the plan has no ``mem_bandwidth``."""
+    if new_tokens > 1 and any(scenario.device(name).mem_bandwidth is None for name in plan.devices):
+        return None
+    return burst_schedule(replace(scenario, workload=replace(scenario.workload, new_tokens=new_tokens)), plan, overlap)
 
-    The per-stage figures are the first request's (a burst's later requests never change it); a burst's
-    completions are compared with ``predicted_completions_s`` (:func:`~coldpipe.core.simulator.burst_completions_s`).
+
+def build_report(result: dict[str, Any], scenario: Scenario, plan: Plan, overlap: Overlap) -> RunReport:
+    """Compare one job's gathered result with the simulator's prediction of ``plan`` under ``overlap``.
+
+    The prediction is for what ran: the result's number of tokens per request (the scenario's
+    ``new_tokens`` may have been overridden) and the scenario's requests. The per-stage figures are the
+    first request's (a burst's later requests never change it); a burst's completions are compared with
+    :func:`~coldpipe.core.simulator.burst_completions_s`, its last tokens (when decoding) with
+    :func:`predicted_tokens`.
     """
+    timeline = simulate(scenario, plan, overlap)
+    n_new = len(result["token_ids"])
+    tokens = predicted_tokens(scenario, plan, overlap, n_new)
+    predicted_e2e_s = max(tokens.last_token_s) if tokens is not None else None
+    burst = scenario.workload.requests > 1
+    predicted_completions_s = burst_completions_s(scenario, plan, overlap) if burst else ()
+    predicted_last_tokens_s = tokens.last_token_s if tokens is not None and burst and n_new > 1 else ()
     measured_completions = tuple(float(t) for t in result.get("completions") or [result["measured_ttft"]])
     if len(measured_completions) > 1 and len(predicted_completions_s) != len(measured_completions):
         raise ValueError(f"{len(measured_completions)} requests ran but {len(predicted_completions_s)} were predicted")
@@ -199,7 +212,7 @@ def build_report(
             )
         )
     meta = {
-        "scenario": scenario_dict,
+        "scenario": scenario.to_dict(),
         "plan": timeline.plan.to_dict(),
         "overlap": timeline.overlap,
         "measured_ttft": result["measured_ttft"],

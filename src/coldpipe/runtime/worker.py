@@ -30,7 +30,10 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coldpipe.runtime.launch import Job
 
 __all__ = ["main"]
 
@@ -59,16 +62,18 @@ def _one_line(exc: BaseException, timeout_s: float | None) -> str:
 
 
 class _Ctx:
-    """What every job of this rank shares."""
+    """What every job of this rank shares, and the jobs themselves (each read from the spec once)."""
 
     def __init__(self, spec: dict[str, Any], rank: int, world: int) -> None:
         from coldpipe.core.types import Scenario
         from coldpipe.runtime.checkpoint import open_checkpoint
+        from coldpipe.runtime.launch import Job
 
         self.spec = spec
         self.rank = rank
         self.world = world
         self.scenario = Scenario.from_dict(spec["scenario"])
+        self.jobs = [Job.from_dict(d) for d in spec["jobs"]]
         self.ckpt = open_checkpoint(spec["checkpoint"])
         self.timeout_s = float(spec.get("timeout_s", 30.0))
         self.started = time.time()
@@ -149,12 +154,7 @@ def _tag(request: int, step: int) -> str:
     return (f" r{request}" if request else "") + (f" t{step + 1}" if step else "")
 
 
-def _prompts(job: dict[str, Any]) -> list[list[int]]:
-    """The prompt of each request of the job (a burst has several, of the same length)."""
-    return [list(p) for p in job.get("prompts") or [job["prompt_ids"]]]
-
-
-def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
+def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
     """Rank 0: send the prompt(s), collect the tokens; times relative to the request (t0).
 
     A burst's ``R`` prompts are all sent at once (they arrive together). Each token that comes back goes
@@ -162,16 +162,15 @@ def _run_source(ctx: _Ctx, job: dict[str, Any], t0: float) -> dict[str, Any]:
     """
     import torch
 
-    from coldpipe.core.types import Plan
     from coldpipe.runtime.trace import Recorder
 
-    plan = Plan.from_dict(job["plan"])
+    plan = job.plan
     src, first_dev, last_dev = ctx.scenario.source, plan.stages[0].device, plan.stages[-1].device
     n_stages = len(plan.stages)
-    n_new = int(job["new_tokens"])
+    n_new = job.new_tokens
     rec = Recorder(t0)
-    links = _Links(ctx, rec, job.get("links", True))
-    prompts = _prompts(job)
+    links = _Links(ctx, rec, job.links)
+    prompts = job.prompts
     for r, p in enumerate(prompts):
         links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, f"prompt{_tag(r, 0)}", r, 0)
     first = [0.0] * len(prompts)
@@ -256,12 +255,13 @@ def _load_sparse_embedding(ctx: _Ctx, model: Any, ids: list[int], pace: Any) -> 
     """Read the embedding rows of ``ids`` (paced); later tokens' rows are read when they come. Returns bytes."""
     import torch
 
+    from coldpipe.runtime.checkpoint import torch_dtype
     from coldpipe.runtime.stage_model import SparseEmbedding
 
     e = ctx.ckpt.tensors["model.embed_tokens.weight"]
     vocab, h = e.shape
     row_bytes = e.nbytes // vocab
-    dtype = getattr(torch, e.dtype)
+    dtype = torch_dtype(e.dtype_name, "--checkpoint")
 
     def fetch(token: int) -> torch.Tensor:  # one row (h,), read for real
         buf = torch.empty(row_bytes, dtype=torch.uint8)
@@ -297,21 +297,19 @@ def _preload(ctx: _Ctx, model: Any) -> None:
         model.assign(b, tensors)
 
 
-def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fault: str | None) -> dict[str, Any]:
+def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | None) -> dict[str, Any]:
     """Stage ``j`` (rank j + 1): the loader thread plus the compute loop, prefill then decode."""
     import torch
     import torch.distributed as dist
     from transformers import DynamicCache
 
-    from coldpipe.core.types import Plan
-    from coldpipe.runtime.emulation import DeviceEmulation
     from coldpipe.runtime.trace import Recorder
 
-    plan = Plan.from_dict(job["plan"])
-    overlap = job["overlap"]
+    plan = job.plan
+    overlap = job.overlap
     st = plan.stages[j]
     n_stages = len(plan.stages)
-    emu = DeviceEmulation.from_dict(job["emulation"][j])
+    emu = job.emulation[j]
     prev_rank, next_rank = j, (j + 2 if j + 1 < n_stages else 0)
     next_dev = plan.stages[j + 1].device if j + 1 < n_stages else ctx.scenario.source
     is_last = st.last == ctx.ckpt.n_blocks - 1
@@ -319,11 +317,11 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     blocks = list(range(st.first, st.last + 1))
     ready = [threading.Event() for _ in blocks]
     failure: list[BaseException] = []
-    sparse_ids = sorted({t for p in _prompts(job) for t in p}) if job.get("sparse_embedding") else None
+    sparse_ids = sorted({t for p in job.prompts for t in p}) if job.sparse_embedding else None
     loader = threading.Thread(
         target=_loader, args=(ctx, model, emu, t0, rec, ready, failure, fault, sparse_ids), daemon=True
     )
-    if job.get("warm"):  # weights already resident (see _preload)
+    if job.warm:  # weights already resident (see _preload)
         for ev in ready:
             ev.set()
     else:
@@ -350,19 +348,19 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
 
     h = model.config.hidden_size
     prev_dev = plan.stages[j - 1].device if j > 0 else ctx.scenario.source
-    links = _Links(ctx, rec, job.get("links", True))
+    links = _Links(ctx, rec, job.links)
     # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
     # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
     mem_floor_s = [0.0] * len(blocks)
     sc_blocks = ctx.scenario.blocks
     if emu.mem_bandwidth is not None:
         mem_floor_s = [(sc_blocks[b].weight_bytes + sc_blocks[b].kv_bytes) / emu.mem_bandwidth for b in blocks]
-    s = len(job["prompt_ids"])
-    n_requests = len(_prompts(job))
+    s = len(job.prompt_ids)
+    n_requests = len(job.prompts)
     logits = None
     caches = [DynamicCache(config=model.config) for _ in range(n_requests)]
     # every job (request r, step k) in the order the previous rank sent it: the first stage's order
-    for _ in range(n_requests * int(job["new_tokens"])):
+    for _ in range(n_requests * job.new_tokens):
         if j == 0:
             r, step, x = links.recv(
                 lambda k: (1, s if k == 0 else 1), torch.int32, prev_rank, prev_dev, st.device, "prompt/token"
@@ -414,7 +412,7 @@ def _run_stage(ctx: _Ctx, job: dict[str, Any], j: int, model: Any, t0: float, fa
     if failure:
         raise failure[0]
     out: dict[str, Any] = {"stage": j, "device": st.device, "spans": [sp.to_dict() for sp in rec.spans]}
-    if is_last and job.get("return_logits"):
+    if is_last and job.return_logits:
         out["last_logits"] = logits[0].tolist() if logits is not None else None
     return out
 
@@ -423,8 +421,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     import torch
     import torch.distributed as dist
 
-    from coldpipe.core.types import Plan
-    from coldpipe.runtime.checkpoint import _parse_dtype
+    from coldpipe.runtime.checkpoint import torch_dtype
     from coldpipe.runtime.emulation import drop_page_cache
     from coldpipe.runtime.stage_model import StageModel
 
@@ -436,20 +433,20 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     dist.init_process_group(
         "gloo", init_method=init_method, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(seconds=ctx.timeout_s)
     )
-    dtype = _parse_dtype(ctx.ckpt.dtype)
+    dtype = torch_dtype(ctx.ckpt.dtype)
     results = []
     if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
         _doing("warming up")
-        StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.spec["jobs"][0]["prompt_ids"]))
+        StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.jobs[0].prompt_ids))
     ready_s = time.time() - ctx.started
-    for job in ctx.spec["jobs"]:
+    for job in ctx.jobs:
         job_start = time.time()
-        plan = Plan.from_dict(job["plan"])
+        plan = job.plan
         j = ctx.rank - 1
         model = None
         if 0 <= j < len(plan.stages):
             model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
-        if model is not None and job.get("warm"):
+        if model is not None and job.warm:
             _doing("preloading the weights (warm job)")
             _preload(ctx, model)
         _doing("waiting for every rank to be ready")
@@ -464,13 +461,13 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         if time.time() < t0:
             time.sleep(t0 - time.time())
         if ctx.rank == 0:
-            if job["overlap"] == "none":
+            if job.overlap == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
             out: dict[str, Any] = _run_source(ctx, job, t0)
         elif model is not None:
             out = _run_stage(ctx, job, j, model, t0, my_fault)
         else:
-            if job["overlap"] == "none":
+            if job.overlap == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
             out = {}
         _doing("gathering the results")

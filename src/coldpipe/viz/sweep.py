@@ -4,8 +4,8 @@ For each value of the axis the scenario is rewritten (:func:`scenario_at`), then
 
 - ``coldpipe``: the exact optimum under overlap ``layer`` (coldpipe's own schedule);
 - ``optimal/stage`` and ``optimal/none``: the exact optimum under the weaker overlap modes;
-- ``<partition>/<overlap>``: every baseline of :func:`coldpipe.core.baselines.evaluate_baselines`;
-- ``bound/warm`` and ``bound/parallel-load``: :func:`coldpipe.core.baselines.lower_bounds`.
+- ``<partition>/<overlap>``: every baseline of :func:`coldpipe.planning.baselines.evaluate_baselines`;
+- ``bound/warm`` and ``bound/parallel-load``: :func:`coldpipe.planning.bounds.lower_bounds`.
 
 Axes and what a value means (``x`` multiplies the scenario's own value of every device; a value
 with a unit replaces it on every device):
