@@ -19,7 +19,8 @@ from coldpipe.errors import InputError  # noqa: E402
 from coldpipe.runtime import RunFailed  # noqa: E402
 from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint  # noqa: E402
 from coldpipe.runtime.emulation import emulation_for  # noqa: E402
-from coldpipe.runtime.launch import Job, prompt_ids, run_local  # noqa: E402
+from coldpipe.runtime.job import Job  # noqa: E402
+from coldpipe.runtime.launch import prompt_ids, run_local  # noqa: E402
 from coldpipe.runtime.reference import reference_generate  # noqa: E402
 
 PROMPT, NEW = 10, 3

@@ -16,7 +16,8 @@ from coldpipe.core.simulator import block_decode_s, burst_completions_s, simulat
 from coldpipe.core.types import Device, Network, Plan, Scenario, Workload
 from coldpipe.runtime.checkpoint import open_checkpoint
 from coldpipe.runtime.emulation import emulation_for
-from coldpipe.runtime.launch import Job, make_spec, prompt_ids
+from coldpipe.runtime.job import Job
+from coldpipe.runtime.launch import make_spec, prompt_ids
 from coldpipe.runtime.profile_host import HostProfile, calibrated_blocks, profile_host
 from coldpipe.runtime.report import build_report
 

@@ -165,7 +165,8 @@ def run_command(
         )
     from coldpipe.runtime.checkpoint import open_checkpoint
     from coldpipe.runtime.emulation import emulation_for
-    from coldpipe.runtime.launch import Job, prompt_ids, run_local
+    from coldpipe.runtime.job import Job
+    from coldpipe.runtime.launch import prompt_ids, run_local
     from coldpipe.runtime.profile_host import HostProfile
     from coldpipe.runtime.report import build_report
 

@@ -1,4 +1,4 @@
-"""SPEC.md's placement problem as a mixed-integer non-linear program, solved by SCIP.
+"""The placement problem of docs/model.md as a mixed-integer non-linear program, solved by SCIP.
 
 An exact oracle that shares nothing with the DP: the problem is stated the way an optimisation
 researcher states it (binary placement, continuous timing, ``max`` terms as inequalities) and solved
@@ -89,7 +89,9 @@ def build_model(scenario: Scenario, overlap: Overlap = "layer", *, linearize: bo
     up_out = [[8.0 * b.out_bytes * _inv(d.uplink) + hop for d in devs] for b in blocks]  # σ↑[l,k]: after block l
     down_in = [[8.0 * b.out_bytes * _inv(d.downlink) + hop for d in devs] for b in blocks]  # σ↓[l,k]: after block l
 
-    def xfer(a: str, b: str, n_bytes: float) -> float:  # SPEC's transfer(), for the prompt and the token
+    def xfer(
+        a: str, b: str, n_bytes: float
+    ) -> float:  # the model's transfer() (docs/model.md#transfers), for the prompt and the token
         if a == b:
             return 0.0
         t = 0.0

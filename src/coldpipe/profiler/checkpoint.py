@@ -3,7 +3,7 @@
 Only the headers are read, by :mod:`coldpipe.checkpoint_files` (the same reader and the same rule for which
 files make a checkpoint as the runtime's); no tensor data, no torch. A tensor's size is the byte span its
 ``data_offsets`` give, so quantised and mixed-dtype checkpoints are counted exactly. Tensors map to
-SPEC.md's blocks by name:
+the blocks of docs/model.md#blocks by name:
 
 - ``model.embed_tokens.*``  -> block 0 (the embedding)
 - ``model.layers.{i}.*``    -> block ``i + 1``

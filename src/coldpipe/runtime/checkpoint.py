@@ -6,7 +6,7 @@ count, and every check of their headers, is :mod:`coldpipe.checkpoint_files`, th
 
 Blocks follow :mod:`coldpipe.core.architectures`: block 0 = ``model.embed_tokens``, block ``i`` in
 ``1..n_layers`` = ``model.layers.{i-1}``, block ``n_layers + 1`` = ``model.norm`` + ``lm_head`` (with tied
-embeddings the head block reads ``model.embed_tokens.weight`` again, as SPEC.md counts it).
+embeddings the head block reads ``model.embed_tokens.weight`` again, as docs/model.md#blocks counts it).
 
 Reads do not go through safetensors' lazy mmap: :func:`read_tensor` ``pread``s the tensor's bytes into a fresh
 buffer in chunks, so the bytes really come from storage inside the timed load and a read-rate cap can pace
@@ -104,7 +104,7 @@ def arch_for(
 
 
 def block_tensor_names(cfg: dict[str, Any], names: list[str] | set[str]) -> list[list[str]]:
-    """For each block (SPEC.md order), the checkpoint tensors it reads, in a fixed order."""
+    """For each block (in block order, docs/model.md#blocks), the checkpoint tensors it reads, in a fixed order."""
     n = int(cfg["num_hidden_layers"])
     blocks: list[list[str]] = [["model.embed_tokens.weight"]]
     for i in range(n):

@@ -18,80 +18,16 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.core.types import Scenario
 from coldpipe.runtime import RunFailed
-from coldpipe.runtime.emulation import DeviceEmulation
+from coldpipe.runtime.job import Job
 
 __all__ = ["Job", "make_spec", "prompt_ids", "run_local"]
 
 GRACE_S = 5.0  # after a failure, how long the other ranks get to stop by themselves
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request through one plan: the runtime interprets exactly this, nothing else.
-
-    A run spec carries each job as :meth:`to_dict`; every rank reads it back once with :meth:`from_dict`.
-    """
-
-    plan: Plan
-    overlap: Overlap
-    prompt_ids: tuple[int, ...]
-    new_tokens: int
-    emulation: tuple[DeviceEmulation, ...]
-    return_logits: bool = False
-    warm: bool = False  # every weight resident before the request (no loading at all)
-    links: bool = True  # sleep SPEC.md's transfer time before each send (False: loopback speed)
-    sparse_embedding: bool = False  # block 0 reads only the prompt's rows (then each new token's)
-    burst: tuple[tuple[int, ...], ...] = ()  # prompts of requests 2..R of a burst arriving with the first
-
-    def __post_init__(self) -> None:
-        if self.overlap not in OVERLAPS:
-            raise ValueError(f"unknown overlap {self.overlap!r}; use one of {', '.join(OVERLAPS)}")
-        if len(self.emulation) != len(self.plan.stages):
-            raise ValueError(f"{len(self.emulation)} emulated devices for {len(self.plan.stages)} stages")
-        if any(len(p) != len(self.prompt_ids) for p in self.burst):
-            raise ValueError("every prompt of a burst has the prompt's length")
-
-    @property
-    def prompts(self) -> tuple[tuple[int, ...], ...]:
-        """The prompt of every request: the first request's, then the burst's."""
-        return (self.prompt_ids, *self.burst)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The job in a run spec (JSON): each prompt once, under ``prompts``."""
-        return {
-            "plan": self.plan.to_dict(),
-            "overlap": self.overlap,
-            "prompts": [list(p) for p in self.prompts],
-            "new_tokens": self.new_tokens,
-            "emulation": [e.to_dict() for e in self.emulation],
-            "return_logits": self.return_logits,
-            "warm": self.warm,
-            "links": self.links,
-            "sparse_embedding": self.sparse_embedding,
-        }
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> Job:
-        """The job :meth:`to_dict` wrote."""
-        first, *burst = (tuple(int(t) for t in p) for p in d["prompts"])
-        return Job(
-            plan=Plan.from_dict(d["plan"]),
-            overlap=d["overlap"],
-            prompt_ids=first,
-            new_tokens=int(d["new_tokens"]),
-            emulation=tuple(DeviceEmulation.from_dict(e) for e in d["emulation"]),
-            return_logits=bool(d.get("return_logits", False)),
-            warm=bool(d.get("warm", False)),
-            links=bool(d.get("links", True)),
-            sparse_embedding=bool(d.get("sparse_embedding", False)),
-            burst=tuple(burst),
-        )
 
 
 def prompt_ids(n_tokens: int, vocab_size: int, seed: int = 0) -> tuple[int, ...]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from coldpipe.runtime.launch import Job
+    from coldpipe.runtime.job import Job
 
 __all__ = ["main"]
 
@@ -67,7 +67,7 @@ class _Ctx:
     def __init__(self, spec: dict[str, Any], rank: int, world: int) -> None:
         from coldpipe.core.types import Scenario
         from coldpipe.runtime.checkpoint import open_checkpoint
-        from coldpipe.runtime.launch import Job
+        from coldpipe.runtime.job import Job
 
         self.spec = spec
         self.rank = rank
