@@ -50,8 +50,10 @@ __all__ = [
     "Kernel",
     "Mode",
     "block_gate",
+    "extend_fronts",
     "extend_pair",
     "grow",
+    "grow_stage",
     "jit",
     "keep_front",
     "numba_enabled",
@@ -306,6 +308,150 @@ def keep_front(
     return size, p_a, p_d, p_from, p_k, p_i, p_e
 
 
+# --- growing one stage from a state, written once for the usage and the order DPs -----------------
+
+
+@register_jitable
+def grow_stage(
+    mode: int,
+    tau: float,
+    t: int,
+    i: int,
+    alpha: float,
+    k_rec: int,
+    best: float,
+    best_i: int,
+    best_k: int,
+    cf: np.ndarray,
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    next_arrive: np.ndarray,  # (B,): the arrival row the stage leads to, updated in place
+    next_pred: np.ndarray,  # (B,): its first block per entry
+    next_pred_k: np.ndarray,  # (B,): its record k_rec per entry (a type; unused by the order DP)
+) -> tuple[float, int, int]:
+    """A stage of type ``t`` from block ``i`` (input at ``alpha``), grown upwards over ``e = i..B-1``.
+
+    Each ``e < B - 1`` relaxes ``next_arrive[e + 1]`` with the output at the AP; ``e = B - 1`` closes the
+    plan (token back to the source). Returns the best closed plan ``(best, its first block, its k_rec)``.
+    """
+    n_blocks = mp.shape[0] - 1
+    run = -np.inf
+    for e in range(i, n_blocks):
+        if mp[e + 1] - mp[i] > mem[t]:
+            break
+        run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
+        load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+        if mode == Mode.ADDITIVE and load_end > tau:
+            break
+        fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
+        if e == n_blocks - 1:
+            total = fin + ret[t]
+            if total < best:
+                best, best_i, best_k = total, i, k_rec
+        else:
+            v = fin + up[t, e]
+            if v < next_arrive[e + 1]:
+                next_arrive[e + 1] = v
+                next_pred[e + 1] = i
+                next_pred_k[e + 1] = k_rec
+    return best, best_i, best_k
+
+
+@register_jitable
+def extend_fronts(
+    mode: int,
+    kind: int,
+    lam: float,
+    tau: float,
+    max_front: int,
+    t: int,
+    e: int,
+    row: int,
+    k_rec: int,
+    src_type: int,
+    bound: float,
+    best: float,
+    best_q: int,
+    best_k: int,
+    best_i: int,
+    start: np.ndarray,
+    stop: np.ndarray,
+    p_a: np.ndarray,
+    p_d: np.ndarray,
+    cf: np.ndarray,
+    wpt: np.ndarray,
+    nres: np.ndarray,
+    mp: np.ndarray,
+    startup: np.ndarray,
+    inv_bw: np.ndarray,
+    mem: np.ndarray,
+    down: np.ndarray,
+    up: np.ndarray,
+    ret: np.ndarray,
+    dcf: np.ndarray,
+    ddown: np.ndarray,
+    dup: np.ndarray,
+    dret: np.ndarray,
+    n_cand: int,
+    cand_a: np.ndarray,
+    cand_d: np.ndarray,
+    cand_from: np.ndarray,
+    cand_k: np.ndarray,
+    cand_i: np.ndarray,
+) -> tuple[float, int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every stage of type ``t`` ending at block ``e`` (grown downwards, ``i = e..0``) from every pair of
+    the fronts ``start[row, i]..stop[row, i]``: candidates for the state after block ``e``, or closed plans.
+
+    A pair whose partial objective plus ``bound`` (a lower bound on the rest) reaches ``best`` is pruned;
+    with ``e = B - 1`` a pair closes the plan. ``max_front == 1`` keeps one candidate (the least partial
+    objective). Returns ``(best, best_q, best_k, best_i, n_cand, candidate arrays...)``.
+    """
+    n_blocks = mp.shape[0] - 1
+    last = e == n_blocks - 1
+    run = -np.inf
+    for i in range(e, -1, -1):
+        if mp[e + 1] - mp[i] > mem[t]:
+            break
+        run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
+        load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+        if mode == Mode.ADDITIVE and load_end > tau:
+            break
+        if stop[row, i] == start[row, i]:
+            continue
+        compute = cf[t, e + 1] - cf[t, i]
+        dec = dcf[t, e + 1] - dcf[t, i]
+        if last:
+            out_a, out_d = ret[t], dret[t]
+        else:
+            out_a, out_d = up[t, e], dup[t, e]
+        at_source = i == 0 and t == src_type
+        for q in range(start[row, i], stop[row, i]):
+            a2, d2, value = extend_pair(
+                mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
+                compute, load_end, g, dec, out_a, out_d,
+            )  # fmt: skip
+            if value + bound >= best:
+                continue
+            if last:
+                best, best_q, best_k, best_i = value, q, k_rec, i
+                continue
+            if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
+                if value < pair_value(kind, lam, cand_a[0], cand_d[0]):
+                    n_cand = 0
+                else:
+                    continue
+            n_cand, cand_a, cand_d, cand_from, cand_k, cand_i = push_candidate(
+                n_cand, cand_a, cand_d, cand_from, cand_k, cand_i, a2, d2, q, k_rec, i
+            )
+    return best, best_q, best_k, best_i, n_cand, cand_a, cand_d, cand_from, cand_k, cand_i
+
+
 # --- the exact DPs over usage vectors ---------------------------------------------------------------
 
 
@@ -352,26 +498,14 @@ def usage_dp(
                 if (s // strides[t]) % (counts[t] + 1) >= counts[t]:
                     continue  # every device of this type is already used
                 alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]  # the prompt may be on it
-                run = -np.inf
-                for e in range(i, n_blocks):
-                    if mp[e + 1] - mp[i] > mem[t]:
-                        break
-                    run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
-                    load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
-                    if mode == Mode.ADDITIVE and load_end > tau:
-                        break
-                    fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
-                    if e == n_blocks - 1:
-                        total = fin + ret[t]
-                        if total < best:
-                            best, best_s, best_i, best_t = total, s, i, t
-                    else:
-                        ns = s + strides[t]
-                        v = fin + up[t, e]
-                        if v < arrive[ns, e + 1]:
-                            arrive[ns, e + 1] = v
-                            pred_i[ns, e + 1] = i
-                            pred_t[ns, e + 1] = t
+                ns = s + strides[t]  # < n_states: digit t is below its count
+                b0 = best
+                best, bi, bt = grow_stage(
+                    mode, tau, t, i, alpha, t, best, best_i, best_t, cf, wpt, nres, mp, startup, inv_bw, mem,
+                    up, ret, arrive[ns], pred_i[ns], pred_t[ns],
+                )  # fmt: skip
+                if best < b0:
+                    best_s, best_i, best_t = s, bi, bt
     return best, best_s, best_i, best_t, pred_i, pred_t
 
 
@@ -464,36 +598,11 @@ def usage_pareto_dp(
                     if digit >= counts[t]:
                         continue
                     sp = s  # closing stage: its device is not counted in any state
-                run = -np.inf
-                for i in range(e, -1, -1):
-                    if mp[e + 1] - mp[i] > mem[t]:
-                        break
-                    run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
-                    load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
-                    if mode == Mode.ADDITIVE and load_end > tau:
-                        break
-                    if stop[sp, i] == start[sp, i]:
-                        continue
-                    compute = cf[t, e + 1] - cf[t, i]
-                    dec = dcf[t, e + 1] - dcf[t, i]
-                    if i2 < n_blocks:
-                        out_a, out_d = up[t, e], dup[t, e]
-                    else:
-                        out_a, out_d = ret[t], dret[t]
-                    at_source = i == 0 and t == src_type
-                    for q in range(start[sp, i], stop[sp, i]):
-                        a2, d2, value = extend_pair(
-                            mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
-                            compute, load_end, g, dec, out_a, out_d,
-                        )  # fmt: skip
-                        if value + rest[i2] >= best:
-                            continue
-                        if i2 == n_blocks:
-                            best, best_q, best_t, best_i = value, q, t, i
-                            continue
-                        n_cand, cand_a, cand_d, cand_from, cand_t, cand_i = push_candidate(
-                            n_cand, cand_a, cand_d, cand_from, cand_t, cand_i, a2, d2, q, t, i
-                        )
+                best, best_q, best_t, best_i, n_cand, cand_a, cand_d, cand_from, cand_t, cand_i = extend_fronts(
+                    mode, kind, lam, tau, 0, t, e, sp, t, src_type, rest[i2], best, best_q, best_t, best_i,
+                    start, stop, p_a, p_d, cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret,
+                    dcf, ddown, dup, dret, n_cand, cand_a, cand_d, cand_from, cand_t, cand_i,
+                )  # fmt: skip
             if i2 == n_blocks or n_cand == 0:
                 continue
             start[s, i2] = size

@@ -11,16 +11,13 @@ import numpy as np
 
 from coldpipe.planning.kernels import (
     KIND_E2E,
-    Mode,
-    block_gate,
-    extend_pair,
+    extend_fronts,
+    grow_stage,
     jit,
     keep_front,
     pair_value,
     push_candidate,
     register_jitable,
-    stage_finish,
-    stage_terms,
 )
 
 __all__ = ["SKIP", "order_dp", "order_pareto_dp"]
@@ -66,6 +63,7 @@ def order_dp(
     best_upto = np.full(n + 1, np.inf)
     best = best0
     best_p, best_i = -1, -1
+    scratch = np.empty(n_blocks, dtype=np.int64)  # grow_stage's per-entry record: unused here
     for p in range(start_p, n):
         best_upto[p] = best
         t = seq[p]
@@ -77,24 +75,10 @@ def order_dp(
                 arrive[p + 1, i] = a
                 pred[p + 1, i] = SKIP
             alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]
-            run = -np.inf
-            for e in range(i, n_blocks):
-                if mp[e + 1] - mp[i] > mem[t]:
-                    break
-                run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
-                load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
-                if mode == Mode.ADDITIVE and load_end > tau:
-                    break
-                fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
-                if e == n_blocks - 1:
-                    total = fin + ret[t]
-                    if total < best:
-                        best, best_p, best_i = total, p, i
-                else:
-                    v = fin + up[t, e]
-                    if v < arrive[p + 1, e + 1]:
-                        arrive[p + 1, e + 1] = v
-                        pred[p + 1, e + 1] = i
+            best, best_i, best_p = grow_stage(
+                mode, tau, t, i, alpha, p, best, best_i, best_p, cf, wpt, nres, mp, startup, inv_bw, mem,
+                up, ret, arrive[p + 1], pred[p + 1], scratch,
+            )  # fmt: skip
     best_upto[n] = best
     return best, best_p, best_i, pred, best_upto
 
@@ -223,42 +207,12 @@ def order_pareto_dp(
                     n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = push_candidate(
                         n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a[q], p_d[q], p_from[q], p_pos[q], p_i[q]
                     )
-            run = -np.inf
-            for i in range(e, -1, -1):  # the stage on position p holds blocks i..e
-                if mp[e + 1] - mp[i] > mem[t]:
-                    break
-                run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
-                load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
-                if mode == Mode.ADDITIVE and load_end > tau:
-                    break
-                if stop[p, i] == start[p, i]:
-                    continue
-                compute = cf[t, e + 1] - cf[t, i]
-                dec = dcf[t, e + 1] - dcf[t, i]
-                if i2 < n_blocks:
-                    out_a, out_d = up[t, e], dup[t, e]
-                else:
-                    out_a, out_d = ret[t], dret[t]
-                at_source = i == 0 and t == src_type
-                for q in range(start[p, i], stop[p, i]):
-                    a2, d2, value = extend_pair(
-                        mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
-                        compute, load_end, g, dec, out_a, out_d,
-                    )  # fmt: skip
-                    if i2 == n_blocks:
-                        if value < best:
-                            best, best_q, best_p, best_i = value, q, p, i
-                        continue
-                    if value + bound >= best:
-                        continue
-                    if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
-                        if value < pair_value(kind, lam, cand_a[0], cand_d[0]):
-                            n_cand = 0
-                        else:
-                            continue
-                    n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = push_candidate(
-                        n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i, a2, d2, q, p, i
-                    )
+            # the stage on position p holds blocks i..e
+            best, best_q, best_p, best_i, n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = extend_fronts(
+                mode, kind, lam, tau, max_front, t, e, p, p, src_type, bound, best, best_q, best_p, best_i,
+                start, stop, p_a, p_d, cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret,
+                dcf, ddown, dup, dret, n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i,
+            )  # fmt: skip
             if i2 == n_blocks or n_cand == 0:
                 continue
             start[p + 1, i2] = size
