@@ -11,7 +11,7 @@ validated once, when it is made; planners and their kernels trust it.
 >>> Problem(sc, "eager")
 Traceback (most recent call last):
 ...
-coldpipe.errors.InputError: overlap: unknown overlap mode 'eager'; use one of ['layer', 'stage', 'none']
+coldpipe.errors.InputError: overlap: unknown overlap mode 'eager' (use one of ['layer', 'stage', 'none'])
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ class Solution:
       (``dp``, ``local-search``, ``heuristic``, ``brute``, ``minlp``);
     - ``lower_bound_s``: a lower bound on the optimum, when the method has one;
     - ``details``: the method's counters (usage vectors, thresholds, orders, SCIP's status, ...);
-    - ``timeline``: the simulator's timeline of the plan (attached by :func:`~coldpipe.planning.plan`).
+    - ``timeline``: the simulator's timeline of the plan (every method attaches it; so does
+      :func:`~coldpipe.planning.plan`).
     """
 
     plan: Plan
