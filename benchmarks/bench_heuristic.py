@@ -6,8 +6,9 @@ and writes it into ``docs/heuristic.md`` between the ``bench_heuristic`` markers
 
 Objectives: the same devices with a memory bandwidth drawn from 20-200 GB/s (a separate seeded stream, so
 the TTFT instances are unchanged), 256 new tokens, bursts of 8 requests. Gap to the exact planner
-(:func:`coldpipe.core.objectives.plan_for_objective`) on 9-10 distinct devices x 34 blocks (Llama-3.1-8B),
-where it still runs in seconds; time on 32 and 64 distinct devices x 82 blocks.
+(:func:`coldpipe.planning.exact.plan_exact`) on 9-10 distinct devices x 34 blocks (Llama-3.1-8B),
+where it still runs in seconds; time on 32 and 64 distinct devices x 82 blocks. The heuristic is
+:func:`coldpipe.planning.heuristic.plan_heuristic` with its default :class:`HeuristicOptions`.
 
 Instances: Llama-3.1-8B (34 blocks) and Qwen2.5-14B (50 blocks) at 512 prompt tokens, bf16, on 10-12
 *distinct* random edge devices (every profile different, so the DP has 2**n usage vectors), seeded.
@@ -26,12 +27,12 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-from coldpipe.core.dp import plan_dp
-from coldpipe.core.heuristic import plan_heuristic
-from coldpipe.core.models import CATALOG, blocks_for
-from coldpipe.core.objectives import plan_for_objective, replace_workload
 
+from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Scenario, Workload
+from coldpipe.planning import Objective, Problem
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.heuristic import HeuristicOptions, plan_heuristic
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "heuristic.md"
 BEGIN, END = "<!-- bench_heuristic:begin -->", "<!-- bench_heuristic:end -->"
@@ -39,7 +40,7 @@ OBJ_BEGIN, OBJ_END = "<!-- bench_heuristic_objectives:begin -->", "<!-- bench_he
 NEW_TOKENS, REQUESTS = 256, 8
 LONG = 5  # the long run's order budget, in multiples of the default
 # (label, objective, requests, completion, overlap)
-OBJECTIVE_ROWS: list[tuple[str, str, int, str, Overlap]] = [
+OBJECTIVE_ROWS: list[tuple[str, Objective, int, str, Overlap]] = [
     ("tpot", "tpot", 1, "max", "layer"),
     ("e2e, layer", "e2e", 1, "max", "layer"),
     ("e2e, stage", "e2e", 1, "max", "stage"),
@@ -98,8 +99,8 @@ def with_decode(sc: Scenario, seed: int, objective: str, requests: int, completi
     """``sc`` with memory bandwidths (own seeded stream), 256 new tokens, and the burst of the row."""
     rng = random.Random(10_000 + seed)
     devices = [Device(**{**d.__dict__, "mem_bandwidth": rng.uniform(2e10, 2e11)}) for d in sc.devices]
-    out = replace_workload(sc.with_devices(devices), new_tokens=NEW_TOKENS)
-    return replace_workload(out, requests=requests, completion=completion) if requests > 1 else out
+    out = sc.replace(devices=devices).replace(workload={"new_tokens": NEW_TOKENS})
+    return out.replace(workload={"requests": requests, "completion": completion}) if requests > 1 else out
 
 
 def objective_gap_instance(seed: int) -> Scenario:
@@ -118,7 +119,7 @@ def objectives_table(n_inst: int, repeats: int, sizes: list[int]) -> list[str]:
         + (" --quick" if n_inst < 8 else "")
         + "`.",
         "",
-        f"**Gap to the exact planner** (`plan_for_objective`), {n_inst} seeded instances per row (9-10 distinct "
+        f"**Gap to the exact planner** (`plan_exact`), {n_inst} seeded instances per row (9-10 distinct "
         f"devices x 34 blocks, {NEW_TOKENS} new tokens, bursts of {REQUESTS}); gap = heuristic / optimum - 1. "
         "A burst's mean completion and a decoding burst's e2e have no exact planner at any size (their in-range "
         "planners are local searches): their gaps to brute force are measured by the tests instead.",
@@ -134,10 +135,10 @@ def objectives_table(n_inst: int, repeats: int, sizes: list[int]) -> list[str]:
         for i in range(n_inst):
             sc = with_decode(objective_gap_instance(7000 + i), i, objective, requests, completion)
             t = time.perf_counter()
-            h = plan_heuristic(sc, overlap, objective=objective)
+            h = plan_heuristic(Problem(sc, overlap, objective))
             th.append(time.perf_counter() - t)
             t = time.perf_counter()
-            e = plan_for_objective(sc, overlap, objective)
+            e = plan_exact(Problem(sc, overlap, objective))
             te.append(time.perf_counter() - t)
             gaps.append(h.value_s / e.value_s - 1.0)
             print(f"{label} #{i}: {len(sc.devices)} devices, gap {gaps[-1]:.2e}", file=sys.stderr)
@@ -159,22 +160,23 @@ def objectives_table(n_inst: int, repeats: int, sizes: list[int]) -> list[str]:
     ]
     for n in sizes:
         base = large_instance(7)
-        base = base.with_devices(base.devices[:n])
+        base = base.replace(devices=base.devices[:n])
         for label, objective, requests, completion, overlap in OBJECTIVE_ROWS:
             sc = with_decode(base, 7, objective, requests, completion)
             warm = with_decode(objective_gap_instance(0), 0, objective, requests, completion)
-            plan_heuristic(warm, overlap, objective=objective)  # warm-up: load the compiled kernels
+            plan_heuristic(Problem(warm, overlap, objective))  # warm-up: load the compiled kernels
             times, cpu = [], []
             for _ in range(repeats):
                 t, c = time.perf_counter(), time.process_time()
-                h = plan_heuristic(sc, overlap, objective=objective)
+                h = plan_heuristic(Problem(sc, overlap, objective))
                 times.append(time.perf_counter() - t)
                 cpu.append(time.process_time() - c)
             print(f"{n} devices, {label}: {statistics.median(times):.2f} s", file=sys.stderr)
             long_cols = "| | |" if n != max(sizes) or "max_orders" in h.details else "| n/a | |"
             if n == max(sizes) and "max_orders" in h.details:
                 t = time.perf_counter()
-                hl = plan_heuristic(sc, overlap, objective=objective, max_orders=LONG * h.details["max_orders"])
+                long = HeuristicOptions(max_orders=LONG * h.details["max_orders"])
+                hl = plan_heuristic(Problem(sc, overlap, objective), long)
                 long_cols = f"| {pct(h.value_s / hl.value_s - 1.0)} | {time.perf_counter() - t:.1f} s |"
             lines.append(
                 f"| {n} | {label} | {statistics.median(times):.2f} s | {statistics.median(cpu):.2f} s "
@@ -215,19 +217,19 @@ def main(argv: list[str] | None = None) -> int:
         "| exact DP time (median) | gap to lower bound (median) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    plan_heuristic(gap_instance(0), "layer")  # compile both kernels outside the timings
-    plan_dp(gap_instance(0), "layer")
+    plan_heuristic(Problem(gap_instance(0)))  # compile both kernels outside the timings
+    plan_exact(Problem(gap_instance(0)))
     for overlap in OVERLAPS:
         gaps, th, td, lbg = [], [], [], []
         for i in range(n_inst):
             sc = gap_instance(1000 * OVERLAPS.index(overlap) + i)
             t = time.perf_counter()
-            h = plan_heuristic(sc, overlap)
+            h = plan_heuristic(Problem(sc, overlap))
             th.append(time.perf_counter() - t)
             t = time.perf_counter()
-            d = plan_dp(sc, overlap)
+            d = plan_exact(Problem(sc, overlap))
             td.append(time.perf_counter() - t)
-            gaps.append(h.ttft_s / d.ttft_s - 1.0)
+            gaps.append(h.value_s / d.value_s - 1.0)  # one request's TTFT, both the simulator's
             lbg.append(h.details["gap_to_lower_bound"])
             print(
                 f"{overlap} #{i}: {len(sc.devices)} devices x {sc.n_blocks} blocks, gap {gaps[-1]:.2e}", file=sys.stderr
@@ -250,17 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     sc = large_instance(7)
     for overlap in OVERLAPS:
         if overlap == "layer":
-            plan_heuristic(sc, overlap)  # warm-up: load the compiled kernels
+            plan_heuristic(Problem(sc, overlap))  # warm-up: load the compiled kernels
         times, cpu = [], []
         for _ in range(repeats):
             t, c = time.perf_counter(), time.process_time()
-            h = plan_heuristic(sc, overlap)
+            h = plan_heuristic(Problem(sc, overlap))
             times.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
         print(f"large {overlap}: {statistics.median(times):.2f} s", file=sys.stderr)
         lines.append(
             f"| {overlap} | {statistics.median(times):.2f} s | {statistics.median(cpu):.2f} s "
-            f"| {h.details['orders_evaluated']} | {h.ttft_s:.3f} s "
+            f"| {h.details['orders_evaluated']} | {h.value_s:.3f} s "
             f"| {h.details['lower_bound']:.3f} s | {pct(h.details['gap_to_lower_bound'])} |"
         )
     table = "\n".join(lines)

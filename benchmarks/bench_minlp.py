@@ -1,5 +1,9 @@
 """DP vs MINLP (SCIP) solve time on the same instances as they grow (blocks 8 -> 34, devices 2 -> 6).
 
+The DP is :func:`coldpipe.planning.exact.plan_exact`, the MINLP :func:`coldpipe.planning.minlp.plan_minlp`
+(both on a one-request TTFT :class:`~coldpipe.planning.Problem`); "DP = SCIP" compares their own
+objectives (``solver_value_s``).
+
 Rerun: ``.venv/bin/python benchmarks/bench_minlp.py`` (``--quick`` for a short run). Prints a markdown
 table and writes it into ``docs/formulation.md`` between the ``bench_minlp`` markers. Growth stops at
 the first instance SCIP does not solve to optimality within ``--time-limit`` seconds (default 60):
@@ -18,11 +22,12 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-from coldpipe.core.dp import plan_dp
-from coldpipe.core.formulation import plan_minlp
-from coldpipe.core.models import CATALOG, blocks_for
 
+from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.types import AP, Device, Network, Overlap, Scenario, Workload
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.minlp import plan_minlp
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "formulation.md"
 BEGIN, END = "<!-- bench_minlp:begin -->", "<!-- bench_minlp:end -->"
@@ -64,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = args.time_limit if args.time_limit is not None else (10.0 if args.quick else 60.0)
     grid = QUICK_GRID if args.quick else GRID
     overlap: Overlap = args.overlap
-    plan_dp(instance(3, 4, 0), overlap)  # compile the DP kernel outside the timings
+    plan_exact(Problem(instance(3, 4, 0), overlap))  # compile the DP kernel outside the timings
 
     rows = []
     largest = None
@@ -73,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         dp_times = []
         for _ in range(3):
             t = time.perf_counter()
-            dp = plan_dp(sc, overlap)
+            dp = plan_exact(Problem(sc, overlap))
             dp_times.append(time.perf_counter() - t)
         dp_s = statistics.median(dp_times)
         t = time.perf_counter()
-        res = plan_minlp(sc, overlap, time_limit_s=limit)
+        res = plan_minlp(Problem(sc, overlap, time_limit_s=limit))
         scip_s = time.perf_counter() - t
-        agree = abs(res.objective_s - dp.ttft_s) <= 1e-6 * dp.ttft_s
+        assert dp.solver_value_s is not None and res.solver_value_s is not None
+        agree = abs(res.solver_value_s - dp.solver_value_s) <= 1e-6 * dp.solver_value_s
         row = {
             "devices": n_dev,
             "blocks": n_blk,
@@ -90,15 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             "gap": res.details["gap"],
             "vars": res.details["n_vars"],
             "conss": res.details["n_conss"],
-            "ttft": dp.ttft_s,
-            "agree": agree if res.optimal else None,
+            "ttft": dp.value_s,
+            "agree": agree if res.exact else None,
         }
         rows.append(row)
         print(
             f"{n_dev} devices x {n_blk} blocks: DP {dp_s * 1e3:.2f} ms, SCIP {scip_s:.2f} s ({res.details['status']})",
             file=sys.stderr,
         )
-        if not res.optimal:
+        if not res.exact:
             break
         largest = (n_dev, n_blk, scip_s)
 

@@ -1,6 +1,7 @@
 """Planning time for the objectives beyond TTFT (exact E2E and TPOT, exact burst max-completion) on the
 clusters of bench_planner.py with 256 new tokens / 8 requests. Writes a table into docs/model.md between
-the ``bench:objectives`` markers.
+the ``bench:objectives`` markers. The planner timed is :func:`coldpipe.planning.exact.plan_exact` on a
+:class:`~coldpipe.planning.Problem` of each objective.
 
     .venv/bin/python benchmarks/bench_objectives.py           # 4 and 8 distinct devices
     .venv/bin/python benchmarks/bench_objectives.py --full    # also 12 distinct devices (minutes)
@@ -16,10 +17,11 @@ from pathlib import Path
 
 from _docs import write_between
 from bench_planner import cluster, fmt
-from coldpipe.core.models import CATALOG, blocks_for
-from coldpipe.core.objectives import plan_for_objective, replace_workload
 
-from coldpipe.core.types import Scenario, Workload
+from coldpipe.core.architectures import CATALOG, blocks_for
+from coldpipe.core.types import Overlap, Scenario, Workload
+from coldpipe.planning import Objective, Problem
+from coldpipe.planning.exact import plan_exact
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench:objectives:start -->", "<!-- bench:objectives:end -->"
@@ -31,12 +33,13 @@ def with_decode(sc: Scenario, model: str, new_tokens: int) -> Scenario:
     return Scenario(blocks, devices, Workload(512, new_tokens=new_tokens), sc.network, model_name=model)
 
 
-def timed(sc: Scenario, overlap: str, objective: str, repeats: int) -> tuple[float, dict]:
-    plan_for_objective(sc, overlap, objective)  # warm-up (numba compile or cache load)
+def timed(sc: Scenario, overlap: Overlap, objective: Objective, repeats: int) -> tuple[float, dict]:
+    problem = Problem(sc, overlap, objective)
+    plan_exact(problem)  # warm-up (numba compile or cache load)
     times, details = [], {}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        details = plan_for_objective(sc, overlap, objective).details  # type: ignore[arg-type]
+        details = plan_exact(problem).details
         times.append(time.perf_counter() - t0)
     return statistics.median(times), details
 
@@ -53,14 +56,15 @@ def main() -> None:
     rows = []
     for n, model in cases:
         sc = with_decode(cluster(n, model), model, 256)
-        burst = replace_workload(sc, requests=8, new_tokens=1)
+        burst = sc.replace(workload={"requests": 8, "new_tokens": 1})
         cells = []
-        for objective, s, ov in [
+        runs: list[tuple[Objective, Scenario, Overlap]] = [
             ("tpot", sc, "layer"),
             ("e2e", sc, "layer"),
             ("e2e", sc, "none"),
             ("ttft", burst, "layer"),
-        ]:
+        ]
+        for objective, s, ov in runs:
             repeats = 1 if n >= 12 else args.repeats
             med, details = timed(s, ov, objective, repeats)
             extra = f" ({details['pareto_pairs']} pairs)" if "pareto_pairs" in details else ""

@@ -1,6 +1,7 @@
 """Planning time of the exact DP: 4, 8 and 12 distinct devices on a 34-block and an 82-block model,
 and 32 devices of 3 profiles. Prints a markdown table and writes it into README.md between the
-``bench:planner`` markers.
+``bench:planner`` markers. The planner timed is :func:`coldpipe.planning.exact.plan_exact` on a
+one-request TTFT :class:`~coldpipe.planning.Problem`.
 
     .venv/bin/python benchmarks/bench_planner.py            # full run, updates README.md
     .venv/bin/python benchmarks/bench_planner.py --no-write # print only
@@ -23,10 +24,13 @@ import time
 from pathlib import Path
 
 from _docs import write_between
-from coldpipe.core.dp import DeviceTypes, numba_enabled, plan_dp
-from coldpipe.core.models import CATALOG, blocks_for
 
-from coldpipe.core.types import Device, Network, Scenario, Workload
+from coldpipe.core.architectures import CATALOG, blocks_for
+from coldpipe.core.types import OVERLAPS, Device, Network, Overlap, Scenario, Workload
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
+from coldpipe.planning.kernels import numba_enabled
+from coldpipe.planning.tables import DeviceTypes
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench:planner:start -->", "<!-- bench:planner:end -->"
@@ -54,12 +58,12 @@ def cluster(n_devices: int, model: str, n_profiles: int | None = None, seed: int
     return Scenario(blocks, devices, Workload(prompt_tokens=512), Network(0.003), model_name=model)
 
 
-def time_it(sc: Scenario, overlap: str, repeats: int) -> tuple[float, float]:
+def time_it(sc: Scenario, overlap: Overlap, repeats: int) -> tuple[float, float]:
     times = []
     ttft = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        ttft = plan_dp(sc, overlap).ttft_s  # type: ignore[arg-type]
+        ttft = plan_exact(Problem(sc, overlap)).value_s
         times.append(time.perf_counter() - t0)
     return statistics.median(times), ttft
 
@@ -75,7 +79,7 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    plan_dp(cluster(3, "llama-3.2-1b"))  # compiles (or loads the cache of) the numba kernel
+    plan_exact(Problem(cluster(3, "llama-3.2-1b")))  # compiles (or loads the cache of) the numba kernel
     first_call = time.perf_counter() - t0
 
     cases = [
@@ -93,9 +97,9 @@ def main() -> None:
         sc = cluster(n, model, profiles)
         n_vec = DeviceTypes.of(sc).n_usage_vectors
         cells = []
-        for overlap in ("layer", "stage", "none"):
+        for overlap in OVERLAPS:
             repeats = args.repeats if (overlap != "none" or n <= 8) else max(1, args.repeats // 2)
-            plan_dp(sc, overlap)  # warm-up
+            plan_exact(Problem(sc, overlap))  # warm-up
             med, _ = time_it(sc, overlap, repeats)
             cells.append(med)
         verdict = "" if target is None else ("meets" if cells[0] <= target else "MISSES") + f" ≤ {fmt(target)}"

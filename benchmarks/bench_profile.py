@@ -23,8 +23,8 @@ import time
 from typing import Any
 
 import torch
-from coldpipe.core.models import blocks_for
 
+from coldpipe.core.architectures import blocks_for
 from coldpipe.profiler.measure import decoder_layer_architecture, measure_decoder_layer, measure_matmul_flops
 
 

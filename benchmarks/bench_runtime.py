@@ -8,7 +8,8 @@
 3. derive the emulated cluster from the profile: each device is ``slowdown`` times slower than the host
    (``flops = host_flops / slowdown``) with a read-rate cap, a start-up and links; the blocks' FLOPs are
    calibrated to the measured per-block times (see ``coldpipe.runtime.profile_host``);
-4. plan it: coldpipe's optimum (overlap ``layer``) and the best load-then-compute plan (optimum of ``none``);
+4. plan it (:func:`coldpipe.planning.plan`): coldpipe's optimum (overlap ``layer``) and the best
+   load-then-compute plan (optimum of ``none``);
 5. run both ``--reps`` times, interleaved, each from a cold page cache; then, ``max(5, reps)`` times, a
    single-process transformers forward and right after it the optimal plan warm (weights resident, host
    speed, emulated links): overhead = warm pipeline TTFT / (forward + modelled transfer times) - 1.
@@ -26,11 +27,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coldpipe.core.models import blocks_for
-from coldpipe.core.planner import plan
-
+from coldpipe.core.architectures import blocks_for
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import Device, Network, Scenario, Workload
+from coldpipe.planning import Problem, plan
 from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
 from coldpipe.runtime.emulation import DeviceEmulation, emulation_for
 from coldpipe.runtime.launch import Job, prompt_ids, run_local
@@ -101,8 +101,8 @@ def main() -> None:
     sc = Scenario(blocks, devices, Workload(s, 1), Network(HOP_S), model_name="bench-1g")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).with_name("bench_scenario.json").write_text(json.dumps(sc.to_dict(), indent=1) + "\n")
-    opt = plan(sc, "layer")
-    ltc = plan(sc, "none")
+    opt = plan(Problem(sc, "layer"))
+    ltc = plan(Problem(sc, "none"))
     ids = prompt_ids(s, int(ckpt.config["vocab_size"]))
     host_flops = prof.host_flops
     jobs = []
@@ -132,7 +132,7 @@ def main() -> None:
     del single
     for key, p in (("optimal", opt), ("none", ltc)):  # the first rep of each plan, for `coldpipe show`
         r = next(r for r, j in zip(results, jobs, strict=True) if j.overlap == p.overlap)
-        trace = build_report(r, sc, p.plan, p.overlap).trace
+        trace = build_report(r, p.timeline, sc.to_dict()).trace
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).with_name(f"bench_trace_{key}.json").write_text(json.dumps(trace))
 
@@ -141,8 +141,10 @@ def main() -> None:
 
     m_opt = med(lambda j: j.overlap == "layer")
     m_ltc = med(lambda j: j.overlap == "none")
-    host_sc = sc.with_devices(
-        [Device(d.name, prof.host_flops, d.load_bandwidth, 0.0, d.memory, d.uplink, d.downlink) for d in devices]
+    host_sc = sc.replace(
+        devices=[
+            Device(d.name, prof.host_flops, d.load_bandwidth, 0.0, d.memory, d.uplink, d.downlink) for d in devices
+        ]
     )
     transfers_s = sum(tr.end_s - tr.start_s for tr in simulate(host_sc, opt.plan, "layer").transfers)
     overheads = [w / (f + transfers_s) - 1.0 for f, w in pairs]

@@ -17,6 +17,9 @@ decode-step times, as their prefill FLOPs are).
    optimum and the burst's E2E plan (``completion: max``; local search): measured first and last tokens of
    every request against ``burst_schedule``.
 
+Every plan comes from :func:`coldpipe.planning.plan` (``solver="auto"``: the exact DP, or its local search
+from exact seeds where no exact method exists).
+
 Reports medians over the reps. The host is shared: expect noise, rerun late.
 """
 
@@ -26,16 +29,15 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from _docs import write_between
 from bench_runtime import DEVICES, HOP_S, ensure_checkpoint
-from coldpipe.core.models import blocks_for
-from coldpipe.core.planner import plan
 
+from coldpipe.core.architectures import blocks_for
 from coldpipe.core.simulator import burst_schedule, decode_step_s, objective_s, simulate
 from coldpipe.core.types import Device, Network, Scenario, Workload
+from coldpipe.planning import Problem, plan
 from coldpipe.runtime.checkpoint import open_checkpoint
 from coldpipe.runtime.emulation import emulation_for
 from coldpipe.runtime.launch import Job, prompt_ids, run_local
@@ -77,14 +79,14 @@ def main() -> None:
         for n, slow, rate, st, mem, up, down in DEVICES
     ]
     sc = Scenario(blocks, devices, Workload(s, n_new), Network(HOP_S), model_name="bench-1g")
-    burst_sc = replace(sc, workload=Workload(s, args.burst_new_tokens, requests=n_req, completion="max"))
+    burst_sc = sc.replace(workload=Workload(s, args.burst_new_tokens, requests=n_req, completion="max"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).with_name("bench_objectives_scenario.json").write_text(json.dumps(sc.to_dict(), indent=1) + "\n")
 
-    ttft_opt = plan(sc, "layer", objective="ttft").plan
-    e2e_opt = plan(sc, "layer", objective="e2e").plan
-    burst_first = plan(burst_sc, "layer", objective="ttft").plan  # the burst's last first token (exact)
-    burst_e2e = plan(burst_sc, "layer", objective="e2e").plan  # the burst's last answer (local search)
+    ttft_opt = plan(Problem(sc, "layer", "ttft")).plan
+    e2e_opt = plan(Problem(sc, "layer", "e2e")).plan
+    burst_first = plan(Problem(burst_sc, "layer", "ttft")).plan  # the burst's last first token (exact)
+    burst_e2e = plan(Problem(burst_sc, "layer", "e2e")).plan  # the burst's last answer (local search)
     vocab = int(ckpt.config["vocab_size"])
     ids = prompt_ids(s, vocab)
     more = tuple(prompt_ids(s, vocab, seed=r) for r in range(1, n_req))
@@ -110,7 +112,7 @@ def main() -> None:
         return [r for (k, n, _), r in zip(jobs, results, strict=True) if k == kind and n == name]
 
     for i, (name, p) in enumerate(decode_cases):  # the first run of each, for `coldpipe show` / Perfetto
-        trace = build_report(runs("decode", name)[0], sc, p, "layer").trace
+        trace = build_report(runs("decode", name)[0], simulate(sc, p, "layer"), sc.to_dict()).trace
         Path(args.out).with_name(f"bench_trace_decode_{i}.json").write_text(json.dumps(trace))
     decode_rows = []
     for name, p in decode_cases:

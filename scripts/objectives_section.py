@@ -1,5 +1,6 @@
 """The "objectives" section of docs/evaluation.md: how the optimal plan changes with the answer's length,
-with warm residency and with bursts, on the bundled scenario. Every number is computed here.
+with warm residency and with bursts, on the bundled scenario. Every number is computed here; every plan
+by the exact planner :func:`coldpipe.planning.exact.plan_exact` (a burst's mean: its local search).
 
     .venv/bin/python scripts/objectives_section.py     # print the section (scripts/evaluation.py includes it)
 """
@@ -11,10 +12,10 @@ import time
 import yaml
 
 from coldpipe.cli._common import demo_scenario_text
-from coldpipe.core.dp import plan_dp
-from coldpipe.core.objectives import plan_for_objective, scenario_after
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
 from coldpipe.core.types import Scenario
+from coldpipe.planning import Problem
+from coldpipe.planning.exact import plan_exact
 from coldpipe.scenario_file import scenario_from_dict
 
 NEW_TOKENS = (1, 2, 8, 32, 128, 512, 1024)
@@ -41,8 +42,8 @@ def length_table() -> tuple[list[str], dict[int, tuple[float, float]]]:
     penalties = {}
     for n in NEW_TOKENS:
         sc = demo_with(new_tokens=n)
-        p_ttft = plan_dp(sc).plan
-        p_e2e = plan_for_objective(sc, "layer", "e2e").plan
+        p_ttft = plan_exact(Problem(sc)).plan
+        p_e2e = plan_exact(Problem(sc, "layer", "e2e")).plan
         t1, e1 = simulate(sc, p_ttft).ttft_s, objective_s(sc, p_ttft, "layer", "e2e")
         t2, e2 = simulate(sc, p_e2e).ttft_s, objective_s(sc, p_e2e, "layer", "e2e")
         penalties[n] = (e1 / e2 - 1, t2 / t1 - 1)
@@ -61,9 +62,9 @@ def burst_table() -> list[str]:
     ]
     for r in REQUESTS:
         sc_max, sc_mean = demo_with(requests=r, completion="max"), demo_with(requests=r, completion="mean")
-        single = plan_dp(sc_max).plan
-        best_max = plan_for_objective(sc_max, "layer", "ttft")
-        best_mean = plan_for_objective(sc_mean, "layer", "ttft")
+        single = plan_exact(Problem(sc_max.replace(workload={"requests": 1}))).plan  # one request's TTFT optimum
+        best_max = plan_exact(Problem(sc_max, "layer", "ttft"))
+        best_mean = plan_exact(Problem(sc_mean, "layer", "ttft"))
         rows.append(
             f"| {r} | `{best_max.plan}` | {fmt(best_max.value_s)} | {fmt(objective_s(sc_max, single, 'layer', 'ttft'))}"
             f" | {fmt(best_mean.value_s)} | {fmt(objective_s(sc_mean, single, 'layer', 'ttft'))} |"
@@ -75,15 +76,15 @@ def section() -> str:
     start = time.perf_counter()
     length_rows, penalties = length_table()
     sc = demo_with()
-    first = plan_dp(sc)
-    warm_sc = scenario_after(sc, first.plan)
-    second = plan_dp(warm_sc)
+    first = plan_exact(Problem(sc))
+    warm_sc = sc.after(first.plan)
+    second = plan_exact(Problem(warm_sc))
     burst_rows = burst_table()
     worst_e2e = max(penalties.items(), key=lambda kv: kv[1][0])
     worst_ttft = max(penalties.items(), key=lambda kv: kv[1][1])
     tpot_first = decode_step_s(demo_with(new_tokens=2), first.plan)
     long_sc = demo_with(new_tokens=NEW_TOKENS[-1])
-    tpot_long = decode_step_s(long_sc, plan_for_objective(long_sc, "layer", "e2e").plan)
+    tpot_long = decode_step_s(long_sc, plan_exact(Problem(long_sc, "layer", "e2e")).plan)
     lines = [
         "## Beyond the first token: objectives, residency, bursts\n",
         "`coldpipe plan --objective e2e` minimises the whole answer, `TTFT + (new_tokens - 1) x TPOT` "
@@ -100,7 +101,7 @@ def section() -> str:
         f"(at {worst_ttft[0]} tokens).\n",
         "**Warm residency.** After the first request the devices of its plan hold their blocks "
         f"(`coldpipe plan demo --after first.json`): the next request's optimum is `{second.plan}` with TTFT "
-        f"{fmt(second.ttft_s)}, against {fmt(first.ttft_s)} cold. Keeping the first plan as it is would take "
+        f"{fmt(second.value_s)}, against {fmt(first.value_s)} cold. Keeping the first plan as it is would take "
         f"{fmt(simulate(warm_sc, first.plan).ttft_s)} (its warm TTFT): with start-up gone, moving blocks towards "
         f"the fast devices and loading the few they lack while the mini-PC computes pays.\n",
         "**Bursts.** `workload.requests: R` identical requests at t = 0, served back to back; `completion: max` is "

@@ -40,6 +40,7 @@ Deterministic: no clock, no randomness. The result carries a lower bound and its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -451,7 +452,8 @@ def plan_heuristic(problem: Problem, options: HeuristicOptions | None = None) ->
         rankings = [order for _, order in seed_orders(scenario, objective)]
         shortlist = _shortlist(op_names, rankings, set(plan.devices), options.candidates_per_key)
         one = problem.replace(scenario=scenario.replace(workload={"requests": 1}))
-        ttft_plan, _ = _search(one, options)
+        # the second seed's search has the burst search's budget of orders, not one request's default
+        ttft_plan, _ = _search(one, dataclasses.replace(options, max_orders=details["max_orders"]))
         more = _shortlist(op_names, rankings, set(ttft_plan.devices), options.candidates_per_key)
         shortlist += [name for name in more if name not in shortlist]
         seeds = [plan] if ttft_plan == plan else [plan, ttft_plan]

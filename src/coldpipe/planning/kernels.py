@@ -31,17 +31,36 @@ from __future__ import annotations
 
 import enum
 import os
+import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-try:  # helpers are compiled into the kernels that call them when numba is there
-    from numba.extending import register_jitable
-except ImportError:  # pragma: no cover - numba is a dependency; the kernels also run interpreted
 
-    def register_jitable(fn):  # type: ignore[no-untyped-def]
+def inline(fn: Callable[..., Any]) -> Any:
+    """A helper of the kernels' inner loops, inlined into them in numba's IR.
+
+    A call that passes arrays in costs a reference-count update per array, which in a loop over every
+    state costs more than the state's work; inlined, it costs nothing. Returns a numba dispatcher (its
+    ``py_func`` is ``fn``); :class:`Kernel` runs the kernels interpreted with ``fn`` itself.
+    """
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
         return fn
+    return numba.njit(inline="always")(fn)
+
+
+def _interpreted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with every inlined helper it names (and they name) replaced by its plain Python function."""
+    names = fn.__code__.co_names
+    swapped = {n: _interpreted(fn.__globals__[n].py_func) for n in names if hasattr(fn.__globals__.get(n), "py_func")}
+    if not swapped:
+        return fn
+    out = types.FunctionType(fn.__code__, {**fn.__globals__, **swapped}, fn.__name__, fn.__defaults__)
+    out.__doc__ = fn.__doc__
+    return out
 
 
 __all__ = [
@@ -53,12 +72,13 @@ __all__ = [
     "extend_fronts",
     "extend_pair",
     "grow",
+    "grow_pool",
     "grow_stage",
     "jit",
     "keep_front",
     "numba_enabled",
     "pair_value",
-    "push_candidate",
+    "reserve",
     "stage_finish",
     "stage_terms",
     "usage_dp",
@@ -102,7 +122,8 @@ class Kernel:
     """
 
     def __init__(self, py: Callable[..., Any]) -> None:
-        self.py = py
+        self.py = _interpreted(py)  # the same code, every helper interpreted too
+        self._source = py
         self._compiled: Callable[..., Any] | None = None
         self.__doc__ = py.__doc__
         self.__name__ = py.__name__
@@ -114,7 +135,7 @@ class Kernel:
         if self._compiled is None:
             import numba
 
-            self._compiled = numba.njit(cache=True, nogil=True)(self.py)
+            self._compiled = numba.njit(cache=True, nogil=True)(self._source)
         return self._compiled
 
     def __call__(self, *args: Any) -> Any:
@@ -129,7 +150,7 @@ def jit(fn: Callable[..., Any]) -> Kernel:
 # --- the stage maps, written once -----------------------------------------------------------------
 
 
-@register_jitable
+@inline
 def block_gate(t: int, l: int, cf: np.ndarray, wpt: np.ndarray, nres: np.ndarray, inv_bw: np.ndarray) -> float:
     """Block ``l``'s term of the ``layer`` gate on type ``t``: ``W(l + 1)/bw - cf(l)``, -inf if resident."""
     if nres[t, l + 1] > nres[t, l]:
@@ -137,7 +158,7 @@ def block_gate(t: int, l: int, cf: np.ndarray, wpt: np.ndarray, nres: np.ndarray
     return -np.inf
 
 
-@register_jitable
+@inline
 def stage_terms(
     t: int,
     i: int,
@@ -160,7 +181,7 @@ def stage_terms(
     return load_end, g
 
 
-@register_jitable
+@inline
 def stage_finish(mode: int, alpha: float, compute: float, load_end: float, g: float) -> float:
     """When the stage's last block is computed, its input having arrived at ``alpha``."""
     if mode == Mode.LAYER:
@@ -170,7 +191,7 @@ def stage_finish(mode: int, alpha: float, compute: float, load_end: float, g: fl
     return alpha + compute
 
 
-@register_jitable
+@inline
 def extend_pair(
     mode: int,
     kind: int,
@@ -207,7 +228,7 @@ def extend_pair(
     return a2, d2, d2
 
 
-@register_jitable
+@inline
 def pair_value(kind: int, lam: float, a: float, d: float) -> float:
     """The partial objective of a pair: ``a + lam * d`` (E2E) or ``d`` (a burst's last request)."""
     return a + lam * d if kind == KIND_E2E else d
@@ -216,7 +237,7 @@ def pair_value(kind: int, lam: float, a: float, d: float) -> float:
 # --- Pareto pools: growing arrays, pushing a candidate, keeping the front --------------------------
 
 
-@register_jitable
+@inline
 def grow(a: np.ndarray, size: int) -> np.ndarray:
     """``a`` itself if it holds ``size`` items, else a copy with (at least) twice the room."""
     if size <= a.shape[0]:
@@ -226,33 +247,36 @@ def grow(a: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-@register_jitable
-def push_candidate(
+@inline
+def reserve(
+    n: int, cand_a: np.ndarray, cand_d: np.ndarray, cand_from: np.ndarray, cand_k: np.ndarray, cand_i: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate arrays with room for ``n`` candidates, grown once per state, never in the hot loop.
+
+    A candidate ``c`` is the pair ``(cand_a[c], cand_d[c])`` reached from pool pair ``cand_from[c]`` by a
+    stage ``(cand_k[c], cand_i[c]..)``. A state's candidates come from distinct pool pairs (each pair is
+    in one state, and that state is one stage away from the new one in one way only), so room for the
+    pool's size is room enough; the helpers that write candidates then return no arrays, which would
+    cost more than their work.
+    """
+    return grow(cand_a, n), grow(cand_d, n), grow(cand_from, n), grow(cand_k, n), grow(cand_i, n)
+
+
+@inline
+def grow_pool(
     n: int,
-    cand_a: np.ndarray,
-    cand_d: np.ndarray,
-    cand_from: np.ndarray,
-    cand_k: np.ndarray,
-    cand_i: np.ndarray,
-    a: float,
-    d: float,
-    frm: int,
-    k: int,
-    i: int,
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Append the candidate pair ``(a, d)`` reached from pool pair ``frm`` by a stage ``(k, i..)``."""
-    if n == cand_a.shape[0]:
-        cand_a = grow(cand_a, n + 1)
-        cand_d = grow(cand_d, n + 1)
-        cand_from = grow(cand_from, n + 1)
-        cand_k = grow(cand_k, n + 1)
-        cand_i = grow(cand_i, n + 1)
-    cand_a[n], cand_d[n] = a, d
-    cand_from[n], cand_k[n], cand_i[n] = frm, k, i
-    return n + 1, cand_a, cand_d, cand_from, cand_k, cand_i
+    p_a: np.ndarray,
+    p_d: np.ndarray,
+    p_from: np.ndarray,
+    p_k: np.ndarray,
+    p_i: np.ndarray,
+    p_e: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The pool's arrays with room for ``n`` pairs (called only when they lack it)."""
+    return grow(p_a, n), grow(p_d, n), grow(p_from, n), grow(p_k, n), grow(p_i, n), grow(p_e, n)
 
 
-@register_jitable
+@inline
 def keep_front(
     size: int,
     n_cand: int,
@@ -269,11 +293,12 @@ def keep_front(
     p_i: np.ndarray,
     p_e: np.ndarray,
     idx_buf: np.ndarray,
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> int:
     """Append the Pareto front of the candidates to the pool from index ``size``; returns the new size.
 
-    Sorted by arrival (stably), each kept pair is strictly better in the second coordinate than the
-    previous one; a pair with the same arrival and a better second coordinate replaces it.
+    The pool has room for ``size + n_cand`` pairs (:func:`grow_pool`). Sorted by arrival (stably), each
+    kept pair is strictly better in the second coordinate than the previous one; a pair with the same
+    arrival and a better second coordinate replaces it.
     """
     if n_cand > idx_buf.shape[0]:
         order = np.argsort(cand_a[:n_cand], kind="mergesort")
@@ -293,25 +318,18 @@ def keep_front(
         if cand_d[c] < best_d:
             if cand_a[c] == last_a and size > first:
                 size -= 1  # same arrival, better second coordinate: replaces the previous pair
-            if size == p_a.shape[0]:
-                p_a = grow(p_a, size + 1)
-                p_d = grow(p_d, size + 1)
-                p_from = grow(p_from, size + 1)
-                p_k = grow(p_k, size + 1)
-                p_i = grow(p_i, size + 1)
-                p_e = grow(p_e, size + 1)
             p_a[size], p_d[size] = cand_a[c], cand_d[c]
             p_from[size], p_k[size], p_i[size], p_e[size] = cand_from[c], cand_k[c], cand_i[c], e
             size += 1
             best_d = cand_d[c]
             last_a = cand_a[c]
-    return size, p_a, p_d, p_from, p_k, p_i, p_e
+    return size
 
 
 # --- growing one stage from a state, written once for the usage and the order DPs -----------------
 
 
-@register_jitable
+@inline
 def grow_stage(
     mode: int,
     tau: float,
@@ -331,13 +349,14 @@ def grow_stage(
     mem: np.ndarray,
     up: np.ndarray,
     ret: np.ndarray,
-    next_arrive: np.ndarray,  # (B,): the arrival row the stage leads to, updated in place
-    next_pred: np.ndarray,  # (B,): its first block per entry
-    next_pred_k: np.ndarray,  # (B,): its record k_rec per entry (a type; unused by the order DP)
+    arrive: np.ndarray,  # (rows, B): arrivals; row ``row`` is the state the stage leads to, updated in place
+    pred: np.ndarray,  # (rows, B): first block of the stage that led to each entry
+    pred_k: np.ndarray,  # (rows, B): its record k_rec (a type; the order DP passes a scratch array)
+    row: int,
 ) -> tuple[float, int, int]:
     """A stage of type ``t`` from block ``i`` (input at ``alpha``), grown upwards over ``e = i..B-1``.
 
-    Each ``e < B - 1`` relaxes ``next_arrive[e + 1]`` with the output at the AP; ``e = B - 1`` closes the
+    Each ``e < B - 1`` relaxes ``arrive[row, e + 1]`` with the output at the AP; ``e = B - 1`` closes the
     plan (token back to the source). Returns the best closed plan ``(best, its first block, its k_rec)``.
     """
     n_blocks = mp.shape[0] - 1
@@ -356,14 +375,14 @@ def grow_stage(
                 best, best_i, best_k = total, i, k_rec
         else:
             v = fin + up[t, e]
-            if v < next_arrive[e + 1]:
-                next_arrive[e + 1] = v
-                next_pred[e + 1] = i
-                next_pred_k[e + 1] = k_rec
+            if v < arrive[row, e + 1]:
+                arrive[row, e + 1] = v
+                pred[row, e + 1] = i
+                pred_k[row, e + 1] = k_rec
     return best, best_i, best_k
 
 
-@register_jitable
+@inline
 def extend_fronts(
     mode: int,
     kind: int,
@@ -376,42 +395,28 @@ def extend_fronts(
     k_rec: int,
     src_type: int,
     bound: float,
-    best: float,
-    best_q: int,
-    best_k: int,
-    best_i: int,
+    incumbent: tuple[float, int, int, int],  # (best, best_q, best_k, best_i) so far
     start: np.ndarray,
     stop: np.ndarray,
     p_a: np.ndarray,
     p_d: np.ndarray,
-    cf: np.ndarray,
-    wpt: np.ndarray,
-    nres: np.ndarray,
-    mp: np.ndarray,
-    startup: np.ndarray,
-    inv_bw: np.ndarray,
-    mem: np.ndarray,
-    down: np.ndarray,
-    up: np.ndarray,
-    ret: np.ndarray,
-    dcf: np.ndarray,
-    ddown: np.ndarray,
-    dup: np.ndarray,
-    dret: np.ndarray,
+    pre: tuple[np.ndarray, ...],  # (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    sec: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # (dcf, ddown, dup, dret)
     n_cand: int,
-    cand_a: np.ndarray,
-    cand_d: np.ndarray,
-    cand_from: np.ndarray,
-    cand_k: np.ndarray,
-    cand_i: np.ndarray,
-) -> tuple[float, int, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # (a, d, from, k, i)
+) -> tuple[float, int, int, int, int]:
     """Every stage of type ``t`` ending at block ``e`` (grown downwards, ``i = e..0``) from every pair of
     the fronts ``start[row, i]..stop[row, i]``: candidates for the state after block ``e``, or closed plans.
 
     A pair whose partial objective plus ``bound`` (a lower bound on the rest) reaches ``best`` is pruned;
     with ``e = B - 1`` a pair closes the plan. ``max_front == 1`` keeps one candidate (the least partial
-    objective). Returns ``(best, best_q, best_k, best_i, n_cand, candidate arrays...)``.
+    objective). The candidate arrays have room (:func:`reserve`). Returns ``(best, best_q, best_k, best_i, n_cand)``.
+    (Fewer than 31 arguments: numba inlines no call with more.)
     """
+    cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret = pre
+    dcf, ddown, dup, dret = sec
+    cand_a, cand_d, cand_from, cand_k, cand_i = cands
+    best, best_q, best_k, best_i = incumbent
     n_blocks = mp.shape[0] - 1
     last = e == n_blocks - 1
     run = -np.inf
@@ -446,10 +451,9 @@ def extend_fronts(
                     n_cand = 0
                 else:
                     continue
-            n_cand, cand_a, cand_d, cand_from, cand_k, cand_i = push_candidate(
-                n_cand, cand_a, cand_d, cand_from, cand_k, cand_i, a2, d2, q, k_rec, i
-            )
-    return best, best_q, best_k, best_i, n_cand, cand_a, cand_d, cand_from, cand_k, cand_i
+            cand_a[n_cand], cand_d[n_cand], cand_from[n_cand], cand_k[n_cand], cand_i[n_cand] = a2, d2, q, k_rec, i
+            n_cand += 1
+    return best, best_q, best_k, best_i, n_cand
 
 
 # --- the exact DPs over usage vectors ---------------------------------------------------------------
@@ -502,7 +506,7 @@ def usage_dp(
                 b0 = best
                 best, bi, bt = grow_stage(
                     mode, tau, t, i, alpha, t, best, best_i, best_t, cf, wpt, nres, mp, startup, inv_bw, mem,
-                    up, ret, arrive[ns], pred_i[ns], pred_t[ns],
+                    up, ret, arrive, pred_i, pred_t, ns,
                 )  # fmt: skip
                 if best < b0:
                     best_s, best_i, best_t = s, bi, bt
@@ -570,6 +574,8 @@ def usage_pareto_dp(
     cand_t = np.empty(256, dtype=np.int64)
     cand_i = np.empty(256, dtype=np.int64)
     idx_buf = np.empty(32, dtype=np.int64)
+    pre = (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    sec = (dcf, ddown, dup, dret)
     # rest[i]: a lower bound on what blocks i..B-1 still add to the objective, whoever computes them: each
     # block on its own cheapest type (a decode step is memory- or compute-bound per block, so the type that
     # is cheapest for the whole remainder may not be for every block, and a split can beat it)
@@ -585,6 +591,8 @@ def usage_pareto_dp(
     for s in range(n_states):
         # Complete the fronts of (s, i2) for i2 = 1..B-1 from their predecessors, and close the plan
         # (i2 == B) from every front of s with a last stage holding blocks i..B-1.
+        if size > cand_a.shape[0]:  # a state's candidates come from distinct pool pairs
+            cand_a, cand_d, cand_from, cand_t, cand_i = reserve(size, cand_a, cand_d, cand_from, cand_t, cand_i)
         for i2 in range(1, n_blocks + 1):
             e = i2 - 1
             n_cand = 0
@@ -598,15 +606,16 @@ def usage_pareto_dp(
                     if digit >= counts[t]:
                         continue
                     sp = s  # closing stage: its device is not counted in any state
-                best, best_q, best_t, best_i, n_cand, cand_a, cand_d, cand_from, cand_t, cand_i = extend_fronts(
-                    mode, kind, lam, tau, 0, t, e, sp, t, src_type, rest[i2], best, best_q, best_t, best_i,
-                    start, stop, p_a, p_d, cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret,
-                    dcf, ddown, dup, dret, n_cand, cand_a, cand_d, cand_from, cand_t, cand_i,
+                best, best_q, best_t, best_i, n_cand = extend_fronts(
+                    mode, kind, lam, tau, 0, t, e, sp, t, src_type, rest[i2], (best, best_q, best_t, best_i),
+                    start, stop, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_t, cand_i),
                 )  # fmt: skip
             if i2 == n_blocks or n_cand == 0:
                 continue
             start[s, i2] = size
-            size, p_a, p_d, p_from, p_t, p_i, p_e = keep_front(
+            if size + n_cand > p_a.shape[0]:
+                p_a, p_d, p_from, p_t, p_i, p_e = grow_pool(size + n_cand, p_a, p_d, p_from, p_t, p_i, p_e)
+            size = keep_front(
                 size, n_cand, e, cand_a, cand_d, cand_from, cand_t, cand_i, p_a, p_d, p_from, p_t, p_i, p_e, idx_buf
             )
             stop[s, i2] = size

@@ -12,12 +12,13 @@ import numpy as np
 from coldpipe.planning.kernels import (
     KIND_E2E,
     extend_fronts,
+    grow_pool,
     grow_stage,
+    inline,
     jit,
     keep_front,
     pair_value,
-    push_candidate,
-    register_jitable,
+    reserve,
 )
 
 __all__ = ["SKIP", "order_dp", "order_pareto_dp"]
@@ -63,7 +64,7 @@ def order_dp(
     best_upto = np.full(n + 1, np.inf)
     best = best0
     best_p, best_i = -1, -1
-    scratch = np.empty(n_blocks, dtype=np.int64)  # grow_stage's per-entry record: unused here
+    scratch = np.empty((n + 1, n_blocks), dtype=np.int64)  # grow_stage's per-entry record: unused here
     for p in range(start_p, n):
         best_upto[p] = best
         t = seq[p]
@@ -77,13 +78,13 @@ def order_dp(
             alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]
             best, best_i, best_p = grow_stage(
                 mode, tau, t, i, alpha, p, best, best_i, best_p, cf, wpt, nres, mp, startup, inv_bw, mem,
-                up, ret, arrive[p + 1], pred[p + 1], scratch,
+                up, ret, arrive, pred, scratch, p + 1,
             )  # fmt: skip
     best_upto[n] = best
     return best, best_p, best_i, pred, best_upto
 
 
-@register_jitable
+@inline
 def _cap_front(
     s0: int,
     size: int,
@@ -188,9 +189,13 @@ def order_pareto_dp(
     cand_i = np.empty(256, dtype=np.int64)
     idx_buf = np.empty(32, dtype=np.int64)
     keep_buf = np.zeros(256, dtype=np.bool_)
+    pre = (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    sec = (dcf, ddown, dup, dret)
     for p in range(n):
         t = seq[p]
         for i2 in range(1, n_blocks + 1):
+            if size > cand_a.shape[0]:  # a state's candidates come from distinct pool pairs
+                cand_a, cand_d, cand_from, cand_pos, cand_i = reserve(size, cand_a, cand_d, cand_from, cand_pos, cand_i)
             e = i2 - 1
             n_cand = 0
             bound = rest[p + 1, i2]
@@ -204,19 +209,20 @@ def order_pareto_dp(
                             n_cand = 0
                         else:
                             continue
-                    n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = push_candidate(
-                        n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a[q], p_d[q], p_from[q], p_pos[q], p_i[q]
-                    )
+                    cand_a[n_cand], cand_d[n_cand], cand_from[n_cand] = p_a[q], p_d[q], p_from[q]
+                    cand_pos[n_cand], cand_i[n_cand] = p_pos[q], p_i[q]
+                    n_cand += 1
             # the stage on position p holds blocks i..e
-            best, best_q, best_p, best_i, n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i = extend_fronts(
-                mode, kind, lam, tau, max_front, t, e, p, p, src_type, bound, best, best_q, best_p, best_i,
-                start, stop, p_a, p_d, cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret,
-                dcf, ddown, dup, dret, n_cand, cand_a, cand_d, cand_from, cand_pos, cand_i,
+            best, best_q, best_p, best_i, n_cand = extend_fronts(
+                mode, kind, lam, tau, max_front, t, e, p, p, src_type, bound, (best, best_q, best_p, best_i),
+                start, stop, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_pos, cand_i),
             )  # fmt: skip
             if i2 == n_blocks or n_cand == 0:
                 continue
             start[p + 1, i2] = size
-            size, p_a, p_d, p_from, p_pos, p_i, p_e = keep_front(
+            if size + n_cand > p_a.shape[0]:
+                p_a, p_d, p_from, p_pos, p_i, p_e = grow_pool(size + n_cand, p_a, p_d, p_from, p_pos, p_i, p_e)
+            size = keep_front(
                 size, n_cand, e, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a, p_d, p_from, p_pos, p_i, p_e, idx_buf
             )
             if 0 < max_front < size - start[p + 1, i2]:
