@@ -7,7 +7,7 @@ one-request TTFT :class:`~coldpipe.planning.Problem`.
     .venv/bin/python benchmarks/bench_planner.py --no-write # print only
 
 Medians over repeated runs (after one warm-up run that also triggers numba's compilation, whose
-one-off cost is reported separately). Targets on a 2-core machine (issue "planner core"):
+one-off cost is reported separately). Targets on a 2-core machine:
 4 x 34 <= 20 ms, 8 x 82 <= 1 s, 12 x 82 <= 10 s, 32 devices of 3 types <= 2 s.
 """
 

@@ -9,7 +9,7 @@ reports by default). Both predictions are compared with the runtime's own block 
 
 Each round times the three back to back and takes ratios within the round (the machine is shared:
 its load drifts, and ratios of neighbouring timings cancel most of the drift).
-The acceptance criterion of issue 6 is |measured / predicted - 1| <= 20 %.
+The target is |measured / predicted - 1| <= 20 %.
 
 Run:  .venv/bin/python benchmarks/bench_profile.py [--rounds 9] [--dtype float32] [--threads N]
 """

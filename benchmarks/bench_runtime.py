@@ -14,7 +14,7 @@
    single-process transformers forward and right after it the optimal plan warm (weights resident, host
    speed, emulated links): overhead = warm pipeline TTFT / (forward + modelled transfer times) - 1.
 
-Reports medians. Targets (issue 4): measured within +-10 % of predicted; measured speedup >= 0.9 x predicted;
+Reports medians. Targets: measured within +-10 % of predicted; measured speedup >= 0.9 x predicted;
 warm pipeline overhead <= 10 %. The host is shared: expect noise, and rerun late.
 """
 

@@ -122,17 +122,17 @@ def write_doc(points: dict[str, list[Point]], wall_s: float, out: Path) -> None:
     add = md.append
     add("# Evaluation: where loading-aware planning pays off, and where it does not\n")
     add(
-        "Every number below is a prediction of the latency model of SPEC.md (coldpipe's simulator), read from the "
-        "CSV files in `docs/figures/`; nothing is measured on hardware. Regenerate the figures, the CSVs and this "
-        "page with\n\n```\n.venv/bin/python scripts/evaluation.py\n```\n\nwhich runs "
+        "Every number below is a prediction of the latency model of [model.md](model.md) (coldpipe's simulator), "
+        "read from the CSV files in `docs/figures/`; nothing is measured on hardware. Regenerate the figures, the "
+        "CSVs and this page with\n\n```\n.venv/bin/python scripts/evaluation.py\n```\n\nwhich runs "
         f"`coldpipe sweep --paper --out docs/figures` (it took {wall_s:.0f} s of wall time for its "
-        f"{sum(len(v) for v in points.values())} sweep points on this 2-core machine, including the process's "
-        "start-up and drawing every figure) and then writes this page from the CSVs.\n"
+        f"{sum(len(v) for v in points.values())} sweep points on the machine that last ran it, including the "
+        "process's start-up and drawing every figure) and then writes this page from the CSVs.\n"
     )
     add("## What is compared\n")
     add(
-        "- **coldpipe**: the exact optimum of SPEC.md with overlap `layer` (each block computes as soon as its "
-        "weights and its input are there).\n"
+        "- **coldpipe**: the exact optimum of the latency model with overlap `layer` (each block computes as soon "
+        "as its weights and its input are there).\n"
         "- **optimal/stage**, **optimal/none**: the exact optimum when a stage waits for all its weights, or when "
         "inference waits until every device has loaded everything (load-then-compute).\n"
         "- **baselines** `partition/overlap`: the usual splits (`uniform`, `memory` as exo does, `compute`, "

@@ -2,8 +2,8 @@
 
 The launcher writes a run spec (scenario, plans, emulation knobs), starts one rank per process running
 :func:`coldpipe.runtime.worker.main`, and watches them. Ranks are forked from a forkserver that has imported
-torch and transformers once (a fresh interpreter per rank would import them again, ~5 s each on this 2-core
-host). When a rank exits with an error, the launcher writes the abort file so every other rank stops with one
+torch and transformers once (a fresh interpreter per rank would import them again, seconds each on a small
+machine). When a rank exits with an error, the launcher writes the abort file so every other rank stops with one
 line of its own, waits a few seconds, kills what is left, prints every rank's line and raises
 :class:`RunFailed`. A peer that never connects makes the others' rendezvous time out after ``timeout_s``.
 """
