@@ -14,7 +14,7 @@ from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import AP, OVERLAPS, Device, Network, Overlap, Plan, Scenario, Stage, Workload
 from coldpipe.errors import Infeasible
-from coldpipe.planning import Problem, order_kernels, plan
+from coldpipe.planning import Problem, kernels, plan
 from coldpipe.planning.bounds import relaxed_lower_bound_s
 from coldpipe.planning.brute import fits
 from coldpipe.planning.exact import plan_exact
@@ -156,5 +156,5 @@ def test_numba_and_pure_python_order_kernels_agree(monkeypatch: pytest.MonkeyPat
     order = [d.name for d in sc.devices]
     compiled = solve_order(Problem(sc, "layer"), order)
     monkeypatch.setenv("COLDPIPE_NO_NUMBA", "1")
-    assert order_kernels.order_dp.current() is order_kernels.order_dp.py
+    assert kernels.scalar_dp.current() is kernels.scalar_dp.py
     assert solve_order(Problem(sc, "layer"), order) == compiled

@@ -66,6 +66,7 @@ def _interpreted(fn: Callable[..., Any]) -> Callable[..., Any]:
 __all__ = [
     "KIND_BURST",
     "KIND_E2E",
+    "SKIP",
     "Kernel",
     "Mode",
     "block_gate",
@@ -73,15 +74,14 @@ __all__ = [
     "extend_pair",
     "grow",
     "grow_pool",
-    "grow_stage",
     "jit",
     "keep_front",
     "numba_enabled",
     "pair_value",
     "reserve",
+    "scalar_dp",
     "stage_finish",
     "stage_terms",
-    "usage_dp",
     "usage_pareto_dp",
 ]
 
@@ -330,59 +330,6 @@ def keep_front(
 
 
 @inline
-def grow_stage(
-    mode: int,
-    tau: float,
-    t: int,
-    i: int,
-    alpha: float,
-    k_rec: int,
-    best: float,
-    best_i: int,
-    best_k: int,
-    cf: np.ndarray,
-    wpt: np.ndarray,
-    nres: np.ndarray,
-    mp: np.ndarray,
-    startup: np.ndarray,
-    inv_bw: np.ndarray,
-    mem: np.ndarray,
-    up: np.ndarray,
-    ret: np.ndarray,
-    arrive: np.ndarray,  # (rows, B): arrivals; row ``row`` is the state the stage leads to, updated in place
-    pred: np.ndarray,  # (rows, B): first block of the stage that led to each entry
-    pred_k: np.ndarray,  # (rows, B): its record k_rec (a type; the order DP passes a scratch array)
-    row: int,
-) -> tuple[float, int, int]:
-    """A stage of type ``t`` from block ``i`` (input at ``alpha``), grown upwards over ``e = i..B-1``.
-
-    Each ``e < B - 1`` relaxes ``arrive[row, e + 1]`` with the output at the AP; ``e = B - 1`` closes the
-    plan (token back to the source). Returns the best closed plan ``(best, its first block, its k_rec)``.
-    """
-    n_blocks = mp.shape[0] - 1
-    run = -np.inf
-    for e in range(i, n_blocks):
-        if mp[e + 1] - mp[i] > mem[t]:
-            break
-        run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
-        load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
-        if mode == Mode.ADDITIVE and load_end > tau:
-            break
-        fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
-        if e == n_blocks - 1:
-            total = fin + ret[t]
-            if total < best:
-                best, best_i, best_k = total, i, k_rec
-        else:
-            v = fin + up[t, e]
-            if v < arrive[row, e + 1]:
-                arrive[row, e + 1] = v
-                pred[row, e + 1] = i
-                pred_k[row, e + 1] = k_rec
-    return best, best_i, best_k
-
-
-@inline
 def extend_fronts(
     mode: int,
     kind: int,
@@ -459,13 +406,20 @@ def extend_fronts(
 # --- the exact DPs over usage vectors ---------------------------------------------------------------
 
 
+SKIP = -2  # scalar_dp's pred marker: the entry was reached by a skip edge (no stage)
+
+
 @jit
-def usage_dp(
+def scalar_dp(
     mode: int,
     tau: float,
-    n_states: int,
-    strides: np.ndarray,  # (T,) int64: weight of digit t in the usage index
-    counts: np.ndarray,  # (T,) int64: devices of type t
+    edge_start: np.ndarray,  # (rows + 1,) int64: row r's out-edges are edge_start[r]..edge_start[r + 1] - 1
+    edge_type: np.ndarray,  # (edges,) int64: the device type a stage on that edge uses
+    edge_to: np.ndarray,  # (edges,) int64: the row the edge leads to (> r: rows are in topological order)
+    skip_to: np.ndarray,  # (rows,) int64: the row a skip edge leads to (no stage), -1 for none
+    arrive: np.ndarray,  # (rows, B): A[r, i] below; rows < start_row (and the start) filled by the caller
+    start_row: int,  # first row to extend (rows before it are taken as given)
+    best0: float,  # best complete plan among stages from rows < start_row
     cf: np.ndarray,  # (T, B+1): compute seconds of blocks 0..l-1 on type t
     wpt: np.ndarray,  # (T, B+1): bytes type t must load for blocks 0..l-1 (its resident blocks count 0)
     nres: np.ndarray,  # (T, B+1): how many of blocks 0..l-1 are not resident on type t
@@ -477,40 +431,62 @@ def usage_dp(
     up: np.ndarray,  # (T, B): seconds from type t to the AP after block e
     ret: np.ndarray,  # (T,): seconds for the token from type t back to the source
     src_type: int,  # type of the source device, -1 if the source is the AP
-    prompt_at_ap: float,  # when the prompt is at the AP (0 if the source is the AP)
-) -> tuple[float, int, int, int, np.ndarray, np.ndarray]:
-    """``A[s, i]``: earliest time the output of block ``i - 1`` is at the AP, blocks ``0..i-1`` on usage ``s``.
+) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """The scalar DP over a DAG of rows: ``A[r, i]`` = earliest time the output of block ``i - 1`` (the
+    prompt if ``i == 0``) is at the AP, with blocks ``0..i-1`` placed on the devices the path to ``r`` used.
 
-    Returns ``(best, s, i, t, pred_i, pred_t)``: the plan ends with a stage of type ``t`` holding
-    ``i..B-1`` after usage ``s``; ``pred_i[s, i]`` / ``pred_t[s, i]`` are the first block and type of the
-    stage that led to state ``(s, i)``.
+    The exact planner's rows are usage vectors (an edge adds one device of a type: :mod:`.tables`); the
+    heuristic's are positions in a fixed device order (an edge gives the next position a stage, a skip
+    edge passes it by: :mod:`coldpipe.planning.order`). A stage on edge ``(t, r2)`` from ``(r, i)``
+    holding ``i..e`` relaxes ``A[r2, e + 1]``, or closes the plan when ``e = B - 1``.
+
+    Returns ``(best, r, i, t, pred_i, pred_t, best_upto)``: the plan ends with a stage of type ``t``
+    holding ``i..B-1`` from row ``r``; ``pred_i[r, i]`` / ``pred_t[r, i]`` are the first block and type of
+    the stage that led to ``(r, i)`` (``pred_i == SKIP``: a skip edge); ``best_upto[r]``: the best
+    complete plan from rows ``< r``. Started at ``start_row > 0`` from another DAG's rows with the same
+    prefix, ``best`` is this DAG's optimum but ``pred`` is filled only from ``start_row`` on.
     """
-    n_types = strides.shape[0]
-    n_blocks = wpt.shape[1] - 1
-    arrive = np.full((n_states, n_blocks), np.inf)
-    pred_i = np.full((n_states, n_blocks), -1, dtype=np.int64)
-    pred_t = np.full((n_states, n_blocks), -1, dtype=np.int64)
-    arrive[0, 0] = prompt_at_ap
-    best = np.inf
-    best_s, best_i, best_t = -1, -1, -1
-    for s in range(n_states):
+    n_rows = arrive.shape[0]
+    n_blocks = mp.shape[0] - 1
+    pred_i = np.full((n_rows, n_blocks), -1, dtype=np.int64)
+    pred_t = np.full((n_rows, n_blocks), -1, dtype=np.int64)
+    best_upto = np.full(n_rows, np.inf)
+    best = best0
+    best_r, best_i, best_t = -1, -1, -1
+    for r in range(start_row, n_rows):
+        best_upto[r] = best
+        sk = skip_to[r]
         for i in range(n_blocks):
-            a = arrive[s, i]
+            a = arrive[r, i]
             if a == np.inf:
                 continue
-            for t in range(n_types):
-                if (s // strides[t]) % (counts[t] + 1) >= counts[t]:
-                    continue  # every device of this type is already used
+            if sk >= 0 and a < arrive[sk, i]:
+                arrive[sk, i] = a
+                pred_i[sk, i] = SKIP
+            for k in range(edge_start[r], edge_start[r + 1]):
+                t = edge_type[k]
+                r2 = edge_to[k]
                 alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]  # the prompt may be on it
-                ns = s + strides[t]  # < n_states: digit t is below its count
-                b0 = best
-                best, bi, bt = grow_stage(
-                    mode, tau, t, i, alpha, t, best, best_i, best_t, cf, wpt, nres, mp, startup, inv_bw, mem,
-                    up, ret, arrive, pred_i, pred_t, ns,
-                )  # fmt: skip
-                if best < b0:
-                    best_s, best_i, best_t = s, bi, bt
-    return best, best_s, best_i, best_t, pred_i, pred_t
+                run = -np.inf
+                for e in range(i, n_blocks):
+                    if mp[e + 1] - mp[i] > mem[t]:
+                        break
+                    run = max(run, block_gate(t, e, cf, wpt, nres, inv_bw))
+                    load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+                    if mode == Mode.ADDITIVE and load_end > tau:
+                        break
+                    fin = stage_finish(mode, alpha, cf[t, e + 1] - cf[t, i], load_end, g)
+                    if e == n_blocks - 1:
+                        total = fin + ret[t]
+                        if total < best:
+                            best, best_r, best_i, best_t = total, r, i, t
+                    else:
+                        v = fin + up[t, e]
+                        if v < arrive[r2, e + 1]:
+                            arrive[r2, e + 1] = v
+                            pred_i[r2, e + 1] = i
+                            pred_t[r2, e + 1] = t
+    return best, best_r, best_i, best_t, pred_i, pred_t, best_upto
 
 
 @jit
@@ -523,7 +499,7 @@ def usage_pareto_dp(
     n_states: int,
     strides: np.ndarray,
     counts: np.ndarray,
-    cf: np.ndarray,  # prefill tables, as in usage_dp
+    cf: np.ndarray,  # prefill tables, as in scalar_dp
     wpt: np.ndarray,
     nres: np.ndarray,
     mp: np.ndarray,

@@ -3,9 +3,9 @@
 Once the *order* of the devices is fixed, the placement problem is easy: a forward DP over
 ``(position in the order, blocks placed)``, where each device of the order is either skipped or given
 the next contiguous run of blocks, finds the best subsequence of the order *and* the best split for it
-in ``O(n * B**2)`` (:func:`~coldpipe.planning.kernels.order_dp`). It is the exact DP with "device types
-still available" replaced by "position in a fixed order", and it shares the exact DP's stage maps and
-tables. For the Pareto objectives (e2e under ``layer``/``stage``, a burst's max completion) the same
+in ``O(n * B**2)`` (:func:`~coldpipe.planning.kernels.scalar_dp` on a chain of positions). It is the
+exact DP with "device types still available" replaced by "position in a fixed order": the same kernel,
+stage maps and tables. For the Pareto objectives (e2e under ``layer``/``stage``, a burst's max completion) the same
 holds with a front of pairs per state (:func:`~coldpipe.planning.kernels.order_pareto_dp`).
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from coldpipe.core.types import Plan, Stage
 from coldpipe.errors import InputError
 from coldpipe.planning.exact import threshold_search
-from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode
-from coldpipe.planning.order_kernels import SKIP, order_dp, order_pareto_dp
+from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, SKIP, Mode, scalar_dp
+from coldpipe.planning.order_kernels import order_pareto_dp
 from coldpipe.planning.protocol import Problem
 from coldpipe.planning.tables import StageTables, load_end_candidates
 
@@ -37,7 +37,7 @@ KIND_SCALAR = -1
 class OrderProblem:
     """What the order DP optimises: the tables, the type of every device, the objective's form.
 
-    ``kind`` is :data:`KIND_SCALAR` (:func:`~coldpipe.planning.kernels.order_dp`), else the second
+    ``kind`` is :data:`KIND_SCALAR` (:func:`~coldpipe.planning.kernels.scalar_dp`), else the second
     coordinate of the Pareto order DP: ``KIND_E2E`` (decode time so far, weight ``lam = new_tokens - 1``)
     or ``KIND_BURST`` (end of the burst's last request, ``lam = requests - 1``) with ``second`` its tables.
     """
@@ -100,11 +100,20 @@ class OrderProblem:
     def _call(
         self, order: tuple[int, ...], tau: float, arrive: np.ndarray, start_p: int, best0: float
     ) -> tuple[float, int, int, np.ndarray, np.ndarray]:
+        """:func:`~coldpipe.planning.kernels.scalar_dp` on the chain of positions: ``A[p, i]`` = earliest
+        arrival of block ``i - 1``'s output at the AP with blocks ``0..i-1`` on positions ``< p``; position
+        ``p`` gives a stage (edge to ``p + 1``) or is skipped. Returns ``(best, p, i, pred, best_upto)``."""
         tb = self.tables
-        return order_dp(  # type: ignore[no-any-return]
+        n = len(order)
+        edge_start = np.minimum(np.arange(n + 2, dtype=np.int64), n)  # one edge per position, none from the last
+        skip_to = np.append(np.arange(1, n + 1, dtype=np.int64), -1)
+        best, p, i, _, pred, _, best_upto = scalar_dp(
             int(self.mode),
             tau,
+            edge_start,
             self._seq(order),
+            np.arange(1, n + 1, dtype=np.int64),
+            skip_to,
             arrive,
             start_p,
             best0,
@@ -120,6 +129,7 @@ class OrderProblem:
             tb.ret,
             tb.types.source_type,
         )
+        return best, p, i, pred, best_upto
 
     def run_pareto(
         self, order: tuple[int, ...], tau: float = math.inf, incumbent: float = math.inf, max_front: int = 0

@@ -1,4 +1,4 @@
-"""The heuristic's kernels: the exact DPs of :mod:`.kernels` restricted to a fixed device order.
+"""The heuristic's Pareto kernel: :func:`~coldpipe.planning.kernels.usage_pareto_dp` restricted to a fixed order.
 
 State ``(p, i)``: blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1`` of the order
 (:mod:`coldpipe.planning.order`). The stage maps, pair extension and front keeping are
@@ -13,7 +13,6 @@ from coldpipe.planning.kernels import (
     KIND_E2E,
     extend_fronts,
     grow_pool,
-    grow_stage,
     inline,
     jit,
     keep_front,
@@ -21,67 +20,7 @@ from coldpipe.planning.kernels import (
     reserve,
 )
 
-__all__ = ["SKIP", "order_dp", "order_pareto_dp"]
-
-SKIP = -2  # order_dp's pred marker: the device at this position was skipped
-
-
-@jit
-def order_dp(
-    mode: int,
-    tau: float,
-    seq: np.ndarray,  # (n,) int64: device type at each position of the order
-    arrive: np.ndarray,  # (n+1, B): A[p, i] below; rows 0..start_p filled by the caller, the rest inf
-    start_p: int,  # first position to process (rows before it are taken as given)
-    best0: float,  # best complete plan among stages on positions < start_p
-    cf: np.ndarray,  # tables as in kernels.usage_dp
-    wpt: np.ndarray,
-    nres: np.ndarray,
-    mp: np.ndarray,
-    startup: np.ndarray,
-    inv_bw: np.ndarray,
-    mem: np.ndarray,
-    down: np.ndarray,
-    up: np.ndarray,
-    ret: np.ndarray,
-    src_type: int,
-) -> tuple[float, int, int, np.ndarray, np.ndarray]:
-    """Forward DP over a fixed order.
-
-    ``A[p, i]`` = earliest time the output of block ``i - 1`` (the prompt if ``i == 0``) is at the
-    AP, with blocks ``0..i-1`` placed on a subsequence of positions ``0..p-1``. ``pred[p, i]`` is the
-    first block of the stage on position ``p - 1`` that led there, or :data:`SKIP`. The plan ends with
-    the stage at position ``best_p`` holding blocks ``best_i..B-1``; ``best_upto[p]`` is the best
-    complete plan whose last stage is on a position ``< p``.
-
-    Starting at ``start_p > 0`` from another order's rows ``0..start_p`` (same prefix) gives this
-    order's optimum, but ``pred`` (and ``best_p``/``best_i``, if the optimum lies in the prefix) only
-    for positions ``>= start_p``: the search uses it to score neighbours, then re-solves the best.
-    """
-    n = seq.shape[0]
-    n_blocks = mp.shape[0] - 1
-    pred = np.full((n + 1, n_blocks), -1, dtype=np.int64)
-    best_upto = np.full(n + 1, np.inf)
-    best = best0
-    best_p, best_i = -1, -1
-    scratch = np.empty((n + 1, n_blocks), dtype=np.int64)  # grow_stage's per-entry record: unused here
-    for p in range(start_p, n):
-        best_upto[p] = best
-        t = seq[p]
-        for i in range(n_blocks):
-            a = arrive[p, i]
-            if a == np.inf:
-                continue
-            if a < arrive[p + 1, i]:  # skip position p
-                arrive[p + 1, i] = a
-                pred[p + 1, i] = SKIP
-            alpha = 0.0 if (i == 0 and t == src_type) else a + down[t, i]
-            best, best_i, best_p = grow_stage(
-                mode, tau, t, i, alpha, p, best, best_i, best_p, cf, wpt, nres, mp, startup, inv_bw, mem,
-                up, ret, arrive, pred, scratch, p + 1,
-            )  # fmt: skip
-    best_upto[n] = best
-    return best, best_p, best_i, pred, best_upto
+__all__ = ["order_pareto_dp"]
 
 
 @inline

@@ -15,7 +15,7 @@ import numpy as np
 from coldpipe.core.simulator import block_decode_s, decode_out_bytes
 from coldpipe.core.types import AP, Plan, Scenario, Stage
 from coldpipe.errors import InputError
-from coldpipe.planning.kernels import Mode, usage_dp
+from coldpipe.planning.kernels import Mode, scalar_dp
 
 __all__ = ["MAX_USAGE_VECTORS", "DeviceTypes", "StageTables", "check_size", "load_end_candidates"]
 
@@ -62,6 +62,18 @@ class DeviceTypes:
     @property
     def n_usage_vectors(self) -> int:
         return int(np.prod(self.counts + 1, dtype=np.float64))
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The usage vectors as :func:`~coldpipe.planning.kernels.scalar_dp`'s DAG: ``(edge_start, edge_type,
+        edge_to, skip_to)``; from ``s``, one edge per type with a device left, to ``s + stride[t]``."""
+        counts, strides = self.counts, self.strides
+        s = np.arange(self.n_usage_vectors, dtype=np.int64)
+        free = (s[:, None] // strides[None, :]) % (counts + 1)[None, :] < counts[None, :]  # (S, T)
+        rows, edge_type = np.nonzero(free)  # row-major: by usage vector, then by type
+        edge_start = np.zeros(len(s) + 1, dtype=np.int64)
+        edge_start[1:] = np.cumsum(free.sum(axis=1))
+        skip_to = np.full(len(s), -1, dtype=np.int64)
+        return edge_start, edge_type.astype(np.int64), rows + strides[edge_type], skip_to
 
     def type_of(self, name: str) -> int:
         """The type of device ``name``."""
@@ -204,17 +216,20 @@ class StageTables:
         return Plan(tuple(stages))
 
     def run(self, mode: Mode, tau: float = math.inf) -> tuple[float, Plan | None]:
-        """The exact scalar DP (:func:`~coldpipe.planning.kernels.usage_dp`): ``(objective, plan)``.
+        """The exact scalar DP (:func:`~coldpipe.planning.kernels.scalar_dp` over usage vectors): ``(objective, plan)``.
 
         ``(inf, None)`` when no plan fits (or, with :attr:`Mode.ADDITIVE`, none loads by ``tau``).
         """
         types = self.types
-        best, s, i, t, pred_i, pred_t = usage_dp(
+        arrive = np.full((types.n_usage_vectors, self.n_blocks), np.inf)
+        arrive[0, 0] = self.prompt_at_ap
+        best, s, i, t, pred_i, pred_t, _ = scalar_dp(
             int(mode),
             tau,
-            types.n_usage_vectors,
-            types.strides,
-            types.counts,
+            *types.edges(),
+            arrive,
+            0,
+            math.inf,
             self.cf,
             self.wpt,
             self.nres,
@@ -226,7 +241,6 @@ class StageTables:
             self.up,
             self.ret,
             types.source_type,
-            self.prompt_at_ap,
         )
         if not best < math.inf:
             return math.inf, None
