@@ -122,19 +122,24 @@ class BlockSpec(_Strict):
     decode_out_bytes: Bytes | None = None
 
 
+_MODEL_SOURCES = ("catalog", "hf_config", "checkpoint", "blocks")
+
+
 class ModelSpec(_Strict):
     catalog: str | None = None
     hf_config: str | None = None
     checkpoint: str | None = None
     blocks: list[BlockSpec] | None = None
     name: str | None = None
-    dtype: Literal["float32", "float16", "bfloat16", "float8", "int8", "int4"] = "bfloat16"
+    dtype: str = "bfloat16"  # a key of DTYPE_BYTES (the activation dtype for checkpoint models)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("catalog", "hf_config", "checkpoint", "blocks") if getattr(self, k) is not None]
+        given = [k for k in _MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of catalog, hf_config, checkpoint, blocks (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(_MODEL_SOURCES)} (got {given or 'none'})")
+        if self.dtype not in DTYPE_BYTES:
+            raise _FieldError("dtype", f"unknown dtype {self.dtype!r}", f"use one of {', '.join(DTYPE_BYTES)}")
         if self.catalog is not None and self.catalog not in CATALOG:
             raise ValueError(f"unknown catalog model {self.catalog!r}; known: {', '.join(sorted(CATALOG))}")
         if self.blocks is not None and not self.blocks:

@@ -81,7 +81,11 @@ def model_info_command(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length for FLOPs, activations and KV.")] = 512,
     new_tokens: Annotated[int, typer.Option(help="Generated tokens (KV cache size).")] = 1,
     dtype: Annotated[
-        str | None, typer.Option(help="Weight dtype (catalog/config; default bfloat16) or activation dtype.")
+        str | None,
+        typer.Option(
+            help="Weight dtype (catalog/config; default bfloat16, or q4_k_m, q8_0, ...) or activation dtype "
+            "(checkpoint)."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -29,8 +29,15 @@ from typing import Any
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
 
-__all__ = ["CATALOG", "DTYPE_BYTES", "Architecture", "architecture_from_hf_config", "blocks_for"]
+__all__ = [
+    "CATALOG",
+    "DTYPE_BYTES",
+    "Architecture",
+    "architecture_from_hf_config",
+    "blocks_for",
+]
 
+# Bytes per weight. The llama.cpp names are its quantisation types (``llama-quantize ... Q4_K_M``), lower case.
 DTYPE_BYTES: dict[str, float] = {
     "float32": 4.0,
     "float16": 2.0,
@@ -38,6 +45,29 @@ DTYPE_BYTES: dict[str, float] = {
     "float8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    # One ggml block type for the weight matrices: bytes per block / weights per block, from ggml's block
+    # structs (ggml-common.h; the same figures as gguf.GGML_QUANT_SIZES): block_q8_0 is a 2-byte scale and
+    # 32 int8, block_q6_K 128 + 64 + 16 bytes of quants and scales and a 2-byte scale per 256 weights, ...
+    # Exact for the tensors of that type; a llama.cpp file of it also holds float32 norms and may keep a few
+    # tensors (the output matrix) wider, so its average is that or a little more (Llama-3.1-8B: q8_0 8.5008,
+    # q6_k 6.5633 bits per weight, against 8.5 and 6.5625 for the blocks).
+    "q8_0": 34 / 32,  # 1.0625
+    "q6_k": 210 / 256,  # 0.8203125
+    "q5_1": 24 / 32,  # 0.75
+    "q5_0": 22 / 32,  # 0.6875
+    "q4_1": 20 / 32,  # 0.625
+    "q4_0": 18 / 32,  # 0.5625
+    # llama.cpp's k-quant mixes give different tensors different block types (attn_v and ffn_down of some
+    # layers and the output at Q6_K in Q4_K_M, the rest at Q4_K, ...), so no block layout gives their bytes:
+    # these are the whole-file bits per weight llama.cpp measured on Llama-3.1-8B (tools/quantize/README.md),
+    # / 8: an approximation for other models.
+    "q5_k_m": 5.7036 / 8,
+    "q5_k_s": 5.5704 / 8,
+    "q4_k_m": 4.8944 / 8,
+    "q4_k_s": 4.6672 / 8,
+    "q3_k_l": 4.2979 / 8,
+    "q3_k_s": 3.6429 / 8,
+    "q2_k": 3.1593 / 8,
 }
 _ACT_BYTES: dict[str, float] = {"float32": 4.0}  # activations and KV: fp32 if weights are, else 16-bit
 
