@@ -382,7 +382,7 @@ def test_architecture_from_plain_values() -> None:
 
 
 def test_a_multi_gigabyte_file_reads_in_well_under_a_second(tmp_path: Path) -> None:
-    """Llama-3.1-8B's shapes at Q4_K/Q6_K with its 128k-token tokenizer, the data a sparse 4.9 GB."""
+    """Llama-3.1-8B's shapes at Q4_K/Q6_K with its 128k-token tokenizer, the data a sparse 4.8 GB."""
     h, inter, layers, vocab = 4096, 14336, 32, 128256
     w = gguf.GGUFWriter(tmp_path / "8b.gguf", "llama")
     keys = {"block_count": layers, "embedding_length": h, "feed_forward_length": inter,
