@@ -76,6 +76,8 @@ def test_explicit_blocks_and_hf_config(tmp_path: Path) -> None:
     f.write_text(json.dumps(_with("model", {"hf_config": "cfg", "dtype": "float32"})))
     sc = load_scenario(f)
     assert sc.n_blocks == 26 and sc.blocks[1].weight_bytes % 4 == 0
+    sc = scenario_from_dict(_with("model.dtype", "q4_k_m"))  # a llama.cpp quantisation
+    assert sc.blocks[1].weight_bytes == CATALOG["llama-3.1-8b"].params_per_layer * 4.8944 / 8
 
 
 @pytest.mark.parametrize(
@@ -87,6 +89,7 @@ def test_explicit_blocks_and_hf_config(tmp_path: Path) -> None:
         ("devices[0].colour", "red", "devices[0].colour: is not a known field"),
         ("workload.prompt_tokens", 0, "workload.prompt_tokens: Input should be greater than or equal to 1"),
         ("model.catalog", "llama-9", "model: unknown catalog model 'llama-9'"),
+        ("model.dtype", "q4_k", "model.dtype: unknown dtype 'q4_k' (use one of float32, float16, bfloat16, float8"),
         ("source", "phone", "source: 'phone' is neither 'ap' nor a device"),
         ("network.hop_latency", "3 GB", "network.hop_latency: unit 'GB' is a size in bytes, not a duration"),
     ],

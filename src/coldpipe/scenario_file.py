@@ -13,6 +13,8 @@ The field names are a public contract (see ``docs/scenario.md``)::
 Extensions (docs/devices.md, docs/channel.md):
 
 - ``model: {checkpoint: DIR}`` reads ``DIR/config.json`` and the safetensors headers: exact bytes per block;
+- ``model: {gguf: FILE}`` reads a llama.cpp GGUF file's header: the architecture and exact bytes per block
+  (``dtype`` is then the activation and KV-cache dtype, float16 by default);
 - a device ``{catalog: jetson-orin-nx, name: cam-3, ...}`` starts from the bundled device catalog and
   overrides what it gives (``efficiency`` scales the catalog's peak FLOP/s);
 - a device ``radio: {distance_m: 12, tx_power_dbm: 20}`` instead of ``uplink``/``downlink``: its rates
@@ -122,19 +124,25 @@ class BlockSpec(_Strict):
     decode_out_bytes: Bytes | None = None
 
 
+_MODEL_SOURCES = ("catalog", "hf_config", "checkpoint", "gguf", "blocks")
+
+
 class ModelSpec(_Strict):
     catalog: str | None = None
     hf_config: str | None = None
     checkpoint: str | None = None
+    gguf: str | None = None
     blocks: list[BlockSpec] | None = None
     name: str | None = None
-    dtype: Literal["float32", "float16", "bfloat16", "float8", "int8", "int4"] = "bfloat16"
+    dtype: str = "bfloat16"  # a key of DTYPE_BYTES (the activation dtype for checkpoint and gguf models)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("catalog", "hf_config", "checkpoint", "blocks") if getattr(self, k) is not None]
+        given = [k for k in _MODEL_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of catalog, hf_config, checkpoint, blocks (got {given or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(_MODEL_SOURCES)} (got {given or 'none'})")
+        if self.dtype not in DTYPE_BYTES:
+            raise _FieldError("dtype", f"unknown dtype {self.dtype!r}", f"use one of {', '.join(DTYPE_BYTES)}")
         if self.catalog is not None and self.catalog not in CATALOG:
             raise ValueError(f"unknown catalog model {self.catalog!r}; known: {', '.join(sorted(CATALOG))}")
         if self.blocks is not None and not self.blocks:
@@ -277,6 +285,20 @@ def _blocks(spec: ModelSpec, wl: WorkloadSpec, base_dir: Path | None) -> tuple[t
             token_bytes=wl.token_bytes,
         )
         return prof.blocks, spec.name or prof.name
+    if spec.gguf is not None:
+        from coldpipe.profiler.gguf_model import profile_gguf
+
+        path = Path(spec.gguf)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        gprof = profile_gguf(
+            path,
+            prompt_tokens=wl.prompt_tokens,
+            new_tokens=wl.new_tokens,
+            dtype=spec.dtype if "dtype" in spec.model_fields_set else None,
+            token_bytes=wl.token_bytes,
+        )
+        return gprof.blocks, spec.name or gprof.name
     if spec.catalog is not None:
         arch, name = CATALOG[spec.catalog], spec.catalog
     else:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gguf
 import pytest
 
-from coldpipe.core.architectures import CATALOG, architecture_from_hf_config, blocks_for
+from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.errors import InputError
 
 
@@ -63,3 +64,21 @@ def test_unsupported_config_is_named() -> None:
         architecture_from_hf_config({"model_type": "gpt2"})
     with pytest.raises(InputError, match="hidden_size"):
         architecture_from_hf_config({"model_type": "llama"})
+
+
+# (weights, bytes) per block of ggml's block structs (ggml-common.h), written out independently of the code
+GGML_BLOCKS = {"q8_0": (32, 34), "q6_k": (256, 210), "q5_1": (32, 24), "q5_0": (32, 22), "q4_1": (32, 20),
+               "q4_0": (32, 18)}  # fmt: skip
+
+
+def test_llama_cpp_quantisations() -> None:
+    for name, (weights, nbytes) in GGML_BLOCKS.items():
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[name.upper()]]
+        assert DTYPE_BYTES[name] == nbytes / weights == size / block
+    # the k-quant mixes: llama.cpp's measured bits per weight (Llama-3.1-8B), between their block types
+    assert 144 / 256 < DTYPE_BYTES["q4_k_s"] < DTYPE_BYTES["q4_k_m"] < 210 / 256
+    assert DTYPE_BYTES["q4_k_m"] < DTYPE_BYTES["q5_k_s"] < DTYPE_BYTES["q5_k_m"] < DTYPE_BYTES["q6_k"]
+    blocks = blocks_for(CATALOG["llama-3.1-8b"], prompt_tokens=16, dtype="q4_k_m")
+    assert round(sum(b.weight_bytes for b in blocks) / 2**30, 2) == 4.58  # the size llama.cpp lists
+    ref = blocks_for(CATALOG["llama-3.1-8b"], prompt_tokens=16, dtype="bfloat16")
+    assert [b.kv_bytes for b in blocks] == [b.kv_bytes for b in ref]  # the KV cache is not quantised

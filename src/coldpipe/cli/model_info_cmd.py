@@ -12,6 +12,7 @@ from coldpipe.cli._common import console, print_json, scenario_arg
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
+from coldpipe.gguf_files import is_gguf_file
 from coldpipe.scenario_file import read_structured_file
 from coldpipe.units import format_bytes
 
@@ -25,25 +26,29 @@ def model_blocks(
     prompt_tokens: int,
     new_tokens: int,
     dtype: str | None,
+    gguf: str | None = None,
 ) -> tuple[str, tuple[Block, ...], str]:
-    """(model name, blocks, where they come from) for exactly one of the four ways to name a model."""
+    """(model name, blocks, where they come from) for exactly one of the five ways to name a model."""
     given = [k for k, v in (("SCENARIO_OR_MODEL", target), ("--catalog", catalog), ("--checkpoint", checkpoint),
-                            ("--hf-config", hf_config)) if v is not None]  # fmt: skip
+                            ("--gguf", gguf), ("--hf-config", hf_config)) if v is not None]  # fmt: skip
     if len(given) != 1:
         raise InputError(
             "model-info",
-            f"give exactly one of SCENARIO_OR_MODEL, --catalog, --checkpoint, --hf-config (got {given or 'none'})",
+            "give exactly one of SCENARIO_OR_MODEL, --catalog, --checkpoint, --gguf, --hf-config "
+            f"(got {given or 'none'})",
         )
     if prompt_tokens < 1 or new_tokens < 1:
         raise InputError("--prompt-tokens", "prompt and new tokens must be >= 1")
     if dtype is not None and dtype not in DTYPE_BYTES:
         raise InputError("--dtype", f"unknown dtype {dtype!r}", f"use one of {list(DTYPE_BYTES)}")
-    if target is not None:  # a catalog model name, a checkpoint directory, or a scenario file
+    if target is not None:  # a catalog model name, a checkpoint directory, a GGUF file, or a scenario file
         p = Path(target)
         if target in CATALOG and not p.exists():
             catalog = target
         elif p.is_dir():
             checkpoint = target
+        elif is_gguf_file(p):
+            gguf = target
         else:
             sc = scenario_arg(target)
             return sc.model_name, sc.blocks, f"scenario {target} (its own workload: {sc.workload.prompt_tokens} tokens)"
@@ -54,6 +59,20 @@ def model_blocks(
             checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=dtype, field="--checkpoint"
         )
         return prof.name, prof.blocks, f"checkpoint {checkpoint}: {len(prof.tensors)} tensors, exact bytes"
+    if gguf is not None:
+        from coldpipe.profiler.gguf_model import profile_gguf
+
+        gp = profile_gguf(
+            gguf, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=dtype, field="--gguf", dtype_field="--dtype"
+        )
+        types = ", ".join(f"{k} {format_bytes(v)}" for k, v in gp.bytes_by_type().items())
+        parts = f" in {len(gp.file.files)} parts" if len(gp.file.files) > 1 else ""
+        return (
+            gp.name,
+            gp.blocks,
+            f"gguf {gguf}{parts}: {gp.architecture.model_type}, {len(gp.file.tensors)} tensors ({types}), exact "
+            f"bytes; activations and KV {gp.dtype}",
+        )
     if catalog is not None:
         if catalog not in CATALOG:
             raise InputError("--catalog", f"unknown model {catalog!r}", f"known: {', '.join(sorted(CATALOG))}")
@@ -73,15 +92,21 @@ def model_blocks(
 
 def model_info_command(
     target: Annotated[
-        str | None, typer.Argument(help="A scenario file, a catalog model name, or a checkpoint directory.")
+        str | None,
+        typer.Argument(help="A scenario file, a catalog model name, a checkpoint directory or a GGUF file."),
     ] = None,
     catalog: Annotated[str | None, typer.Option(help="A model of the built-in catalog, e.g. llama-3.2-1b.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="A checkpoint directory (config.json + safetensors).")] = None,
+    gguf: Annotated[str | None, typer.Option(help="A GGUF file (llama.cpp's format; the first part if split).")] = None,
     hf_config: Annotated[str | None, typer.Option(help="A Hugging Face config.json (or its directory).")] = None,
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length for FLOPs, activations and KV.")] = 512,
     new_tokens: Annotated[int, typer.Option(help="Generated tokens (KV cache size).")] = 1,
     dtype: Annotated[
-        str | None, typer.Option(help="Weight dtype (catalog/config; default bfloat16) or activation dtype.")
+        str | None,
+        typer.Option(
+            help="Weight dtype (catalog/config; default bfloat16, or q4_k_m, q8_0, ...) or activation dtype "
+            "(checkpoint; GGUF: default float16)."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -94,6 +119,7 @@ def model_info_command(
         prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         dtype=dtype,
+        gguf=gguf,
     )
     totals = {
         "weight_bytes": sum(b.weight_bytes for b in blocks),

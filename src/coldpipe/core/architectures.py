@@ -19,18 +19,32 @@ The head computes logits for the last position only: ``2*h*V`` FLOPs.
 >>> blocks = blocks_for(CATALOG["llama-3.1-8b"], prompt_tokens=512, new_tokens=1, dtype="bfloat16")
 >>> len(blocks), round(sum(b.weight_bytes for b in blocks) / 1e9, 2)   # 8.03 B parameters
 (34, 16.06)
+
+An architecture comes from the catalog, from a parsed HF ``config.json`` (:func:`architecture_from_hf_config`)
+or from the metadata and tensor shapes of a GGUF file (:func:`architecture_from_gguf`, given as plain values:
+the file is read by :mod:`coldpipe.gguf_files`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
 
-__all__ = ["CATALOG", "DTYPE_BYTES", "Architecture", "architecture_from_hf_config", "blocks_for"]
+__all__ = [
+    "CATALOG",
+    "DTYPE_BYTES",
+    "GGUF_ARCHITECTURES",
+    "Architecture",
+    "architecture_from_gguf",
+    "architecture_from_hf_config",
+    "blocks_for",
+]
 
+# Bytes per weight. The llama.cpp names are its quantisation types (``llama-quantize ... Q4_K_M``), lower case.
 DTYPE_BYTES: dict[str, float] = {
     "float32": 4.0,
     "float16": 2.0,
@@ -38,10 +52,36 @@ DTYPE_BYTES: dict[str, float] = {
     "float8": 1.0,
     "int8": 1.0,
     "int4": 0.5,
+    # One ggml block type for the weight matrices: bytes per block / weights per block, from ggml's block
+    # structs (ggml-common.h; the same figures as gguf.GGML_QUANT_SIZES): block_q8_0 is a 2-byte scale and
+    # 32 int8, block_q6_K 128 + 64 + 16 bytes of quants and scales and a 2-byte scale per 256 weights, ...
+    # Exact for the tensors of that type; a llama.cpp file of it also holds float32 norms and may keep a few
+    # tensors (the output matrix) wider, so its average is that or a little more (Llama-3.1-8B: q8_0 8.5008,
+    # q6_k 6.5633 bits per weight, against 8.5 and 6.5625 for the blocks).
+    "q8_0": 34 / 32,  # 1.0625
+    "q6_k": 210 / 256,  # 0.8203125
+    "q5_1": 24 / 32,  # 0.75
+    "q5_0": 22 / 32,  # 0.6875
+    "q4_1": 20 / 32,  # 0.625
+    "q4_0": 18 / 32,  # 0.5625
+    # llama.cpp's k-quant mixes give different tensors different block types (attn_v and ffn_down of some
+    # layers and the output at Q6_K in Q4_K_M, the rest at Q4_K, ...), so no block layout gives their bytes:
+    # these are the whole-file bits per weight llama.cpp measured on Llama-3.1-8B (tools/quantize/README.md),
+    # / 8. An approximation for other models; a GGUF file (model: {gguf: FILE}) gives every tensor's exact bytes.
+    "q5_k_m": 5.7036 / 8,
+    "q5_k_s": 5.5704 / 8,
+    "q4_k_m": 4.8944 / 8,
+    "q4_k_s": 4.6672 / 8,
+    "q3_k_l": 4.2979 / 8,
+    "q3_k_s": 3.6429 / 8,
+    "q2_k": 3.1593 / 8,
 }
 _ACT_BYTES: dict[str, float] = {"float32": 4.0}  # activations and KV: fp32 if weights are, else 16-bit
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+# GGUF ``general.architecture`` -> model type. llama.cpp writes Llama and Mistral models as "llama";
+# its other families (gemma, phi3, qwen2moe, mistral3, ...) have layers these blocks do not describe.
+GGUF_ARCHITECTURES: dict[str, str] = {"llama": "llama", "qwen2": "qwen2"}
 
 
 @dataclass(frozen=True)
@@ -193,6 +233,152 @@ def architecture_from_hf_config(cfg: dict[str, Any], where: str = "model.hf_conf
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
         max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
     )
+
+
+_GGUF_FIX = "convert the model again with a current llama.cpp convert_hf_to_gguf.py"
+
+
+def _gguf_int(meta: Mapping[str, Any], key: str, field: str, file: str, default: int | None = None) -> int:
+    """A positive integer of GGUF metadata, or ``default`` when absent (required when there is none)."""
+    if key not in meta:
+        if default is not None:
+            return default
+        raise InputError(field, f"{file!r}: metadata key {key!r} is missing", _GGUF_FIX)
+    v = meta[key]
+    if hasattr(v, "__len__") and not isinstance(v, str):
+        raise InputError(
+            field,
+            f"{file!r}: metadata key {key!r} is an array (one value per layer)",
+            "coldpipe's blocks need the same value in every layer",
+        )
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise InputError(field, f"{file!r}: metadata key {key!r} is {v!r}, not a positive integer", _GGUF_FIX)
+    return v
+
+
+def _gguf_float(meta: Mapping[str, Any], key: str, default: float) -> float:
+    v = meta.get(key, default)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
+
+
+def architecture_from_gguf(
+    metadata: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    field: str = "model.gguf",
+    file: str = "model.gguf",
+) -> Architecture:
+    """The architecture of a GGUF model from its metadata and its tensors' shapes (ggml order, ``ne[0]`` first).
+
+    Keys of a llama.cpp file for ``{arch}`` = ``general.architecture`` (llama or qwen2, see
+    ``GGUF_ARCHITECTURES``): ``{arch}.block_count``, ``.embedding_length``, ``.feed_forward_length``,
+    ``.attention.head_count``, ``.attention.head_count_kv`` (default: the head count),
+    ``.attention.key_length`` (default: embedding / heads), ``.context_length``, ``.rope.freq_base``,
+    ``.attention.layer_norm_rms_epsilon``. The vocabulary is the rows of ``token_embd.weight``; embeddings are
+    tied when there is no ``output.weight`` (llama.cpp then reuses the embedding as the head), and the q, k, v
+    projections have biases when ``blk.0.attn_q.bias`` is there. Every weight matrix's shape is checked
+    against these numbers, so the FLOPs and the KV bytes are those of the tensors in the file.
+    """
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise InputError(field, f"{file!r}: metadata key 'general.architecture' is missing", _GGUF_FIX)
+    if arch not in GGUF_ARCHITECTURES:
+        raise InputError(
+            field,
+            f"{file!r}: general.architecture is {arch!r}, which coldpipe does not support",
+            f"coldpipe reads {' and '.join(GGUF_ARCHITECTURES)} files, Llama-, Mistral- and Qwen2-style decoders; "
+            "for another model give its blocks: model: {blocks: [...]}",
+        )
+    experts = metadata.get(f"{arch}.expert_count", 0)
+    if isinstance(experts, int) and experts > 0:
+        raise InputError(
+            field,
+            f"{file!r}: {arch}.expert_count is {experts}: a mixture-of-experts model, such as Mixtral",
+            "coldpipe's blocks describe dense decoders only; give the blocks directly: model: {blocks: [...]}",
+        )
+    layers = _gguf_int(metadata, f"{arch}.block_count", field, file)
+    hidden = _gguf_int(metadata, f"{arch}.embedding_length", field, file)
+    inter = _gguf_int(metadata, f"{arch}.feed_forward_length", field, file)
+    heads = _gguf_int(metadata, f"{arch}.attention.head_count", field, file)
+    kv = _gguf_int(metadata, f"{arch}.attention.head_count_kv", field, file, default=heads)
+    head_dim = _gguf_int(metadata, f"{arch}.attention.key_length", field, file, default=hidden // heads)
+    value_dim = _gguf_int(metadata, f"{arch}.attention.value_length", field, file, default=head_dim)
+    if value_dim != head_dim:
+        raise InputError(
+            field,
+            f"{file!r}: {arch}.attention.value_length {value_dim} differs from key_length {head_dim}",
+            "coldpipe's blocks need keys and values of one head size",
+        )
+    embd = shapes.get("token_embd.weight")
+    if embd is None:
+        raise InputError(field, f"{file!r}: tensor 'token_embd.weight' (the embedding, block 0) is missing", _GGUF_FIX)
+    if len(embd) != 2:
+        raise InputError(field, f"{file!r}: tensor 'token_embd.weight' has shape {list(embd)}, not 2-D", _GGUF_FIX)
+    out = Architecture(
+        model_type=GGUF_ARCHITECTURES[arch],
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=embd[1],
+        head_dim=head_dim,
+        tie_word_embeddings="output.weight" not in shapes,
+        attention_bias="blk.0.attn_q.bias" in shapes,
+        rope_theta=_gguf_float(metadata, f"{arch}.rope.freq_base", 10000.0),
+        rms_norm_eps=_gguf_float(metadata, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
+        max_position_embeddings=_gguf_int(metadata, f"{arch}.context_length", field, file, default=4096),
+        source=f"GGUF {file}",
+    )
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if tokens is not None and hasattr(tokens, "__len__") and len(tokens) != out.vocab_size:
+        raise InputError(
+            field,
+            f"{file!r}: tokenizer.ggml.tokens has {len(tokens)} tokens but token_embd.weight {out.vocab_size} rows",
+            _GGUF_FIX,
+        )
+    _check_gguf_shapes(out, shapes, field, file)
+    return out
+
+
+def _check_gguf_shapes(arch: Architecture, shapes: Mapping[str, tuple[int, ...]], field: str, file: str) -> None:
+    """Every tensor the blocks' formulas count is in the file with the shape the architecture gives it."""
+    h, i_, v = arch.hidden_size, arch.intermediate_size, arch.vocab_size
+    qd, kvd = arch.num_attention_heads * arch.head_dim, arch.num_key_value_heads * arch.head_dim
+    layer = {
+        "attn_norm": (h,),
+        "attn_q": (h, qd),
+        "attn_k": (h, kvd),
+        "attn_v": (h, kvd),
+        "attn_output": (qd, h),
+        "ffn_norm": (h,),
+        "ffn_gate": (h, i_),
+        "ffn_up": (h, i_),
+        "ffn_down": (i_, h),
+    }
+    want: dict[str, tuple[int, ...]] = {"token_embd.weight": (h, v), "output_norm.weight": (h,)}
+    if not arch.tie_word_embeddings:
+        want["output.weight"] = (h, v)
+    for n in range(arch.num_hidden_layers):
+        want.update({f"blk.{n}.{role}.weight": shape for role, shape in layer.items()})
+    meaning = (
+        f"embedding_length {h}, feed_forward_length {i_}, {arch.num_attention_heads} heads and "
+        f"{arch.num_key_value_heads} KV heads of {arch.head_dim}, {v} tokens"
+    )
+    for name, shape in want.items():
+        got = shapes.get(name)
+        if got is None:
+            if name.startswith("blk."):
+                where = f"block {int(name.split('.')[1]) + 1}: decoder layer {name.split('.')[1]}"
+            else:
+                where = "block 0: the embedding" if name.startswith("token_embd") else "the last block: norm + head"
+            raise InputError(field, f"{file!r}: tensor {name!r} ({where}) is missing", _GGUF_FIX)
+        if tuple(got) != shape:
+            raise InputError(
+                field,
+                f"{file!r}: tensor {name!r} has shape {list(got)} but the metadata ({meaning}) gives {list(shape)}",
+                "the metadata and the tensors disagree: " + _GGUF_FIX,
+            )
 
 
 def blocks_for(
