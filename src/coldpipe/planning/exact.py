@@ -51,8 +51,9 @@ from coldpipe.core.simulator import objective_s, simulate
 from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import Infeasible
 from coldpipe.planning import local_search
-from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode, usage_pareto_dp
+from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, KIND_NONE, Mode, dominance_weight, usage_pareto_dp
 from coldpipe.planning.protocol import Problem, Solution
+from coldpipe.planning.suffix import suffix_bounds
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables, check_size, load_end_candidates
 from coldpipe.units import format_bytes
 
@@ -202,6 +203,28 @@ def plan_warm(scenario: Scenario) -> Solution:
     return Solution(found, best, True, "dp", "ttft", "layer", solver_value_s=best, details=details, timeline=timeline)
 
 
+def block_bound(pre: StageTables, sec: StageTables, lam: float, kind: int) -> np.ndarray:
+    """The plain lower bound on what blocks ``i..`` add: each block on its own cheapest type, compute only.
+
+    (A decode step is memory- or compute-bound per block, so the type cheapest for the whole remainder
+    may not be for every block.) ``(n_usage_vectors, B + 1)``, the same for every usage vector.
+    """
+    cost = np.diff(pre.cf, axis=1)
+    if kind == KIND_E2E:
+        cost = cost + lam * np.diff(sec.cf, axis=1)
+    per_block = cost.min(axis=0)
+    rest = np.zeros(pre.n_blocks + 1)
+    rest[:-1] = np.cumsum(per_block[::-1])[::-1]
+    return np.tile(rest, (pre.types.n_usage_vectors, 1))
+
+
+def pareto_bounds(pre: StageTables, sec: StageTables, lam: float, kind: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rest, rest_load)`` for :func:`pareto_plan`: :func:`~coldpipe.planning.suffix.suffix_bounds` of
+    the additive costs the pair's objective adds up (``prefill + lam x decode`` for E2E, the prefill for a
+    burst's last request, the tables themselves under ``none``)."""
+    return suffix_bounds(pre.plus(sec, lam) if kind == KIND_E2E else pre)
+
+
 def pareto_plan(
     pre: StageTables,
     sec: StageTables,
@@ -211,9 +234,24 @@ def pareto_plan(
     *,
     kind: int = KIND_E2E,
     tau: float = math.inf,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    tight: bool = True,
+    max_front: int = 0,
 ) -> tuple[float, Plan | None, int]:
-    """Run the Pareto DP; ``(incumbent, None, pairs)`` when nothing strictly beats the incumbent."""
+    """Run the Pareto DP; ``(incumbent, None, pairs)`` when nothing strictly beats the incumbent.
+
+    ``bounds``: :func:`pareto_bounds` (computed here if not given). ``tight=False`` runs the plain
+    method instead (Pareto dominance, :func:`block_bound`; the differential tests' reference); it does
+    not exist for ``KIND_NONE``.
+    """
     types = pre.types
+    if tight:
+        rest, rest_load = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
+        w = dominance_weight(kind, lam)
+    else:
+        assert kind != KIND_NONE
+        rest = block_bound(pre, sec, lam, kind)
+        rest_load, w = np.zeros_like(rest), 0.0
     best, q, t, i, p_from, p_t, p_i, p_e = usage_pareto_dp(
         int(mode),
         kind,
@@ -224,15 +262,12 @@ def pareto_plan(
         types.strides,
         types.counts,
         pre.cf,
-        pre.wpt,
-        pre.nres,
         pre.mp,
-        pre.startup,
-        pre.inv_bw,
         pre.mem,
         pre.down,
         pre.up,
         pre.ret,
+        *pre.grid,
         types.source_type,
         pre.prompt_at_ap,
         sec.cf,
@@ -240,6 +275,10 @@ def pareto_plan(
         sec.up,
         sec.ret,
         sec.prompt_at_ap,
+        w,
+        rest,
+        rest_load,
+        max_front,
     )
     if q == -2:  # nothing beat the incumbent
         return incumbent, None, int(p_from.shape[0])
@@ -251,21 +290,28 @@ def pareto_plan(
     return float(best), pre.plan_of(rev), int(p_from.shape[0])
 
 
-def _improve_on(
-    scenario: Scenario,
-    seeds: list[Plan],
-    overlap: str,
-    objective: str,
+def pareto_optimum(
     pre: StageTables,
     sec: StageTables,
+    mode: Mode,
     lam: float,
     kind: int,
-) -> tuple[Plan, float, int]:
-    """The Pareto DP with the best seed as incumbent; returns the seed itself if nothing beats it."""
-    values = [objective_s(scenario, p, overlap, objective) for p in seeds]  # type: ignore[arg-type]
-    k = int(np.argmin(values))
-    best, found, n_pairs = pareto_plan(pre, sec, Mode.of(overlap), lam, values[k] * (1 + 1e-12), kind=kind)
-    return (seeds[k], values[k], n_pairs) if found is None else (found, best, n_pairs)
+    tau: float = math.inf,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[Plan | None, float, int]:
+    """The Pareto DP's optimum ``(plan, objective, pairs)``; ``(None, inf, 0)`` when no plan qualifies.
+
+    First a quick run keeping one pair per state: a real plan (every reachable state keeps a pair, so
+    it finds one if any exists), usually the optimum or close to it. Then the exact run with that
+    plan's objective as the incumbent; the quick plan stands if nothing strictly beats it. Exact: the
+    incumbent only prunes pairs that cannot lead to a strictly better plan.
+    """
+    bounds = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
+    value, quick, _ = pareto_plan(pre, sec, mode, lam, math.inf, kind=kind, tau=tau, bounds=bounds, max_front=1)
+    if quick is None:
+        return None, math.inf, 0
+    best, found, n_pairs = pareto_plan(pre, sec, mode, lam, value * (1 + 1e-12), kind=kind, tau=tau, bounds=bounds)
+    return (quick, value, n_pairs) if found is None else (found, best, n_pairs)
 
 
 def _burst_first_tokens(problem: Problem) -> Solution:
@@ -275,25 +321,28 @@ def _burst_first_tokens(problem: Problem) -> Solution:
     lam = float(wl.requests - 1)
     pre = StageTables.build(scenario)
     check_size(pre.types, BEYOND_RANGE)
-    sc_max = scenario.replace(workload={"completion": "max"})  # the DP's objective, also for its incumbent
     details: dict[str, Any]
     if overlap == "none":
         # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
         # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
+        bounds = pareto_bounds(pre, pre, lam, KIND_BURST)  # without tau: a bound for every threshold
+
         def run(tau: float) -> tuple[float, Plan | None]:
-            value, found, _ = pareto_plan(pre, pre, Mode.ADDITIVE, lam, math.inf, kind=KIND_BURST, tau=tau)
+            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, bounds)
             return value, found
 
         max_plan, _, n_taus = _plan_none(scenario, pre, run)
         details = {"thresholds_evaluated": n_taus}
-        ttft_plan = None
     else:
-        ttft_plan = _ttft_optimum(scenario, overlap)[0]
-        max_plan, _, n_pairs = _improve_on(sc_max, [ttft_plan], overlap, "ttft", pre, pre, lam, kind=KIND_BURST)
+        found, _, n_pairs = pareto_optimum(pre, pre, Mode.of(overlap), lam, KIND_BURST)
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        max_plan = found
         details = {"pareto_pairs": n_pairs}
     if wl.completion == "max":
         return _solution(problem, max_plan, True, "dp", details)
-    seeds = [max_plan, ttft_plan if ttft_plan is not None else _ttft_optimum(scenario, overlap)[0]]
+    seeds = [max_plan, _ttft_optimum(scenario, overlap)[0]]
     found, evaluated = local_search.local_search(scenario, seeds, overlap)
     details = {"method": "local search", "plans_evaluated": evaluated}
     return _solution(problem, found, False, "local-search", details)
@@ -362,12 +411,10 @@ def plan_exact(problem: Problem) -> Solution:
     if overlap == "none":
         found, best, n_taus = _plan_none(scenario, pre.plus(dec, float(steps)))
         return _solution(problem, found, True, "dp", {"thresholds_evaluated": n_taus}, best)
-    # Incumbent: the better of the TTFT-optimal and the TPOT-optimal plans, under E2E.
-    seeds = [_ttft_optimum(scenario, overlap)[0]]
-    _, tpot_plan = dec.run(Mode.ADDITIVE)
-    if tpot_plan is not None:
-        seeds.append(tpot_plan)
-    found, best, n_pairs = _improve_on(scenario, seeds, overlap, "e2e", pre, dec, float(steps), kind=KIND_E2E)
+    found, best, n_pairs = pareto_optimum(pre, dec, Mode.of(overlap), float(steps), KIND_E2E)
+    if found is None:
+        raise_infeasible(scenario)
+    assert found is not None
     return _solution(problem, found, True, "dp", {"pareto_pairs": n_pairs}, best)
 
 

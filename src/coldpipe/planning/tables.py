@@ -6,6 +6,7 @@ columns, column ``l`` summing blocks ``0..l-1``, so blocks ``i..e`` cost ``table
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 from coldpipe.core.simulator import block_decode_s, decode_out_bytes
 from coldpipe.core.types import AP, Plan, Scenario, Stage
 from coldpipe.errors import InputError
-from coldpipe.planning.kernels import Mode, usage_dp
+from coldpipe.planning.kernels import Mode, stage_grid, usage_dp
 
 __all__ = ["MAX_USAGE_VECTORS", "DeviceTypes", "StageTables", "check_size", "load_end_candidates"]
 
@@ -114,6 +115,11 @@ class StageTables:
     @property
     def n_blocks(self) -> int:
         return self.wp.shape[0] - 1
+
+    @functools.cached_property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~coldpipe.planning.kernels.stage_grid`: every stage's load end and ``layer`` gate (once)."""
+        return stage_grid(self.cf, self.wpt, self.nres, self.mp, self.startup, self.inv_bw, self.mem)  # type: ignore[no-any-return]
 
     def load_end(self, t: int, first: int, last: int) -> float:
         """When a stage of type ``t`` holding ``first..last`` has all its blocks (0 if all are resident)."""
