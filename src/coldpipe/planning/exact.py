@@ -51,9 +51,9 @@ from coldpipe.core.simulator import objective_s, simulate
 from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import Infeasible
 from coldpipe.planning import local_search
-from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, KIND_NONE, Mode, dominance_weight, usage_pareto_dp
+from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode
+from coldpipe.planning.pareto import Bounds, none_optimum, pareto_bounds, pareto_optimum, pareto_plan
 from coldpipe.planning.protocol import Problem, Solution
-from coldpipe.planning.suffix import suffix_bounds
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables, check_size, load_end_candidates
 from coldpipe.units import format_bytes
 
@@ -62,6 +62,7 @@ __all__ = [
     "ExactPlanner",
     "pareto_plan",
     "plan_exact",
+    "plan_none_thresholds",
     "plan_warm",
     "raise_infeasible",
     "threshold_search",
@@ -112,21 +113,52 @@ def raise_infeasible(scenario: Scenario) -> None:
     raise Infeasible(msg, shortfall_bytes=total_short if total_short > 0 else per_device)
 
 
-def threshold_search(taus: np.ndarray, run: Callable[[float], tuple[float, T]]) -> dict[int, tuple[float, T]]:
-    """Branch-and-bound for ``min over k of taus[k] + run(taus[k])[0]`` with ``run`` non-increasing in tau.
+def threshold_search(
+    taus: np.ndarray,
+    run: Callable[[float, float], tuple[float, T | None]],
+    load_of: Callable[[T], float] | None = None,
+) -> dict[int, tuple[float, T | None]]:
+    """Branch-and-bound for ``min over k of taus[k] + D(taus[k])`` with ``D`` non-increasing in tau.
 
-    ``taus`` is sorted. Returns every evaluated ``k -> run(taus[k])``; the minimiser is among them. An
-    interval ``(lo, hi)`` is skipped when ``taus[lo + 1] + run(taus[hi])`` cannot beat the incumbent.
+    ``taus`` is sorted. ``run(tau, cutoff)`` returns ``(D(tau), a witness)``; when ``D(tau) >= cutoff``
+    it may return ``(a lower bound on D(tau) no less than cutoff, None)`` instead, which is cheaper to
+    prove. Returns every evaluated ``k -> run(taus[k], .)``; the minimiser is among the entries with a
+    witness. An interval ``(lo, hi)`` is skipped when ``taus[lo + 1] + D(taus[hi])`` cannot beat the
+    incumbent, so ``taus[hi]`` is evaluated with the cutoff ``incumbent - taus[lo + 1]``: a bound that
+    reaches it skips the interval as well as ``D`` itself would.
+
+    ``load_of(witness)``: the witness's own latest load end ``L <= tau``. Then ``D`` is constant on
+    ``[L, tau]`` (the witness qualifies there, and ``D`` cannot fall as tau does), so no threshold in
+    it beats the first candidate ``>= L``, which takes the witness's entry; the search goes on below it.
     """
-    memo: dict[int, tuple[float, T]] = {}
+    memo: dict[int, tuple[float, T | None]] = {}
+    bound_only: set[int] = set()  # entries that are lower bounds, not values
 
-    def d_of(k: int) -> float:
-        if k not in memo:
-            memo[k] = run(float(taus[k]))
-        return memo[k][0]
+    def d_of(k: int, cutoff: float = math.inf) -> int:
+        """Evaluate ``taus[k]``; returns the lowest index whose entry is now known to be the same."""
+        if k not in memo or (k in bound_only and memo[k][0] < cutoff):
+            value, witness = run(float(taus[k]), cutoff)
+            memo[k] = (value, witness)
+            if witness is None and value < math.inf:
+                bound_only.add(k)
+            else:
+                bound_only.discard(k)
+        witness = memo[k][1]
+        if load_of is None or witness is None or k in bound_only or memo[k][0] == math.inf:
+            return k
+        low = min(k, int(np.searchsorted(taus, load_of(witness), side="left")))
+        if low not in memo or low in bound_only:
+            memo[low] = memo[k]
+            bound_only.discard(low)
+        return low
 
-    hi = len(taus) - 1
-    if hi < 0 or d_of(hi) == math.inf:
+    def incumbent() -> float:
+        return min((float(taus[k]) + v[0] for k, v in memo.items() if k not in bound_only), default=math.inf)
+
+    if len(taus) == 0:
+        return memo
+    hi = d_of(len(taus) - 1)
+    if memo[hi][0] == math.inf:
         return memo
     d_of(0)
     stack = [(0, hi)]
@@ -134,29 +166,45 @@ def threshold_search(taus: np.ndarray, run: Callable[[float], tuple[float, T]]) 
         lo, hi_ = stack.pop()
         if hi_ - lo <= 1:
             continue
-        incumbent = min(taus[k] + v[0] for k, v in memo.items())
-        if taus[lo + 1] + d_of(hi_) >= incumbent:
+        cutoff = incumbent() - float(taus[lo + 1])
+        d_of(hi_, cutoff)
+        if taus[lo + 1] + memo[hi_][0] >= incumbent():
             continue  # nothing strictly inside (lo, hi_) can beat the incumbent
         mid = (lo + hi_) // 2
-        d_of(mid)
-        stack.append((lo, mid))
+        low = d_of(mid, cutoff)
+        stack.append((lo, max(lo, low)))
         stack.append((mid, hi_))
     return memo
 
 
-def _plan_none(
-    scenario: Scenario, tables: StageTables, run: Callable[[float], tuple[float, Plan | None]] | None = None
+def plan_none_thresholds(
+    scenario: Scenario,
+    tables: StageTables,
+    run: Callable[[float, float], tuple[float, Plan | None]] | None = None,
+    bounds: Bounds | None = None,
 ) -> tuple[Plan, float, int]:
     """Exact ``none`` optimum by :func:`threshold_search`: ``(plan, objective, thresholds evaluated)``.
 
-    ``run(tau)`` returns the least additive part (and a plan) among plans whose stages all finish loading
-    by ``tau``; by default the additive DP on ``tables``. Any ``run`` non-increasing in ``tau`` works
-    (the E2E and burst objectives pass their own).
+    ``run(tau, cutoff)`` returns the least additive part (and a plan) among plans whose stages all
+    finish loading by ``tau``, or a lower bound no less than ``cutoff`` (and None); by default the
+    additive DP on ``tables`` (one whole DP per threshold: :func:`~coldpipe.planning.pareto.none_optimum`
+    is faster; this is the tests' reference). Any ``run`` non-increasing in ``tau`` works (a burst's
+    max passes its own). The thresholds start at the least latest load end of any plan
+    (:mod:`~coldpipe.planning.suffix`; ``bounds``: its bounds on ``tables``, if already computed): no
+    plan loads by an earlier one.
     """
+    _, _, rest_load = bounds if bounds is not None else pareto_bounds(tables, tables, 0.0, KIND_BURST)
     taus = load_end_candidates(tables)
+    taus = taus[taus >= rest_load[0, 0]]
     if run is None:
-        run = lambda tau: tables.run(Mode.ADDITIVE, tau)  # noqa: E731
-    memo = threshold_search(taus, run)
+        run = lambda tau, _cutoff: tables.run(Mode.ADDITIVE, tau)  # noqa: E731
+
+    types = tables.types
+
+    def load_of(plan: Plan) -> float:
+        return max(tables.load_end(types.type_of(st.device), st.first, st.last) for st in plan.stages)
+
+    memo = threshold_search(taus, run, load_of)
     feasible = [k for k, (d, plan) in memo.items() if plan is not None and d < math.inf]
     if not feasible:
         raise_infeasible(scenario)
@@ -164,9 +212,7 @@ def _plan_none(
     plan = memo[k_best][1]
     assert plan is not None
     # The plan's real TTFT is (its own last load end) + D <= tau + D; by optimality they are equal.
-    types = tables.types
-    loads = [tables.load_end(types.type_of(st.device), st.first, st.last) for st in plan.stages]
-    return plan, float(max(loads) + memo[k_best][0]), len(memo)
+    return plan, float(load_of(plan) + memo[k_best][0]), len(memo)
 
 
 def _ttft_optimum(scenario: Scenario, overlap: str) -> tuple[Plan, float, dict[str, Any]]:
@@ -175,9 +221,11 @@ def _ttft_optimum(scenario: Scenario, overlap: str) -> tuple[Plan, float, dict[s
     check_size(tables.types)
     details: dict[str, Any] = {"usage_vectors": tables.types.n_usage_vectors}
     if overlap == "none":
-        plan, best, n_taus = _plan_none(scenario, tables)
-        details["thresholds_evaluated"] = n_taus
-        return plan, best, details
+        found, best, more = none_optimum(tables)
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        return found, best, {**details, **more}
     best, found = tables.run(Mode.of(overlap))
     if found is None:
         raise_infeasible(scenario)
@@ -203,117 +251,6 @@ def plan_warm(scenario: Scenario) -> Solution:
     return Solution(found, best, True, "dp", "ttft", "layer", solver_value_s=best, details=details, timeline=timeline)
 
 
-def block_bound(pre: StageTables, sec: StageTables, lam: float, kind: int) -> np.ndarray:
-    """The plain lower bound on what blocks ``i..`` add: each block on its own cheapest type, compute only.
-
-    (A decode step is memory- or compute-bound per block, so the type cheapest for the whole remainder
-    may not be for every block.) ``(n_usage_vectors, B + 1)``, the same for every usage vector.
-    """
-    cost = np.diff(pre.cf, axis=1)
-    if kind == KIND_E2E:
-        cost = cost + lam * np.diff(sec.cf, axis=1)
-    per_block = cost.min(axis=0)
-    rest = np.zeros(pre.n_blocks + 1)
-    rest[:-1] = np.cumsum(per_block[::-1])[::-1]
-    return np.tile(rest, (pre.types.n_usage_vectors, 1))
-
-
-def pareto_bounds(pre: StageTables, sec: StageTables, lam: float, kind: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(rest, rest_load)`` for :func:`pareto_plan`: :func:`~coldpipe.planning.suffix.suffix_bounds` of
-    the additive costs the pair's objective adds up (``prefill + lam x decode`` for E2E, the prefill for a
-    burst's last request, the tables themselves under ``none``)."""
-    return suffix_bounds(pre.plus(sec, lam) if kind == KIND_E2E else pre)
-
-
-def pareto_plan(
-    pre: StageTables,
-    sec: StageTables,
-    mode: Mode,
-    lam: float,
-    incumbent: float,
-    *,
-    kind: int = KIND_E2E,
-    tau: float = math.inf,
-    bounds: tuple[np.ndarray, np.ndarray] | None = None,
-    tight: bool = True,
-    max_front: int = 0,
-) -> tuple[float, Plan | None, int]:
-    """Run the Pareto DP; ``(incumbent, None, pairs)`` when nothing strictly beats the incumbent.
-
-    ``bounds``: :func:`pareto_bounds` (computed here if not given). ``tight=False`` runs the plain
-    method instead (Pareto dominance, :func:`block_bound`; the differential tests' reference); it does
-    not exist for ``KIND_NONE``.
-    """
-    types = pre.types
-    if tight:
-        rest, rest_load = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
-        w = dominance_weight(kind, lam)
-    else:
-        assert kind != KIND_NONE
-        rest = block_bound(pre, sec, lam, kind)
-        rest_load, w = np.zeros_like(rest), 0.0
-    best, q, t, i, p_from, p_t, p_i, p_e = usage_pareto_dp(
-        int(mode),
-        kind,
-        lam,
-        tau,
-        incumbent,
-        types.n_usage_vectors,
-        types.strides,
-        types.counts,
-        pre.cf,
-        pre.mp,
-        pre.mem,
-        pre.down,
-        pre.up,
-        pre.ret,
-        *pre.grid,
-        types.source_type,
-        pre.prompt_at_ap,
-        sec.cf,
-        sec.down,
-        sec.up,
-        sec.ret,
-        sec.prompt_at_ap,
-        w,
-        rest,
-        rest_load,
-        max_front,
-    )
-    if q == -2:  # nothing beat the incumbent
-        return incumbent, None, int(p_from.shape[0])
-    rev = [(int(t), int(i), pre.n_blocks - 1)]
-    q = int(q)
-    while p_from[q] >= 0:  # the root pair (the prompt at the AP) has no predecessor
-        rev.append((int(p_t[q]), int(p_i[q]), int(p_e[q])))
-        q = int(p_from[q])
-    return float(best), pre.plan_of(rev), int(p_from.shape[0])
-
-
-def pareto_optimum(
-    pre: StageTables,
-    sec: StageTables,
-    mode: Mode,
-    lam: float,
-    kind: int,
-    tau: float = math.inf,
-    bounds: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[Plan | None, float, int]:
-    """The Pareto DP's optimum ``(plan, objective, pairs)``; ``(None, inf, 0)`` when no plan qualifies.
-
-    First a quick run keeping one pair per state: a real plan (every reachable state keeps a pair, so
-    it finds one if any exists), usually the optimum or close to it. Then the exact run with that
-    plan's objective as the incumbent; the quick plan stands if nothing strictly beats it. Exact: the
-    incumbent only prunes pairs that cannot lead to a strictly better plan.
-    """
-    bounds = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
-    value, quick, _ = pareto_plan(pre, sec, mode, lam, math.inf, kind=kind, tau=tau, bounds=bounds, max_front=1)
-    if quick is None:
-        return None, math.inf, 0
-    best, found, n_pairs = pareto_plan(pre, sec, mode, lam, value * (1 + 1e-12), kind=kind, tau=tau, bounds=bounds)
-    return (quick, value, n_pairs) if found is None else (found, best, n_pairs)
-
-
 def _burst_first_tokens(problem: Problem) -> Solution:
     """A burst's first tokens: exact for the ``max`` completion, local search from exact seeds for the ``mean``."""
     scenario, overlap = problem.scenario, problem.overlap
@@ -327,11 +264,11 @@ def _burst_first_tokens(problem: Problem) -> Solution:
         # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
         bounds = pareto_bounds(pre, pre, lam, KIND_BURST)  # without tau: a bound for every threshold
 
-        def run(tau: float) -> tuple[float, Plan | None]:
-            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, bounds)
-            return value, found
+        def run(tau: float, cutoff: float) -> tuple[float, Plan | None]:
+            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, bounds, cutoff)
+            return (value, found) if found is not None else (cutoff, None)
 
-        max_plan, _, n_taus = _plan_none(scenario, pre, run)
+        max_plan, _, n_taus = plan_none_thresholds(scenario, pre, run, bounds)
         details = {"thresholds_evaluated": n_taus}
     else:
         found, _, n_pairs = pareto_optimum(pre, pre, Mode.of(overlap), lam, KIND_BURST)
@@ -409,8 +346,11 @@ def plan_exact(problem: Problem) -> Solution:
         return _solution(problem, found, True, "dp", {"usage_vectors": dec.types.n_usage_vectors}, best)
     pre = StageTables.build(scenario)
     if overlap == "none":
-        found, best, n_taus = _plan_none(scenario, pre.plus(dec, float(steps)))
-        return _solution(problem, found, True, "dp", {"thresholds_evaluated": n_taus}, best)
+        found, best, details = none_optimum(pre.plus(dec, float(steps)))
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        return _solution(problem, found, True, "dp", details, best)
     found, best, n_pairs = pareto_optimum(pre, dec, Mode.of(overlap), float(steps), KIND_E2E)
     if found is None:
         raise_infeasible(scenario)

@@ -53,6 +53,7 @@ __all__ = [
     "jit",
     "keep_front",
     "mark_front",
+    "none_bound",
     "numba_enabled",
     "pair_value",
     "reserve",
@@ -194,6 +195,21 @@ def pair_value(kind: int, lam: float, a: float, d: float) -> float:
     if kind == KIND_NONE:
         return a + d
     return d
+
+
+@inline
+def none_bound(a: float, levels: np.ndarray, rest_row: np.ndarray) -> float:
+    """What completing a state adds at least under ``none`` to a pair whose latest load end is ``a``.
+
+    ``min over k of max(a, levels[k - 1]) + rest_row[k]`` (``levels[-1]`` read as ``-inf``): a
+    completion whose latest load end lies in ``(levels[k - 1], levels[k]]`` takes at least
+    ``rest_row[k]`` of additive time (:mod:`coldpipe.planning.suffix`) and moves the TTFT's load term to
+    at least ``max(a, levels[k - 1])``.
+    """
+    out = a + rest_row[0]
+    for k in range(1, levels.shape[0]):
+        out = min(out, max(a, levels[k - 1]) + rest_row[k])
+    return out
 
 
 # --- Pareto pools: growing arrays, pushing a candidate, keeping the front --------------------------
@@ -395,7 +411,7 @@ def extend_fronts(
     row: int,
     k_rec: int,
     src_type: int,
-    bound: tuple[float, float],  # lower bounds on the rest: (what it adds to the objective, its latest load end)
+    bound: tuple[np.ndarray, np.ndarray, float],  # on the rest: (rest[s, i, :], levels, rest_load[s, i])
     incumbent: tuple[float, int, int, int],  # (best, best_q, best_k, best_i) so far
     start: np.ndarray,
     stop: np.ndarray,
@@ -419,17 +435,18 @@ def extend_fronts(
     back, since a stage maps early arrivals to one output (its gate) and the last such pair dominates.
 
     Only the fronts that hold pairs are visited (``nz``, :func:`mark_front`). A pair whose partial
-    objective plus ``bound[0]`` (a lower bound on what the rest adds) reaches ``best`` is pruned; under
-    ``KIND_NONE`` the latest load end is at least ``bound[1]`` too (a lower bound on the rest's). With
-    ``e = B - 1`` a pair closes the plan. ``max_front == 1`` keeps one candidate (the least partial
-    objective). The candidate arrays have room (:func:`reserve`). Returns
-    ``(best, best_q, best_k, best_i, n_cand)``. (Fewer than 31 arguments: numba inlines no call with more.)
+    objective plus a lower bound on what the rest adds (``bound``, of :mod:`coldpipe.planning.suffix`:
+    ``rest[0]``, or :func:`none_bound` under ``KIND_NONE``, whose latest load end is also raised to the
+    rest's least, ``rest_load``) reaches ``best`` is pruned. With ``e = B - 1`` a pair closes the plan.
+    ``max_front == 1`` keeps one candidate (the least partial objective). The candidate arrays have
+    room (:func:`reserve`). Returns ``(best, best_q, best_k, best_i, n_cand)``. (Fewer than 31
+    arguments: numba inlines no call with more.)
     """
     cf, mp, mem, down, up, ret, grid_load, grid_g = pre
     dcf, ddown, dup, dret = sec
     cand_a, cand_d, cand_from, cand_k, cand_i = cands
     best, best_q, best_k, best_i = incumbent
-    rest, rest_load = bound
+    rest_row, levels, rest_load = bound
     n_blocks = mp.shape[0] - 1
     last = e == n_blocks - 1
     filt = champ.shape[0] > 0 and max_front != 1
@@ -454,11 +471,14 @@ def extend_fronts(
                 mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
                 compute, load_end, g, dec, out_a, out_d,
             )  # fmt: skip
-            if kind == KIND_NONE and rest_load > a2:
-                # every completion loads until rest_load at least: a pair's earlier load end is worth no more
-                a2 = rest_load
-                value = a2 + d2
-            if value + rest >= best:
+            if kind == KIND_NONE:
+                if rest_load > a2:  # every completion loads until then: an earlier load end is worth no more
+                    a2 = rest_load
+                    value = a2 + d2
+                lb = d2 + none_bound(a2, levels, rest_row)
+            else:
+                lb = value + rest_row[0]
+            if lb >= best:
                 continue
             if last:
                 best, best_q, best_k, best_i = value, q, k_rec, i
@@ -565,7 +585,8 @@ def usage_pareto_dp(
     dret: np.ndarray,
     dprompt_at_ap: float,
     w: float,  # dominance weight (dominance_weight; 0: plain Pareto dominance)
-    rest: np.ndarray,  # (n_states, B+1): lower bound on what blocks i.. add to the objective after usage s
+    levels: np.ndarray,  # (K,): the loading limits of rest (suffix.suffix_dp); [inf] but for KIND_NONE
+    rest: np.ndarray,  # (n_states, B+1, K): lower bound on what blocks i.. add to the objective after usage s
     rest_load: np.ndarray,  # (n_states, B+1): lower bound on the latest load end of blocks i.. (KIND_NONE)
     max_front: int,  # 0: exact; 1: one pair per state (a real plan, quickly: an incumbent)
 ) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -575,8 +596,8 @@ def usage_pareto_dp(
     objective: both coordinates grow through non-decreasing maps and the objective is non-decreasing in
     both; with ``w > 0`` the dominance is tighter (:func:`dominance_weight`). States are completed in
     "pull" order (every predecessor has a smaller usage index), so each front is complete when it is
-    extended. Pairs whose partial objective plus ``rest[s, i]`` (and, under ``KIND_NONE``, with the
-    latest load end raised to ``rest_load[s, i]``) reaches the incumbent are pruned. Returns
+    extended. Pairs whose partial objective plus a lower bound on the rest (:func:`extend_fronts`)
+    reaches the incumbent are pruned. Returns
     ``(best, q, t, i, p_from, p_t, p_i, p_e)``:
     the last stage (type ``t``, blocks ``i..B-1``) extends pool pair ``q`` (``q == -2``: nothing beat
     the incumbent); pool pair ``k`` was reached from ``p_from[k]`` by a stage ``(p_t[k], p_i[k]..p_e[k])``.
@@ -631,8 +652,11 @@ def usage_pareto_dp(
                     if digit >= counts[t]:
                         continue
                     sp = s  # closing stage: its device is not counted in any state
+                i = nz[sp, e]
+                if i < 0 or mp[e + 1] - mp[i] > mem[t]:
+                    continue  # no front to extend (checked here: the call costs more than nothing)
                 best, best_q, best_t, best_i, n_cand = extend_fronts(
-                    mode, kind, lam, tau, max_front, t, e, sp, t, src_type, (rest[s, i2], rest_load[s, i2]),
+                    mode, kind, lam, tau, max_front, t, e, sp, t, src_type, (rest[s, i2], levels, rest_load[s, i2]),
                     (best, best_q, best_t, best_i), start, stop, nz, p_a, p_d, pre, sec, n_cand,
                     (cand_a, cand_d, cand_from, cand_t, cand_i), w, champ,
                 )  # fmt: skip

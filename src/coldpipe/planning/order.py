@@ -145,7 +145,7 @@ class OrderProblem:
             tau,
             incumbent,
             seq,
-            rest,
+            rest[:, :, None],
             tb.cf,
             tb.mp,
             tb.mem,
@@ -245,7 +245,7 @@ def solve(
         return best, best_stages, len(taus)
     types = sorted({int(problem.type_of[k]) for k in order})
     taus_all = np.unique(np.concatenate([problem.load_ends(t) for t in types])) if types else np.zeros(0)
-    memo = threshold_search(taus_all, lambda tau: problem.run(order, tau))
+    memo = threshold_search(taus_all, lambda tau, _cutoff: problem.run(order, tau))
     best, best_stages = math.inf, ()
     for d, stages in memo.values():
         if stages:

@@ -134,7 +134,7 @@ def order_pareto_dp(
     tau: float,
     incumbent: float,  # objective of a known plan: anything not strictly better is pruned
     seq: np.ndarray,  # (n,) int64: device type at each position of the order
-    rest: np.ndarray,  # (n+1, B+1): lower bound on what blocks i.. add, computed on positions >= p
+    rest: np.ndarray,  # (n+1, B+1, 1): lower bound on what blocks i.. add, computed on positions >= p
     cf: np.ndarray,  # prefill tables, as in kernels.usage_pareto_dp
     mp: np.ndarray,
     mem: np.ndarray,
@@ -190,6 +190,7 @@ def order_pareto_dp(
     idx_buf = np.empty(32, dtype=np.int64)
     keep_buf = np.zeros(256, dtype=np.bool_)
     no_champ = np.empty(0)  # extend_fronts' candidate filter: off (the heuristic keeps its tie-breaking)
+    no_levels = np.full(1, np.inf)
     pre = (cf, mp, mem, down, up, ret, grid_load, grid_g)
     sec = (dcf, ddown, dup, dret)
     for p in range(n):
@@ -199,7 +200,7 @@ def order_pareto_dp(
                 cand_a, cand_d, cand_from, cand_pos, cand_i = reserve(size, cand_a, cand_d, cand_from, cand_pos, cand_i)
             e = i2 - 1
             n_cand = 0
-            bound = rest[p + 1, i2]
+            bound = rest[p + 1, i2, 0]
             if i2 < n_blocks:  # skip position p: the pairs of (p, i2) carry over
                 for q in range(start[p, i2], stop[p, i2]):
                     value = pair_value(kind, lam, p_a[q], p_d[q])
@@ -214,11 +215,14 @@ def order_pareto_dp(
                     cand_pos[n_cand], cand_i[n_cand] = p_pos[q], p_i[q]
                     n_cand += 1
             # the stage on position p holds blocks i..e
-            best, best_q, best_p, best_i, n_cand = extend_fronts(
-                mode, kind, lam, tau, max_front, t, e, p, p, src_type, (bound, 0.0), (best, best_q, best_p, best_i),
-                start, stop, nz, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_pos, cand_i),
-                0.0, no_champ,
-            )  # fmt: skip
+            i = nz[p, e]
+            if i >= 0 and mp[e + 1] - mp[i] <= mem[t]:
+                best, best_q, best_p, best_i, n_cand = extend_fronts(
+                    mode, kind, lam, tau, max_front, t, e, p, p, src_type, (rest[p + 1, i2], no_levels, 0.0),
+                    (best, best_q, best_p, best_i),
+                    start, stop, nz, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_pos, cand_i),
+                    0.0, no_champ,
+                )  # fmt: skip
             if i2 == n_blocks:
                 continue
             mark_front(nz, p + 1, i2, n_cand > 0)

@@ -16,6 +16,7 @@ import numpy as np
 from coldpipe.core.simulator import block_decode_s, decode_out_bytes
 from coldpipe.core.types import AP, Plan, Scenario, Stage
 from coldpipe.errors import InputError
+from coldpipe.planning.additive import additive_dp
 from coldpipe.planning.kernels import Mode, stage_grid, usage_dp
 
 __all__ = ["MAX_USAGE_VECTORS", "DeviceTypes", "StageTables", "check_size", "load_end_candidates"]
@@ -213,27 +214,45 @@ class StageTables:
         """The exact scalar DP (:func:`~coldpipe.planning.kernels.usage_dp`): ``(objective, plan)``.
 
         ``(inf, None)`` when no plan fits (or, with :attr:`Mode.ADDITIVE`, none loads by ``tau``).
+        :attr:`Mode.ADDITIVE` runs :func:`~coldpipe.planning.additive.additive_dp` (the same optimum).
         """
         types = self.types
-        best, s, i, t, pred_i, pred_t = usage_dp(
-            int(mode),
-            tau,
-            types.n_usage_vectors,
-            types.strides,
-            types.counts,
-            self.cf,
-            self.wpt,
-            self.nres,
-            self.mp,
-            self.startup,
-            self.inv_bw,
-            self.mem,
-            self.down,
-            self.up,
-            self.ret,
-            types.source_type,
-            self.prompt_at_ap,
-        )
+        if mode == Mode.ADDITIVE:  # the same optimum by sliding-window minima
+            best, s, i, t, pred_i, pred_t = additive_dp(
+                tau,
+                types.n_usage_vectors,
+                types.strides,
+                types.counts,
+                self.cf,
+                self.mp,
+                self.mem,
+                self.grid[0],
+                self.down,
+                self.up,
+                self.ret,
+                types.source_type,
+                self.prompt_at_ap,
+            )
+        else:
+            best, s, i, t, pred_i, pred_t = usage_dp(
+                int(mode),
+                tau,
+                types.n_usage_vectors,
+                types.strides,
+                types.counts,
+                self.cf,
+                self.wpt,
+                self.nres,
+                self.mp,
+                self.startup,
+                self.inv_bw,
+                self.mem,
+                self.down,
+                self.up,
+                self.ret,
+                types.source_type,
+                self.prompt_at_ap,
+            )
         if not best < math.inf:
             return math.inf, None
         # Walk back from the stage that ends the plan: (type t, blocks i..B-1, usage before it s).
