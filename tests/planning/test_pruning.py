@@ -8,6 +8,7 @@ brute force cannot reach.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -193,9 +194,9 @@ def test_suffix_kernel_compiled_equals_interpreted(sc: Scenario) -> None:
 
 def test_identical_devices_and_ties_on_a_long_answer() -> None:
     """Every device the same and every block the same: all plans of a given shape tie exactly."""
-    blocks = [Block(f"b{i}", 2e8, 1e11, 1e5, 1e7) for i in range(12)]
-    dev = {"flops": 1e12, "load_bandwidth": 1e9, "startup": 0.5, "memory": 1.2e9, "uplink": 1e8, "downlink": 1e8}
-    devices = [Device(f"d{k}", **dev, mem_bandwidth=1e10) for k in range(5)]
+    blocks = [Block(f"b{i}", 2e8, 1e11, 1e5, 1e7) for i in range(9)]
+    dev = {"flops": 1e12, "load_bandwidth": 1e9, "startup": 0.5, "memory": 0.9e9, "uplink": 1e8, "downlink": 1e8}
+    devices = [Device(f"d{k}", **dev, mem_bandwidth=1e10) for k in range(4)]
     sc = Scenario(blocks, devices, Workload(32, new_tokens=512), Network(0.003))
     for overlap in ("layer", "stage", "none"):
         got = plan_exact(Problem(sc, overlap, "e2e"))
@@ -204,3 +205,85 @@ def test_identical_devices_and_ties_on_a_long_answer() -> None:
     for requests, overlap in itertools.product((2, 8), ("layer", "stage", "none")):
         burst = sc.replace(workload={"requests": requests, "new_tokens": 1})
         assert _same(plan_exact(Problem(burst, overlap)).value_s, brute_value(burst, overlap)[0])
+
+
+# --- none: the front over (latest load end, additive time) against the threshold search -----------
+
+
+def _none_both(sc: Scenario, objective: str) -> tuple[float, float]:
+    """``none``'s optimum by the front DP (what plan_exact runs) and by the threshold search."""
+    from coldpipe.planning.exact import plan_none_thresholds
+    from coldpipe.planning.pareto import none_optimum
+
+    tables = StageTables.build(sc)
+    if objective == "e2e":
+        tables = tables.plus(StageTables.build(sc, phase="decode"), float(sc.workload.new_tokens - 1))
+    plan, front, _ = none_optimum(tables)
+    try:
+        _, thresholds, _ = plan_none_thresholds(sc, tables)
+    except Infeasible:
+        assert plan is None
+        return math.inf, math.inf
+    assert plan is not None
+    assert _same(objective_s(sc, plan, "none", objective), front)  # type: ignore[arg-type]
+    return front, thresholds
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_none_front_equals_threshold_search_on_seeded_larger_instances(seed: int) -> None:
+    """6-8 devices x 16-40 blocks, some warm: TTFT and E2E under ``none``, both exact methods agree."""
+    rng = random.Random(2000 + seed)
+    sc = _seeded(seed, rng.randint(6, 8), rng.randint(16, 40), new_tokens=rng.choice([2, 128]))
+    if rng.random() < 0.4:  # some devices hold some blocks already
+        devices = list(sc.devices)
+        for k in rng.sample(range(len(devices)), 2):
+            a = rng.randrange(sc.n_blocks)
+            devices[k] = dataclasses.replace(devices[k], resident=((a, min(sc.n_blocks - 1, a + 5)),))
+        sc = sc.replace(devices=devices)
+    for objective in ("ttft", "e2e"):
+        front, thresholds = _none_both(sc, objective)
+        assert _same(front, thresholds)
+
+
+@given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=8))
+@settings(max_examples=40)
+def test_none_front_equals_threshold_search(sc: Scenario) -> None:
+    assert _same(*_none_both(sc, "ttft"))
+
+
+@given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=7))
+@settings(max_examples=30)
+def test_levelled_suffix_bounds_at_the_root_are_the_thresholds_optima(sc: Scenario) -> None:
+    """``rest[0, 0, k]`` is the least additive time of a plan whose stages all load by ``levels[k]``:
+    the threshold DP's ``D(levels[k])``, computed forwards."""
+    from coldpipe.planning.tables import load_end_candidates
+
+    pre = StageTables.build(sc)
+    taus = load_end_candidates(pre)
+    levels = np.concatenate([taus[:: max(1, len(taus) // 4)], [math.inf]])
+    rest, rest_load = suffix_bounds(pre, levels)
+    for k, tau in enumerate(levels):
+        d, _ = pre.run(Mode.ADDITIVE, float(tau))
+        assert _same(rest[0, 0, k] + pre.prompt_at_ap, d) or (math.isinf(d) and math.isinf(rest[0, 0, k]))
+    assert np.array_equal(suffix_bounds(pre)[1], rest_load)  # the levels change nothing else
+
+
+@given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=8))
+@settings(max_examples=40)
+def test_sliding_window_additive_dp_equals_the_scalar_kernel(sc: Scenario) -> None:
+    """The additive DP by window minima against usage_dp's additive mode, every threshold and loading free."""
+    from coldpipe.planning.kernels import usage_dp
+    from coldpipe.planning.tables import load_end_candidates
+
+    for tables in (StageTables.build(sc), StageTables.build(sc, warm=True)):
+        types = tables.types
+        for tau in [*load_end_candidates(tables)[::3], math.inf]:
+            window, plan = tables.run(Mode.ADDITIVE, float(tau))
+            scalar = usage_dp(
+                int(Mode.ADDITIVE), float(tau), types.n_usage_vectors, types.strides, types.counts, tables.cf,
+                tables.wpt, tables.nres, tables.mp, tables.startup, tables.inv_bw, tables.mem, tables.down,
+                tables.up, tables.ret, types.source_type, tables.prompt_at_ap,
+            )[0]  # fmt: skip
+            assert _same(window, scalar) or (math.isinf(window) and math.isinf(scalar))
+            if plan is not None:
+                plan.validate(sc)
