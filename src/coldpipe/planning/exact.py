@@ -262,10 +262,12 @@ def _burst_first_tokens(problem: Problem) -> Solution:
     if overlap == "none":
         # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
         # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
-        bounds = pareto_bounds(pre, pre, lam, KIND_BURST)  # without tau: a bound for every threshold
+        bounds = pareto_bounds(pre, pre, lam, KIND_BURST)
 
         def run(tau: float, cutoff: float) -> tuple[float, Plan | None]:
-            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, bounds, cutoff)
+            # the rest's bound with its stages loaded by tau too: tighter than without, valid for this run
+            at_tau = pareto_bounds(pre, pre, lam, KIND_BURST, np.array([tau, math.inf]))
+            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, at_tau, cutoff)
             return (value, found) if found is not None else (cutoff, None)
 
         max_plan, _, n_taus = plan_none_thresholds(scenario, pre, run, bounds)
