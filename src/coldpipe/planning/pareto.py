@@ -33,13 +33,25 @@ from coldpipe.planning.kernels import KIND_E2E, KIND_NONE, Mode, dominance_weigh
 from coldpipe.planning.suffix import suffix_bounds
 from coldpipe.planning.tables import StageTables, load_end_candidates
 
-__all__ = ["NONE_LEVELS", "Bounds", "block_bound", "none_optimum", "pareto_bounds", "pareto_optimum", "pareto_plan"]
+__all__ = [
+    "MAX_BOUND_ENTRIES",
+    "NONE_LEVELS",
+    "Bounds",
+    "block_bound",
+    "none_optimum",
+    "pareto_bounds",
+    "pareto_optimum",
+    "pareto_plan",
+]
 
 Bounds = tuple[np.ndarray, np.ndarray, np.ndarray]
 """``(levels, rest, rest_load)``: :func:`~coldpipe.planning.suffix.suffix_dp`'s bounds and their levels."""
 
 NONE_LEVELS = 9
 """Loading limits of the ``none`` bound (the last one ``inf``); fewer when the states are many."""
+
+MAX_BOUND_ENTRIES = 8_000_000
+"""At most this many floats (64 MB) for the ``none`` bound's levels: one level is states x (B + 1)."""
 
 
 def block_bound(pre: StageTables, sec: StageTables, lam: float, kind: int) -> Bounds:
@@ -193,7 +205,7 @@ def none_optimum(tables: StageTables) -> tuple[Plan | None, float, dict[str, int
     assert plan0 is not None  # a plan loads by m0, the least latest load end
     f0 = max(tables.load_end(types.type_of(st.device), st.first, st.last) for st in plan0.stages) + d0
     d_min = tables.prompt_at_ap + float(rest[0, 0, 0])
-    n_levels = min(NONE_LEVELS, max(1, 4_000_000 // rest.size))  # rest.size: states x (B + 1)
+    n_levels = min(NONE_LEVELS, max(1, MAX_BOUND_ENTRIES // rest.size))  # rest.size: states x (B + 1)
     levels = _levels(tables, m0, f0 - d_min, n_levels)
     bounds = pareto_bounds(tables, tables, 0.0, KIND_NONE, levels)
     at_root = levels[:-1] + tables.prompt_at_ap + bounds[1][0, 0, :-1]  # x + D(x), each a real plan's bound
