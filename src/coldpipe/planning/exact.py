@@ -19,24 +19,28 @@ block ``B - 1`` ends the plan and adds the token's return to the source.
 
 ``none`` (load-then-compute) is not a max-plus map: TTFT = ``max_j load_end_j + D`` where ``D`` is
 additive. For a threshold ``τ``, let ``D(τ)`` be the least additive time over plans whose every stage
-finishes loading by ``τ``. Then ``OPT = min_τ τ + D(τ)`` over the finitely many candidate load ends,
-and since ``D`` is non-increasing, branch-and-bound over the sorted candidates
-(:func:`threshold_search`) finds it while evaluating few of them. Warm planning (loading free) is the
-same additive DP with ``τ = ∞``.
+finishes loading by ``τ``; then ``OPT = min_τ τ + D(τ)`` over the finitely many candidate load ends.
+:func:`~coldpipe.planning.pareto.none_optimum` finds it in one pass over fronts of (latest load end,
+additive time) pairs; :func:`plan_none_thresholds`, branch-and-bound over the sorted candidates
+(:func:`threshold_search`, ``D`` non-increasing), is the tests' reference and plans a burst's max
+under ``none``. Warm planning (loading free) is the additive DP with ``τ = ∞``
+(:mod:`coldpipe.planning.additive`).
 
 Other objectives (``docs/model.md``, "Objectives"):
 
 - ``tpot``: one decode step is additive over stages: the additive DP on decode tables;
-- ``e2e`` = TTFT + (T - 1) x TPOT: under ``none`` the threshold search on combined tables; under
+- ``e2e`` = TTFT + (T - 1) x TPOT: under ``none`` the ``none`` front on combined tables; under
   ``layer``/``stage`` one scalar per state is not enough, and
-  :func:`~coldpipe.planning.kernels.usage_pareto_dp` keeps the Pareto front of (arrival at the AP,
-  decode so far) per state, pruned against the best of the TTFT- and TPOT-optimal plans;
+  :func:`~coldpipe.planning.pareto.pareto_optimum` keeps a front of (arrival at the AP, decode so far)
+  per state, pruned by a backward DP's bound (:mod:`coldpipe.planning.suffix`) against a quick plan;
 - a burst's ``max`` first-token completion: the same Pareto DP over (first request's arrival, last
   request's end), a flow shop of identical jobs;
 - a burst's ``mean`` first token and a decoding burst's answers: local search
   (:mod:`coldpipe.planning.local_search`) from exact seeds (``exact = False``).
 
-Complexity: ``O(n_usage_vectors * B**2 * T)``; 12 distinct devices x 82 blocks is ~3e8 inner steps.
+Complexity: ``O(n_usage_vectors * B**2 * T)`` for the scalar DP (12 distinct devices x 82 blocks is
+~3e8 inner steps), ``O(n_usage_vectors * B * T)`` for the additive one; the Pareto DPs' grows with their
+fronts (:mod:`coldpipe.planning.predict` estimates each).
 """
 
 from __future__ import annotations
