@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coldpipe.core.simulator import objective_s
-from coldpipe.core.types import Block, Device, Network, Overlap, Scenario, Workload
+from coldpipe.core.types import Block, Device, Network, Overlap, Plan, Scenario, Workload
 from coldpipe.errors import Infeasible, InputError
 from coldpipe.planning import Problem, kernels
 from coldpipe.planning.brute import all_plans, fits
@@ -139,13 +139,13 @@ def test_tight_dominance_drops_pairs_plain_dominance_keeps() -> None:
 @given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=7))
 @settings(max_examples=40)
 def test_suffix_bounds_are_the_relaxations_optima(sc: Scenario) -> None:
-    """From the empty state, ``rest`` is the warm optimum and ``rest_load`` the least latest load end of
+    """From the empty state, ``rest`` is the warm optimum and ``rest_peak`` the least latest load end of
     any valid plan; every state's bound is no more than any of its completions."""
     pre = StageTables.build(sc)
-    rest, rest_load = suffix_bounds(pre)
+    rest, rest_peak = suffix_bounds(pre)
     plans = [p for p in all_plans(sc) if fits(sc, p)]
     if not plans:
-        assert math.isinf(rest[0, 0]) and math.isinf(rest_load[0, 0])
+        assert math.isinf(rest[0, 0]) and math.isinf(rest_peak[0, 0])
         return
     try:
         warm = plan_warm(sc).solver_value_s
@@ -154,8 +154,8 @@ def test_suffix_bounds_are_the_relaxations_optima(sc: Scenario) -> None:
     assert _same(rest[0, 0] + pre.prompt_at_ap, warm)
     types = pre.types
     least_load = min(max(pre.load_end(types.type_of(st.device), st.first, st.last) for st in p.stages) for p in plans)
-    assert _same(rest_load[0, 0], least_load)
-    assert np.all(rest[:, -1] == 0.0) and np.all(rest_load[:, -1] == 0.0)
+    assert _same(rest_peak[0, 0], least_load)
+    assert np.all(rest[:, -1] == 0.0) and np.all(rest_peak[:, -1] == 0.0)
 
 
 @pytest.mark.parametrize("overlap", ["layer", "stage"])
@@ -261,11 +261,11 @@ def test_levelled_suffix_bounds_at_the_root_are_the_thresholds_optima(sc: Scenar
     pre = StageTables.build(sc)
     taus = load_end_candidates(pre)
     levels = np.concatenate([taus[:: max(1, len(taus) // 4)], [math.inf]])
-    rest, rest_load = suffix_bounds(pre, levels)
+    rest, rest_peak = suffix_bounds(pre, levels)
     for k, tau in enumerate(levels):
         d, _ = pre.run(Mode.ADDITIVE, float(tau))
         assert _same(rest[0, 0, k] + pre.prompt_at_ap, d) or (math.isinf(d) and math.isinf(rest[0, 0, k]))
-    assert np.array_equal(suffix_bounds(pre)[1], rest_load)  # the levels change nothing else
+    assert np.array_equal(suffix_bounds(pre)[1], rest_peak)  # the levels change nothing else
 
 
 @given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=8))
@@ -287,3 +287,26 @@ def test_sliding_window_additive_dp_equals_the_scalar_kernel(sc: Scenario) -> No
             assert _same(window, scalar) or (math.isinf(window) and math.isinf(scalar))
             if plan is not None:
                 plan.validate(sc)
+
+
+@given(sc=scenarios(min_devices=1, max_devices=4, min_blocks=1, max_blocks=7))
+@settings(max_examples=30)
+def test_compute_peak_is_the_least_slowest_stage(sc: Scenario) -> None:
+    """``PEAK_COMPUTE``: from the empty state, the least over valid plans of their slowest stage's compute
+    (what a burst's last request waits, ``requests - 1`` times, behind the first)."""
+    from coldpipe.planning.suffix import PEAK_COMPUTE
+
+    pre = StageTables.build(sc)
+    _, peak = suffix_bounds(pre, peak=PEAK_COMPUTE)
+    plans = [p for p in all_plans(sc) if fits(sc, p)]
+    if not plans:
+        assert math.isinf(peak[0, 0])
+        return
+    types = pre.types
+
+    def slowest(p: Plan) -> float:
+        cf = [pre.cf[types.type_of(st.device)] for st in p.stages]
+        return max(c[st.last + 1] - c[st.first] for c, st in zip(cf, p.stages, strict=True))
+
+    least = min(slowest(p) for p in plans)
+    assert _same(peak[0, 0], least) or peak[0, 0] == least

@@ -56,8 +56,9 @@ from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import Infeasible
 from coldpipe.planning import local_search
 from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode
-from coldpipe.planning.pareto import Bounds, none_optimum, pareto_bounds, pareto_optimum, pareto_plan
+from coldpipe.planning.pareto import none_optimum, pareto_bounds, pareto_optimum, pareto_plan
 from coldpipe.planning.protocol import Problem, Solution
+from coldpipe.planning.suffix import suffix_bounds
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables, check_size, load_end_candidates
 from coldpipe.units import format_bytes
 
@@ -185,7 +186,7 @@ def plan_none_thresholds(
     scenario: Scenario,
     tables: StageTables,
     run: Callable[[float, float], tuple[float, Plan | None]] | None = None,
-    bounds: Bounds | None = None,
+    least_load: float | None = None,
 ) -> tuple[Plan, float, int]:
     """Exact ``none`` optimum by :func:`threshold_search`: ``(plan, objective, thresholds evaluated)``.
 
@@ -193,13 +194,13 @@ def plan_none_thresholds(
     finish loading by ``tau``, or a lower bound no less than ``cutoff`` (and None); by default the
     additive DP on ``tables`` (one whole DP per threshold: :func:`~coldpipe.planning.pareto.none_optimum`
     is faster; this is the tests' reference). Any ``run`` non-increasing in ``tau`` works (a burst's
-    max passes its own). The thresholds start at the least latest load end of any plan
-    (:mod:`~coldpipe.planning.suffix`; ``bounds``: its bounds on ``tables``, if already computed): no
-    plan loads by an earlier one.
+    max passes its own). The thresholds start at ``least_load``, the least latest load end of any plan
+    (:mod:`~coldpipe.planning.suffix`; computed here if not given): no plan loads by an earlier one.
     """
-    _, _, rest_load = bounds if bounds is not None else pareto_bounds(tables, tables, 0.0, KIND_BURST)
+    if least_load is None:
+        least_load = float(suffix_bounds(tables)[1][0, 0])
     taus = load_end_candidates(tables)
-    taus = taus[taus >= rest_load[0, 0]]
+    taus = taus[taus >= least_load]
     if run is None:
         run = lambda tau, _cutoff: tables.run(Mode.ADDITIVE, tau)  # noqa: E731
 
@@ -266,15 +267,13 @@ def _burst_first_tokens(problem: Problem) -> Solution:
     if overlap == "none":
         # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
         # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
-        bounds = pareto_bounds(pre, pre, lam, KIND_BURST)
-
         def run(tau: float, cutoff: float) -> tuple[float, Plan | None]:
             # the rest's bound with its stages loaded by tau too: tighter than without, valid for this run
             at_tau = pareto_bounds(pre, pre, lam, KIND_BURST, np.array([tau, math.inf]))
             found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, at_tau, cutoff)
             return (value, found) if found is not None else (cutoff, None)
 
-        max_plan, _, n_taus = plan_none_thresholds(scenario, pre, run, bounds)
+        max_plan, _, n_taus = plan_none_thresholds(scenario, pre, run, float(suffix_bounds(pre)[1][0, 0]))
         details = {"thresholds_evaluated": n_taus}
     else:
         found, _, n_pairs = pareto_optimum(pre, pre, Mode.of(overlap), lam, KIND_BURST)

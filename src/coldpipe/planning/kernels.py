@@ -411,7 +411,7 @@ def extend_fronts(
     row: int,
     k_rec: int,
     src_type: int,
-    bound: tuple[np.ndarray, np.ndarray, float],  # on the rest: (rest[s, i, :], levels, rest_load[s, i])
+    bound: tuple[np.ndarray, np.ndarray, float],  # on the rest: (rest[s, i, :], levels, rest_peak[s, i])
     incumbent: tuple[float, int, int, int],  # (best, best_q, best_k, best_i) so far
     start: np.ndarray,
     stop: np.ndarray,
@@ -435,9 +435,11 @@ def extend_fronts(
     back, since a stage maps early arrivals to one output (its gate) and the last such pair dominates.
 
     Only the fronts that hold pairs are visited (``nz``, :func:`mark_front`). A pair whose partial
-    objective plus a lower bound on what the rest adds (``bound``, of :mod:`coldpipe.planning.suffix`:
-    ``rest[0]``, or :func:`none_bound` under ``KIND_NONE``, whose latest load end is also raised to the
-    rest's least, ``rest_load``) reaches ``best`` is pruned. With ``e = B - 1`` a pair closes the plan.
+    objective plus a lower bound on what the rest adds (``bound``, of :mod:`coldpipe.planning.suffix`)
+    reaches ``best`` is pruned: ``rest[0]``; under ``KIND_NONE`` :func:`none_bound`, the pair's latest
+    load end raised to the rest's least (``rest_peak``); for a burst also the first request's arrival plus
+    ``rest[0]`` plus ``lam`` times the rest's least slowest stage compute (``rest_peak``: the last request
+    leaves that stage ``lam`` of its computes after the first). With ``e = B - 1`` a pair closes the plan.
     ``max_front == 1`` keeps one candidate (the least partial objective). The candidate arrays have
     room (:func:`reserve`). Returns ``(best, best_q, best_k, best_i, n_cand)``. (Fewer than 31
     arguments: numba inlines no call with more.)
@@ -446,7 +448,7 @@ def extend_fronts(
     dcf, ddown, dup, dret = sec
     cand_a, cand_d, cand_from, cand_k, cand_i = cands
     best, best_q, best_k, best_i = incumbent
-    rest_row, levels, rest_load = bound
+    rest_row, levels, rest_peak = bound
     n_blocks = mp.shape[0] - 1
     last = e == n_blocks - 1
     filt = champ.shape[0] > 0 and max_front != 1
@@ -472,12 +474,14 @@ def extend_fronts(
                 compute, load_end, g, dec, out_a, out_d,
             )  # fmt: skip
             if kind == KIND_NONE:
-                if rest_load > a2:  # every completion loads until then: an earlier load end is worth no more
-                    a2 = rest_load
+                if rest_peak > a2:  # every completion loads until then: an earlier load end is worth no more
+                    a2 = rest_peak
                     value = a2 + d2
                 lb = d2 + none_bound(a2, levels, rest_row)
             else:
                 lb = value + rest_row[0]
+                if kind == KIND_BURST:
+                    lb = max(lb, a2 + rest_row[0] + lam * rest_peak)
             if lb >= best:
                 continue
             if last:
@@ -587,7 +591,7 @@ def usage_pareto_dp(
     w: float,  # dominance weight (dominance_weight; 0: plain Pareto dominance)
     levels: np.ndarray,  # (K,): the loading limits of rest (suffix.suffix_dp); [inf] but for KIND_NONE
     rest: np.ndarray,  # (n_states, B+1, K): lower bound on what blocks i.. add to the objective after usage s
-    rest_load: np.ndarray,  # (n_states, B+1): lower bound on the latest load end of blocks i.. (KIND_NONE)
+    rest_peak: np.ndarray,  # (n_states, B+1): suffix.suffix_dp's (load ends for KIND_NONE, compute for a burst)
     max_front: int,  # 0: exact; 1: one pair per state (a real plan, quickly: an incumbent)
 ) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pareto DP over pairs ``(a, d)`` per ``(s, i)`` (``kind``; :mod:`.exact`, "E2E").
@@ -656,7 +660,7 @@ def usage_pareto_dp(
                 if i < 0 or mp[e + 1] - mp[i] > mem[t]:
                     continue  # no front to extend (checked here: the call costs more than nothing)
                 best, best_q, best_t, best_i, n_cand = extend_fronts(
-                    mode, kind, lam, tau, max_front, t, e, sp, t, src_type, (rest[s, i2], levels, rest_load[s, i2]),
+                    mode, kind, lam, tau, max_front, t, e, sp, t, src_type, (rest[s, i2], levels, rest_peak[s, i2]),
                     (best, best_q, best_t, best_i), start, stop, nz, p_a, p_d, pre, sec, n_cand,
                     (cand_a, cand_d, cand_from, cand_t, cand_i), w, champ,
                 )  # fmt: skip

@@ -29,8 +29,8 @@ import math
 import numpy as np
 
 from coldpipe.core.types import Plan
-from coldpipe.planning.kernels import KIND_E2E, KIND_NONE, Mode, dominance_weight, usage_pareto_dp
-from coldpipe.planning.suffix import suffix_bounds
+from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, KIND_NONE, Mode, dominance_weight, usage_pareto_dp
+from coldpipe.planning.suffix import PEAK_COMPUTE, PEAK_LOAD, suffix_bounds
 from coldpipe.planning.tables import StageTables, load_end_candidates
 
 __all__ = [
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 Bounds = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""``(levels, rest, rest_load)``: :func:`~coldpipe.planning.suffix.suffix_dp`'s bounds and their levels."""
+"""``(levels, rest, rest_peak)``: :func:`~coldpipe.planning.suffix.suffix_dp`'s bounds and their levels."""
 
 NONE_LEVELS = 9
 """Loading limits of the ``none`` bound (the last one ``inf``); fewer when the states are many."""
@@ -75,10 +75,12 @@ def pareto_bounds(
 ) -> Bounds:
     """:func:`~coldpipe.planning.suffix.suffix_bounds` of the additive costs the pair's objective adds up:
     ``prefill + lam x decode`` for E2E, the prefill for a burst's last request, the tables themselves
-    under ``none`` (``levels``: its loading limits, ending with ``inf``)."""
+    under ``none`` (``levels``: loading limits, ending with ``inf``); ``rest_peak`` of the latest load
+    end, or of the slowest stage's compute for a burst."""
     lv = np.array([math.inf]) if levels is None else levels
-    rest, rest_load = suffix_bounds(pre.plus(sec, lam) if kind == KIND_E2E else pre, lv)
-    return lv, rest, rest_load
+    peak = PEAK_COMPUTE if kind == KIND_BURST else PEAK_LOAD
+    rest, rest_peak = suffix_bounds(pre.plus(sec, lam) if kind == KIND_E2E else pre, lv, peak)
+    return lv, rest, rest_peak
 
 
 def pareto_plan(
@@ -102,11 +104,11 @@ def pareto_plan(
     """
     types = pre.types
     if tight:
-        levels, rest, rest_load = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
+        levels, rest, rest_peak = bounds if bounds is not None else pareto_bounds(pre, sec, lam, kind)
         w = dominance_weight(kind, lam)
     else:
         assert kind != KIND_NONE
-        (levels, rest, rest_load), w = block_bound(pre, sec, lam, kind), 0.0
+        (levels, rest, rest_peak), w = block_bound(pre, sec, lam, kind), 0.0
     best, q, t, i, p_from, p_t, p_i, p_e = usage_pareto_dp(
         int(mode),
         kind,
@@ -133,7 +135,7 @@ def pareto_plan(
         w,
         levels,
         rest,
-        rest_load,
+        rest_peak,
         max_front,
     )
     if q == -2:  # nothing beat the incumbent
@@ -190,15 +192,15 @@ def none_optimum(tables: StageTables) -> tuple[Plan | None, float, dict[str, int
     TTFT = latest load end + additive time, over the pairs (latest load end so far, additive time) of
     :func:`pareto_plan` with ``KIND_NONE``, bounded by :func:`~coldpipe.planning.suffix.suffix_bounds`
     at loading limits ``levels``. They are chosen where the optimum's latest load end ``L*`` can lie:
-    no plan loads by less than ``rest_load[0, 0]``, and ``L* + D_min <= OPT <= f0``, with ``D_min`` the
+    no plan loads by less than ``rest_peak[0, 0]``, and ``L* + D_min <= OPT <= f0``, with ``D_min`` the
     additive time with loading free and ``f0`` the TTFT of the plan of least additive time among
-    those that load by ``rest_load[0, 0]``. The bounds at each level ``x`` are also the least additive
+    those that load by ``rest_peak[0, 0]``. The bounds at each level ``x`` are also the least additive
     time ``D(x)`` of a plan that loads by ``x``, and ``x + D(x)`` the TTFT bound of a real plan: the
     least is the incumbent.
     """
     types = tables.types
-    _, rest, rest_load = pareto_bounds(tables, tables, 0.0, KIND_NONE)
-    m0 = float(rest_load[0, 0])
+    _, rest, rest_peak = pareto_bounds(tables, tables, 0.0, KIND_NONE)
+    m0 = float(rest_peak[0, 0])
     if not m0 < math.inf:
         return None, math.inf, {}
     d0, plan0 = tables.run(Mode.ADDITIVE, m0)

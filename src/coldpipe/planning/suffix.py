@@ -9,8 +9,10 @@ here are computed once per problem over the same states as the forward DP:
   stage loaded by ``levels[k]``, on tables that may combine phases (``prefill + (T - 1) x decode``).
   Every stage map is at least its input plus its compute (``max(alpha + C, G) >= alpha + C``), so no
   completion of a state adds less. The last level is ``inf`` (no loading limit);
-- ``rest_load[s, i]``: the least latest load end of any completion of blocks ``i..B-1`` on those
-  devices.
+- ``rest_peak[s, i]``: the least, over the completions of blocks ``i..B-1`` on those devices, of their
+  largest stage *peak*: a stage's load end (``PEAK_LOAD``: the completion's latest load end) or its
+  compute (``PEAK_COMPUTE``: a burst's last request waits ``(requests - 1)`` times the slowest stage's
+  compute behind the first).
 
 Under ``none`` (TTFT = latest load end + additive time) a completion whose latest load end ``L``
 falls in ``(levels[k - 1], levels[k]]`` adds at least ``max(a, levels[k - 1]) + rest[s, i, k]`` to a
@@ -20,7 +22,7 @@ the true cost of the rest, exact at the levels.
 Both are exact optima of their relaxations (the same free devices and memory limits), found like
 :mod:`.additive`'s forward DP by sliding-window minima (a stage ``i..e`` costs a term of ``i`` plus a
 term of ``e``, and its allowed ends ``e`` form a window that moves left with ``i``).
-``rest[s, B] = rest_load[s, B] = 0``; ``inf`` where nothing fits.
+``rest[s, B] = rest_peak[s, B] = 0``; ``inf`` where nothing fits.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ import numpy as np
 from coldpipe.planning.jit import jit
 from coldpipe.planning.tables import StageTables
 
-__all__ = ["suffix_bounds", "suffix_dp"]
+__all__ = ["PEAK_COMPUTE", "PEAK_LOAD", "suffix_bounds", "suffix_dp"]
+
+PEAK_LOAD = 0
+PEAK_COMPUTE = 1
 
 
 @jit
@@ -50,8 +55,9 @@ def suffix_dp(
     ret: np.ndarray,
     src_type: int,
     prompt_at_ap: float,
+    peak: int,  # PEAK_LOAD or PEAK_COMPUTE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(rest, rest_load)`` of the module docstring: ``(n_states, B + 1, K)`` and ``(n_states, B + 1)``.
+    """``(rest, rest_peak)`` of the module docstring: ``(n_states, B + 1, K)`` and ``(n_states, B + 1)``.
 
     States are visited in decreasing usage index (a stage only adds devices) so that every state a
     stage leads to is complete when it is read. Times count from the moment the input is at the AP, as
@@ -72,9 +78,9 @@ def suffix_dp(
                     e += 1
                 hi[t, i, k] = e - 1
     rest = np.full((n_states, n_blocks + 1, n_levels), np.inf)
-    rest_load = np.full((n_states, n_blocks + 1), np.inf)
+    rest_peak = np.full((n_states, n_blocks + 1), np.inf)
     rest[:, n_blocks, :] = 0.0
-    rest_load[:, n_blocks] = 0.0
+    rest_peak[:, n_blocks] = 0.0
     g = np.empty(n_blocks)
     dq = np.empty(n_blocks, dtype=np.int64)
     for s in range(n_states - 1, -1, -1):
@@ -96,26 +102,29 @@ def suffix_dp(
                     if tail > head and g[dq[head]] < np.inf:
                         d_in = -prompt_at_ap if (i == 0 and t == src_type) else down[t, i]
                         rest[s, i, k] = min(rest[s, i, k], d_in - cf[t, i] + g[dq[head]])
-            # the least latest load end: the stage's own grows with e while the rest's shrinks
+            # the least largest peak: the stage's own grows with e while the rest's shrinks (a completion
+            # from e + 1 gives one from e + 2 with its first stage a block shorter, or gone)
             for i in range(n_blocks):
                 for e in range(i, hi[t, i, n_levels - 1] + 1):
-                    load_end = grid_load[t, i, e]
-                    if load_end >= rest_load[ns, e + 1]:
-                        rest_load[s, i] = min(rest_load[s, i], load_end)
+                    own = grid_load[t, i, e] if peak == PEAK_LOAD else cf[t, e + 1] - cf[t, i]
+                    if own >= rest_peak[ns, e + 1]:
+                        rest_peak[s, i] = min(rest_peak[s, i], own)
                         break
-                    rest_load[s, i] = min(rest_load[s, i], rest_load[ns, e + 1])
-    return rest, rest_load
+                    rest_peak[s, i] = min(rest_peak[s, i], rest_peak[ns, e + 1])
+    return rest, rest_peak
 
 
-def suffix_bounds(tables: StageTables, levels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def suffix_bounds(
+    tables: StageTables, levels: np.ndarray | None = None, peak: int = PEAK_LOAD
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`suffix_dp` on ``tables`` (additive costs as they stand: combine phases with ``plus``).
 
     ``levels`` (sorted, ending with ``inf``; default ``[inf]``) are the loading limits of ``rest``;
-    returns ``(rest[:, :, 0], rest_load)`` without levels, ``(rest, rest_load)`` with.
+    returns ``(rest[:, :, 0], rest_peak)`` without levels, ``(rest, rest_peak)`` with.
     """
     types = tables.types
     lv = np.array([math.inf]) if levels is None else np.asarray(levels, dtype=np.float64)
-    rest, rest_load = suffix_dp(
+    rest, rest_peak = suffix_dp(
         lv,
         types.n_usage_vectors,
         types.strides,
@@ -129,5 +138,6 @@ def suffix_bounds(tables: StageTables, levels: np.ndarray | None = None) -> tupl
         tables.ret,
         types.source_type,
         tables.prompt_at_ap,
+        peak,
     )
-    return (np.ascontiguousarray(rest[:, :, 0]), rest_load) if levels is None else (rest, rest_load)
+    return (np.ascontiguousarray(rest[:, :, 0]), rest_peak) if levels is None else (rest, rest_peak)
