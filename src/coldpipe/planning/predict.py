@@ -33,8 +33,8 @@ SECONDS_PER_UNIT = {
     "none": 9e-9,  # ttft and e2e under none: suffix bounds at nine levels, then the front DP
     "tpot": 1e-9,  # the additive DP by sliding windows (its work is rather usage vectors x types x blocks)
     "e2e": 12e-9,  # bounds, the quick run and the exact Pareto DP
-    "burst": 18e-9,  # a burst's max, layer and stage: plain Pareto dominance, larger fronts
-    "burst-none": 300e-9,  # a burst's max under none: a Pareto DP per load-end threshold
+    "burst": 13e-9,  # a burst's max, layer and stage: plain Pareto dominance, larger fronts
+    "burst-none": 140e-9,  # a burst's max under none: a Pareto DP per load-end threshold
 }
 """Seconds per unit of :func:`work_units`, per method."""
 
