@@ -74,6 +74,8 @@ def print_plan(result: Solution, scenario: Scenario) -> None:
             f", within {100 * bound_gap:.1f}% of a lower bound" if isinstance(bound_gap, (int, float)) else ""
         )
     console.print(plan_table(tl, scenario, f"Plan ({result.method}, {exact}; overlap={tl.overlap}): {result.plan}"))
+    if "auto" in result.details:  # why auto did not run the exact DP
+        console.print(f"auto: {result.details['auto']}")
     unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
     if unused:
         console.print(f"unused devices: {', '.join(unused)}")

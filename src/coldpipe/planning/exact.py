@@ -19,24 +19,28 @@ block ``B - 1`` ends the plan and adds the token's return to the source.
 
 ``none`` (load-then-compute) is not a max-plus map: TTFT = ``max_j load_end_j + D`` where ``D`` is
 additive. For a threshold ``τ``, let ``D(τ)`` be the least additive time over plans whose every stage
-finishes loading by ``τ``. Then ``OPT = min_τ τ + D(τ)`` over the finitely many candidate load ends,
-and since ``D`` is non-increasing, branch-and-bound over the sorted candidates
-(:func:`threshold_search`) finds it while evaluating few of them. Warm planning (loading free) is the
-same additive DP with ``τ = ∞``.
+finishes loading by ``τ``; then ``OPT = min_τ τ + D(τ)`` over the finitely many candidate load ends.
+:func:`~coldpipe.planning.pareto.none_optimum` finds it in one pass over fronts of (latest load end,
+additive time) pairs; :func:`plan_none_thresholds`, branch-and-bound over the sorted candidates
+(:func:`threshold_search`, ``D`` non-increasing), is the tests' reference and plans a burst's max
+under ``none``. Warm planning (loading free) is the additive DP with ``τ = ∞``
+(:mod:`coldpipe.planning.additive`).
 
 Other objectives (``docs/model.md``, "Objectives"):
 
 - ``tpot``: one decode step is additive over stages: the additive DP on decode tables;
-- ``e2e`` = TTFT + (T - 1) x TPOT: under ``none`` the threshold search on combined tables; under
+- ``e2e`` = TTFT + (T - 1) x TPOT: under ``none`` the ``none`` front on combined tables; under
   ``layer``/``stage`` one scalar per state is not enough, and
-  :func:`~coldpipe.planning.kernels.usage_pareto_dp` keeps the Pareto front of (arrival at the AP,
-  decode so far) per state, pruned against the best of the TTFT- and TPOT-optimal plans;
+  :func:`~coldpipe.planning.pareto.pareto_optimum` keeps a front of (arrival at the AP, decode so far)
+  per state, pruned by a backward DP's bound (:mod:`coldpipe.planning.suffix`) against a quick plan;
 - a burst's ``max`` first-token completion: the same Pareto DP over (first request's arrival, last
   request's end), a flow shop of identical jobs;
 - a burst's ``mean`` first token and a decoding burst's answers: local search
   (:mod:`coldpipe.planning.local_search`) from exact seeds (``exact = False``).
 
-Complexity: ``O(n_usage_vectors * B**2 * T)``; 12 distinct devices x 82 blocks is ~3e8 inner steps.
+Complexity: ``O(n_usage_vectors * B**2 * T)`` for the scalar DP (12 distinct devices x 82 blocks is
+~3e8 inner steps), ``O(n_usage_vectors * B * T)`` for the additive one; the Pareto DPs' grows with their
+fronts (:mod:`coldpipe.planning.predict` estimates each).
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ from coldpipe.core.simulator import objective_s, simulate
 from coldpipe.core.types import Plan, Scenario
 from coldpipe.errors import Infeasible
 from coldpipe.planning import local_search
-from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode, usage_pareto_dp
+from coldpipe.planning.kernels import KIND_BURST, KIND_E2E, Mode
+from coldpipe.planning.pareto import none_optimum, pareto_bounds, pareto_optimum, pareto_plan
 from coldpipe.planning.protocol import Problem, Solution
+from coldpipe.planning.suffix import suffix_bounds
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables, check_size, load_end_candidates
 from coldpipe.units import format_bytes
 
@@ -61,6 +67,7 @@ __all__ = [
     "ExactPlanner",
     "pareto_plan",
     "plan_exact",
+    "plan_none_thresholds",
     "plan_warm",
     "raise_infeasible",
     "threshold_search",
@@ -111,21 +118,52 @@ def raise_infeasible(scenario: Scenario) -> None:
     raise Infeasible(msg, shortfall_bytes=total_short if total_short > 0 else per_device)
 
 
-def threshold_search(taus: np.ndarray, run: Callable[[float], tuple[float, T]]) -> dict[int, tuple[float, T]]:
-    """Branch-and-bound for ``min over k of taus[k] + run(taus[k])[0]`` with ``run`` non-increasing in tau.
+def threshold_search(
+    taus: np.ndarray,
+    run: Callable[[float, float], tuple[float, T | None]],
+    load_of: Callable[[T], float] | None = None,
+) -> dict[int, tuple[float, T | None]]:
+    """Branch-and-bound for ``min over k of taus[k] + D(taus[k])`` with ``D`` non-increasing in tau.
 
-    ``taus`` is sorted. Returns every evaluated ``k -> run(taus[k])``; the minimiser is among them. An
-    interval ``(lo, hi)`` is skipped when ``taus[lo + 1] + run(taus[hi])`` cannot beat the incumbent.
+    ``taus`` is sorted. ``run(tau, cutoff)`` returns ``(D(tau), a witness)``; when ``D(tau) >= cutoff``
+    it may return ``(a lower bound on D(tau) no less than cutoff, None)`` instead, which is cheaper to
+    prove. Returns every evaluated ``k -> run(taus[k], .)``; the minimiser is among the entries with a
+    witness. An interval ``(lo, hi)`` is skipped when ``taus[lo + 1] + D(taus[hi])`` cannot beat the
+    incumbent, so ``taus[hi]`` is evaluated with the cutoff ``incumbent - taus[lo + 1]``: a bound that
+    reaches it skips the interval as well as ``D`` itself would.
+
+    ``load_of(witness)``: the witness's own latest load end ``L <= tau``. Then ``D`` is constant on
+    ``[L, tau]`` (the witness qualifies there, and ``D`` cannot fall as tau does), so no threshold in
+    it beats the first candidate ``>= L``, which takes the witness's entry; the search goes on below it.
     """
-    memo: dict[int, tuple[float, T]] = {}
+    memo: dict[int, tuple[float, T | None]] = {}
+    bound_only: set[int] = set()  # entries that are lower bounds, not values
 
-    def d_of(k: int) -> float:
-        if k not in memo:
-            memo[k] = run(float(taus[k]))
-        return memo[k][0]
+    def d_of(k: int, cutoff: float = math.inf) -> int:
+        """Evaluate ``taus[k]``; returns the lowest index whose entry is now known to be the same."""
+        if k not in memo or (k in bound_only and memo[k][0] < cutoff):
+            value, witness = run(float(taus[k]), cutoff)
+            memo[k] = (value, witness)
+            if witness is None and value < math.inf:
+                bound_only.add(k)
+            else:
+                bound_only.discard(k)
+        witness = memo[k][1]
+        if load_of is None or witness is None or k in bound_only or memo[k][0] == math.inf:
+            return k
+        low = min(k, int(np.searchsorted(taus, load_of(witness), side="left")))
+        if low not in memo or low in bound_only:
+            memo[low] = memo[k]
+            bound_only.discard(low)
+        return low
 
-    hi = len(taus) - 1
-    if hi < 0 or d_of(hi) == math.inf:
+    def incumbent() -> float:
+        return min((float(taus[k]) + v[0] for k, v in memo.items() if k not in bound_only), default=math.inf)
+
+    if len(taus) == 0:
+        return memo
+    hi = d_of(len(taus) - 1)
+    if memo[hi][0] == math.inf:
         return memo
     d_of(0)
     stack = [(0, hi)]
@@ -133,29 +171,45 @@ def threshold_search(taus: np.ndarray, run: Callable[[float], tuple[float, T]]) 
         lo, hi_ = stack.pop()
         if hi_ - lo <= 1:
             continue
-        incumbent = min(taus[k] + v[0] for k, v in memo.items())
-        if taus[lo + 1] + d_of(hi_) >= incumbent:
+        cutoff = incumbent() - float(taus[lo + 1])
+        d_of(hi_, cutoff)
+        if taus[lo + 1] + memo[hi_][0] >= incumbent():
             continue  # nothing strictly inside (lo, hi_) can beat the incumbent
         mid = (lo + hi_) // 2
-        d_of(mid)
-        stack.append((lo, mid))
+        low = d_of(mid, cutoff)
+        stack.append((lo, max(lo, low)))
         stack.append((mid, hi_))
     return memo
 
 
-def _plan_none(
-    scenario: Scenario, tables: StageTables, run: Callable[[float], tuple[float, Plan | None]] | None = None
+def plan_none_thresholds(
+    scenario: Scenario,
+    tables: StageTables,
+    run: Callable[[float, float], tuple[float, Plan | None]] | None = None,
+    least_load: float | None = None,
 ) -> tuple[Plan, float, int]:
     """Exact ``none`` optimum by :func:`threshold_search`: ``(plan, objective, thresholds evaluated)``.
 
-    ``run(tau)`` returns the least additive part (and a plan) among plans whose stages all finish loading
-    by ``tau``; by default the additive DP on ``tables``. Any ``run`` non-increasing in ``tau`` works
-    (the E2E and burst objectives pass their own).
+    ``run(tau, cutoff)`` returns the least additive part (and a plan) among plans whose stages all
+    finish loading by ``tau``, or a lower bound no less than ``cutoff`` (and None); by default the
+    additive DP on ``tables`` (one whole DP per threshold: :func:`~coldpipe.planning.pareto.none_optimum`
+    is faster; this is the tests' reference). Any ``run`` non-increasing in ``tau`` works (a burst's
+    max passes its own). The thresholds start at ``least_load``, the least latest load end of any plan
+    (:mod:`~coldpipe.planning.suffix`; computed here if not given): no plan loads by an earlier one.
     """
+    if least_load is None:
+        least_load = float(suffix_bounds(tables)[1][0, 0])
     taus = load_end_candidates(tables)
+    taus = taus[taus >= least_load]
     if run is None:
-        run = lambda tau: tables.run(Mode.ADDITIVE, tau)  # noqa: E731
-    memo = threshold_search(taus, run)
+        run = lambda tau, _cutoff: tables.run(Mode.ADDITIVE, tau)  # noqa: E731
+
+    types = tables.types
+
+    def load_of(plan: Plan) -> float:
+        return max(tables.load_end(types.type_of(st.device), st.first, st.last) for st in plan.stages)
+
+    memo = threshold_search(taus, run, load_of)
     feasible = [k for k, (d, plan) in memo.items() if plan is not None and d < math.inf]
     if not feasible:
         raise_infeasible(scenario)
@@ -163,9 +217,7 @@ def _plan_none(
     plan = memo[k_best][1]
     assert plan is not None
     # The plan's real TTFT is (its own last load end) + D <= tau + D; by optimality they are equal.
-    types = tables.types
-    loads = [tables.load_end(types.type_of(st.device), st.first, st.last) for st in plan.stages]
-    return plan, float(max(loads) + memo[k_best][0]), len(memo)
+    return plan, float(load_of(plan) + memo[k_best][0]), len(memo)
 
 
 def _ttft_optimum(scenario: Scenario, overlap: str) -> tuple[Plan, float, dict[str, Any]]:
@@ -174,9 +226,11 @@ def _ttft_optimum(scenario: Scenario, overlap: str) -> tuple[Plan, float, dict[s
     check_size(tables.types)
     details: dict[str, Any] = {"usage_vectors": tables.types.n_usage_vectors}
     if overlap == "none":
-        plan, best, n_taus = _plan_none(scenario, tables)
-        details["thresholds_evaluated"] = n_taus
-        return plan, best, details
+        found, best, more = none_optimum(tables)
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        return found, best, {**details, **more}
     best, found = tables.run(Mode.of(overlap))
     if found is None:
         raise_infeasible(scenario)
@@ -202,72 +256,6 @@ def plan_warm(scenario: Scenario) -> Solution:
     return Solution(found, best, True, "dp", "ttft", "layer", solver_value_s=best, details=details, timeline=timeline)
 
 
-def pareto_plan(
-    pre: StageTables,
-    sec: StageTables,
-    mode: Mode,
-    lam: float,
-    incumbent: float,
-    *,
-    kind: int = KIND_E2E,
-    tau: float = math.inf,
-) -> tuple[float, Plan | None, int]:
-    """Run the Pareto DP; ``(incumbent, None, pairs)`` when nothing strictly beats the incumbent."""
-    types = pre.types
-    best, q, t, i, p_from, p_t, p_i, p_e = usage_pareto_dp(
-        int(mode),
-        kind,
-        lam,
-        tau,
-        incumbent,
-        types.n_usage_vectors,
-        types.strides,
-        types.counts,
-        pre.cf,
-        pre.wpt,
-        pre.nres,
-        pre.mp,
-        pre.startup,
-        pre.inv_bw,
-        pre.mem,
-        pre.down,
-        pre.up,
-        pre.ret,
-        types.source_type,
-        pre.prompt_at_ap,
-        sec.cf,
-        sec.down,
-        sec.up,
-        sec.ret,
-        sec.prompt_at_ap,
-    )
-    if q == -2:  # nothing beat the incumbent
-        return incumbent, None, int(p_from.shape[0])
-    rev = [(int(t), int(i), pre.n_blocks - 1)]
-    q = int(q)
-    while p_from[q] >= 0:  # the root pair (the prompt at the AP) has no predecessor
-        rev.append((int(p_t[q]), int(p_i[q]), int(p_e[q])))
-        q = int(p_from[q])
-    return float(best), pre.plan_of(rev), int(p_from.shape[0])
-
-
-def _improve_on(
-    scenario: Scenario,
-    seeds: list[Plan],
-    overlap: str,
-    objective: str,
-    pre: StageTables,
-    sec: StageTables,
-    lam: float,
-    kind: int,
-) -> tuple[Plan, float, int]:
-    """The Pareto DP with the best seed as incumbent; returns the seed itself if nothing beats it."""
-    values = [objective_s(scenario, p, overlap, objective) for p in seeds]  # type: ignore[arg-type]
-    k = int(np.argmin(values))
-    best, found, n_pairs = pareto_plan(pre, sec, Mode.of(overlap), lam, values[k] * (1 + 1e-12), kind=kind)
-    return (seeds[k], values[k], n_pairs) if found is None else (found, best, n_pairs)
-
-
 def _burst_first_tokens(problem: Problem) -> Solution:
     """A burst's first tokens: exact for the ``max`` completion, local search from exact seeds for the ``mean``."""
     scenario, overlap = problem.scenario, problem.overlap
@@ -275,25 +263,28 @@ def _burst_first_tokens(problem: Problem) -> Solution:
     lam = float(wl.requests - 1)
     pre = StageTables.build(scenario)
     check_size(pre.types, BEYOND_RANGE)
-    sc_max = scenario.replace(workload={"completion": "max"})  # the DP's objective, also for its incumbent
     details: dict[str, Any]
     if overlap == "none":
         # loading gates only the start (t0 = last load end): Pareto DP on the additive timings, every stage
         # restricted to load ends <= tau, inside the threshold branch-and-bound of the "none" DP
-        def run(tau: float) -> tuple[float, Plan | None]:
-            value, found, _ = pareto_plan(pre, pre, Mode.ADDITIVE, lam, math.inf, kind=KIND_BURST, tau=tau)
-            return value, found
+        def run(tau: float, cutoff: float) -> tuple[float, Plan | None]:
+            # the rest's bound with its stages loaded by tau too: tighter than without, valid for this run
+            at_tau = pareto_bounds(pre, pre, lam, KIND_BURST, np.array([tau, math.inf]))
+            found, value, _ = pareto_optimum(pre, pre, Mode.ADDITIVE, lam, KIND_BURST, tau, at_tau, cutoff)
+            return (value, found) if found is not None else (cutoff, None)
 
-        max_plan, _, n_taus = _plan_none(scenario, pre, run)
+        max_plan, _, n_taus = plan_none_thresholds(scenario, pre, run, float(suffix_bounds(pre)[1][0, 0]))
         details = {"thresholds_evaluated": n_taus}
-        ttft_plan = None
     else:
-        ttft_plan = _ttft_optimum(scenario, overlap)[0]
-        max_plan, _, n_pairs = _improve_on(sc_max, [ttft_plan], overlap, "ttft", pre, pre, lam, kind=KIND_BURST)
+        found, _, n_pairs = pareto_optimum(pre, pre, Mode.of(overlap), lam, KIND_BURST)
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        max_plan = found
         details = {"pareto_pairs": n_pairs}
     if wl.completion == "max":
         return _solution(problem, max_plan, True, "dp", details)
-    seeds = [max_plan, ttft_plan if ttft_plan is not None else _ttft_optimum(scenario, overlap)[0]]
+    seeds = [max_plan, _ttft_optimum(scenario, overlap)[0]]
     found, evaluated = local_search.local_search(scenario, seeds, overlap)
     details = {"method": "local search", "plans_evaluated": evaluated}
     return _solution(problem, found, False, "local-search", details)
@@ -360,14 +351,15 @@ def plan_exact(problem: Problem) -> Solution:
         return _solution(problem, found, True, "dp", {"usage_vectors": dec.types.n_usage_vectors}, best)
     pre = StageTables.build(scenario)
     if overlap == "none":
-        found, best, n_taus = _plan_none(scenario, pre.plus(dec, float(steps)))
-        return _solution(problem, found, True, "dp", {"thresholds_evaluated": n_taus}, best)
-    # Incumbent: the better of the TTFT-optimal and the TPOT-optimal plans, under E2E.
-    seeds = [_ttft_optimum(scenario, overlap)[0]]
-    _, tpot_plan = dec.run(Mode.ADDITIVE)
-    if tpot_plan is not None:
-        seeds.append(tpot_plan)
-    found, best, n_pairs = _improve_on(scenario, seeds, overlap, "e2e", pre, dec, float(steps), kind=KIND_E2E)
+        found, best, details = none_optimum(pre.plus(dec, float(steps)))
+        if found is None:
+            raise_infeasible(scenario)
+        assert found is not None
+        return _solution(problem, found, True, "dp", details, best)
+    found, best, n_pairs = pareto_optimum(pre, dec, Mode.of(overlap), float(steps), KIND_E2E)
+    if found is None:
+        raise_infeasible(scenario)
+    assert found is not None
     return _solution(problem, found, True, "dp", {"pareto_pairs": n_pairs}, best)
 
 

@@ -1,4 +1,4 @@
-"""The planners' numba kernels: four forward DPs over the same stage maps, and the one jit helper.
+"""The planners' numba kernels: four forward DPs over the same stage maps, and their shared helpers.
 
 Every kernel walks states and grows a stage of device type ``t`` holding blocks ``i..e``
 (inclusive) from them. What a stage does to its input arrival ``alpha`` is written once,
@@ -15,72 +15,50 @@ index by index on :class:`coldpipe.planning.tables.StageTables`.
 
 Kernels (state, and who calls them):
 
-- :func:`usage_dp`: one scalar per ``(usage vector s, blocks placed i)``: the exact TTFT DP;
-- :func:`usage_pareto_dp`: a Pareto front of pairs per ``(s, i)``: exact E2E and bursts;
-- :func:`~coldpipe.planning.order_kernels.order_dp`: one scalar per ``(position p in a fixed device
-  order, i)``: the heuristic;
+- :func:`scalar_dp`: one scalar per ``(row, blocks placed i)`` over a DAG of rows: the usage vectors of
+  the exact TTFT DP, or the positions in a fixed device order of the heuristic;
+- :func:`usage_pareto_dp`: a front of pairs per ``(s, i)``: exact E2E, bursts and ``none``, pruned by
+  the lower bounds of :mod:`coldpipe.planning.suffix`;
 - :func:`~coldpipe.planning.order_kernels.order_pareto_dp`: a Pareto front per ``(p, i)``: the
   heuristic's E2E and bursts.
 
-Each is a plain Python function over numpy arrays; :func:`jit` compiles it with numba on first use
-unless ``COLDPIPE_NO_NUMBA`` is set, in which case the identical code runs interpreted (the
-differential tests compare both).
+Each is a plain Python function over numpy arrays; :func:`~coldpipe.planning.jit.jit` compiles it
+with numba on first use unless ``COLDPIPE_NO_NUMBA`` is set, in which case the identical code runs
+interpreted (the differential tests compare both).
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import types
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-
-def inline(fn: Callable[..., Any]) -> Any:
-    """A helper of the kernels' inner loops, inlined into them in numba's IR.
-
-    A call that passes arrays in costs a reference-count update per array, which in a loop over every
-    state costs more than the state's work; inlined, it costs nothing. Returns a numba dispatcher (its
-    ``py_func`` is ``fn``); :class:`Kernel` runs the kernels interpreted with ``fn`` itself.
-    """
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return fn
-    return numba.njit(inline="always")(fn)
-
-
-def _interpreted(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with every inlined helper it names (and they name) replaced by its plain Python function."""
-    names = fn.__code__.co_names
-    swapped = {n: _interpreted(fn.__globals__[n].py_func) for n in names if hasattr(fn.__globals__.get(n), "py_func")}
-    if not swapped:
-        return fn
-    out = types.FunctionType(fn.__code__, {**fn.__globals__, **swapped}, fn.__name__, fn.__defaults__)
-    out.__doc__ = fn.__doc__
-    return out
-
+from coldpipe.planning.jit import Kernel, inline, jit, numba_enabled
 
 __all__ = [
     "KIND_BURST",
     "KIND_E2E",
+    "KIND_NONE",
     "SKIP",
     "Kernel",
     "Mode",
     "block_gate",
+    "dominance_weight",
     "extend_fronts",
     "extend_pair",
     "grow",
     "grow_pool",
+    "inline",
     "jit",
     "keep_front",
+    "mark_front",
+    "none_bound",
     "numba_enabled",
     "pair_value",
     "reserve",
     "scalar_dp",
     "stage_finish",
+    "stage_grid",
     "stage_terms",
     "usage_pareto_dp",
 ]
@@ -99,52 +77,27 @@ class Mode(enum.IntEnum):
         return {"layer": Mode.LAYER, "stage": Mode.STAGE, "none": Mode.ADDITIVE}[overlap]
 
 
-# Second coordinate of a Pareto pair (pass as ``kind``).
-KIND_E2E = 0  # decode time so far, weighted by lam = new_tokens - 1
-KIND_BURST = 1  # end of the burst's last request, lam = requests - 1
+# What a Pareto pair (a, d) holds (pass as ``kind``).
+KIND_E2E = 0  # a: arrival at the AP; d: decode time so far, weighted by lam = new_tokens - 1
+KIND_BURST = 1  # a: the first request's arrival at the AP; d: the burst's last request's, lam = requests - 1
+KIND_NONE = 2  # a: the latest load end so far; d: additive time at the AP ("none": TTFT = max load end + D)
 
 
-def numba_enabled() -> bool:
-    """Whether the kernels run compiled (numba importable and ``COLDPIPE_NO_NUMBA`` unset)."""
-    if os.environ.get("COLDPIPE_NO_NUMBA"):
-        return False
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def dominance_weight(kind: int, lam: float) -> float:
+    """The ``w`` of :func:`keep_front`: a pair ``(a, d)`` is dominated by ``(a', d')`` with ``d' <= d`` and
+    ``a' + w * d' <= a + w * d``.
 
-
-class Kernel:
-    """A kernel that runs compiled when :func:`numba_enabled`, else as the plain function ``py``.
-
-    The compiled function is cached on the object (and on disk by numba): it is the same function.
+    Sound whenever the objective of every completion is ``F(a) + w * (d + rest)`` with ``F`` non-decreasing
+    and 1-Lipschitz (``F(a') - F(a) <= a' - a`` for ``a' >= a``): then ``(a', d')`` is never worse. E2E:
+    ``F`` is the composed stage maps ``max(alpha + C, G)``, ``max(alpha, L) + C``, ``alpha + X`` of the
+    remaining stages and ``w = lam``. ``none``: ``F(a) = max(a, later load ends)``, ``w = 1``. A burst's
+    last request is no such sum (its end is ``max(d + K, H(a))``): ``w = 0``, plain Pareto dominance.
     """
-
-    def __init__(self, py: Callable[..., Any]) -> None:
-        self.py = _interpreted(py)  # the same code, every helper interpreted too
-        self._source = py
-        self._compiled: Callable[..., Any] | None = None
-        self.__doc__ = py.__doc__
-        self.__name__ = py.__name__
-
-    def current(self) -> Callable[..., Any]:
-        """The function a call runs now: compiled, or ``py`` itself when numba is off."""
-        if not numba_enabled():
-            return self.py
-        if self._compiled is None:
-            import numba
-
-            self._compiled = numba.njit(cache=True, nogil=True)(self._source)
-        return self._compiled
-
-    def __call__(self, *args: Any) -> Any:
-        return self.current()(*args)
-
-
-def jit(fn: Callable[..., Any]) -> Kernel:
-    """Decorator: ``fn`` compiled by numba on first call (cached), or interpreted with ``COLDPIPE_NO_NUMBA``."""
-    return Kernel(fn)
+    if kind == KIND_E2E:
+        return lam
+    if kind == KIND_NONE:
+        return 1.0
+    return 0.0
 
 
 # --- the stage maps, written once -----------------------------------------------------------------
@@ -213,6 +166,11 @@ def extend_pair(
     ``at_source``: the stage's input is already on its device (the prompt, and each new token); else it
     comes down the AP link (``down_in``; ``ddown_in`` for a decode step's token).
     """
+    if kind == KIND_NONE:  # additive time through the stage; the latest load end so far
+        q = 0.0 if at_source else pd + down_in
+        d2 = q + compute + out_a
+        a2 = max(pa, load_end)
+        return a2, d2, a2 + d2
     if at_source:
         alpha, d_in, q_in = 0.0, 0.0, 0.0
     else:
@@ -230,8 +188,27 @@ def extend_pair(
 
 @inline
 def pair_value(kind: int, lam: float, a: float, d: float) -> float:
-    """The partial objective of a pair: ``a + lam * d`` (E2E) or ``d`` (a burst's last request)."""
-    return a + lam * d if kind == KIND_E2E else d
+    """The partial objective of a pair: ``a + lam * d`` (E2E), ``d`` (a burst's last request), ``a + d`` (none)."""
+    if kind == KIND_E2E:
+        return a + lam * d
+    if kind == KIND_NONE:
+        return a + d
+    return d
+
+
+@inline
+def none_bound(a: float, levels: np.ndarray, rest_row: np.ndarray) -> float:
+    """What completing a state adds at least under ``none`` to a pair whose latest load end is ``a``.
+
+    ``min over k of max(a, levels[k - 1]) + rest_row[k]`` (``levels[-1]`` read as ``-inf``): a
+    completion whose latest load end lies in ``(levels[k - 1], levels[k]]`` takes at least
+    ``rest_row[k]`` of additive time (:mod:`coldpipe.planning.suffix`) and moves the TTFT's load term to
+    at least ``max(a, levels[k - 1])``.
+    """
+    out = a + rest_row[0]
+    for k in range(1, levels.shape[0]):
+        out = min(out, max(a, levels[k - 1]) + rest_row[k])
+    return out
 
 
 # --- Pareto pools: growing arrays, pushing a candidate, keeping the front --------------------------
@@ -293,12 +270,15 @@ def keep_front(
     p_i: np.ndarray,
     p_e: np.ndarray,
     idx_buf: np.ndarray,
+    w: float,
 ) -> int:
-    """Append the Pareto front of the candidates to the pool from index ``size``; returns the new size.
+    """Append the front of the candidates to the pool from index ``size``; returns the new size.
 
-    The pool has room for ``size + n_cand`` pairs (:func:`grow_pool`). Sorted by arrival (stably), each
-    kept pair is strictly better in the second coordinate than the previous one; a pair with the same
-    arrival and a better second coordinate replaces it.
+    The pool has room for ``size + n_cand`` pairs (:func:`grow_pool`). A pair ``(a, d)`` is dropped when
+    another has ``d' <= d`` and ``a' + w * d' <= a + w * d`` (:func:`dominance_weight`; ``w = 0``:
+    plain Pareto dominance). Sorted by arrival (stably), each kept pair is strictly better in the second
+    coordinate than every earlier one, and it removes the earlier pairs whose ``a + w * d`` is no less
+    than its own: those form the tail of the kept list, whose ``a + w * d`` strictly increases.
     """
     if n_cand > idx_buf.shape[0]:
         order = np.argsort(cand_a[:n_cand], kind="mergesort")
@@ -312,21 +292,57 @@ def keep_front(
             order[j] = k
     first = size
     best_d = np.inf
-    last_a = -np.inf
     for k in range(n_cand):
         c = order[k]
         if cand_d[c] < best_d:
-            if cand_a[c] == last_a and size > first:
-                size -= 1  # same arrival, better second coordinate: replaces the previous pair
+            v = cand_a[c] + w * cand_d[c]
+            while size > first and p_a[size - 1] + w * p_d[size - 1] >= v:
+                size -= 1  # no later and no worse in d, no worse in a + w * d: dominated (w = 0: same arrival)
             p_a[size], p_d[size] = cand_a[c], cand_d[c]
             p_from[size], p_k[size], p_i[size], p_e[size] = cand_from[c], cand_k[c], cand_i[c], e
             size += 1
             best_d = cand_d[c]
-            last_a = cand_a[c]
     return size
 
 
 # --- growing one stage from a state, written once for the usage and the order DPs -----------------
+
+
+@jit
+def stage_grid(
+    cf: np.ndarray, wpt: np.ndarray, nres: np.ndarray, mp: np.ndarray, startup: np.ndarray, inv_bw: np.ndarray,
+    mem: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(load_end, g)``, both ``(T, B, B)``: :func:`stage_terms` of every stage ``(t, i..e)`` that fits.
+
+    The Pareto DPs read a stage's terms from here instead of growing its gate block by block, so that
+    they can visit only the states whose fronts hold pairs. Entries of stages that do not fit are
+    undefined.
+    """
+    n_types = cf.shape[0]
+    n_blocks = mp.shape[0] - 1
+    load_end = np.empty((n_types, n_blocks, n_blocks))
+    g = np.empty((n_types, n_blocks, n_blocks))
+    for t in range(n_types):
+        for e in range(n_blocks):
+            run = -np.inf
+            for i in range(e, -1, -1):
+                if mp[e + 1] - mp[i] > mem[t]:
+                    break
+                run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
+                load_end[t, i, e], g[t, i, e] = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+    return load_end, g
+
+
+@inline
+def mark_front(nz: np.ndarray, row: int, i: int, filled: bool) -> None:
+    """Record in ``nz[row, i]`` the largest ``i' <= i`` whose front in ``row`` holds pairs (-1: none)."""
+    if filled:
+        nz[row, i] = i
+    elif i == 0:
+        nz[row, i] = -1
+    else:
+        nz[row, i] = nz[row, i - 1]
 
 
 @inline
@@ -341,41 +357,54 @@ def extend_fronts(
     row: int,
     k_rec: int,
     src_type: int,
-    bound: float,
+    bound: tuple[np.ndarray, np.ndarray, float],  # on the rest: (rest[s, i, :], levels, rest_peak[s, i])
     incumbent: tuple[float, int, int, int],  # (best, best_q, best_k, best_i) so far
     start: np.ndarray,
     stop: np.ndarray,
+    nz: np.ndarray,
     p_a: np.ndarray,
     p_d: np.ndarray,
-    pre: tuple[np.ndarray, ...],  # (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    pre: tuple[np.ndarray, ...],  # (cf, mp, mem, down, up, ret, load_end, g): stage_grid's two last
     sec: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # (dcf, ddown, dup, dret)
     n_cand: int,
     cands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],  # (a, d, from, k, i)
+    w: float,
+    champ: np.ndarray,  # (4,): the candidates of least d and least a + w * d so far (see below), or (0,)
 ) -> tuple[float, int, int, int, int]:
-    """Every stage of type ``t`` ending at block ``e`` (grown downwards, ``i = e..0``) from every pair of
-    the fronts ``start[row, i]..stop[row, i]``: candidates for the state after block ``e``, or closed plans.
+    """Every stage of type ``t`` ending at block ``e`` (``i`` downwards from ``e``) from every pair of the
+    fronts ``start[row, i]..stop[row, i]``: candidates for the state after block ``e``, or closed plans.
 
-    A pair whose partial objective plus ``bound`` (a lower bound on the rest) reaches ``best`` is pruned;
-    with ``e = B - 1`` a pair closes the plan. ``max_front == 1`` keeps one candidate (the least partial
-    objective). The candidate arrays have room (:func:`reserve`). Returns ``(best, best_q, best_k, best_i, n_cand)``.
-    (Fewer than 31 arguments: numba inlines no call with more.)
+    With a ``champ`` of 4 entries (``d`` and ``a + w * d`` of the candidate of least ``d``, then those of
+    the candidate of least ``a + w * d``, so far; reset to inf for each new state), a candidate that
+    either of them dominates (:func:`keep_front`) is not written: most are, and :func:`keep_front` would
+    sort them only to drop them. Each front is then read from its last pair (latest arrival, least ``d``)
+    back, since a stage maps early arrivals to one output (its gate) and the last such pair dominates.
+
+    Only the fronts that hold pairs are visited (``nz``, :func:`mark_front`). A pair whose partial
+    objective plus a lower bound on what the rest adds (``bound``, of :mod:`coldpipe.planning.suffix`)
+    reaches ``best`` is pruned: ``rest[0]``; under ``KIND_NONE`` :func:`none_bound`, the pair's latest
+    load end raised to the rest's least (``rest_peak``); for a burst also the first request's arrival plus
+    ``rest[0]`` plus ``lam`` times the rest's least slowest stage compute (``rest_peak``: the last request
+    leaves that stage ``lam`` of its computes after the first). With ``e = B - 1`` a pair closes the plan.
+    ``max_front == 1`` keeps one candidate (the least partial objective). The candidate arrays have
+    room (:func:`reserve`). Returns ``(best, best_q, best_k, best_i, n_cand)``. (Fewer than 31
+    arguments: numba inlines no call with more.)
     """
-    cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret = pre
+    cf, mp, mem, down, up, ret, grid_load, grid_g = pre
     dcf, ddown, dup, dret = sec
     cand_a, cand_d, cand_from, cand_k, cand_i = cands
     best, best_q, best_k, best_i = incumbent
+    rest_row, levels, rest_peak = bound
     n_blocks = mp.shape[0] - 1
     last = e == n_blocks - 1
-    run = -np.inf
-    for i in range(e, -1, -1):
+    filt = champ.shape[0] > 0 and max_front != 1
+    i = nz[row, e]
+    while i >= 0:
         if mp[e + 1] - mp[i] > mem[t]:
             break
-        run = max(run, block_gate(t, i, cf, wpt, nres, inv_bw))
-        load_end, g = stage_terms(t, i, e, run, cf, wpt, nres, startup, inv_bw)
+        load_end, g = grid_load[t, i, e], grid_g[t, i, e]
         if mode == Mode.ADDITIVE and load_end > tau:
             break
-        if stop[row, i] == start[row, i]:
-            continue
         compute = cf[t, e + 1] - cf[t, i]
         dec = dcf[t, e + 1] - dcf[t, i]
         if last:
@@ -383,16 +412,35 @@ def extend_fronts(
         else:
             out_a, out_d = up[t, e], dup[t, e]
         at_source = i == 0 and t == src_type
-        for q in range(start[row, i], stop[row, i]):
+        n_q = stop[row, i] - start[row, i]
+        for k in range(n_q):
+            q = stop[row, i] - 1 - k if filt else start[row, i] + k
             a2, d2, value = extend_pair(
                 mode, kind, lam, at_source, p_a[q], p_d[q], down[t, i], ddown[t, i],
                 compute, load_end, g, dec, out_a, out_d,
             )  # fmt: skip
-            if value + bound >= best:
+            if kind == KIND_NONE:
+                if rest_peak > a2:  # every completion loads until then: an earlier load end is worth no more
+                    a2 = rest_peak
+                    value = a2 + d2
+                lb = d2 + none_bound(a2, levels, rest_row)
+            else:
+                lb = value + rest_row[0]
+                if kind == KIND_BURST:
+                    lb = max(lb, a2 + rest_row[0] + lam * rest_peak)
+            if lb >= best:
                 continue
             if last:
                 best, best_q, best_k, best_i = value, q, k_rec, i
                 continue
+            if filt:
+                v = a2 + w * d2
+                if (champ[0] <= d2 and champ[1] <= v) or (champ[3] <= d2 and champ[2] <= v):
+                    continue  # dominated by an earlier candidate
+                if d2 < champ[0] or (d2 == champ[0] and v < champ[1]):
+                    champ[0], champ[1] = d2, v
+                if v < champ[2] or (v == champ[2] and d2 < champ[3]):
+                    champ[2], champ[3] = v, d2
             if max_front == 1 and n_cand == 1:  # one pair per state: keep the least partial objective
                 if value < pair_value(kind, lam, cand_a[0], cand_d[0]):
                     n_cand = 0
@@ -400,6 +448,7 @@ def extend_fronts(
                     continue
             cand_a[n_cand], cand_d[n_cand], cand_from[n_cand], cand_k[n_cand], cand_i[n_cand] = a2, d2, q, k_rec, i
             n_cand += 1
+        i = nz[row, i - 1] if i > 0 else -1
     return best, best_q, best_k, best_i, n_cand
 
 
@@ -492,7 +541,7 @@ def scalar_dp(
 @jit
 def usage_pareto_dp(
     mode: int,  # Mode: LAYER, STAGE, or ADDITIVE with every stage loaded by tau (the "none" thresholds)
-    kind: int,  # second coordinate: KIND_E2E decode time so far, KIND_BURST end of the burst's last request
+    kind: int,  # what a pair holds: KIND_E2E, KIND_BURST or KIND_NONE
     lam: float,  # e2e: new_tokens - 1 (weight of the decode time); burst: requests - 1
     tau: float,
     incumbent: float,  # objective of a known plan: anything not strictly better is pruned
@@ -500,15 +549,13 @@ def usage_pareto_dp(
     strides: np.ndarray,
     counts: np.ndarray,
     cf: np.ndarray,  # prefill tables, as in scalar_dp
-    wpt: np.ndarray,
-    nres: np.ndarray,
     mp: np.ndarray,
-    startup: np.ndarray,
-    inv_bw: np.ndarray,
     mem: np.ndarray,
     down: np.ndarray,
     up: np.ndarray,
     ret: np.ndarray,
+    grid_load: np.ndarray,  # (T, B, B): stage_grid of the prefill tables
+    grid_g: np.ndarray,
     src_type: int,
     prompt_at_ap: float,
     dcf: np.ndarray,  # second tables (decode for e2e: per-block decode seconds prefix, token transfers)
@@ -516,19 +563,26 @@ def usage_pareto_dp(
     dup: np.ndarray,
     dret: np.ndarray,
     dprompt_at_ap: float,
+    w: float,  # dominance weight (dominance_weight; 0: plain Pareto dominance)
+    levels: np.ndarray,  # (K,): the loading limits of rest (suffix.suffix_dp); [inf] but for KIND_NONE
+    rest: np.ndarray,  # (n_states, B+1, K): lower bound on what blocks i.. add to the objective after usage s
+    rest_peak: np.ndarray,  # (n_states, B+1): suffix.suffix_dp's (load ends for KIND_NONE, compute for a burst)
+    max_front: int,  # 0: exact; 1: one pair per state (a real plan, quickly: an incumbent)
 ) -> tuple[float, int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pareto DP over (arrival at the AP, second coordinate) per ``(s, i)`` (:mod:`.exact`, "E2E").
+    """Pareto DP over pairs ``(a, d)`` per ``(s, i)`` (``kind``; :mod:`.exact`, "E2E").
 
     A pair that is later *and* worse in the second coordinate than another can never lead to a better
     objective: both coordinates grow through non-decreasing maps and the objective is non-decreasing in
-    both. States are completed in "pull" order (every predecessor has a smaller usage index), so each
-    front is complete when it is extended. Pairs whose partial objective plus a per-block lower bound
-    on the rest reaches the incumbent are pruned. Returns ``(best, q, t, i, p_from, p_t, p_i, p_e)``:
+    both; with ``w > 0`` the dominance is tighter (:func:`dominance_weight`). States are completed in
+    "pull" order (every predecessor has a smaller usage index), so each front is complete when it is
+    extended. Pairs whose partial objective plus a lower bound on the rest (:func:`extend_fronts`)
+    reaches the incumbent are pruned. Returns
+    ``(best, q, t, i, p_from, p_t, p_i, p_e)``:
     the last stage (type ``t``, blocks ``i..B-1``) extends pool pair ``q`` (``q == -2``: nothing beat
     the incumbent); pool pair ``k`` was reached from ``p_from[k]`` by a stage ``(p_t[k], p_i[k]..p_e[k])``.
     """
     n_types = strides.shape[0]
-    n_blocks = wpt.shape[1] - 1
+    n_blocks = mp.shape[0] - 1
     cap = 1024
     p_a = np.empty(cap)
     p_d = np.empty(cap)
@@ -538,10 +592,15 @@ def usage_pareto_dp(
     p_e = np.empty(cap, dtype=np.int64)
     start = np.zeros((n_states, n_blocks + 1), dtype=np.int64)  # pairs of state (s, i): start[s, i]..stop[s, i]-1
     stop = np.zeros((n_states, n_blocks + 1), dtype=np.int64)
-    p_a[0], p_from[0], p_t[0], p_i[0], p_e[0] = prompt_at_ap, -1, -1, -1, -1
-    p_d[0] = dprompt_at_ap if kind == KIND_E2E else prompt_at_ap
+    nz = np.full((n_states, n_blocks), -1, dtype=np.int64)  # mark_front: the fronts of s that hold pairs
+    p_a[0], p_d[0], p_from[0], p_t[0], p_i[0], p_e[0] = prompt_at_ap, prompt_at_ap, -1, -1, -1, -1
+    if kind == KIND_E2E:
+        p_d[0] = dprompt_at_ap
+    elif kind == KIND_NONE:
+        p_a[0] = 0.0  # nothing loaded yet
     size = 1
     stop[0, 0] = 1
+    nz[0, 0] = 0
     best = incumbent
     best_q, best_t, best_i = -2, -1, -1
     cand_a = np.empty(256)
@@ -550,20 +609,9 @@ def usage_pareto_dp(
     cand_t = np.empty(256, dtype=np.int64)
     cand_i = np.empty(256, dtype=np.int64)
     idx_buf = np.empty(32, dtype=np.int64)
-    pre = (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    champ = np.empty(4)
+    pre = (cf, mp, mem, down, up, ret, grid_load, grid_g)
     sec = (dcf, ddown, dup, dret)
-    # rest[i]: a lower bound on what blocks i..B-1 still add to the objective, whoever computes them: each
-    # block on its own cheapest type (a decode step is memory- or compute-bound per block, so the type that
-    # is cheapest for the whole remainder may not be for every block, and a split can beat it)
-    rest = np.zeros(n_blocks + 1)
-    for i in range(n_blocks - 1, -1, -1):
-        cheapest = np.inf
-        for t in range(n_types):
-            c = cf[t, i + 1] - cf[t, i]
-            if kind == KIND_E2E:
-                c += lam * (dcf[t, i + 1] - dcf[t, i])
-            cheapest = min(cheapest, c)
-        rest[i] = rest[i + 1] + cheapest
     for s in range(n_states):
         # Complete the fronts of (s, i2) for i2 = 1..B-1 from their predecessors, and close the plan
         # (i2 == B) from every front of s with a last stage holding blocks i..B-1.
@@ -572,6 +620,7 @@ def usage_pareto_dp(
         for i2 in range(1, n_blocks + 1):
             e = i2 - 1
             n_cand = 0
+            champ[:] = np.inf
             for t in range(n_types):
                 digit = (s // strides[t]) % (counts[t] + 1)
                 if i2 < n_blocks:
@@ -582,17 +631,24 @@ def usage_pareto_dp(
                     if digit >= counts[t]:
                         continue
                     sp = s  # closing stage: its device is not counted in any state
+                i = nz[sp, e]
+                if i < 0 or mp[e + 1] - mp[i] > mem[t]:
+                    continue  # no front to extend (checked here: the call costs more than nothing)
                 best, best_q, best_t, best_i, n_cand = extend_fronts(
-                    mode, kind, lam, tau, 0, t, e, sp, t, src_type, rest[i2], (best, best_q, best_t, best_i),
-                    start, stop, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_t, cand_i),
+                    mode, kind, lam, tau, max_front, t, e, sp, t, src_type, (rest[s, i2], levels, rest_peak[s, i2]),
+                    (best, best_q, best_t, best_i), start, stop, nz, p_a, p_d, pre, sec, n_cand,
+                    (cand_a, cand_d, cand_from, cand_t, cand_i), w, champ,
                 )  # fmt: skip
-            if i2 == n_blocks or n_cand == 0:
+            if i2 == n_blocks:
                 continue
-            start[s, i2] = size
-            if size + n_cand > p_a.shape[0]:
-                p_a, p_d, p_from, p_t, p_i, p_e = grow_pool(size + n_cand, p_a, p_d, p_from, p_t, p_i, p_e)
-            size = keep_front(
-                size, n_cand, e, cand_a, cand_d, cand_from, cand_t, cand_i, p_a, p_d, p_from, p_t, p_i, p_e, idx_buf
-            )
-            stop[s, i2] = size
+            if n_cand > 0:
+                start[s, i2] = size
+                if size + n_cand > p_a.shape[0]:
+                    p_a, p_d, p_from, p_t, p_i, p_e = grow_pool(size + n_cand, p_a, p_d, p_from, p_t, p_i, p_e)
+                size = keep_front(
+                    size, n_cand, e, cand_a, cand_d, cand_from, cand_t, cand_i, p_a, p_d, p_from, p_t, p_i, p_e,
+                    idx_buf, w,
+                )  # fmt: skip
+                stop[s, i2] = size
+            mark_front(nz, s, i2, n_cand > 0)
     return best, best_q, best_t, best_i, p_from[:size], p_t[:size], p_i[:size], p_e[:size]

@@ -155,17 +155,14 @@ class OrderProblem:
             tau,
             incumbent,
             seq,
-            rest,
+            rest[:, :, None],
             tb.cf,
-            tb.wpt,
-            tb.nres,
             tb.mp,
-            tb.startup,
-            tb.inv_bw,
             tb.mem,
             tb.down,
             tb.up,
             tb.ret,
+            *tb.grid,
             tb.types.source_type,
             tb.prompt_at_ap,
             sec.cf,
@@ -258,7 +255,7 @@ def solve(
         return best, best_stages, len(taus)
     types = sorted({int(problem.type_of[k]) for k in order})
     taus_all = np.unique(np.concatenate([problem.load_ends(t) for t in types])) if types else np.zeros(0)
-    memo = threshold_search(taus_all, lambda tau: problem.run(order, tau))
+    memo = threshold_search(taus_all, lambda tau, _cutoff: problem.run(order, tau))
     best, best_stages = math.inf, ()
     for d, stages in memo.values():
         if stages:

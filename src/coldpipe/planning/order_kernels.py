@@ -16,6 +16,7 @@ from coldpipe.planning.kernels import (
     inline,
     jit,
     keep_front,
+    mark_front,
     pair_value,
     reserve,
 )
@@ -72,17 +73,15 @@ def order_pareto_dp(
     tau: float,
     incumbent: float,  # objective of a known plan: anything not strictly better is pruned
     seq: np.ndarray,  # (n,) int64: device type at each position of the order
-    rest: np.ndarray,  # (n+1, B+1): lower bound on what blocks i.. add, computed on positions >= p
-    cf: np.ndarray,  # prefill tables, as in kernels.usage_dp
-    wpt: np.ndarray,
-    nres: np.ndarray,
+    rest: np.ndarray,  # (n+1, B+1, 1): lower bound on what blocks i.. add, computed on positions >= p
+    cf: np.ndarray,  # prefill tables, as in kernels.usage_pareto_dp
     mp: np.ndarray,
-    startup: np.ndarray,
-    inv_bw: np.ndarray,
     mem: np.ndarray,
     down: np.ndarray,
     up: np.ndarray,
     ret: np.ndarray,
+    grid_load: np.ndarray,
+    grid_g: np.ndarray,
     src_type: int,
     prompt_at_ap: float,
     dcf: np.ndarray,  # second tables (decode for e2e; unused by the burst but for the root)
@@ -114,6 +113,7 @@ def order_pareto_dp(
     p_e = np.empty(cap, dtype=np.int64)
     start = np.zeros((n + 1, n_blocks), dtype=np.int64)  # pairs of (p, i): start[p, i]..stop[p, i]-1
     stop = np.zeros((n + 1, n_blocks), dtype=np.int64)
+    nz = np.zeros((n + 1, n_blocks), dtype=np.int64)  # kernels.mark_front (the root's front at i = 0 in every row)
     p_a[0], p_from[0], p_pos[0], p_i[0], p_e[0] = prompt_at_ap, -1, -1, -1, -1
     p_d[0] = dprompt_at_ap if kind == KIND_E2E else prompt_at_ap
     size = 1
@@ -128,7 +128,9 @@ def order_pareto_dp(
     cand_i = np.empty(256, dtype=np.int64)
     idx_buf = np.empty(32, dtype=np.int64)
     keep_buf = np.zeros(256, dtype=np.bool_)
-    pre = (cf, wpt, nres, mp, startup, inv_bw, mem, down, up, ret)
+    no_champ = np.empty(0)  # extend_fronts' candidate filter: off (the heuristic keeps its tie-breaking)
+    no_levels = np.full(1, np.inf)
+    pre = (cf, mp, mem, down, up, ret, grid_load, grid_g)
     sec = (dcf, ddown, dup, dret)
     for p in range(n):
         t = seq[p]
@@ -137,7 +139,7 @@ def order_pareto_dp(
                 cand_a, cand_d, cand_from, cand_pos, cand_i = reserve(size, cand_a, cand_d, cand_from, cand_pos, cand_i)
             e = i2 - 1
             n_cand = 0
-            bound = rest[p + 1, i2]
+            bound = rest[p + 1, i2, 0]
             if i2 < n_blocks:  # skip position p: the pairs of (p, i2) carry over
                 for q in range(start[p, i2], stop[p, i2]):
                     value = pair_value(kind, lam, p_a[q], p_d[q])
@@ -152,18 +154,26 @@ def order_pareto_dp(
                     cand_pos[n_cand], cand_i[n_cand] = p_pos[q], p_i[q]
                     n_cand += 1
             # the stage on position p holds blocks i..e
-            best, best_q, best_p, best_i, n_cand = extend_fronts(
-                mode, kind, lam, tau, max_front, t, e, p, p, src_type, bound, (best, best_q, best_p, best_i),
-                start, stop, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_pos, cand_i),
-            )  # fmt: skip
-            if i2 == n_blocks or n_cand == 0:
+            i = nz[p, e]
+            if i >= 0 and mp[e + 1] - mp[i] <= mem[t]:
+                best, best_q, best_p, best_i, n_cand = extend_fronts(
+                    mode, kind, lam, tau, max_front, t, e, p, p, src_type, (rest[p + 1, i2], no_levels, 0.0),
+                    (best, best_q, best_p, best_i),
+                    start, stop, nz, p_a, p_d, pre, sec, n_cand, (cand_a, cand_d, cand_from, cand_pos, cand_i),
+                    0.0, no_champ,
+                )  # fmt: skip
+            if i2 == n_blocks:
+                continue
+            mark_front(nz, p + 1, i2, n_cand > 0)
+            if n_cand == 0:
                 continue
             start[p + 1, i2] = size
             if size + n_cand > p_a.shape[0]:
                 p_a, p_d, p_from, p_pos, p_i, p_e = grow_pool(size + n_cand, p_a, p_d, p_from, p_pos, p_i, p_e)
             size = keep_front(
-                size, n_cand, e, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a, p_d, p_from, p_pos, p_i, p_e, idx_buf
-            )
+                size, n_cand, e, cand_a, cand_d, cand_from, cand_pos, cand_i, p_a, p_d, p_from, p_pos, p_i, p_e,
+                idx_buf, 0.0,
+            )  # fmt: skip
             if 0 < max_front < size - start[p + 1, i2]:
                 size, keep_buf = _cap_front(
                     start[p + 1, i2], size, max_front, kind, lam, p_a, p_d, p_from, p_pos, p_i, p_e, keep_buf

@@ -1,7 +1,9 @@
 """One entry point for every planner: ``plan(problem, solver="auto")``.
 
-``auto`` takes the first of :data:`AUTO` that does not refuse the problem (the exact DP within its
-range, else the heuristic); any other name runs that planner or says why it cannot. Whatever ran, the
+``auto`` takes the first of :data:`AUTO` that does not refuse the problem: the exact DP within its
+range and when its predicted time (:func:`~coldpipe.planning.predict.predicted_time_s`) is within
+:data:`AUTO_TIME_BUDGET_S`, else the heuristic, and the solution's ``details["auto"]`` says why. Any
+other name runs that planner or says why it cannot. Whatever ran, the
 solution's ``value_s`` is the simulator's value of the objective for the plan and its ``timeline``
 the simulator's timeline (one source of truth); the method's own number is ``solver_value_s``.
 
@@ -24,9 +26,10 @@ from coldpipe.planning.brute import BrutePlanner
 from coldpipe.planning.exact import ExactPlanner
 from coldpipe.planning.heuristic import HeuristicPlanner
 from coldpipe.planning.minlp import MINLPPlanner
+from coldpipe.planning.predict import predicted_time_s
 from coldpipe.planning.protocol import Planner, Problem, Solution
 
-__all__ = ["AUTO", "PLANNERS", "SOLVERS", "plan"]
+__all__ = ["AUTO", "AUTO_TIME_BUDGET_S", "PLANNERS", "SOLVERS", "auto_choice", "plan"]
 
 PLANNERS: dict[str, Planner] = {p.name: p for p in (ExactPlanner(), BrutePlanner(), MINLPPlanner(), HeuristicPlanner())}
 """Every planner by name."""
@@ -35,6 +38,28 @@ AUTO: tuple[str, ...] = ("dp", "heuristic")
 """What ``auto`` tries, in order."""
 
 SOLVERS: tuple[str, ...] = ("auto", *PLANNERS)
+
+AUTO_TIME_BUDGET_S = 5.0
+"""``auto`` runs the exact DP only if its predicted planning time is at most this many seconds (a re-plan
+after a device fails waits for it); beyond, the heuristic (``docs/heuristic.md``)."""
+
+
+def auto_choice(problem: Problem) -> tuple[Planner, str | None]:
+    """The planner ``auto`` runs on ``problem`` and, when it is not the first of :data:`AUTO`, why."""
+    skipped = []
+    for name in AUTO:
+        planner = PLANNERS[name]
+        reason = planner.refuses(problem)
+        if reason is None and name == "dp":
+            predicted = predicted_time_s(problem)
+            if predicted > AUTO_TIME_BUDGET_S:
+                reason = f"predicted exact planning time {predicted:.3g} s, above auto's budget of "
+                reason += f"{AUTO_TIME_BUDGET_S:g} s"
+        if reason is None:
+            return planner, (f"{name}, not " + "; not ".join(skipped)) if skipped else None
+        skipped.append(f"{name}: {reason}")
+    raise AssertionError("the last planner of AUTO refuses nothing")  # pragma: no cover
+
 
 _FIX = {"dp": "use --solver auto or heuristic", "brute": "use --solver dp", "minlp": "use --solver dp or heuristic"}
 
@@ -48,8 +73,9 @@ def plan(problem: Problem, solver: str = "auto") -> Solution:
     """
     if solver not in SOLVERS:
         raise InputError("solver", f"unknown solver {solver!r}", f"use one of {list(SOLVERS)}")
+    why = None
     if solver == "auto":
-        chosen = next(PLANNERS[n] for n in AUTO if PLANNERS[n].refuses(problem) is None)
+        chosen, why = auto_choice(problem)
     else:
         chosen = PLANNERS[solver]
         reason = chosen.refuses(problem)
@@ -58,5 +84,7 @@ def plan(problem: Problem, solver: str = "auto") -> Solution:
     start = time.perf_counter()
     solution = chosen.solve(problem)
     details = {**solution.details, "time_s": time.perf_counter() - start}
+    if why is not None:
+        details["auto"] = why
     timeline = solution.timeline or simulate(problem.scenario, solution.plan, problem.overlap)
     return dataclasses.replace(solution, timeline=timeline, details=details)

@@ -6,6 +6,7 @@ columns, column ``l`` summing blocks ``0..l-1``, so blocks ``i..e`` cost ``table
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ import numpy as np
 from coldpipe.core.simulator import block_decode_s, decode_out_bytes
 from coldpipe.core.types import AP, Plan, Scenario, Stage
 from coldpipe.errors import InputError
-from coldpipe.planning.kernels import Mode, scalar_dp
+from coldpipe.planning.additive import additive_dp
+from coldpipe.planning.kernels import Mode, scalar_dp, stage_grid
 
 __all__ = ["MAX_USAGE_VECTORS", "DeviceTypes", "StageTables", "check_size", "load_end_candidates"]
 
@@ -127,6 +129,11 @@ class StageTables:
     def n_blocks(self) -> int:
         return self.wp.shape[0] - 1
 
+    @functools.cached_property
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~coldpipe.planning.kernels.stage_grid`: every stage's load end and ``layer`` gate (once)."""
+        return stage_grid(self.cf, self.wpt, self.nres, self.mp, self.startup, self.inv_bw, self.mem)  # type: ignore[no-any-return]
+
     def load_end(self, t: int, first: int, last: int) -> float:
         """When a stage of type ``t`` holding ``first..last`` has all its blocks (0 if all are resident)."""
         if self.nres[t, last + 1] == self.nres[t, first]:
@@ -219,29 +226,47 @@ class StageTables:
         """The exact scalar DP (:func:`~coldpipe.planning.kernels.scalar_dp` over usage vectors): ``(objective, plan)``.
 
         ``(inf, None)`` when no plan fits (or, with :attr:`Mode.ADDITIVE`, none loads by ``tau``).
+        :attr:`Mode.ADDITIVE` runs :func:`~coldpipe.planning.additive.additive_dp` (the same optimum).
         """
         types = self.types
-        arrive = np.full((types.n_usage_vectors, self.n_blocks), np.inf)
-        arrive[0, 0] = self.prompt_at_ap
-        best, s, i, t, pred_i, pred_t, _ = scalar_dp(
-            int(mode),
-            tau,
-            *types.edges(),
-            arrive,
-            0,
-            math.inf,
-            self.cf,
-            self.wpt,
-            self.nres,
-            self.mp,
-            self.startup,
-            self.inv_bw,
-            self.mem,
-            self.down,
-            self.up,
-            self.ret,
-            types.source_type,
-        )
+        if mode == Mode.ADDITIVE:  # the same optimum by sliding-window minima
+            best, s, i, t, pred_i, pred_t = additive_dp(
+                tau,
+                types.n_usage_vectors,
+                types.strides,
+                types.counts,
+                self.cf,
+                self.mp,
+                self.mem,
+                self.grid[0],
+                self.down,
+                self.up,
+                self.ret,
+                types.source_type,
+                self.prompt_at_ap,
+            )
+        else:
+            arrive = np.full((types.n_usage_vectors, self.n_blocks), np.inf)
+            arrive[0, 0] = self.prompt_at_ap
+            best, s, i, t, pred_i, pred_t, _ = scalar_dp(
+                int(mode),
+                tau,
+                *types.edges(),
+                arrive,
+                0,
+                math.inf,
+                self.cf,
+                self.wpt,
+                self.nres,
+                self.mp,
+                self.startup,
+                self.inv_bw,
+                self.mem,
+                self.down,
+                self.up,
+                self.ret,
+                types.source_type,
+            )
         if not best < math.inf:
             return math.inf, None
         # Walk back from the stage that ends the plan: (type t, blocks i..B-1, usage before it s).
