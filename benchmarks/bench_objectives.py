@@ -4,7 +4,7 @@ the ``bench:objectives`` markers. The planner timed is :func:`coldpipe.planning.
 :class:`~coldpipe.planning.Problem` of each objective.
 
     .venv/bin/python benchmarks/bench_objectives.py           # 4 and 8 distinct devices
-    .venv/bin/python benchmarks/bench_objectives.py --full    # also 12 distinct devices (minutes)
+    .venv/bin/python benchmarks/bench_objectives.py --full    # also 12 distinct devices
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def timed(sc: Scenario, overlap: Overlap, objective: Objective, repeats: int) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--full", action="store_true", help="include 12 distinct devices x 82 blocks (minutes)")
+    ap.add_argument("--full", action="store_true", help="include 12 distinct devices x 82 blocks")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -65,8 +65,7 @@ def main() -> None:
             ("ttft", burst, "layer"),
         ]
         for objective, s, ov in runs:
-            repeats = 1 if n >= 12 else args.repeats
-            med, details = timed(s, ov, objective, repeats)
+            med, details = timed(s, ov, objective, args.repeats)
             extra = f" ({details['pareto_pairs']} pairs)" if "pareto_pairs" in details else ""
             cells.append(fmt(med) + extra)
         rows.append(f"| {n} distinct | {model} ({sc.n_blocks} blocks) | " + " | ".join(cells) + " |")
@@ -75,9 +74,10 @@ def main() -> None:
         [
             START,
             f"Median of {args.repeats} runs after a warm-up (`.venv/bin/python benchmarks/bench_objectives.py"
-            f"{' --full' if args.full else ''}`; 12-device rows: one run). 256 new tokens; bursts of 8 requests.",
+            f"{' --full' if args.full else ''}`). 256 new tokens; bursts of 8 requests; in parentheses the pairs the "
+            "Pareto DP kept.",
             "",
-            "| devices | model | tpot | e2e (layer, Pareto DP) | e2e (none) | burst max (layer, Pareto DP) |",
+            "| devices | model | tpot | e2e (layer) | e2e (none) | burst max (layer) |",
             "|---|---|---:|---:|---:|---:|",
             *rows,
             END,
