@@ -25,13 +25,16 @@ from coldpipe.errors import InputError
 from coldpipe.planning.brute import BrutePlanner
 from coldpipe.planning.exact import ExactPlanner
 from coldpipe.planning.heuristic import HeuristicPlanner
+from coldpipe.planning.highs import HighsPlanner
 from coldpipe.planning.minlp import MINLPPlanner
 from coldpipe.planning.predict import predicted_time_s
 from coldpipe.planning.protocol import Planner, Problem, Solution
 
 __all__ = ["AUTO", "AUTO_TIME_BUDGET_S", "PLANNERS", "SOLVERS", "auto_choice", "plan"]
 
-PLANNERS: dict[str, Planner] = {p.name: p for p in (ExactPlanner(), BrutePlanner(), MINLPPlanner(), HeuristicPlanner())}
+PLANNERS: dict[str, Planner] = {
+    p.name: p for p in (ExactPlanner(), BrutePlanner(), MINLPPlanner(), HighsPlanner(), HeuristicPlanner())
+}
 """Every planner by name."""
 
 AUTO: tuple[str, ...] = ("dp", "heuristic")
@@ -61,7 +64,12 @@ def auto_choice(problem: Problem) -> tuple[Planner, str | None]:
     raise AssertionError("the last planner of AUTO refuses nothing")  # pragma: no cover
 
 
-_FIX = {"dp": "use --solver auto or heuristic", "brute": "use --solver dp", "minlp": "use --solver dp or heuristic"}
+_FIX = {
+    "dp": "use --solver auto or heuristic",
+    "brute": "use --solver dp",
+    "minlp": "use --solver dp or heuristic",
+    "highs": "use --solver dp or heuristic",
+}
 
 
 def plan(problem: Problem, solver: str = "auto") -> Solution:
