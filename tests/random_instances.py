@@ -93,7 +93,7 @@ def hard_scenario(seed: int, *, max_devices: int = 4, max_blocks: int = 10, min_
             for _ in range(n_profiles)
         ]
         chosen = [rng.choice(profiles) for _ in range(n_devices)]
-        if sum(p["memory"] for p in chosen) >= model_bytes:
+        if sum(p["memory"] for p in chosen) >= 1.2 * model_bytes:
             break
     devices = [Device(f"d{k}", **p) for k, p in enumerate(chosen)]
     if rng.random() < 0.35:  # a warm device: it holds a range of blocks (which may not fit its memory)

@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning coldpipe's own errors into one line and exit code 2."""
     try:
         code = app(args=argv, prog_name="coldpipe", standalone_mode=False)
+        if code == 130:  # typer turns a KeyboardInterrupt into exit code 130 without a word: say it below
+            raise KeyboardInterrupt
         sys.exit(code if isinstance(code, int) else 0)
     except click_exceptions.NoArgsIsHelpError as exc:  # bare `coldpipe` or `coldpipe sweep`: show help
         if exc.ctx is not None:

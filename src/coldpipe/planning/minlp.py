@@ -13,7 +13,7 @@ SCIP runs with its default tolerances (``numerics/feastol`` 1e-6 on a model scal
 units, docs/formulation.md#solver-settings), without strong dual reductions, and its answer is labelled
 ``optimal`` only if the simulator's value of its plan meets its dual bound
 (:func:`~coldpipe.planning.formulation.certify`). SCIP never prints: its output is hidden, and a Ctrl-C
-during the solve (which SCIP catches) is raised again as :class:`KeyboardInterrupt`.
+during the solve stops SCIP and is raised again as :class:`KeyboardInterrupt`.
 
 >>> from coldpipe.core.types import Block, Device, Scenario, Workload
 >>> blocks = [Block(f"b{i}", weight_bytes=1e9, flops=1e12, out_bytes=1e6) for i in range(4)]
@@ -28,6 +28,7 @@ during the solve (which SCIP catches) is raised again as :class:`KeyboardInterru
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ SCIP_PARAMS: dict[str, Any] = {
     "limits/absgap": 0.0,
     "misc/allowstrongdualreds": False,  # dual reductions may drop a solution that is optimal only exactly
     "randomization/randomseedshift": 0,  # reproducible runs
+    "misc/catchctrlc": False,  # Ctrl-C goes to Python (SCIP's own handler prints on stdout): see _optimize
 }
 """What :func:`plan_minlp` changes in SCIP's defaults (its tolerances stay SCIP's own)."""
 
@@ -105,6 +107,37 @@ def build_model(scenario: Scenario, overlap: Overlap = "layer", *, linearize: bo
     return _Model(m, form, vs, linearize)
 
 
+def _optimize(scip: Any) -> None:
+    """Solve in another thread (SCIP without the GIL) so that a Ctrl-C reaches this one at once.
+
+    On :class:`KeyboardInterrupt` SCIP is asked to stop (``interruptSolve``), its thread is awaited and
+    the interrupt raised again: the caller sees a plain Ctrl-C and SCIP prints nothing.
+    """
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            scip.optimizeNogil()
+        except BaseException as exc:  # handed to the caller below
+            failure.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run, name="scip", daemon=True)
+    worker.start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except KeyboardInterrupt:
+        scip.interruptSolve()
+        worker.join()
+        raise
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
 def plan_minlp(problem: Problem, *, linearize: bool = False, params: dict[str, Any] | None = None) -> Solution:
     """Solve the MINLP with SCIP: the best plan found, labelled by :func:`~coldpipe.planning.formulation.certify`.
 
@@ -122,9 +155,9 @@ def plan_minlp(problem: Problem, *, linearize: bool = False, params: dict[str, A
         scip.setParam(key, value)
     if time_limit_s is not None:
         scip.setParam("limits/time", float(time_limit_s))
-    scip.optimize()
+    _optimize(scip)
     status = str(scip.getStatus())
-    if status == "userinterrupt":  # SCIP caught the SIGINT itself: hand it back to the caller
+    if status == "userinterrupt":  # interrupted some other way (SCIP's own Ctrl-C handler): say so
         raise KeyboardInterrupt
     if status == "infeasible":
         raise_infeasible(scenario)  # with the shortfall
