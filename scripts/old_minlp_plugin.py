@@ -27,7 +27,8 @@ OLD_COMMIT = "fef3b57"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _old_module(*, default_tolerances: bool = False) -> types.ModuleType:
+def old_module(*, default_tolerances: bool = False) -> types.ModuleType:
+    """``minlp.py`` of :data:`OLD_COMMIT` as a module (``default_tolerances``: without its feastol 1e-7)."""
     source = subprocess.run(
         ["git", "show", f"{OLD_COMMIT}:src/coldpipe/planning/minlp.py"],
         cwd=ROOT,
@@ -44,6 +45,8 @@ def _old_module(*, default_tolerances: bool = False) -> types.ModuleType:
 
 
 def _wrap(old_plan: Any) -> Any:
+    """The old ``plan_minlp`` with today's ``solver_status`` field."""
+
     def plan_minlp(problem: Any, **kwargs: Any) -> Any:
         res = old_plan(problem, **kwargs)
         res.details["solver_status"] = res.details["status"]
@@ -52,15 +55,16 @@ def _wrap(old_plan: Any) -> Any:
     return plan_minlp
 
 
-if os.environ.get("OLD_MINLP") == "params":
-    _today = current.plan_minlp
+def pytest_configure(config: Any) -> None:
+    """Swap ``plan_minlp`` before the test modules import it (``OLD_MINLP`` chooses what is old)."""
+    what = os.environ.get("OLD_MINLP", "all")
+    if what == "params":
+        today = current.plan_minlp
 
-    def _old_params(problem: Any, **kwargs: Any) -> Any:
-        return _today(problem, params={"numerics/feastol": 1e-7, "misc/allowstrongdualreds": True}, **kwargs)
+        def old_params(problem: Any, **kwargs: Any) -> Any:
+            return today(problem, params={"numerics/feastol": 1e-7, "misc/allowstrongdualreds": True}, **kwargs)
 
-    current.plan_minlp = _old_params
-else:
-    current.plan_minlp = _wrap(_old_module(default_tolerances=os.environ.get("OLD_MINLP") == "model").plan_minlp)
-print(
-    f"old_minlp_plugin: plan_minlp is now {os.environ.get('OLD_MINLP', 'the model of ' + OLD_COMMIT)}", file=sys.stderr
-)
+        current.plan_minlp = old_params
+    else:
+        current.plan_minlp = _wrap(old_module(default_tolerances=what == "model").plan_minlp)
+    print(f"old_minlp_plugin: plan_minlp is the old one ({what})", file=sys.stderr)
