@@ -8,7 +8,8 @@ predicted time comes from :mod:`coldpipe.core.simulator`. Layers, bottom up:
   types and per-type prefix tables);
 - one module per method: :mod:`.exact` and :mod:`.pareto` (the exact DPs, every objective),
   :mod:`.local_search`, :mod:`.order` and :mod:`.heuristic` (beyond the exact range), :mod:`.brute`
-  (exhaustive), :mod:`.minlp` (SCIP), :mod:`.bounds` (lower bounds), :mod:`.baselines` (the usual splits);
+  (exhaustive), :mod:`.formulation` with :mod:`.minlp` (SCIP) and :mod:`.highs` (HiGHS), :mod:`.bounds`
+  (lower bounds), :mod:`.baselines` (the usual splits);
 - :mod:`.predict` (the exact DP's predicted time), :mod:`.planner` (``plan(problem, solver)``) and
   :mod:`.compare` (every strategy on one scenario).
 """

@@ -37,7 +37,8 @@ class Problem:
 
     ``objective`` as :func:`~coldpipe.core.simulator.objective_s` defines it: ``ttft`` (with a burst,
     ``workload.requests > 1``: the max or mean first-token completion), ``e2e`` (the last token) or
-    ``tpot`` (the warm time per output token). ``time_limit_s`` bounds solvers that honour one (MINLP).
+    ``tpot`` (the warm time per output token). ``time_limit_s`` bounds solvers that honour one
+    (``minlp``, ``highs``).
     """
 
     scenario: Scenario
@@ -73,12 +74,12 @@ class Solution:
     """A planner's answer: the plan, the simulator's value of the objective for it, and how sure it is.
 
     - ``value_s``: :func:`~coldpipe.core.simulator.objective_s` of the plan (one source of truth);
-    - ``solver_value_s``: the method's own number for it (the DP's or SCIP's objective), when it has
-      one; tests check that the two agree;
+    - ``solver_value_s``: the method's own number for it (the DP's, SCIP's or HiGHS's objective), when
+      it has one; tests check that the two agree;
     - ``exact``: the method proves the plan optimal; ``method``: the planner that ran it
-      (``dp``, ``local-search``, ``heuristic``, ``brute``, ``minlp``);
+      (``dp``, ``local-search``, ``heuristic``, ``brute``, ``minlp``, ``highs``);
     - ``lower_bound_s``: a lower bound on the optimum, when the method has one;
-    - ``details``: the method's counters (usage vectors, thresholds, orders, SCIP's status, ...);
+    - ``details``: the method's counters (usage vectors, thresholds, orders, the solvers' status, ...);
     - ``timeline``: the simulator's timeline of the plan (every method attaches it; so does
       :func:`~coldpipe.planning.plan`).
     """
