@@ -11,7 +11,8 @@ Two tables, both written into ``docs/formulation.md``:
    8 -> 34 blocks), each solver with ``--time-limit`` seconds (default 60); a solver leaves the table after
    its first instance not solved to optimality in time.
 
-Rerun: ``nice .venv/bin/python benchmarks/bench_minlp.py`` (``--quick``: 10 instances, a short grid).
+Rerun: ``nice .venv/bin/python benchmarks/bench_minlp.py`` (``--quick``: 10 instances, a short grid;
+``--part suite|growth``: one table).
 Times are CPU seconds of the process (every thread: HiGHS and SCIP solve in a worker thread), which a
 shared machine inflates less than wall-clock; the solvers' time limits are wall-clock. Compare ratios.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import random
 import statistics
 import sys
@@ -148,8 +150,12 @@ def growth_table(grid: list[tuple[int, int]], limit: float, seed: int) -> str:
     solvers = {"SCIP": plan_minlp, "HiGHS": plan_highs}
     active = set(solvers)
     largest: dict[str, tuple[int, int, float]] = {}
+    load = os.getloadavg()[0]
     lines = [
-        f"Overlap `layer`, {limit:g} s limit per solver; command: `nice .venv/bin/python benchmarks/bench_minlp.py`.",
+        f"Overlap `layer`, {limit:g} s (wall-clock) limit per solver; load average {load:.1f} on "
+        f"{os.cpu_count()} CPUs when the run started; command: `nice .venv/bin/python benchmarks/bench_minlp.py"
+        + (f" --time-limit {limit:g}" if limit != 60.0 else "")
+        + "`.",
         "",
         "| devices | blocks | DP CPU | SCIP CPU | SCIP status | HiGHS CPU | HiGHS status | TTFT (s) | all equal |",
         "|---:|---:|---:|---:|---|---:|---|---:|---|",
@@ -194,17 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=None, help="seconds per solver and instance (default 60)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-doc", action="store_true", help="print only, do not write docs/formulation.md")
+    ap.add_argument("--part", choices=["both", "suite", "growth"], default="both", help="which table to make")
     args = ap.parse_args(argv)
     limit = args.time_limit if args.time_limit is not None else (10.0 if args.quick else 60.0)
     for overlap in OVERLAPS:  # compile the DP kernels outside the timings
         plan_exact(Problem(instance(3, 4, 0), overlap))
-    suite = agreement_table(10 if args.quick else 40)
-    print(suite)
-    growth = growth_table(QUICK_GRID if args.quick else GRID, limit, args.seed)
-    print(growth)
-    if not args.no_doc and not args.quick:
-        write_between(DOC, SUITE_BEGIN, SUITE_END, suite)
-        write_between(DOC, BEGIN, END, growth)
+    write = not args.no_doc and not args.quick
+    if args.part in ("both", "suite"):
+        suite = agreement_table(10 if args.quick else 40)
+        print(suite)
+        if write:
+            write_between(DOC, SUITE_BEGIN, SUITE_END, suite)
+    if args.part in ("both", "growth"):
+        growth = growth_table(QUICK_GRID if args.quick else GRID, limit, args.seed)
+        print(growth)
+        if write:
+            write_between(DOC, BEGIN, END, growth)
     return 0
 
 
