@@ -27,6 +27,7 @@ during the solve stops SCIP and is raised again as :class:`KeyboardInterrupt`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass
@@ -130,7 +131,8 @@ def _optimize(scip: Any) -> None:
         while not done.wait(0.05):
             pass
     except KeyboardInterrupt:
-        scip.interruptSolve()
+        with contextlib.suppress(Exception):  # SCIP refuses once it has finished: nothing to stop then
+            scip.interruptSolve()
         worker.join()
         raise
     worker.join()
