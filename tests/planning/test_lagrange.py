@@ -21,8 +21,9 @@ from coldpipe.planning import Problem
 from coldpipe.planning.bounds import dual_bound, objective_lower_bound
 from coldpipe.planning.exact import plan_exact
 from coldpipe.planning.heuristic import plan_heuristic
-from coldpipe.planning.kernels import Mode
-from coldpipe.planning.lagrange import PricedDag, lagrangian_bound, priced_value
+from coldpipe.planning.kernels import KIND_BURST, Mode
+from coldpipe.planning.lagrange import PricedDag, lagrangian_bound, pareto_bound, priced_value
+from coldpipe.planning.reuse_kernels import reuse_pareto_dp
 from coldpipe.planning.tables import StageTables
 from random_instances import brute_value, random_scenario
 
@@ -75,6 +76,16 @@ def test_bound_never_exceeds_brute_force(seed: int, overlap: str, case: tuple[st
     else:
         mode = Mode.of(overlap)
     none = overlap == "none" and objective != "tpot"
+    if requests > 1 and not none:  # the burst's pair DP, with fronts merged down to 2 pairs and fixed prices
+        pre = StageTables.build(sc)
+        lam = requests - 1.0
+        assert pareto_bound(pre, pre, mode, KIND_BURST, lam, optimum, max_front=2).value_s <= optimum * (1 + 1e-9)
+        price = np.array([rng.uniform(0.0, optimum) for _ in pre.types.members])
+        value, _ = reuse_pareto_dp(
+            int(mode), KIND_BURST, lam, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, *pre.grid,
+            pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret, pre.prompt_at_ap, 1,
+        )  # fmt: skip
+        assert value - float(price @ pre.types.counts) <= optimum * (1 + 1e-9)
     assert lagrangian_bound(tables, mode, optimum, none=none, tracked=tracked).value_s <= optimum * (1 + 1e-9)
     if not none:
         price = np.array([rng.uniform(0.0, optimum) for _ in tables.types.members])

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from coldpipe.core.simulator import block_decode_s, transfer_s
 from coldpipe.core.types import Scenario
 from coldpipe.planning.exact import plan_warm
-from coldpipe.planning.kernels import Mode
-from coldpipe.planning.lagrange import lagrangian_bound
+from coldpipe.planning.kernels import KIND_BURST, Mode
+from coldpipe.planning.lagrange import lagrangian_bound, pareto_bound
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables
 
 __all__ = [
@@ -187,11 +187,19 @@ def objective_lower_bound(
     if overlap is None:
         return simple, kind
     wl = scenario.workload
-    dual = dual_bound(scenario, objective, overlap, upper)
+    one = scenario.replace(workload={"requests": 1}) if wl.requests > 1 else scenario
+    dual, dual_kind = dual_bound(one, objective, overlap, upper), "Lagrangian (device reuse priced)"
     if objective == "ttft" and wl.requests > 1:  # the burst's queue term on top of its first request
         dual += (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5) * _last_block_s(scenario)
+        dual_kind += " + burst queue"
+        if wl.completion == "max" and overlap != "none":  # the burst's own pair DP, reuse priced
+            pre = StageTables.build(scenario)
+            lam = float(wl.requests - 1)
+            burst = pareto_bound(pre, pre, Mode.of(overlap), KIND_BURST, lam, upper).value_s
+            if burst > dual:
+                dual, dual_kind = burst, "Lagrangian burst pairs (device reuse priced)"
     if dual > simple:
-        return dual, "Lagrangian (device reuse priced)" + (" + burst queue" if wl.requests > 1 else "")
+        return dual, dual_kind
     return simple, kind
 
 

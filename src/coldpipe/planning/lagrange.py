@@ -50,6 +50,7 @@ most ``G + (T - 1) c`` (exact for ``none``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +58,7 @@ import numpy as np
 from coldpipe.planning.exact import threshold_search
 from coldpipe.planning.kernels import Mode, scalar_dp
 from coldpipe.planning.predict import SECONDS_PER_UNIT
+from coldpipe.planning.reuse_kernels import reuse_pareto_dp
 from coldpipe.planning.tables import DeviceTypes, StageTables, load_end_candidates
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "DualBound",
     "PricedDag",
     "lagrangian_bound",
+    "pareto_bound",
     "priced_value",
     "stages_that_fit",
 ]
@@ -73,6 +76,12 @@ BOUND_TIME_BUDGET_S = 1.0
 
 ITERATIONS = 150
 """Subgradient steps per ascent."""
+
+PARETO_ITERATIONS = 60
+"""Subgradient steps of a pair objective's ascent (each a Pareto DP)."""
+
+PARETO_FRONT = 64
+"""Pairs per state in the pair objectives' priced DP (longer fronts are merged into optimistic pairs)."""
 
 NONE_THRESHOLDS = 40
 """Threshold DPs a ``none`` evaluation is assumed to cost when sizing the tracked set (a prediction)."""
@@ -197,26 +206,21 @@ def stages_that_fit(tables: StageTables) -> int:
 
 
 def _ascent(
-    tables: StageTables,
-    mode: Mode,
+    evaluate: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    counts: np.ndarray,
     upper: float,
-    dag: PricedDag,
-    tracked: np.ndarray,
+    free: np.ndarray,
     price: np.ndarray,
     iterations: int,
-    taus: np.ndarray,
 ) -> tuple[float, np.ndarray, int]:
-    """Projected subgradient ascent on ``L(λ)``; returns the best bound, its prices and the DP runs."""
-    counts = tables.types.counts.astype(np.float64)
-    free = ~tracked
+    """Projected subgradient ascent on ``L(λ) = V(λ) - Σ_free λ_t count_t``, ``evaluate(λ) = (V(λ), uses)``;
+    returns the best bound, its prices and the evaluations."""
+    counts = counts.astype(np.float64)
     price = np.where(free, price, 0.0)
     best, best_price, runs = -math.inf, price.copy(), 0
     theta, stale = 1.0, 0
     for _ in range(iterations):
-        if mode == Mode.ADDITIVE and len(taus):
-            value, uses = _none_value(tables, dag, price, taus)
-        else:
-            value, uses, _ = priced_value(tables, dag, mode, price)
+        value, uses = evaluate(price)
         runs += 1
         if not value < math.inf:
             return math.inf, price, runs  # no relaxed plan fits, so no plan does
@@ -237,6 +241,49 @@ def _ascent(
         gap = upper - bound if math.isfinite(upper) else max(abs(bound), 1.0) * 0.1
         price = np.maximum(0.0, price + theta * max(gap, 1e-12 * abs(bound)) / norm * g)
     return best, best_price, runs
+
+
+def _scalar_evaluate(
+    tables: StageTables, dag: PricedDag, mode: Mode, taus: np.ndarray
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    if mode == Mode.ADDITIVE and len(taus):
+        return lambda price: _none_value(tables, dag, price, taus)
+
+    def evaluate(price: np.ndarray) -> tuple[float, np.ndarray]:
+        value, uses, _ = priced_value(tables, dag, mode, price)
+        return value, uses
+
+    return evaluate
+
+
+def pareto_bound(
+    pre: StageTables,
+    second: StageTables,
+    mode: Mode,
+    kind: int,
+    lam: float,
+    upper: float,
+    *,
+    iterations: int = PARETO_ITERATIONS,
+    max_front: int = PARETO_FRONT,
+) -> DualBound:
+    """The Lagrangian bound for a pair objective (a burst's max completion: ``KIND_BURST``, ``lam`` =
+    requests - 1; E2E: ``KIND_E2E``, ``second`` the decode tables, ``lam`` = new tokens - 1), every type
+    reusable at a price (:func:`~coldpipe.planning.reuse_kernels.reuse_pareto_dp`; ``layer``/``stage``)."""
+    grid_load, grid_g = pre.grid
+
+    def evaluate(price: np.ndarray) -> tuple[float, np.ndarray]:
+        value, uses = reuse_pareto_dp(
+            int(mode), kind, lam, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, grid_load, grid_g,
+            pre.types.source_type, pre.prompt_at_ap, second.cf, second.down, second.up, second.ret,
+            second.prompt_at_ap, max_front,
+        )  # fmt: skip
+        return float(value), uses
+
+    n_types = len(pre.types.members)
+    free = np.ones(n_types, dtype=bool)
+    best, price, runs = _ascent(evaluate, pre.types.counts, upper, free, np.zeros(n_types), iterations)
+    return DualBound(best, price, 0, 1, runs)
 
 
 def lagrangian_bound(
@@ -260,7 +307,8 @@ def lagrangian_bound(
     taus = load_end_candidates(tables) if none else np.zeros(0)
     nothing = np.zeros(n_types, dtype=bool)
     dag0 = PricedDag.build(types, nothing)
-    best, price, runs = _ascent(tables, mode, upper, dag0, nothing, np.zeros(n_types), iterations, taus)
+    evaluate = _scalar_evaluate(tables, dag0, mode, taus)
+    best, price, runs = _ascent(evaluate, types.counts, upper, ~nothing, np.zeros(n_types), iterations)
     if best >= upper * (1 - 1e-12) or not math.isfinite(best):
         return DualBound(best, price, 0, 1, runs)
     # track the types with the highest prices (the ones the relaxation reuses) while the budget allows
@@ -281,7 +329,8 @@ def lagrangian_bound(
     if not chosen.any():
         return DualBound(best, price, 0, 1, runs)
     dag = PricedDag.build(types, chosen)
-    second, price2, runs2 = _ascent(tables, mode, upper, dag, chosen, price, iterations, taus)
+    evaluate = _scalar_evaluate(tables, dag, mode, taus)
+    second, price2, runs2 = _ascent(evaluate, types.counts, upper, ~chosen, price, iterations)
     if second > best:
         best, price = second, price2
     return DualBound(best, price, int(chosen.sum()), rows, runs + runs2)
