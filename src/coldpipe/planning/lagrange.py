@@ -77,11 +77,20 @@ BOUND_TIME_BUDGET_S = 1.0
 ITERATIONS = 150
 """Subgradient steps per ascent."""
 
-PARETO_ITERATIONS = 60
+PARETO_ITERATIONS = 40
 """Subgradient steps of a pair objective's ascent (each a Pareto DP)."""
 
-PARETO_FRONT = 64
+PARETO_FRONT = 32
 """Pairs per state in the pair objectives' priced DP (longer fronts are merged into optimistic pairs)."""
+
+TRACKED_STEPS = 20
+"""Fewest subgradient steps the tracked ascent is sized for (it starts from the untracked prices)."""
+
+NONE_TRACKED_STEPS = 3
+"""The same under ``none``, whose every step is a threshold search."""
+
+NONE_ITERATIONS = 80
+"""Subgradient steps of the untracked ascent under ``none`` (each a threshold search of priced DPs)."""
 
 NONE_THRESHOLDS = 40
 """Threshold DPs a ``none`` evaluation is assumed to cost when sizing the tracked set (a prediction)."""
@@ -293,15 +302,17 @@ def lagrangian_bound(
     *,
     none: bool = False,
     tracked: int | None = None,
-    iterations: int = ITERATIONS,
+    iterations: int | None = None,
     budget_s: float = BOUND_TIME_BUDGET_S,
 ) -> DualBound:
     """The best Lagrangian bound found on the objective ``tables`` and ``mode`` describe (module docstring).
 
     ``upper``: a plan's value (the ascent's target; ``inf`` if none). ``none``: the ``none`` threshold
     form (``mode`` must be additive). ``tracked``: how many types to track in the second ascent (by
-    default as many, highest prices first, as ``budget_s`` of predicted DP time allows).
+    default as many, highest prices first, as ``budget_s`` of predicted DP time allows for
+    :data:`TRACKED_STEPS` steps; then as many steps as the budget allows, up to ``iterations``).
     """
+    iterations = iterations or (NONE_ITERATIONS if none else ITERATIONS)
     types = tables.types
     n_types = len(types.members)
     taus = load_end_candidates(tables) if none else np.zeros(0)
@@ -311,9 +322,11 @@ def lagrangian_bound(
     best, price, runs = _ascent(evaluate, types.counts, upper, ~nothing, np.zeros(n_types), iterations)
     if best >= upper * (1 - 1e-12) or not math.isfinite(best):
         return DualBound(best, price, 0, 1, runs)
-    # track the types with the highest prices (the ones the relaxation reuses) while the budget allows
+    # track the types with the highest prices (the ones the relaxation reuses) while the budget allows at
+    # least a few steps: with the same prices a tracked DAG's bound is no lower, so even one step helps
     per_row_s = SECONDS_PER_UNIT["ttft"] * stages_that_fit(tables) * (NONE_THRESHOLDS if none else 1)
-    max_rows = budget_s / (iterations * per_row_s) if tracked is None else math.inf
+    min_steps = NONE_TRACKED_STEPS if none else TRACKED_STEPS
+    max_rows = budget_s / (min_steps * per_row_s) if tracked is None else math.inf
     order = sorted(range(n_types), key=lambda t: (-price[t], t))
     chosen = np.zeros(n_types, dtype=bool)
     rows = 1
@@ -328,9 +341,10 @@ def lagrangian_bound(
         chosen[t], rows = True, grown
     if not chosen.any():
         return DualBound(best, price, 0, 1, runs)
+    steps = iterations if tracked is not None else min(iterations, max(min_steps, int(budget_s / (rows * per_row_s))))
     dag = PricedDag.build(types, chosen)
     evaluate = _scalar_evaluate(tables, dag, mode, taus)
-    second, price2, runs2 = _ascent(evaluate, types.counts, upper, ~chosen, price, iterations)
+    second, price2, runs2 = _ascent(evaluate, types.counts, upper, ~chosen, price, steps)
     if second > best:
         best, price = second, price2
     return DualBound(best, price, int(chosen.sum()), rows, runs + runs2)
