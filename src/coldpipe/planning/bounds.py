@@ -192,9 +192,11 @@ def objective_lower_bound(
     if objective == "ttft" and wl.requests > 1:  # the burst's queue term on top of its first request
         dual += (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5) * _last_block_s(scenario)
         dual_kind += " + burst queue"
-        if wl.completion == "max" and overlap != "none":  # the burst's own pair DP, reuse priced
+        if overlap != "none":  # the burst's own pair DP, reuse priced
+            # request r ends at the burst recurrence's value for lam = r - 1, convex in lam: the mean over
+            # r is at least its value at the mean lam (Jensen), the max its value at lam = R - 1
             pre = StageTables.build(scenario)
-            lam = float(wl.requests - 1)
+            lam = float(wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5)
             burst = pareto_bound(pre, pre, Mode.of(overlap), KIND_BURST, lam, upper).value_s
             if burst > dual:
                 dual, dual_kind = burst, "Lagrangian burst pairs (device reuse priced)"

@@ -5,9 +5,11 @@ dropped (one row; every type may hold any number of stages, each use of type ``t
 objectives whose state is a pair: a burst's max completion (``KIND_BURST``: the first request's arrival,
 the last request's end) and E2E (``KIND_E2E``). The pair maps are :func:`~coldpipe.planning.kernels.extend_pair`'s.
 
-A price goes where no later max can absorb it: into ``d`` (a burst's last request: ``d' <= d + Π`` by
-induction, since ``d``'s map is non-decreasing and 1-Lipschitz in ``d``) or, for ``KIND_E2E``, into the
-decode part (``λ_t / lam``, so ``a + lam d`` carries it in full). A state's front is pruned by plain
+A price is added to both coordinates of a burst's pair: then ``a' <= a + Π`` and ``d' <= d + Π`` by
+induction (both maps are non-decreasing and ``f(x + Π) <= f(x) + Π``), so the priced last request's end
+is at most the real one plus the prices paid, and only a loading gate (``max(α + C, G)`` with ``G`` the
+larger) can absorb them. For ``KIND_E2E`` the price goes into the decode part (``λ_t / lam``, so
+``a + lam d`` carries it in full). A state's front is pruned by plain
 dominance (both maps are non-decreasing in both coordinates); a front longer than ``max_front`` is
 *merged*: consecutive pairs (by arrival) are replaced by their component-wise minimum, an optimistic
 pair, so the optimum can only fall and stays a lower bound (``docs/heuristic.md``, "Certified gaps").
@@ -106,7 +108,8 @@ def reuse_pareto_dp(
                         mode, kind, lam, at_source, ca[i, k], cd[i, k], down[t, i], ddown[t, i],
                         compute, grid_load[t, i, e], grid_g[t, i, e], dec, out_a, out_d,
                     )  # fmt: skip
-                    if kind != KIND_E2E:
+                    if kind != KIND_E2E:  # both coordinates carry the price: neither max can absorb it
+                        a2 += price[t]
                         d2 += price[t]
                         value = d2
                     if last:
