@@ -146,3 +146,17 @@ def test_heuristic_reports_the_certified_gap() -> None:
         assert res.lower_bound_s is not None and res.lower_bound_s <= res.value_s * (1 + 1e-12)
         assert res.details["gap_to_lower_bound"] == pytest.approx(res.value_s / res.lower_bound_s - 1)
         assert res.exact == (res.details["gap_to_lower_bound"] <= 1e-9)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), overlap=st.sampled_from(OVERLAPS), completion=st.sampled_from(["max", "mean"]))
+def test_decoding_burst_bound_never_exceeds_brute_force(seed: int, overlap: str, completion: str) -> None:
+    """A decoding burst's e2e (each request's last token): first tokens + (T - 1) x the least TPOT, or one alone."""
+    rng = random.Random(seed)
+    sc = decoding(random_scenario(seed, rng.randint(2, 3), rng.randint(2, 4), tight=True, source_device=False), seed)
+    sc = sc.replace(workload={"requests": 2, "completion": completion, "new_tokens": rng.choice([2, 3])})
+    optimum, _ = brute_value(sc, overlap, "e2e")
+    if math.isinf(optimum):
+        return
+    bound, _ = objective_lower_bound(sc, "e2e", overlap, optimum)
+    assert bound <= optimum * (1 + 1e-9)

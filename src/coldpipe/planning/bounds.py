@@ -183,10 +183,22 @@ def objective_lower_bound(
     ``(r - 1)`` times the last block's cheapest compute after the first (the last stage serves them in
     turn), so max completion >= TTFT bound + (R - 1) x that, mean >= TTFT bound + (R - 1) / 2 x that.
     """
+    wl = scenario.workload
+    if objective == "e2e" and wl.requests > 1:
+        # every request's last token: at least one request's e2e alone; and each request's first token
+        # (the burst's completions) plus its T - 1 decode steps, each at least the least TPOT
+        one = scenario.replace(workload={"requests": 1})
+        alone, alone_kind = objective_lower_bound(one, "e2e", overlap, upper)
+        if overlap is None or wl.new_tokens == 1:
+            return alone, alone_kind
+        tpot, _ = objective_lower_bound(one, "tpot", overlap)
+        # the ascent's target: the plan's value less its decode steps (at least the least TPOT each)
+        first, _ = objective_lower_bound(scenario, "ttft", overlap, upper - (wl.new_tokens - 1) * tpot)
+        queued = first + (wl.new_tokens - 1) * tpot
+        return (queued, "burst first tokens + (T-1) x least TPOT") if queued > alone else (alone, alone_kind)
     simple, kind = _simple_bound(scenario, objective)
     if overlap is None:
         return simple, kind
-    wl = scenario.workload
     one = scenario.replace(workload={"requests": 1}) if wl.requests > 1 else scenario
     dual, dual_kind = dual_bound(one, objective, overlap, upper), "Lagrangian (device reuse priced)"
     if objective == "ttft" and wl.requests > 1:  # the burst's queue term on top of its first request

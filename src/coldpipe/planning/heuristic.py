@@ -393,7 +393,6 @@ def _plan_burst_e2e(problem: Problem, options: HeuristicOptions) -> Solution:
     at most :data:`BURST_E2E_EVALUATIONS` plans.
     """
     scenario = problem.scenario
-    one = scenario.replace(workload={"requests": 1})
     if scenario.workload.new_tokens == 1:  # the last token is the first one
         first = plan_heuristic(problem.replace(objective="ttft"), options)
         return Solution(
@@ -422,7 +421,7 @@ def _plan_burst_e2e(problem: Problem, options: HeuristicOptions) -> Solution:
         max_evaluations=BURST_E2E_EVALUATIONS,
     )
     details["method"] = "local search on plans from the heuristic's burst-max, e2e and tpot plans"
-    return _with_bound(problem, plan, details, bound_scenario=one)  # every last token: at least one request's e2e
+    return _with_bound(problem, plan, details)
 
 
 def plan_heuristic(problem: Problem, options: HeuristicOptions | None = None) -> Solution:
