@@ -14,12 +14,30 @@ Messages carry the quantities involved, never just "invalid".
 from __future__ import annotations
 
 __all__ = [
+    "MAX_LINE_CHARS",
     "ColdpipeError",
     "Infeasible",
     "InputError",
     "InvalidPlan",
     "SolverUnavailable",
+    "error_line",
 ]
+
+MAX_LINE_CHARS = 2000  # an error line is never longer (quoted input is cut first, see core/limits.py)
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else f"{flat[:limit]}... ({len(flat) - limit} more characters cut)"
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc``'s message on one line of at most :data:`MAX_LINE_CHARS` characters (saying how much was cut).
+
+    >>> error_line(ValueError("a\nb"))
+    'a b'
+    """
+    return _one_line(str(exc), MAX_LINE_CHARS)
 
 
 class ColdpipeError(Exception):
@@ -30,9 +48,10 @@ class InputError(ColdpipeError):
     """A user-supplied value is wrong. ``field`` is its dotted path in the input."""
 
     def __init__(self, field: str, problem: str, fix: str = "") -> None:
-        self.field = field
-        self.problem = problem
-        self.fix = fix
+        self.field = _one_line(field, 200)
+        self.problem = _one_line(problem, MAX_LINE_CHARS // 2)
+        self.fix = _one_line(fix, MAX_LINE_CHARS // 4)
+        field, problem, fix = self.field, self.problem, self.fix
         message = f"{field}: {problem}" if field else problem
         if fix:
             message += f" ({fix})"

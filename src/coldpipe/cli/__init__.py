@@ -13,7 +13,7 @@ import typer
 # typer >= 0.2x vendors click; its usage errors are caught to keep errors on one line.
 from typer._click import exceptions as click_exceptions
 
-from coldpipe.errors import ColdpipeError
+from coldpipe.errors import ColdpipeError, error_line
 
 app = typer.Typer(
     name="coldpipe",
@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except click_exceptions.UsageError as exc:  # a missing argument, an unknown option, a wrongly typed value
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        print(f"coldpipe: error: {exc.format_message()}{hint}", file=sys.stderr)
+        print(f"coldpipe: error: {error_line(Exception(exc.format_message()))}{hint}", file=sys.stderr)
         sys.exit(2)
     except typer.Abort:
         print("coldpipe: aborted", file=sys.stderr)
         sys.exit(130)
     except ColdpipeError as exc:
-        print(f"coldpipe: error: {exc}", file=sys.stderr)
+        print(f"coldpipe: error: {error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("coldpipe: interrupted", file=sys.stderr)
