@@ -35,7 +35,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.channel import AccessPoint, PathLoss, Radio, free_space_loss_db, link_rates
-from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
 from coldpipe.core.limits import (
     MAX_BLOCKS,
     MAX_DEVICES,
@@ -45,6 +44,7 @@ from coldpipe.core.limits import (
     MAX_TOKEN_WORK,
     cut,
 )
+from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
 from coldpipe.errors import ColdpipeError, InputError
 from coldpipe.profiler.catalog import catalog_device_fields, load_catalog
 from coldpipe.structured_file import read_structured_file

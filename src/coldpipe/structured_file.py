@@ -41,7 +41,9 @@ def read_text_limited(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYT
         with p.open("rb") as f:
             raw = f.read(max_bytes + 1)
     except OSError as exc:
-        raise InputError(what, f"cannot read {cut(repr(str(p)))}: {exc.strerror or exc}", "check the permissions") from None
+        raise InputError(
+            what, f"cannot read {cut(repr(str(p)))}: {exc.strerror or exc}", "check the permissions"
+        ) from None
     if len(raw) > max_bytes:
         size = p.stat().st_size
         raise InputError(
@@ -54,7 +56,9 @@ def read_text_limited(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYT
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
-            what, f"{cut(repr(str(p)))} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})", "save it as UTF-8"
+            what,
+            f"{cut(repr(str(p)))} is not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})",
+            "save it as UTF-8",
         ) from None
 
 
@@ -66,7 +70,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    k: [
+        (tag, rx)
+        for tag, rx in v
+        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -77,7 +85,9 @@ _Loader.add_implicit_resolver(
 )
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+.0123456789"),
 )
 
@@ -206,7 +216,9 @@ def parse_yaml_text(text: str, where: str, what: str) -> Any:
             what, f"{where} nests lists/mappings more than {MAX_NESTING} deep (line {exc.line})", "flatten the document"
         ) from None
     except _Recursive as exc:
-        raise InputError(what, f"{where} has a recursive alias (line {exc.line})", "an anchor cannot contain its alias") from None
+        raise InputError(
+            what, f"{where} has a recursive alias (line {exc.line})", "an anchor cannot contain its alias"
+        ) from None
     except _TooBig:
         raise InputError(
             what,

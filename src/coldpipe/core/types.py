@@ -324,7 +324,9 @@ class Plan:
         if not isinstance(stages, list):
             raise InputError("plan.stages", "is missing or not a list", fix)
         if len(stages) > MAX_DEVICES:
-            raise InputError("plan.stages", f"has {len(stages)} stages, more than the {MAX_DEVICES} devices allowed", fix)
+            raise InputError(
+                "plan.stages", f"has {len(stages)} stages, more than the {MAX_DEVICES} devices allowed", fix
+            )
         out = []
         for j, s in enumerate(stages):
             if not isinstance(s, dict) or set(s) - {"device", "first", "last"} or len(s) != 3:
@@ -335,7 +337,9 @@ class Plan:
                 v = s[key]
                 if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                     raise InputError(
-                        f"plan.stages[{j}].{key}", f"must be a block index (an integer >= 0), got {cut(repr(v), 40)}", fix
+                        f"plan.stages[{j}].{key}",
+                        f"must be a block index (an integer >= 0), got {cut(repr(v), 40)}",
+                        fix,
                     )
             out.append(Stage(s["device"], s["first"], s["last"]))
         return Plan(tuple(out))
