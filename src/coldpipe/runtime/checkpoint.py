@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coldpipe.checkpoint_files import TensorEntry, read_checkpoint_files
+from coldpipe.checkpoint_files import TensorEntry, check_architecture_tensors, read_checkpoint_files
 from coldpipe.core.architectures import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
 from coldpipe.errors import InputError
 
@@ -71,7 +71,12 @@ def arch_for(
                 f"{config!r} is neither a catalog model nor a config.json",
                 f"use one of {sorted(CATALOG)} or a path",
             )
-        arch = architecture_from_hf_config(json.loads(path.read_text()), "--config")
+        from coldpipe.structured_file import read_structured_file
+
+        cfg = read_structured_file(path, "--config")
+        if not isinstance(cfg, dict):
+            raise InputError("--config", f"{str(path)!r} does not hold a JSON object", "give a config.json")
+        arch = architecture_from_hf_config(cfg, "--config")
     fields = arch.to_dict()
     if layers is not None:
         fields["num_hidden_layers"] = layers
@@ -235,9 +240,15 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory."""
+    """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory.
+
+    Everything a rank will read is checked here, before any rank starts (:mod:`coldpipe.checkpoint_files`):
+    the headers against the files, and every tensor of the architecture present with its shape and nothing
+    else, in dtypes the runtime loads.
+    """
     ckpt = read_checkpoint_files(path, "--checkpoint")
-    architecture_from_hf_config(ckpt.config, "--checkpoint")  # checks the model type
+    arch = architecture_from_hf_config(ckpt.config, "--checkpoint/config.json")
+    check_architecture_tensors(ckpt, arch, "--checkpoint")
     for t in ckpt.tensors.values():
         if t.dtype not in RUNTIME_DTYPES:
             raise InputError(
@@ -245,6 +256,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                 f"{t.file!r}: tensor {t.name!r} has dtype {t.dtype}, which the runtime does not load",
                 f"the runtime loads {', '.join(RUNTIME_DTYPES)} tensors (float32, float16 or bfloat16 weights)",
             )
+
     blocks = block_tensor_names(ckpt.config, set(ckpt.tensors))
     return Checkpoint(Path(path), ckpt.config, ckpt.tensors, tuple(tuple(b) for b in blocks))
 
