@@ -190,7 +190,7 @@ def test_missing_layer_or_head_is_reported(tmp_path: Path) -> None:
         profile_checkpoint(tmp_path, prompt_tokens=8)
     tensors = {n: a for n, a in tiny_tensors().items() if n != "lm_head.weight"}
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(InputError, match="no tensor 'lm_head.weight'"):
+    with pytest.raises(InputError, match=r"no tensor 'lm_head\.weight'"):
         profile_checkpoint(tmp_path, prompt_tokens=8)
 
 

@@ -396,7 +396,8 @@ def check_architecture_tensors(
         if t.shape != shape:
             raise InputError(
                 field,
-                f"{cut(repr(t.file), 200)}: tensor {name!r} has shape {list(t.shape)}, config.json implies {list(shape)}",
+                f"{cut(repr(t.file), 200)}: tensor {name!r} has shape {list(t.shape)}, "
+                f"config.json implies {list(shape)}",
                 "config.json and the weights come from different models: download the checkpoint again",
             )
     if arch.tie_word_embeddings and "lm_head.weight" in ckpt.tensors:
