@@ -23,10 +23,12 @@ __all__ = [
     "MAX_PROMPT_TOKENS",
     "MAX_REQUESTS",
     "MAX_TOKEN_WORK",
+    "MAX_YAML_BYTES",
     "cut",
 ]
 
-MAX_FILE_BYTES = 64 * 2**20  # a scenario, plan, config.json, index, profile or trace file: 64 MiB
+MAX_FILE_BYTES = 64 * 2**20  # a JSON file: plan, config.json, index, profile, trace, scenario: 64 MiB
+MAX_YAML_BYTES = 2**20  # a YAML file (YAML parses ~1 MB/s; 256 devices or 4096 blocks take < 0.5 MiB)
 MAX_NESTING = 64  # lists and mappings inside each other in a YAML/JSON document
 MAX_NODES = 1_000_000  # values in a YAML/JSON document, YAML aliases expanded
 MAX_LAYERS = 1024  # decoder layers of a model (so at most 1026 blocks from a config)
