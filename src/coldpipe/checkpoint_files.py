@@ -238,6 +238,14 @@ def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -
     return out
 
 
+def _is_file(p: Path) -> bool:
+    """``p.is_file()``, False for names the OS refuses (too long, a NUL byte) instead of raising."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _weight_map(directory: Path, field: str) -> dict[str, str]:
     """The index's tensor -> shard map, checked: JSON, an object of strings, shards inside ``directory``."""
     index = directory / INDEX_FILE
@@ -250,13 +258,15 @@ def _weight_map(directory: Path, field: str) -> dict[str, str]:
     for shard in sorted(set(wm.values())):
         parts = PurePosixPath(shard).parts
         if not parts or PurePosixPath(shard).is_absolute() or ".." in parts:
-            raise InputError(field, f"{where} names shard {shard!r}, which is not a file of {str(directory)!r}", fix)
-    missing = sorted(s for s in set(wm.values()) if not (directory / s).is_file())
+            raise InputError(
+                field, f"{where} names shard {cut(repr(shard), 100)}, which is not a file of {str(directory)!r}", fix
+            )
+    missing = sorted(s for s in set(wm.values()) if not _is_file(directory / s))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(
             field,
-            f"{where} names shards missing from {str(directory)!r}: {missing[:5]}{more}",
+            f"{where} names shards missing from {str(directory)!r}: {cut(repr(missing[:5]), 300)}{more}",
             "download every shard",
         )
     return wm
@@ -264,11 +274,17 @@ def _weight_map(directory: Path, field: str) -> dict[str, str]:
 
 def _layout(d: Path, field: str) -> tuple[list[Path], dict[str, str] | None]:
     """The files that make the checkpoint in ``d`` by the module's rule, and the index's map when it is used."""
-    if not d.is_dir():
-        raise InputError(field, f"{str(d)!r} is not a directory", "give the checkpoint directory (with config.json)")
-    if (d / SINGLE_FILE).is_file():
+    try:
+        is_dir = d.is_dir()
+    except (OSError, ValueError):
+        is_dir = False
+    if not is_dir:
+        raise InputError(
+            field, f"{cut(repr(str(d)), 200)} is not a directory", "give the checkpoint directory (with config.json)"
+        )
+    if _is_file(d / SINGLE_FILE):
         return [d / SINGLE_FILE], None
-    if (d / INDEX_FILE).is_file():
+    if _is_file(d / INDEX_FILE):
         wm = _weight_map(d, field)
         return [d / s for s in sorted(set(wm.values()))], wm
     others = sorted(f.name for f in d.glob("*.safetensors"))
@@ -294,7 +310,7 @@ def checkpoint_files(directory: str | Path, field: str = "model.checkpoint") -> 
 def read_config(directory: str | Path, field: str = "model.checkpoint") -> dict[str, Any]:
     """``config.json`` of a checkpoint directory, as a JSON object."""
     cfg_path = Path(directory) / "config.json"
-    if not cfg_path.is_file():
+    if not _is_file(cfg_path):
         raise InputError(
             field,
             f"no config.json in {str(directory)!r}",

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidPlan",
     "SolverUnavailable",
     "error_line",
+    "os_error_line",
 ]
 
 MAX_LINE_CHARS = 2000  # an error line is never longer (quoted input is cut first, see core/limits.py)
@@ -75,3 +76,16 @@ class InvalidPlan(ColdpipeError):
 
 class SolverUnavailable(ColdpipeError):
     """An optional solver backend is not installed."""
+
+
+def os_error_line(exc: OSError) -> str:
+    """An :class:`OSError` as one short line: the file (cut) and the system's reason, with what to do.
+
+    >>> os_error_line(OSError(28, "No space left on device", "out/trace.json"))
+    "'out/trace.json': No space left on device (check the path, the permissions and the free space)"
+    """
+    name = exc.filename if exc.filename is not None else ""
+    where = _one_line(repr(str(name)), 160) + ": " if name != "" else ""
+    return _one_line(
+        f"{where}{exc.strerror or exc} (check the path, the permissions and the free space)", MAX_LINE_CHARS
+    )

@@ -36,8 +36,12 @@ __all__ = ["parse_json_text", "parse_yaml_text", "read_structured_file", "read_t
 def read_text_limited(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     """The UTF-8 text of ``path``, refused past ``max_bytes`` (human and raw size in the message)."""
     p = Path(path)
-    if not p.is_file():
-        raise InputError(what, f"no such file {cut(repr(str(p)))}", "check the path")
+    try:
+        is_file = p.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        is_file = False
+    if not is_file:
+        raise InputError(what, f"no such file {cut(repr(str(p)), 200)}", "check the path")
     try:
         with p.open("rb") as f:
             raw = f.read(max_bytes + 1)

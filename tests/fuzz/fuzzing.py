@@ -44,7 +44,8 @@ class Outcome:
     elapsed_s: float
 
     def describe(self) -> str:
-        return f"[{self.kind}] coldpipe {' '.join(self.argv)[:300]} -> exit {self.code}: {self.stderr[:600]!r}"
+        err = self.stderr if len(self.stderr) < 700 else self.stderr[:200] + " ... " + self.stderr[-500:]
+        return f"[{self.kind}] coldpipe {' '.join(self.argv)[:300]} -> exit {self.code}: {err!r}"
 
 
 def _vm_bytes() -> int:

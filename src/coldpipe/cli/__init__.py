@@ -13,7 +13,7 @@ import typer
 # typer >= 0.2x vendors click; its usage errors are caught to keep errors on one line.
 from typer._click import exceptions as click_exceptions
 
-from coldpipe.errors import ColdpipeError, error_line
+from coldpipe.errors import ColdpipeError, error_line, os_error_line
 
 app = typer.Typer(
     name="coldpipe",
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except ColdpipeError as exc:
         print(f"coldpipe: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the file system refused: a name too long, a full disk, no permission
+        print(f"coldpipe: error: {os_error_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("coldpipe: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ torch and transformers are imported inside the commands only, so the other comma
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -153,8 +154,8 @@ def run_command(
             "only local runs are started by `coldpipe run`",
             "pass --local, or --write-spec FILE and start the ranks with torchrun (docs/runtime.md)",
         )
-    if timeout <= 0:
-        raise InputError("--timeout", f"must be > 0, got {timeout}")
+    if not (0 < timeout < math.inf):  # nan too
+        raise InputError("--timeout", f"must be a finite number of seconds > 0, got {timeout}")
     if threads < 1:
         raise InputError("--threads", f"must be >= 1, got {threads}")
     if compute_clock not in ("cpu", "wall"):
@@ -246,6 +247,8 @@ def make_checkpoint_command(
     ):
         if v is not None and v < 1:
             raise InputError(name, f"must be >= 1, got {v}")
+    if not (0 < init_std < math.inf):  # nan too
+        raise InputError("--init-std", f"must be a finite number > 0, got {init_std}")
     shard_bytes = parse_quantity(shard_size, "bytes")
     arch = arch_for(
         config, layers=layers, hidden=hidden, vocab=vocab, intermediate=intermediate, heads=heads, kv_heads=kv_heads
@@ -309,8 +312,8 @@ def profile_host_command(
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    if gap < 0:
-        raise InputError("--gap", f"must be >= 0, got {gap}")
+    if not (0 <= gap < math.inf):  # nan too
+        raise InputError("--gap", f"must be a finite number of seconds >= 0, got {gap}")
     prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=gap)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
