@@ -56,63 +56,82 @@ def _vm_bytes() -> int:
     return 0
 
 
-def run_case(argv: list[str], kind: str = "", *, timeout_s: float = CASE_TIMEOUT_S, cwd: str | None = None) -> Outcome:
-    """Run ``coldpipe ARGV`` in a forked child (memory-capped, timed); what it printed and how it ended."""
+@dataclass
+class _Running:
+    kind: str
+    argv: list[str]
+    pid: int
+    pidfd: int
+    out: Any
+    err: Any
+    t0: float
+
+
+def _start(argv: list[str], kind: str, cwd: str | None) -> _Running:
+    """Fork a child that runs ``coldpipe ARGV`` (memory-capped, output to temporary files)."""
     from coldpipe.cli import main
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        cap = _vm_bytes() + MEM_CAP_BYTES
-        t0 = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = _CRASH
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by _finish)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    cap = _vm_bytes() + MEM_CAP_BYTES
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = _CRASH
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            if cwd is not None:
+                os.chdir(cwd)
             try:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-                if cwd is not None:
-                    os.chdir(cwd)
-                try:
-                    main(argv)
-                    code = 0
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                except MemoryError:
-                    code = _NO_MEMORY
-                    sys.stderr.write("MemoryError\n")
-                except BaseException:
-                    traceback.print_exc()
-                    code = _CRASH
-            finally:
-                with contextlib.suppress(BaseException):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
-        code = _wait(pid, timeout_s)
-        elapsed = time.perf_counter() - t0
-        out.seek(0, os.SEEK_END)
-        n_out = out.tell()
-        err.seek(0)
-        text = err.read(64 * 1024 + 1).decode("utf-8", errors="replace")
-    return Outcome(kind, list(argv), code, n_out, text, elapsed)
+                main(argv)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            except MemoryError:
+                code = _NO_MEMORY
+                sys.stderr.write("MemoryError\n")
+            except BaseException:
+                traceback.print_exc()
+                code = _CRASH
+        finally:
+            with contextlib.suppress(BaseException):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    return _Running(kind, list(argv), pid, os.pidfd_open(pid), out, err, t0)
 
 
-def _wait(pid: int, timeout_s: float) -> int | None:
-    fd = os.pidfd_open(pid)
+def _finish(r: _Running, timeout_s: float) -> Outcome:
+    """Wait for the child (killing it after ``timeout_s``: a hang) and read what it printed."""
     try:
-        ready, _, _ = select.select([fd], [], [], timeout_s)
+        ready, _, _ = select.select([r.pidfd], [], [], max(0.0, timeout_s - (time.perf_counter() - r.t0)))
         if not ready:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return None
-        _, status = os.waitpid(pid, 0)
+            os.kill(r.pid, signal.SIGKILL)
+        _, status = os.waitpid(r.pid, 0)
+        elapsed = time.perf_counter() - r.t0
+        if not ready:
+            code: int | None = None
+        elif os.WIFSIGNALED(status):
+            code = -os.WTERMSIG(status)
+        else:
+            code = os.WEXITSTATUS(status)
+        r.out.seek(0, os.SEEK_END)
+        n_out = r.out.tell()
+        r.err.seek(0)
+        text = r.err.read(64 * 1024 + 1).decode("utf-8", errors="replace")
     finally:
-        os.close(fd)
-    if os.WIFSIGNALED(status):
-        return -os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+        os.close(r.pidfd)
+        r.out.close()
+        r.err.close()
+    return Outcome(r.kind, r.argv, code, n_out, text, elapsed)
+
+
+def run_case(argv: list[str], kind: str = "", *, timeout_s: float = CASE_TIMEOUT_S, cwd: str | None = None) -> Outcome:
+    """Run ``coldpipe ARGV`` in a forked child (memory-capped, timed); what it printed and how it ended."""
+    return _finish(_start(argv, kind, cwd), timeout_s)
 
 
 def verdict(o: Outcome) -> str | None:
@@ -165,19 +184,30 @@ class Tally:
             err = self.by_kind[(k, 2)]
             other = sum(n for (kk, c), n in self.by_kind.items() if kk == k and c not in (0, 2))
             parts.append(f"{k}: {ok + err + other} ({ok} exit 0, {err} exit 2, {other} other)")
-        return (
-            f"fuzz: {self.cases} cases, {len(self.failures)} failures, slowest {self.slowest_s:.2f} s; "
-            + "; ".join(parts)
+        return f"fuzz: {self.cases} cases, {len(self.failures)} failures, slowest {self.slowest_s:.2f} s; " + "; ".join(
+            parts
         )
 
     def report(self, limit: int = 15) -> str:
         return "\n".join(f"{bad}: {o.describe()}" for bad, o in self.failures[:limit])
 
 
-def run_all(cases: Iterable[tuple[str, list[str]]], tally: Tally | None = None, cwd: str | None = None) -> Tally:
+def run_all(
+    cases: Iterable[tuple[str, list[str]]],
+    tally: Tally | None = None,
+    cwd: str | None = None,
+    jobs: int = 2,
+    timeout_s: float = CASE_TIMEOUT_S,
+) -> Tally:
+    """Every case, up to ``jobs`` children at once (cases are independent: each writes its own files)."""
     tally = tally or Tally()
+    running: list[_Running] = []
     for kind, argv in cases:
-        tally.add(run_case(argv, kind, cwd=cwd))
+        if len(running) >= jobs:
+            tally.add(_finish(running.pop(0), timeout_s))
+        running.append(_start(argv, kind, cwd))
+    for r in running:
+        tally.add(_finish(r, timeout_s))
     return tally
 
 

@@ -7,6 +7,7 @@ what docs/reliability.md counts.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
@@ -43,23 +44,74 @@ BLOCKS_SCENARIO: dict[str, Any] = {
         ],
     },
     "devices": [
-        {"name": "a", "flops": "1 TFLOPS", "load_bandwidth": "1 GB/s", "startup": "0.2 s", "memory": "40 MB",
-         "uplink": "100 Mbit/s", "downlink": "200 Mbit/s"},
-        {"name": "b", "flops": "2 TFLOPS", "load_bandwidth": "500 MB/s", "memory": "30 MB",
-         "uplink": "50 Mbit/s", "downlink": "80 Mbit/s", "mem_bandwidth": "10 GB/s"},
+        {
+            "name": "a",
+            "flops": "1 TFLOPS",
+            "load_bandwidth": "1 GB/s",
+            "startup": "0.2 s",
+            "memory": "40 MB",
+            "uplink": "100 Mbit/s",
+            "downlink": "200 Mbit/s",
+        },
+        {
+            "name": "b",
+            "flops": "2 TFLOPS",
+            "load_bandwidth": "500 MB/s",
+            "memory": "30 MB",
+            "uplink": "50 Mbit/s",
+            "downlink": "80 Mbit/s",
+            "mem_bandwidth": "10 GB/s",
+        },
         {"name": "c", "catalog": "raspberry-pi-5-nvme", "radio": {"distance_m": 5}},
     ],
-}  # fmt: skip
+}
 BLOCKS_SCENARIO["network"]["bandwidth_hz"] = "80 MHz"
 
 PLAN = {"stages": [{"device": "a", "first": 0, "last": 1}, {"device": "b", "first": 2, "last": 3}]}
 
 # values that break naive readers: wrong types, YAML 1.1 booleans, non-finite, huge, negative, fractional
 HOSTILE: list[Any] = [
-    None, True, False, "on", "yes", "off", 0, -1, 2.7, 1e9, 1e308, -1e308, 10**30, "1e9", "nan", "inf", "-inf",
-    "", " ", "x" * 5000, [], {}, [1, 2], {"a": 1}, "3 parsecs", "1 GB", "10 ms", "-5 MB", "1e400 B", "0x10",
-    "\u00e9\u4e2d", "\x00", 7, 1, 3, 2**63, -(2**63), 0.0, -0.0, 1e-300,
-]  # fmt: skip
+    None,
+    True,
+    False,
+    "on",
+    "yes",
+    "off",
+    0,
+    -1,
+    2.7,
+    1e9,
+    1e308,
+    -1e308,
+    10**30,
+    "1e9",
+    "nan",
+    "inf",
+    "-inf",
+    "",
+    " ",
+    "x" * 5000,
+    [],
+    {},
+    [1, 2],
+    {"a": 1},
+    "3 parsecs",
+    "1 GB",
+    "10 ms",
+    "-5 MB",
+    "1e400 B",
+    "0x10",
+    "\u00e9\u4e2d",
+    "\x00",
+    7,
+    1,
+    3,
+    2**63,
+    -(2**63),
+    0.0,
+    -0.0,
+    1e-300,
+]
 
 
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -142,7 +194,7 @@ def text_attacks(rng: random.Random, good: str) -> str:
     if op == 2:  # a repeated top-level key (the last would win)
         lines = good.splitlines()
         i = rng.randrange(len(lines))
-        return "\n".join(lines[: i + 1] + [lines[i]] + lines[i + 1 :])
+        return "\n".join([*lines[: i + 1], lines[i], *lines[i + 1 :]])
     if op == 3:  # a billion laughs
         depth = rng.randint(3, 12)
         lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
@@ -167,7 +219,9 @@ def json_attacks(rng: random.Random, good: str) -> str:
     if op == 0:
         return good[: rng.randrange(len(good) + 1)]
     if op == 1:
-        return good.replace("{", '{"stages": 1, ', 1) if rng.random() < 0.5 else good.replace("}", ', "a": 1, "a": 2}', 1)
+        return (
+            good.replace("{", '{"stages": 1, ', 1) if rng.random() < 0.5 else good.replace("}", ', "a": 1, "a": 2}', 1)
+        )
     if op == 2:
         n = rng.choice([70, 1000, 100_000])
         return "[" * n + "]" * n
@@ -220,12 +274,31 @@ def synthetic_trace(doc: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]
     for j, st in enumerate(tl.stages):
         events.append({"ph": "M", "name": "process_name", "pid": j, "args": {"name": st.device}})
         for b in st.blocks:
-            for cat, t0, t1 in (("load", b.load_start_s, b.load_end_s), ("compute", b.compute_start_s, b.compute_end_s)):
-                events.append({"name": f"{cat} b{b.block}", "cat": cat, "ph": "X", "ts": t0 * 1e6,
-                               "dur": (t1 - t0) * 1e6, "pid": j, "tid": 1,
-                               "args": {"device": st.device, "block": b.block, "bytes": None}})  # fmt: skip
-    meta = {"plan": plan, "overlap": "layer", "measured_ttft": tl.ttft_s, "predicted_ttft": tl.ttft_s,
-            "token_ids": [1], "measured_e2e": None, "scenario": sc.to_dict()}  # fmt: skip
+            for cat, t0, t1 in (
+                ("load", b.load_start_s, b.load_end_s),
+                ("compute", b.compute_start_s, b.compute_end_s),
+            ):
+                events.append(
+                    {
+                        "name": f"{cat} b{b.block}",
+                        "cat": cat,
+                        "ph": "X",
+                        "ts": t0 * 1e6,
+                        "dur": (t1 - t0) * 1e6,
+                        "pid": j,
+                        "tid": 1,
+                        "args": {"device": st.device, "block": b.block, "bytes": None},
+                    }
+                )
+    meta = {
+        "plan": plan,
+        "overlap": "layer",
+        "measured_ttft": tl.ttft_s,
+        "predicted_ttft": tl.ttft_s,
+        "token_ids": [1],
+        "measured_e2e": None,
+        "scenario": sc.to_dict(),
+    }
     return {"traceEvents": events, "coldpipe": meta}
 
 
@@ -305,8 +378,20 @@ def plan_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
             yield kind, ["plan", str(c.blocks_scenario), "--after", str(f), "--json"]
         else:
             out = f.with_name("spec.json")
-            yield kind, ["run", "--scenario", str(c.ckpt_scenario), "--checkpoint", str(c.ckpt), "--plan", str(f),
-                         "--write-spec", str(out)]  # fmt: skip
+            yield (
+                kind,
+                [
+                    "run",
+                    "--scenario",
+                    str(c.ckpt_scenario),
+                    "--checkpoint",
+                    str(c.ckpt),
+                    "--plan",
+                    str(f),
+                    "--write-spec",
+                    str(out),
+                ],
+            )
 
 
 def _rewrite_header(rng: random.Random, path: Path) -> None:
@@ -378,7 +463,7 @@ def _damage_checkpoint(rng: random.Random, d: Path) -> str:
     if op == 8:
         cfg = json.loads((d / "config.json").read_text())
         key = rng.choice(list(cfg))
-        cfg[key] = rng.choice(HOSTILE + [10**9, 1e9, 0, None, "llama", 17])
+        cfg[key] = rng.choice([*HOSTILE, 10**9, 1e9, 0, None, "llama", 17])
         (d / "config.json").write_text(json.dumps(cfg))
         return "ckpt-config"
     if op == 9:
@@ -404,10 +489,9 @@ def checkpoint_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
         shutil.copytree(src, d)
         kind = _damage_checkpoint(rng, d)
         if rng.random() < 0.3:
-            try:
+            # (the first damage may have broken what the second one needs)
+            with contextlib.suppress(OSError, ValueError, IndexError, KeyError, TypeError, struct.error):
                 _damage_checkpoint(rng, d)
-            except (OSError, ValueError, IndexError, KeyError, TypeError, struct.error):
-                pass  # the first damage already broke what the second one needed
         r = rng.random()
         if r < 0.5:
             yield kind, ["model-info", "--checkpoint", str(d), "--json"]
@@ -417,8 +501,20 @@ def checkpoint_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
             yield kind, ["plan", str(s), "--time-limit", "0.2", "--json"]
         else:  # the runtime's own reader, before any rank starts
             spec = d.with_name("spec.json")
-            yield kind, ["run", "--scenario", str(c.ckpt_scenario), "--checkpoint", str(d), "--plan",
-                         "a[0-1] > b[2-3]", "--write-spec", str(spec)]  # fmt: skip
+            yield (
+                kind,
+                [
+                    "run",
+                    "--scenario",
+                    str(c.ckpt_scenario),
+                    "--checkpoint",
+                    str(d),
+                    "--plan",
+                    "a[0-1] > b[2-3]",
+                    "--write-spec",
+                    str(spec),
+                ],
+            )
 
 
 def trace_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
@@ -441,26 +537,91 @@ def cli_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
     scen = str(c.blocks_scenario)
     templates: list[Callable[[], list[str]]] = [
         lambda: ["plan", scen, "--time-limit", rng.choice(NUMBERS)],
-        lambda: ["plan", scen, "--overlap", rng.choice(["layer", "x", "", "none", "stage\n"]),
-                 "--solver", rng.choice(["auto", "dp", "brute", "heuristic", "zzz"])],  # fmt: skip
+        lambda: [
+            "plan",
+            scen,
+            "--overlap",
+            rng.choice(["layer", "x", "", "none", "stage\n"]),
+            "--solver",
+            rng.choice(["auto", "dp", "brute", "heuristic", "zzz"]),
+        ],
         lambda: ["plan", scen, "--objective", rng.choice(["ttft", "e2e", "tpot", "x"]), "--json"],
-        lambda: ["model-info", "--catalog", rng.choice(["llama-3.2-1b", "nope", ""]), "--prompt-tokens",
-                 rng.choice(NUMBERS), "--new-tokens", rng.choice(NUMBERS)],  # fmt: skip
+        lambda: [
+            "model-info",
+            "--catalog",
+            rng.choice(["llama-3.2-1b", "nope", ""]),
+            "--prompt-tokens",
+            rng.choice(NUMBERS),
+            "--new-tokens",
+            rng.choice(NUMBERS),
+        ],
         lambda: ["model-info", rng.choice(["llama-3.2-1b", str(c.ckpt), scen, "/nonexistent", "/dev/null", "/"])],
         lambda: ["model-info", "--checkpoint", str(c.ckpt), "--dtype", rng.choice(["float32", "q4_k_m", "x", ""])],
-        lambda: ["run", "--local", "--scenario", str(c.ckpt_scenario), "--checkpoint", str(c.ckpt), "--timeout",
-                 rng.choice(NUMBERS), "--write-spec", str(c.scratch("spec.json"))],  # fmt: skip
-        lambda: ["run", "--local", "--scenario", str(c.ckpt_scenario), "--checkpoint", str(c.ckpt), "--threads",
-                 rng.choice(NUMBERS), "--new-tokens", rng.choice(NUMBERS), "--compute-clock",
-                 rng.choice(["cpu", "wall", "x"]), "--write-spec", str(c.scratch("spec.json"))],  # fmt: skip
-        lambda: ["run", "--scenario", str(c.ckpt_scenario), "--checkpoint", str(c.ckpt), "--plan",
-                 rng.choice(["a[0-1] > b[2-3]", "a[0-1.5] > b[2-3]", "a[0-9]", "optimal/x", "uniform/none",
-                             "a[0-1] > a[2-3]", ">" * 300, "a[" + "9" * 5000 + "-1]", "x" * 10_000]),
-                 "--write-spec", str(c.scratch("spec.json"))],  # fmt: skip
-        lambda: [rng.choice(["plan", "show", "compare", "sweep", "report", "model-info", "bogus"]),
-                 rng.choice(["--help", "--nope", "", "-", "--json", "x" * 3000])],  # fmt: skip
-        lambda: ["scenario", "random", "--devices", rng.choice(NUMBERS), "--seed", rng.choice(NUMBERS),
-                 "--out", str(c.scratch("r.yaml"))],  # fmt: skip
+        lambda: [
+            "run",
+            "--local",
+            "--scenario",
+            str(c.ckpt_scenario),
+            "--checkpoint",
+            str(c.ckpt),
+            "--timeout",
+            rng.choice(NUMBERS),
+            "--write-spec",
+            str(c.scratch("spec.json")),
+        ],
+        lambda: [
+            "run",
+            "--local",
+            "--scenario",
+            str(c.ckpt_scenario),
+            "--checkpoint",
+            str(c.ckpt),
+            "--threads",
+            rng.choice(NUMBERS),
+            "--new-tokens",
+            rng.choice(NUMBERS),
+            "--compute-clock",
+            rng.choice(["cpu", "wall", "x"]),
+            "--write-spec",
+            str(c.scratch("spec.json")),
+        ],
+        lambda: [
+            "run",
+            "--scenario",
+            str(c.ckpt_scenario),
+            "--checkpoint",
+            str(c.ckpt),
+            "--plan",
+            rng.choice(
+                [
+                    "a[0-1] > b[2-3]",
+                    "a[0-1.5] > b[2-3]",
+                    "a[0-9]",
+                    "optimal/x",
+                    "uniform/none",
+                    "a[0-1] > a[2-3]",
+                    ">" * 300,
+                    "a[" + "9" * 5000 + "-1]",
+                    "x" * 10_000,
+                ]
+            ),
+            "--write-spec",
+            str(c.scratch("spec.json")),
+        ],
+        lambda: [
+            rng.choice(["plan", "show", "compare", "sweep", "report", "model-info", "bogus"]),
+            rng.choice(["--help", "--nope", "", "-", "--json", "x" * 3000]),
+        ],
+        lambda: [
+            "scenario",
+            "random",
+            "--devices",
+            rng.choice(NUMBERS),
+            "--seed",
+            rng.choice(NUMBERS),
+            "--out",
+            str(c.scratch("r.yaml")),
+        ],
     ]
     while True:
         yield "cli-args", rng.choice(templates)()

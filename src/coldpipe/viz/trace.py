@@ -88,10 +88,12 @@ def trace_from_dict(doc: Any) -> Trace:
             raise InputError(where, f"expected an object, got {cut(repr(ev), 80)}")
         ph = ev.get("ph")
         args = ev.get("args") or {}
+        if not isinstance(args, dict):
+            raise InputError(f"{where}.args", f"expected an object, got {cut(repr(args), 80)}")
         if ph == "M" and ev.get("name") == "process_name" and isinstance(ev.get("pid"), int):
             stage_devices[ev["pid"]] = str(args.get("name", ""))
             continue
-        if ph != "X" or ev.get("cat") not in MEASURED_KINDS:
+        if ph != "X" or not isinstance(ev.get("cat"), str) or ev["cat"] not in MEASURED_KINDS:
             continue
         pid = ev.get("pid")
         if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
