@@ -54,8 +54,46 @@ def _register() -> None:
 _register()
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGINT arrived: unwinds every ``finally`` (ranks stopped, temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise _Signalled(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning coldpipe's own errors into one line and exit code 2."""
+    """Entry point: run the app, turning coldpipe's own errors into one line and exit code 2.
+
+    SIGTERM and SIGINT end the command by unwinding it (a local run stops its ranks and removes its
+    temporary files on the way out), then one line and exit code 143 or 130.
+    """
+    import signal
+    import threading
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        _main(argv)
+    except _Signalled as exc:
+        name = signal.Signals(exc.signum).name
+        print(
+            f"coldpipe: {'terminated' if exc.signum == signal.SIGTERM else 'interrupted'} by {name}: stopped, "
+            "child processes ended and temporary files removed",
+            file=sys.stderr,
+        )
+        sys.exit(128 + exc.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         code = app(args=argv, prog_name="coldpipe", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)

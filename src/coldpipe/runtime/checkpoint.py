@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coldpipe.atomic import atomic_path, write_text_atomic
 from coldpipe.checkpoint_files import TensorEntry, check_architecture_tensors, read_checkpoint_files
 from coldpipe.core.architectures import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
 from coldpipe.errors import InputError
@@ -164,7 +165,7 @@ def make_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = arch.to_hf_config(torch_dtype=dtype)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg, indent=2) + "\n")
     hf_cfg = AutoConfig.from_pretrained(out)
     with torch.device("meta"):
         shapes = {k: (tuple(v.shape)) for k, v in AutoModelForCausalLM.from_config(hf_cfg).state_dict().items()}
@@ -198,15 +199,14 @@ def make_checkpoint(
     weight_map = {}
     total = 0
     for fname, shard in zip(files, shards, strict=True):
-        save_file(shard, str(out / fname), metadata={"format": "pt"})
-        with open(out / fname, "rb") as f:
-            os.fsync(f.fileno())  # written back, so a later posix_fadvise(DONTNEED) can really evict it
+        with atomic_path(out / fname) as tmp:  # fsynced: written back, so posix_fadvise(DONTNEED) can evict it
+            save_file(shard, str(tmp), metadata={"format": "pt"})
         for k, v in shard.items():
             weight_map[k] = fname
             total += v.numel() * v.element_size()
     if len(files) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_text_atomic(out / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
     return out
 
 
