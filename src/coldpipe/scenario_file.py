@@ -28,6 +28,7 @@ Plain numbers are SI base units; strings may carry units. Every error names the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -41,6 +42,7 @@ from coldpipe.core.limits import (
     MAX_NEW_TOKENS,
     MAX_PROMPT_TOKENS,
     MAX_REQUESTS,
+    MAX_SECONDS,
     MAX_TOKEN_WORK,
     cut,
 )
@@ -431,6 +433,34 @@ def _devices(spec: ScenarioSpec) -> tuple[Device, ...]:
     return tuple(out)
 
 
+def _check_times(blocks: tuple[Block, ...], devices: tuple[Device, ...], wl: WorkloadSpec, hop_s: float) -> None:
+    """Every time the model can derive is at most MAX_SECONDS: no rate so small (or size so big) that a load,
+    a computation or a transfer would take forever (an infinite time breaks every planner's arithmetic)."""
+    n_tokens = wl.requests * (wl.prompt_tokens + wl.new_tokens)
+    work = {
+        "flops": sum(b.flops + (b.decode_flops or 0.0) * wl.new_tokens for b in blocks) * wl.requests,
+        "load_bandwidth": sum(b.weight_bytes for b in blocks),
+        "uplink": 8 * (max(b.out_bytes for b in blocks) + (wl.prompt_bytes or 0.0) + wl.token_bytes * n_tokens),
+        "mem_bandwidth": sum(b.weight_bytes + b.kv_bytes for b in blocks) * wl.new_tokens * wl.requests,
+    }
+    work["downlink"] = work["uplink"]
+    for i, d in enumerate(devices):
+        for key, amount in work.items():
+            rate = getattr(d, key)
+            if rate is None:
+                continue
+            t = amount / rate if math.isfinite(amount) else math.inf
+            if not t <= MAX_SECONDS:
+                raise InputError(
+                    f"devices[{i}].{key}",
+                    f"{d.name!r} would take {t:.3g} s for this model and workload, more than the {MAX_SECONDS:.0e} s "
+                    "coldpipe computes with",
+                    "check the rate and the model's sizes (docs/reliability.md#limits)",
+                )
+        if not d.startup + hop_s <= MAX_SECONDS:
+            raise InputError(f"devices[{i}].startup", f"is more than {MAX_SECONDS:.0e} s", "check the value")
+
+
 def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     """Validate a parsed scenario document; relative paths inside it are taken from ``base_dir``."""
     if not isinstance(data, dict):
@@ -444,10 +474,12 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     except ValidationError as exc:
         raise _first_error(exc) from None
     blocks, name = _blocks(spec.model, spec.workload, base_dir)
+    devices = _devices(spec)
+    _check_times(blocks, devices, spec.workload, spec.network.hop_latency)
     try:
         return Scenario(
             blocks=blocks,
-            devices=_devices(spec),
+            devices=devices,
             workload=Workload(**spec.workload.model_dump()),
             network=Network(hop_latency=spec.network.hop_latency),
             source=spec.source,

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_NODES",
     "MAX_PROMPT_TOKENS",
     "MAX_REQUESTS",
+    "MAX_SECONDS",
     "MAX_TOKEN_WORK",
     "MAX_YAML_BYTES",
     "cut",
@@ -39,6 +40,7 @@ MAX_NEW_TOKENS = 1 << 16  # generated tokens per request
 MAX_REQUESTS = 256  # requests of one burst
 MAX_TOKEN_WORK = 1 << 16  # requests x new tokens: the decode steps the simulator replays
 MAX_CONFIG_INT = 1 << 24  # any size in config.json (hidden, intermediate, vocab, heads, head_dim)
+MAX_SECONDS = 1e12  # any load, computation or transfer time a scenario implies (~31,700 years)
 MAX_ERROR_CHARS = 400  # of quoted input inside one error line
 
 
