@@ -21,7 +21,10 @@ cap), it is a well-formed JSON object without repeated names, every entry has a 
 non-negative integers and two offsets, ``elements x dtype size`` equals the entry's byte range, every range
 lies inside the data section and no two overlap. Checked for an index: it is JSON with a ``weight_map`` of
 tensor name -> shard file inside the directory, every shard is present, the index and the headers name the
-same tensors in the same shards, and no tensor is in two shards.
+same tensors in the same shards, and no tensor is in two shards. ``__metadata__``, when there, is an object of
+strings. ``config.json`` and the index are read by :mod:`coldpipe.structured_file` (strict, bounded).
+:func:`check_architecture_tensors` then checks that every tensor the architecture needs is there with the shape
+``transformers`` gives it (both the runtime and the profiler call it, before any rank starts).
 
 Every failure is an :class:`~coldpipe.errors.InputError` on ``field`` naming the file (and the tensor) and
 what to do: one line, never a traceback.
@@ -188,6 +191,10 @@ def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise InputError(
+                    field, f"{where}: __metadata__ is not an object of strings (the format's rule)", _CORRUPT
+                )
             continue
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
         shape = entry.get("shape") if isinstance(entry, dict) else None
