@@ -35,7 +35,7 @@ def _one_line(text: str, limit: int) -> str:
 def error_line(exc: BaseException) -> str:
     """``exc``'s message on one line of at most :data:`MAX_LINE_CHARS` characters (saying how much was cut).
 
-    >>> error_line(ValueError("a\nb"))
+    >>> error_line(ValueError("a\\nb"))
     'a b'
     """
     return _one_line(str(exc), MAX_LINE_CHARS)
