@@ -318,6 +318,8 @@ class Corpus:
         self.blocks_scenario.write_text(self.scenario_yaml)
         self.plan_json = json.dumps(PLAN)
         self.trace = synthetic_trace(BLOCKS_SCENARIO, PLAN)
+        self.trace_file = root / "trace.json"
+        self.trace_file.write_text(json.dumps(self.trace))
         self.config = json.loads((self.ckpt / "config.json").read_text())
         self.n = 0
 

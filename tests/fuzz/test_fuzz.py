@@ -32,6 +32,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
             ["model-info", str(c.blocks_scenario), "--json"],
             ["model-info", "--checkpoint", str(c.ckpt), "--json"],
             ["compare", str(c.blocks_scenario), "--json"],
+            ["show", str(c.trace_file), "--json", "--out", str(c.root / "warm.svg")],  # imports matplotlib
         ]
     )
     return c
