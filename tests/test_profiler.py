@@ -134,3 +134,46 @@ def test_peer_that_is_not_listening(tmp_path: Path) -> None:
     th.join(10)
     with pytest.raises(InputError, match=r"^--peer: cannot connect"):
         link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)
+
+
+def test_an_idle_client_does_not_block_the_link_server() -> None:
+    """Regression (issue 15): one idle client blocked `profile --listen` for every later one."""
+    import socket
+    import threading
+
+    ports: list[int] = []
+    ready = threading.Event()
+    th = threading.Thread(
+        target=link.serve,
+        args=("127.0.0.1", 0),
+        kwargs={"sessions": 2, "on_ready": lambda p: (ports.append(p), ready.set()), "idle_timeout_s": 0.5},
+        daemon=True,
+    )
+    th.start()
+    assert ready.wait(10)
+    idle = socket.create_connection(("127.0.0.1", ports[0]))  # connects, then says nothing
+    try:
+        got = link.measure_link("127.0.0.1", ports[0], size_bytes=2**20, probes=3)
+    finally:
+        idle.close()
+    th.join(10)
+    assert not th.is_alive() and got["downlink"].value > 0
+
+
+def test_a_huge_download_request_is_refused() -> None:
+    """Regression (issue 15): a 9-byte request (b"d" + 2**64 - 1) made the server stream without limit."""
+    import socket
+    import struct
+    import time
+
+    th, port = _server()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"d" + struct.pack("<Q", 2**64 - 1))
+        got, t0 = 0, time.monotonic()
+        while chunk := s.recv(65536):
+            got += len(chunk)
+            assert time.monotonic() - t0 < 10
+    th.join(10)
+    assert got == 0 and not th.is_alive()
+    with pytest.raises(InputError, match="--link-size"):
+        link.measure_link("127.0.0.1", port, size_bytes=2**31)

@@ -114,8 +114,8 @@ def plan_command(
     ov = overlap_arg(overlap)
     if solver not in SOLVERS:
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")
-    if time_limit is not None and not time_limit > 0:
-        raise InputError("--time-limit", f"must be > 0, got {time_limit}")
+    if time_limit is not None and not 0 < time_limit < float("inf"):  # nan too
+        raise InputError("--time-limit", f"must be a finite number of seconds > 0, got {time_limit}")
     if objective not in OBJECTIVES:
         raise InputError("--objective", f"unknown objective {objective!r}", f"use one of {', '.join(OBJECTIVES)}")
     if after is not None:

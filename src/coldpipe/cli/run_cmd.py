@@ -6,12 +6,14 @@ torch and transformers are imported inside the commands only, so the other comma
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from coldpipe.atomic import write_text_atomic
 from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
@@ -153,8 +155,8 @@ def run_command(
             "only local runs are started by `coldpipe run`",
             "pass --local, or --write-spec FILE and start the ranks with torchrun (docs/runtime.md)",
         )
-    if timeout <= 0:
-        raise InputError("--timeout", f"must be > 0, got {timeout}")
+    if not (0 < timeout < math.inf):  # nan too
+        raise InputError("--timeout", f"must be a finite number of seconds > 0, got {timeout}")
     if threads < 1:
         raise InputError("--threads", f"must be >= 1, got {threads}")
     if compute_clock not in ("cpu", "wall"):
@@ -199,7 +201,7 @@ def run_command(
         from coldpipe.runtime.launch import make_spec
 
         spec = make_spec(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
-        Path(write_spec).write_text(json.dumps(spec))
+        write_text_atomic(write_spec, json.dumps(spec))
         console.print(
             f"wrote {write_spec}; start {len(the_plan.stages) + 1} ranks (rank 0 = the source), e.g.\n"
             f"  torchrun --nproc-per-node {len(the_plan.stages) + 1} -m coldpipe.runtime.worker --spec {write_spec} "
@@ -209,12 +211,12 @@ def run_command(
     (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     report = build_report(result, sc, the_plan, ov)
     trace_path = Path(trace)
-    trace_path.parent.mkdir(parents=True, exist_ok=True)
-    trace_path.write_text(json.dumps(report.trace))
+    # the measured results first: a trace that cannot be written (a full disk) must not lose them
     if json_out:
         print_json({**report.to_dict(), "plan": str(the_plan), "overlap": ov, "trace": str(trace_path)})
-        return
-    print_report(report, the_plan, ov, trace_path)
+    else:
+        print_report(report, the_plan, ov, trace_path)
+    write_text_atomic(trace_path, json.dumps(report.trace))  # whole or not at all
 
 
 def make_checkpoint_command(
@@ -246,6 +248,8 @@ def make_checkpoint_command(
     ):
         if v is not None and v < 1:
             raise InputError(name, f"must be >= 1, got {v}")
+    if not (0 < init_std < math.inf):  # nan too
+        raise InputError("--init-std", f"must be a finite number > 0, got {init_std}")
     shard_bytes = parse_quantity(shard_size, "bytes")
     arch = arch_for(
         config, layers=layers, hidden=hidden, vocab=vocab, intermediate=intermediate, heads=heads, kv_heads=kv_heads
@@ -309,16 +313,14 @@ def profile_host_command(
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    if gap < 0:
-        raise InputError("--gap", f"must be >= 0, got {gap}")
+    if not (0 <= gap < math.inf):  # nan too
+        raise InputError("--gap", f"must be a finite number of seconds >= 0, got {gap}")
     prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=gap)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
+        write_text_atomic(out, json.dumps(prof.to_dict(), indent=2) + "\n")
     if sc is not None and scenario_out is not None:
         calibrated = sc.replace(blocks=tuple(calibrated_blocks(sc.blocks, prof)))
-        Path(scenario_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(scenario_out).write_text(json.dumps(calibrated.to_dict(), indent=1) + "\n")
+        write_text_atomic(scenario_out, json.dumps(calibrated.to_dict(), indent=1) + "\n")
     if json_out:
         print_json(prof.to_dict())
         return

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 
+from coldpipe.atomic import write_text_atomic
 from coldpipe.core.architectures import CATALOG
 from coldpipe.errors import InputError
 from coldpipe.profiler.catalog import load_catalog
@@ -124,7 +124,7 @@ def random_command(
     if out is None:
         print(text, end="")
         return
-    Path(out).write_text(text, encoding="utf-8")
+    write_text_atomic(out, text)
 
 
 def register(app: typer.Typer) -> None:

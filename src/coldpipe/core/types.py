@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from coldpipe.core.limits import MAX_DEVICES, cut
 from coldpipe.errors import InputError, InvalidPlan
 
 __all__ = [
@@ -317,28 +318,54 @@ class Plan:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Plan:
-        try:
-            stages = data["stages"]
-            return Plan(tuple(Stage(str(s["device"]), int(s["first"]), int(s["last"])) for s in stages))
-        except (KeyError, TypeError, ValueError) as exc:
+        """Read ``{"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}``: names strings, indices integers."""
+        fix = 'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}'
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if not isinstance(stages, list):
+            raise InputError("plan.stages", "is missing or not a list", fix)
+        if len(stages) > MAX_DEVICES:
             raise InputError(
-                "plan.stages",
-                f"cannot read a plan from {data!r}: {exc}",
-                'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}',
-            ) from None
+                "plan.stages", f"has {len(stages)} stages, more than the {MAX_DEVICES} devices allowed", fix
+            )
+        out = []
+        for j, s in enumerate(stages):
+            if not isinstance(s, dict) or set(s) - {"device", "first", "last"} or len(s) != 3:
+                raise InputError(f"plan.stages[{j}]", "must be a mapping of exactly device, first and last", fix)
+            if not isinstance(s["device"], str) or not s["device"]:
+                raise InputError(f"plan.stages[{j}].device", "must be a device name (a non-empty string)", fix)
+            for key in ("first", "last"):
+                v = s[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise InputError(
+                        f"plan.stages[{j}].{key}",
+                        f"must be a block index (an integer >= 0), got {cut(repr(v), 40)}",
+                        fix,
+                    )
+            out.append(Stage(s["device"], s["first"], s["last"]))
+        return Plan(tuple(out))
 
     @staticmethod
     def parse(text: str) -> Plan:
         """Read the compact form ``dev[a-b] > dev[c-d]``."""
         stages = []
-        for part in text.split(">"):
+        parts = text.split(">")
+        if len(parts) > MAX_DEVICES:
+            raise InputError("plan", f"has {len(parts)} stages, more than the {MAX_DEVICES} devices allowed")
+        for part in parts:
             part = part.strip()
             try:
+                if not part.endswith("]"):
+                    raise ValueError(part)
                 name, rng = part[:-1].split("[")
                 first, last = rng.split("-")
+                if not (first.strip().isascii() and first.strip().isdigit() and last.strip().isascii()
+                        and last.strip().isdigit() and name.strip()):  # fmt: skip
+                    raise ValueError(part)
                 stages.append(Stage(name.strip(), int(first), int(last)))
             except ValueError:
-                raise InputError("plan", f"cannot read stage {part!r}", "write e.g. 'orin[0-9] > pi5[10-33]'") from None
+                raise InputError(
+                    "plan", f"cannot read stage {cut(repr(part), 80)}", "write e.g. 'orin[0-9] > pi5[10-33]'"
+                ) from None
         return Plan(tuple(stages))
 
     def validate(self, scenario: Scenario) -> None:

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from coldpipe.atomic import write_text_atomic
 from coldpipe.core.simulator import Timeline
 from coldpipe.core.types import Scenario
 from coldpipe.planning.bounds import Bounds
@@ -250,7 +251,7 @@ def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str 
         md += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}*", ""]
     md += ["## Scenario", "", tables["devices"].markdown(), "", "```", echo.strip(), "```", ""]
     md_path = out / "report.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    write_text_atomic(md_path, "\n".join(md))
 
     body = [f"<h1>coldpipe report: {html.escape(scenario.model_name)}</h1>", "<ul>"]
     body += [f"<li>{html.escape(s)}</li>" for s in summary] + ["</ul>"]
@@ -269,5 +270,5 @@ def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str 
         f"<body>{''.join(body)}</body></html>\n"
     )
     html_path = out / "index.html"
-    html_path.write_text(page, encoding="utf-8")
+    write_text_atomic(html_path, page)
     return [html_path, md_path, *written]
