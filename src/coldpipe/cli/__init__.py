@@ -1,18 +1,24 @@
 """The ``coldpipe`` command line (typer + rich). ``python -m coldpipe`` is the same program.
 
 Every command module registers itself on :data:`app` in :func:`_register`; errors that coldpipe
-raises on purpose are printed on one line and exit with code 2 (never a traceback).
+raises on purpose are printed on one line and exit with code 2 (never a traceback); Ctrl-C prints
+one line and exits with code 130.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from typing import Annotated
 
 import typer
 
 # typer >= 0.2x vendors click; its usage errors are caught to keep errors on one line.
 from typer._click import exceptions as click_exceptions
 
+from coldpipe import __version__
+from coldpipe.cli import _help
+from coldpipe.cli._common import configure_console
 from coldpipe.errors import ColdpipeError
 
 app = typer.Typer(
@@ -21,11 +27,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"coldpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Plan, simulate and compare cold-start pipeline placements of an LLM across edge devices."""
 
 
 def _register() -> None:
     from coldpipe.cli import (
+        catalog_cmd,
         compare_cmd,
         model_info_cmd,
         plan_cmd,
@@ -45,6 +68,7 @@ def _register() -> None:
         show_cmd,
         profile_cmd,
         model_info_cmd,
+        catalog_cmd,
         scenario_cmd,
         run_cmd,
     ):
@@ -52,10 +76,24 @@ def _register() -> None:
 
 
 _register()
+_help.install()
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, raised by our own SIGINT handler so that no library turns it into a traceback or a blank line."""
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during the clean-up changes nothing
+    raise Interrupted
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning coldpipe's own errors into one line and exit code 2."""
+    configure_console()
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:  # not when the caller (a test, a host program) installed its own
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         code = app(args=argv, prog_name="coldpipe", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -67,12 +105,12 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         print(f"coldpipe: error: {exc.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
-        print("coldpipe: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt, Interrupted):
+        print("coldpipe: interrupted", file=sys.stderr)
         sys.exit(130)
     except ColdpipeError as exc:
         print(f"coldpipe: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("coldpipe: interrupted", file=sys.stderr)
-        sys.exit(130)
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
