@@ -17,6 +17,7 @@ from rich.table import Table
 
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
+from coldpipe.planning.protocol import Objective
 from coldpipe.scenario_file import load_scenario, read_structured_file, scenario_from_dict
 
 PIPE_WIDTH = 160
@@ -87,6 +88,14 @@ def scenario_arg(path: str) -> Scenario:
 def overlap_arg(value: str) -> Overlap:
     if value not in OVERLAPS:
         raise InputError("--overlap", f"unknown mode {value!r}", f"use one of {', '.join(OVERLAPS)}")
+    return value  # type: ignore[return-value]
+
+
+def objective_arg(value: str) -> Objective:
+    from coldpipe.planning import OBJECTIVES
+
+    if value not in OBJECTIVES:
+        raise InputError("--objective", f"unknown objective {value!r}", f"use one of {', '.join(OBJECTIVES)}")
     return value  # type: ignore[return-value]
 
 
