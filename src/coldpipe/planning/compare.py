@@ -170,7 +170,11 @@ def compare(scenario: Scenario, *, strict: bool = True, objective: Objective = "
     values: dict[str, float] = {}
     if objective != "ttft" or scenario.workload.requests > 1:
         values = {
-            b.name: objective_s(scenario, b.plan, b.overlap, objective) if b.timeline is not None and b.plan is not None else math.inf
+            b.name: (
+                objective_s(scenario, b.plan, b.overlap, objective)
+                if b.timeline is not None and b.plan is not None
+                else math.inf
+            )
             for b in baselines
         }
     return Comparison(per_mode, baselines, bounds, notes, objective, values)
