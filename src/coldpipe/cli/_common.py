@@ -6,6 +6,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -116,6 +118,21 @@ def print_json(obj: Any) -> None:
 
 def read_json_arg(path: str, what: str) -> Any:
     return read_structured_file(path, what)
+
+
+@contextmanager
+def phase(description: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while a long phase runs (nothing when stderr is no terminal)."""
+    if not err_console.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
 
 
 def check_plan_target(plan: Plan, scenario: Scenario, flag: str, path: str) -> None:

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
+from coldpipe.cli._common import (
+    JsonFlag,
+    QuietFlag,
+    console,
+    err_console,
+    overlap_arg,
+    phase,
+    print_json,
+    read_json_arg,
+    read_plan_file,
+    scenario_arg,
+)
+from coldpipe.cli.measured import print_measured
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
@@ -43,10 +54,8 @@ def resolve_plan(spec: str, scenario: Scenario, overlap: str | None) -> tuple[Pl
     if "[" in spec and Path(spec).suffix not in (".json", ".yaml", ".yml"):
         return Plan.parse(spec), overlap_arg(ov_given or "layer")
     if Path(spec).is_file():
-        data = read_json_arg(spec, "--plan")
-        if not isinstance(data, dict):
-            raise InputError("--plan", f"{spec!r} holds no plan object")
-        return Plan.from_dict(data), overlap_arg(ov_given or str(data.get("overlap", "layer")))
+        the_plan, data = read_plan_file(spec, "--plan", scenario)
+        return the_plan, overlap_arg(ov_given or str(data.get("overlap", "layer")))
     raise InputError(
         "--plan",
         f"cannot read {spec!r}",
@@ -64,56 +73,17 @@ def check_scenario_matches(scenario: Scenario, n_blocks: int, where: str = "--sc
         )
 
 
-def _fmt(m: float, p: float) -> str:
-    return f"{format_seconds(m)} / {format_seconds(p)}"
-
-
-def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> None:
-    table = Table(
-        title=f"measured / predicted, plan {plan} (overlap={overlap}); seconds since the request",
-        title_justify="left",
-    )
-    for col in ("#", "device", "blocks", "load end", "input at", "compute", "idle: weights", "done at"):
-        table.add_column(col, justify="left" if col in ("device", "blocks") else "right")
-    for j, s in enumerate(report.stages):
-        table.add_row(
-            str(j + 1),
-            s.device,
-            f"{s.first}-{s.last}",
-            _fmt(s.m_load_end_s, s.p_load_end_s),
-            _fmt(s.m_arrival_s, s.p_arrival_s),
-            _fmt(s.m_compute_s, s.p_compute_s),
-            _fmt(s.m_idle_weights_s, s.p_idle_weights_s),
-            _fmt(s.m_compute_end_s, s.p_compute_end_s),
-        )
-    console.print(table)
-    summary = Table(title="measured / predicted", title_justify="left")
-    for col in ("", "measured", "predicted", "ratio"):
-        summary.add_column(col, justify="left" if not col else "right")
-    for row in report.summary:
-        style = (
-            "bold"
-            if row["what"] in ("TTFT", "burst: last first token (max)") or row["what"].startswith("E2E")
-            else None
-        )
-        summary.add_row(
-            row["what"],
-            format_seconds(row["measured"]),
-            format_seconds(row["predicted"]),
-            f"{row['ratio']:.3f}",
-            style=style,
-        )
-    console.print(summary)
-    console.print(
-        f"tokens {report.token_ids}"
-        + (f"; first token of each request {list(report.first_token_ids)}" if report.burst else "")
-    )
-    console.print(f"trace: {trace_path}")
-
-
 def run_command(
-    scenario: Annotated[str, typer.Option(help="Scenario file whose model matches the checkpoint.")],
-    checkpoint: Annotated[str, typer.Option(help="HF model directory (config.json + safetensors).")],
+    scenario: Annotated[
+        str | None,
+        typer.Argument(metavar="SCENARIO", help="Scenario file whose model matches the checkpoint."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(metavar="DIR", help="HF model directory (config.json + safetensors).")
+    ] = None,
+    scenario_option: Annotated[
+        str | None, typer.Option("--scenario", hidden=True, help="Deprecated: give SCENARIO positionally.")
+    ] = None,
     plan: Annotated[
         str,
         typer.Option(
@@ -140,13 +110,25 @@ def run_command(
     compute_clock: Annotated[
         str, typer.Option(help="Host time a block's slowdown stretches: cpu (thread CPU time) | wall.")
     ] = "cpu",
-    trace: Annotated[str, typer.Option(help="Where to write the Chrome/Perfetto trace JSON.")] = "out/trace.json",
+    trace: Annotated[
+        str, typer.Option("--trace", "-o", help="Where to write the Chrome/Perfetto trace JSON.")
+    ] = "out/trace.json",
     write_spec: Annotated[
         str | None, typer.Option(help="Only write the run spec here (to start the ranks with torchrun) and exit.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> None:
     """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
+    if scenario is not None and scenario_option is not None:
+        raise InputError("--scenario", "SCENARIO is given twice", "give it once, positionally: coldpipe run SCENARIO")
+    if scenario_option is not None:
+        err_console.print("coldpipe: note: --scenario is deprecated; write `coldpipe run SCENARIO ...`", markup=False)
+        scenario = scenario_option
+    if scenario is None:
+        raise InputError("SCENARIO", "is missing", "coldpipe run SCENARIO --checkpoint DIR --local")
+    if checkpoint is None:
+        raise InputError("--checkpoint", "is missing", "give the checkpoint directory (coldpipe make-checkpoint)")
     if not local and write_spec is None:
         raise InputError(
             "--local",
@@ -172,7 +154,7 @@ def run_command(
 
     sc = scenario_arg(scenario)
     ckpt = open_checkpoint(checkpoint)
-    check_scenario_matches(sc, ckpt.n_blocks)
+    check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
     the_plan, ov = resolve_plan(plan, sc, overlap)
     the_plan.validate(sc)
     host_flops = None
@@ -206,7 +188,8 @@ def run_command(
             "--result result.json"
         )
         return
-    (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
+    with phase(f"running {len(the_plan.stages) + 1} ranks: start-up, loading while computing, {n_new} token(s)"):
+        (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     report = build_report(result, sc, the_plan, ov)
     trace_path = Path(trace)
     trace_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,7 +197,11 @@ def run_command(
     if json_out:
         print_json({**report.to_dict(), "plan": str(the_plan), "overlap": ov, "trace": str(trace_path)})
         return
-    print_report(report, the_plan, ov, trace_path)
+    if quiet:
+        m, p = format_seconds(report.measured_ttft_s), format_seconds(report.predicted_ttft_s)
+        console.print(f"TTFT measured {m}, predicted {p} (ratio {report.ratio:.3f}); trace: {trace_path}")
+        return
+    print_measured(report, the_plan, ov, trace_path=trace_path)
 
 
 def make_checkpoint_command(
