@@ -104,7 +104,9 @@ def profile_command(
     sessions: Annotated[int, typer.Option(help="With --listen: clients to answer before exiting.")] = 1,
     link_size: Annotated[str, typer.Option(help="Bytes sent each way when measuring a link.")] = "64 MiB",
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes, few repeats: a few seconds (CI).")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON: the entry and how it was measured.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", "-j", help="Print JSON: the entry and how it was measured.")
+    ] = False,
 ) -> None:
     """Measure compute, memory and storage rates, free memory and start-up time; print a device entry (YAML)."""
     if listen is not None:

@@ -206,7 +206,9 @@ def run_command(
 
 def make_checkpoint_command(
     config: Annotated[str, typer.Option(help="A catalog model (see `coldpipe plan --help`) or a config.json path.")],
-    out: Annotated[str, typer.Option(help="Directory to write config.json + safetensors into.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", metavar="DIR", help="Directory to write config.json + safetensors into.")
+    ],
     layers: Annotated[int | None, typer.Option(help="Override the number of decoder layers.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Override the hidden size (heads follow).")] = None,
     intermediate: Annotated[int | None, typer.Option(help="Override the MLP width.")] = None,
@@ -218,7 +220,7 @@ def make_checkpoint_command(
     init_std: Annotated[float, typer.Option(help="Std of the random weights.")] = 0.02,
     shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 512MB (more -> index.json).")] = "2GB",
 ) -> None:
-    """Write a random-initialised HF checkpoint (to run, test and benchmark without downloading real weights)."""
+    """Write a random-initialised HF checkpoint of a catalog model or a config.json (to run, test, benchmark)."""
     from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
 
     if dtype not in ("float32", "float16", "bfloat16"):
@@ -258,14 +260,15 @@ def profile_host_command(
     gap: Annotated[
         float, typer.Option(help="Seconds idle after each timed block, as an emulated device's sleeps.")
     ] = 0.0,
-    out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the profile JSON here.")] = None,
     calibrate: Annotated[
-        str | None, typer.Option(help="A scenario of this checkpoint whose blocks to calibrate to this host.")
+        str | None,
+        typer.Option(metavar="SCENARIO", help="A scenario of this checkpoint whose blocks to calibrate to this host."),
     ] = None,
     scenario_out: Annotated[
         str | None, typer.Option(help="Where to write the calibrated scenario (JSON, explicit blocks).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", "-j", help="Print the profile as JSON.")] = False,
 ) -> None:
     """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`).
 
