@@ -120,6 +120,11 @@ def read_json_arg(path: str, what: str) -> Any:
     return read_structured_file(path, what)
 
 
+def note(message: str) -> None:
+    """``coldpipe: note: ...`` on stderr, on one line (never wrapped), so that ``--json`` stdout stays clean."""
+    err_console.print(f"coldpipe: note: {message}", markup=False, soft_wrap=True, highlight=False)
+
+
 @contextmanager
 def phase(description: str) -> Iterator[None]:
     """A spinner with the elapsed time on stderr while a long phase runs (nothing when stderr is no terminal)."""
@@ -138,10 +143,9 @@ def phase(description: str) -> Iterator[None]:
 def check_plan_target(plan: Plan, scenario: Scenario, flag: str, path: str) -> None:
     """Refuse a plan file made for another model or device set, naming the file; note an old file's lack of one."""
     if plan.target is None:
-        err_console.print(
-            f"coldpipe: note: {path} does not record its model and devices (an older plan file); "
-            "only its devices and block ranges are checked",
-            markup=False,
+        note(
+            f"{path} does not record its model and devices (an older plan file); "
+            "only its devices and block ranges are checked"
         )
         return
     why = plan.target.mismatch(scenario)

@@ -15,7 +15,6 @@ from coldpipe.cli._common import (
     ScenarioArg,
     console,
     demo_scenario_text,
-    err_console,
     is_narrow,
     new_table,
     objective_arg,
@@ -167,7 +166,7 @@ def compare_command(
     if gantt_dir is not None:
         written = draw_comparison(cmp, gantt_dir, gantt_format, axis)
         if not json_out:
-            err_console.print(f"{len(written)} Gantt charts (one per strategy, {axis} time axis) in {gantt_dir}/")
+            console.print(f"{len(written)} Gantt charts (one per strategy, {axis} time axis) in {gantt_dir}/")
     if json_out:
         print_json(cmp.to_dict())
         return

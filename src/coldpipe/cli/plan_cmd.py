@@ -18,6 +18,7 @@ from coldpipe.cli._common import (
     err_console,
     is_narrow,
     new_table,
+    note,
     objective_arg,
     overlap_arg,
     print_json,
@@ -232,10 +233,9 @@ def plan_command(
         raise InputError("--time-limit", f"must be > 0, got {time_limit}")
     objective = objective_arg(objective)
     if objective == "e2e" and sc.workload.new_tokens == 1 and not json_out:
-        err_console.print(
-            "coldpipe: note: the scenario's workload.new_tokens is 1, so E2E is the TTFT; "
-            "set workload.new_tokens to plan a longer answer",
-            markup=False,
+        note(
+            "the scenario's workload.new_tokens is 1, so E2E is the TTFT; "
+            "set workload.new_tokens to plan a longer answer"
         )
     target = sc
     if after is not None:

@@ -15,7 +15,7 @@ from coldpipe.cli._common import (
     JsonFlag,
     QuietFlag,
     console,
-    err_console,
+    note,
     overlap_arg,
     phase,
     print_json,
@@ -123,7 +123,7 @@ def run_command(
     if scenario is not None and scenario_option is not None:
         raise InputError("--scenario", "SCENARIO is given twice", "give it once, positionally: coldpipe run SCENARIO")
     if scenario_option is not None:
-        err_console.print("coldpipe: note: --scenario is deprecated; write `coldpipe run SCENARIO ...`", markup=False)
+        note("--scenario is deprecated; write `coldpipe run SCENARIO ...`")
         scenario = scenario_option
     if scenario is None:
         raise InputError("SCENARIO", "is missing", "coldpipe run SCENARIO --checkpoint DIR --local")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from coldpipe.cli._common import JsonFlag, console, err_console, print_json, scenario_arg
+from coldpipe.cli._common import JsonFlag, console, note, print_json, scenario_arg
 from coldpipe.cli.measured import print_measured
 from coldpipe.errors import InputError
 from coldpipe.units import format_seconds
@@ -80,7 +80,7 @@ def show_command(
         try:
             report = build_report(result_from_trace(stage_spans, tr.meta), sc, tr.plan, tr.overlap)
         except (IndexError, KeyError, ValueError) as exc:  # a trace without every span kind: the chart only
-            err_console.print(f"coldpipe: note: no measured/predicted table, the trace lacks spans it needs ({exc!r})")
+            note(f"no measured/predicted table, the trace lacks spans it needs ({exc!r})")
     summary: dict[str, Any] = {
         "plan": str(tr.plan),
         "overlap": tr.overlap,
