@@ -134,9 +134,6 @@ def alternative(problem: Problem, chosen: Plan) -> dict[str, Any] | None:
     }
 
 
-_NAMES = {"ttft": "TTFT", "e2e": "E2E", "tpot": "TPOT"}
-
-
 def objective_words(objective: str, scenario: Scenario) -> str:
     wl = scenario.workload
     if wl.requests > 1:
@@ -161,7 +158,7 @@ def print_plan(result: Solution, scenario: Scenario, *, alt: dict[str, Any] | No
             exact = "not proven optimal" + (
                 f", within {100 * bound_gap:.1f}% of a lower bound" if isinstance(bound_gap, (int, float)) else ""
             )
-        title = f"Plan ({result.method}, {exact}; overlap={tl.overlap}; minimises {_NAMES[result.objective]}):"
+        title = f"Plan ({result.method}, {exact}; overlap={tl.overlap}):"
         console.print(plan_table(tl, scenario, f"{title} {plan_string(result.plan, by_stage=False)}"))
         if "auto" in result.details:  # why auto did not run the exact DP
             console.print(f"auto: {result.details['auto']}")

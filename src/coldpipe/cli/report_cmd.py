@@ -22,7 +22,7 @@ def report_command(
     scenario: ScenarioArg,
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for index.html, report.md and figures/.")
-    ] = Path("coldpipe-report"),
+    ] = Path("out/report"),
     objective: ObjectiveOption = "ttft",
 ) -> None:
     """Write a report of SCENARIO: plans, speedups, schedules, idle accounting, the scenario itself."""

@@ -124,6 +124,7 @@ def random_command(
     if out is None:
         print(text, end="")
         return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text, encoding="utf-8")
 
 

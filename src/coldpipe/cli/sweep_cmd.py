@@ -72,7 +72,7 @@ def sweep_command(
     ] = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for sweep_<axis>.csv/.png/.svg.")
-    ] = Path("coldpipe-sweep"),
+    ] = Path("out/sweep"),
     paper: Annotated[
         bool, typer.Option("--paper", help="Run the full default evaluation (every axis) on the scenario.")
     ] = False,
