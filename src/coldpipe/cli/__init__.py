@@ -16,7 +16,7 @@ import typer
 # typer >= 0.2x vendors click; its usage errors are caught to keep errors on one line.
 from typer._click import exceptions as click_exceptions
 
-from coldpipe import __version__
+import coldpipe
 from coldpipe.cli import _help
 from coldpipe.cli._common import configure_console
 from coldpipe.errors import ColdpipeError
@@ -33,7 +33,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"coldpipe {__version__}")
+        print(f"coldpipe {coldpipe.__version__}")
         raise typer.Exit()
 
 

@@ -60,7 +60,7 @@ def models_command(
 def devices_command(
     json_out: JsonFlag = False,
     sources: Annotated[bool, typer.Option("--sources", "-s", help="Add the source of every figure.")] = False,
-    name: Annotated[str | None, typer.Argument(metavar="[NAME]", help="Show one device with every source.")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="Show one device with every source.")] = None,
 ) -> None:
     """The catalog devices (scenario: devices: [{catalog: NAME, name: ..., ...}]), their figures and sources."""
     from coldpipe.profiler.catalog import load_catalog

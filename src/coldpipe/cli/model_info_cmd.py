@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from coldpipe.cli._common import console, print_json, scenario_arg
+from coldpipe.cli._common import DEMO_SCENARIO, console, print_json, scenario_arg
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
@@ -46,7 +46,7 @@ def model_blocks(
         by_lower = {k.lower(): k for k in CATALOG}
         if target.lower() in by_lower and not p.exists():  # model names are read whatever their case
             catalog = by_lower[target.lower()]
-        elif not p.exists() and not any(c in target for c in "/\\."):
+        elif not p.exists() and target != DEMO_SCENARIO and not any(c in target for c in "/\\."):
             close = [k for k in CATALOG if target.lower().split("-")[0] in k]
             raise InputError(
                 "SCENARIO|MODEL",
@@ -102,7 +102,7 @@ def model_info_command(
     target: Annotated[
         str | None,
         typer.Argument(
-            metavar="[SCENARIO|MODEL]",
+            metavar="SCENARIO|MODEL",
             help="A scenario file, a catalog model (coldpipe catalog models), a checkpoint directory or a GGUF file.",
         ),
     ] = None,

@@ -57,7 +57,7 @@ def _summary_table(result: object, title: str) -> Table:
 def sweep_command(
     scenario: Annotated[
         str | None,
-        typer.Argument(metavar="[SCENARIO]", help="Scenario file (YAML/JSON), or 'demo'. Default with --paper: demo."),
+        typer.Argument(metavar="SCENARIO", help="Scenario file (YAML/JSON), or 'demo'. Default with --paper: demo."),
     ] = None,
     axis: Annotated[
         str | None, typer.Option(help="devices | uplink | load_bandwidth | model | prompt_tokens | startup.")
