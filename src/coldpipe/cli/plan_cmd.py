@@ -173,6 +173,8 @@ def print_plan(result: Solution, scenario: Scenario, *, alt: dict[str, Any] | No
         head += f"  TPOT {format_seconds(figures['tpot'])}"
     if wl.requests > 1:
         head += f"  {objective_words(result.objective, scenario)} [bold]{format_seconds(result.value_s)}[/bold]"
+        if result.objective == "ttft" and wl.new_tokens > 1 and "e2e" in figures:
+            head += f", {objective_words('e2e', scenario)} {format_seconds(figures['e2e'])}"
     head += f"  (minimised: {objective_words(result.objective, scenario)}, --objective {result.objective})"
     console.print(head)
     if quiet:
