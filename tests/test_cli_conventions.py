@@ -19,6 +19,7 @@ from coldpipe.core.simulator import decode_step_s, objective_s
 from coldpipe.core.types import Plan
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem, plan
+from coldpipe.units import format_seconds
 
 DEMO = scenario_arg("demo")
 
@@ -200,6 +201,12 @@ def test_compare_and_report_take_the_objective(tmp_path: Path, wide: None, capsy
     assert code == 0 and "E2E (128 tokens)" in out and "their E2E (128 tokens) / coldpipe's" in out
     code, _, err = cli(["compare", "demo", "--objective", "latency"], capsys)
     assert code == 2 and "--objective" in err
+    code, out, _ = cli(["compare", str(path), "--objective", "e2e", "-q"], capsys)
+    assert code == 0 and out.count("\n") == 1 and "E2E (128 tokens)" in out and "best baseline" in out
+    code, out, _ = cli(["report", str(path), "--objective", "e2e", "-o", str(tmp_path / "rep")], capsys)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert code == 0 and "Speedup = the strategy's E2E (128 tokens) / coldpipe's." in md
+    assert f"E2E (128 tokens) {format_seconds(doc['optimal_value'])}" in md and "x the parallel-loading bound" in md
 
 
 def test_compare_gantt_axes_shared_or_own(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
