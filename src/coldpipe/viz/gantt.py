@@ -177,6 +177,7 @@ _LANES_WITH_MEASURED = {
 }
 # measured spans of a runtime trace, one colour per kind (the legend names each)
 MEASURED_COLORS = {"load": "#1f77b4", "compute": "#ff7f0e", "send": "#2ca02c", "recv": "#9467bd", "wait": "#d62728"}
+_PREDICTED_GREY = "#5b6770"
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f")
 
 
@@ -250,7 +251,8 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
 
     # Predicted bars, one broken_barh per (row, kind): load shaded and hatched, compute solid.
     for j in range(n):
-        color = _COLORS[j % len(_COLORS)]
+        # with measured spans (coloured by kind) the prediction is drawn in grey, so no colour means two things
+        color = _PREDICTED_GREY if has_measured else _COLORS[j % len(_COLORS)]
         rows = [b for b in chart.bars if b.stage == j]
         startup = [(b.start_s, b.duration_s) for b in rows if b.kind == "startup"]
         if startup:
@@ -323,10 +325,12 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
         f"{100 * timeline.hidden_load_share:.0f}% of the loading critical path hidden"
     )
     ax.set_title(title or default_title, loc="left", fontsize=9)
+    pc = _PREDICTED_GREY if has_measured else "#1f77b4"
+    predicted = "predicted " if has_measured else ""
     handles: list[Any] = [
         Patch(facecolor="#d9d9d9", edgecolor="#999999", label="start-up"),
-        Patch(facecolor="#1f77b4", alpha=0.35, hatch="///", edgecolor="#1f77b4", label="load (per block)"),
-        Patch(facecolor="#1f77b4", label="compute (per block)"),
+        Patch(facecolor=pc, alpha=0.35, hatch="///", edgecolor=pc, label=f"{predicted}load (per block)"),
+        Patch(facecolor=pc, label=f"{predicted}compute (per block)"),
         Line2D([], [], color="#d62728", lw=2.0, label="idle: waiting for weights"),
         Line2D([], [], color="#7f7f7f", lw=1.5, label="idle: waiting for input"),
         Line2D([], [], color="#333333", lw=0.8, marker=">", markersize=4, label="transfer via AP"),
