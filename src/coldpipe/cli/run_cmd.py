@@ -152,11 +152,12 @@ def run_command(
     from coldpipe.runtime.profile_host import HostProfile
     from coldpipe.runtime.report import build_report
 
-    sc = scenario_arg(scenario)
-    ckpt = open_checkpoint(checkpoint)
-    check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
-    the_plan, ov = resolve_plan(plan, sc, overlap)
-    the_plan.validate(sc)
+    with phase("reading the scenario and the checkpoint, planning"):
+        sc = scenario_arg(scenario)
+        ckpt = open_checkpoint(checkpoint)
+        check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
+        the_plan, ov = resolve_plan(plan, sc, overlap)
+        the_plan.validate(sc)
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
