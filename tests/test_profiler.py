@@ -56,7 +56,26 @@ def test_profile_quick_prints_a_valid_device_entry(tmp_path: Path, capsys: pytes
     assert set(entry) == {"name", "flops", "load_bandwidth", "startup", "memory", "mem_bandwidth", "uplink", "downlink"}
     _load_entry(entry)  # pasted into a scenario, it loads as is
     assert "network.hop_latency ~ rtt / 2" in out  # the RTT hint is a comment
+    assert entry["flops"].endswith(" TFLOPS") and entry["memory"].endswith("B") and entry["uplink"].endswith("bit/s")
     assert list(tmp_path.iterdir()) == []  # the storage test file is gone
+
+
+def test_profile_without_peer_prints_a_complete_entry_with_units() -> None:
+    """Without a peer the entry still pastes (link rates are placeholders, and a comment says so)."""
+    from coldpipe.cli.profile_cmd import LINK_PLACEHOLDER, entry_yaml
+
+    m = lambda v: measure.Measurement(v, "test")  # noqa: E731
+    prof = measure.Profile("box", m(2.5e12), m(5e10), m(1.8e9), m(7.5e9), m(1.25))
+    text = entry_yaml(prof)
+    (entry,) = yaml.safe_load(text)
+    assert entry == {"name": "box", "flops": "2.5 TFLOPS", "load_bandwidth": "1.8 GB/s", "startup": "1.25 s",
+                     "memory": "7.5 GB", "mem_bandwidth": "50 GB/s", "uplink": LINK_PLACEHOLDER,
+                     "downlink": LINK_PLACEHOLDER}  # fmt: skip
+    assert "NOT MEASURED" in text
+    _load_entry(entry)
+    dev = scenario_from_dict({"workload": {"prompt_tokens": 16}, "model": {"catalog": "llama-3.2-1b"},
+                              "devices": [entry]}).devices[0]  # fmt: skip
+    assert (dev.flops, dev.load_bandwidth, dev.startup, dev.memory) == (2.5e12, 1.8e9, 1.25, 7.5e9)
 
 
 def test_profile_without_peer_needs_link_rates_to_be_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

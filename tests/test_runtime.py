@@ -120,8 +120,8 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
         f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n{devices}\n"
     )
     trace = tmp_path / "trace.json"
-    argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan",
-            "a[0-1] > b[2-3] > c[4-5]", "--new-tokens", "2", "--trace", str(trace), "--json"]  # fmt: skip
+    argv = ["run", str(scenario), "--local", "--checkpoint", str(tiny), "--plan",
+            "a[0-1] > b[2-3] > c[4-5]", "--new-tokens", "2", "-o", str(trace), "--json"]  # fmt: skip
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
@@ -148,6 +148,13 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     assert {e["cat"] for e in spans} >= {"load", "compute", "send", "recv"}
     assert all(e["tid"] == (1 if e["cat"] == "load" else 0) for e in spans)
     assert all(e["ts"] >= 0 and e["dur"] >= 0 and set(e["args"]) >= {"device", "block", "bytes"} for e in spans)
+    # `coldpipe show` reports the trace exactly as `run` did: the same rows, measured, predicted, ratio
+    with pytest.raises(SystemExit) as exc:
+        main(["show", str(trace), "--out", str(tmp_path / "chart.png"), "--json"])
+    assert exc.value.code == 0
+    shown = json.loads(capsys.readouterr().out)["report"]
+    assert shown["summary"] == out["summary"]
+    assert shown["stages"] == out["stages"]
 
 
 @pytest.mark.multiprocess

@@ -94,7 +94,7 @@ def random_command(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length.")] = 512,
     bandwidth: Annotated[str, typer.Option(help="AP channel bandwidth.")] = "80 MHz",
     sharing: Annotated[str, typer.Option(help="fdma | tdma.")] = "fdma",
-    out: Annotated[str | None, typer.Option(help="Write here instead of stdout.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Write a scenario of random catalog devices at random distances from one AP."""
     from coldpipe.units import parse_quantity

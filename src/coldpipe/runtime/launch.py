@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -140,7 +141,14 @@ def run_local(
             if rank == 0:
                 argv += ["--result", str(result_path)]
             p = mp.Process(target=worker.main, args=(argv,), name=f"coldpipe-rank{rank}", daemon=False)
-            p.start()
+            # Ctrl-C reaches every process of the terminal's group: the ranks ignore it (a process started while
+            # SIGINT is ignored keeps ignoring it) and this launcher ends them, so Ctrl-C prints one line, not one
+            # traceback per rank.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                p.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
             procs.append(p)
         failed = ""
         try:

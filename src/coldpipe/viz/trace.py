@@ -24,7 +24,7 @@ Events of other phases or categories are ignored (a trace may carry more than co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class Trace:
     predicted_ttft_s: float | None
     measured_e2e_s: float | None
     stage_devices: dict[int, str]  # from the "process_name" metadata events
+    meta: dict[str, Any] = field(default_factory=dict)  # the whole "coldpipe" object (token ids, a burst's times)
 
 
 def _number(value: Any, where: str) -> float:
@@ -144,6 +145,7 @@ def trace_from_dict(doc: Any) -> Trace:
         predicted_ttft_s=_optional_number(meta.get("predicted_ttft"), "trace.coldpipe.predicted_ttft"),
         measured_e2e_s=_optional_number(meta.get("measured_e2e"), "trace.coldpipe.measured_e2e"),
         stage_devices=stage_devices,
+        meta=meta,
     )
 
 
