@@ -33,6 +33,7 @@ def _register() -> None:
         report_cmd,
         run_cmd,
         scenario_cmd,
+        serve_cmd,
         show_cmd,
         sweep_cmd,
     )
@@ -47,6 +48,7 @@ def _register() -> None:
         model_info_cmd,
         scenario_cmd,
         run_cmd,
+        serve_cmd,
     ):
         module.register(app)
 
