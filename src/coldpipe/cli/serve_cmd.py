@@ -184,30 +184,32 @@ def serve_command(
     )
     if api_key is None:
         print("coldpipe serve: no --api-key-file: listening on 127.0.0.1 only, without authentication", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # uvicorn re-raises it after its shutdown
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # uvicorn re-raises it after its own shutdown
+    code = 0
     try:
         engine.start()
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
         print(
-            f"coldpipe serve: http://{host}:{port}/v1 (model {engine_model(app)}), cold; Ctrl-C stops",
+            f"coldpipe serve: http://{host}:{port}/v1 (model {app.state.model_name}), cold; Ctrl-C stops",
             file=sys.stderr,
             flush=True,
         )
         server.run()
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
     finally:
         engine.stop()
         backend.close()
-        signal.signal(signal.SIGTERM, previous)
         print("coldpipe serve: stopped every device", file=sys.stderr, flush=True)
+    # every process and thread of ours has stopped; skip the interpreter's slow teardown of torch and tokenizers
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def _stop_on_sigterm(_sig: int, _frame: Any) -> None:
     raise SystemExit(0)
-
-
-def engine_model(app: Any) -> str:
-    """The model id the app serves (for the start-up line)."""
-    return str(getattr(app.state, "model_name", "?"))
 
 
 def register(app: typer.Typer) -> None:

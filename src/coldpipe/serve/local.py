@@ -50,6 +50,8 @@ class LocalBackend:
         self.start()
 
     def start(self) -> None:
+        import torch  # noqa: F401  (the source handles tensors; not on the first request's critical path)
+
         from coldpipe.serve import stage_worker
 
         self.listener = socket.socket()
