@@ -187,7 +187,7 @@ class Engine:
             "predictions_rebuild_blocks": self.dtype is not None,
         }
 
-    def _burst_scenario(self, sc: Scenario, prompt_tokens: int, requests: int) -> Scenario:
+    def burst_scenario(self, sc: Scenario, prompt_tokens: int, requests: int) -> Scenario:
         wl = {
             "prompt_tokens": prompt_tokens,
             "new_tokens": 1,
@@ -272,7 +272,7 @@ class Engine:
         t_start = time.time()
         try:
             pred = burst_completions_s(
-                self._burst_scenario(sc, max(len(p) for p in prompts), len(burst)), the_plan, self.overlap
+                self.burst_scenario(sc, max(len(p) for p in prompts), len(burst)), the_plan, self.overlap
             )
         except ColdpipeError:
             pred = None
