@@ -46,6 +46,7 @@ from coldpipe.runtime.tokenizer import write_tokenizer  # noqa: E402
 
 MODEL = dict(layers=8, hidden=768, heads=12, kv_heads=4, vocab=4096, intermediate=2048)
 PROMPT, DECODE = 64, 33
+PROMPT_VOCAB = 1000  # prompt ids within the tokenizer (the bundled text gives ~1000 ids)
 SCENARIO = """\
 network: {{hop_latency: 2 ms}}
 workload: {{prompt_tokens: {prompt}, new_tokens: 16}}
@@ -115,6 +116,8 @@ class Server:
         t = time.perf_counter()
         with httpx.Client(timeout=120) as h, h.stream("POST", self.url + "/v1/completions", json=body) as r:
             first = time.perf_counter() - t
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {r.read().decode()}")
             usage = 0
             for line in r.iter_lines():
                 if line.startswith("data: {") and '"usage": {' in line:
@@ -129,7 +132,7 @@ class Server:
 def cold(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     sc = scenario_arg(str(sc_path))
     the_plan = plan(Problem(sc, "layer")).plan
-    ids = list(prompt_ids(PROMPT, MODEL["vocab"], seed=1))
+    ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=1))
     jobs = [Job(the_plan, "layer", tuple(ids), 1, tuple(emulation_for(sc, the_plan, None))) for _ in range(reps)]
     runs = [r["measured_ttft"] for r in run_local(ckpt, sc, jobs, timeout_s=120)]
     srv = Server(ckpt, sc_path, port, "--idle-unload", "1")
@@ -159,14 +162,22 @@ def cold(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     }
 
 
+def steady(srv: Server, ids: list[int]) -> None:
+    """Requests until one finds every block resident (a warm plan may first move blocks: those load)."""
+    for _ in range(6):
+        if srv.stream(ids, 2)[3]["x-coldpipe-cold"] == "false":
+            return
+    raise RuntimeError("the server never became warm")
+
+
 def throughput(srv: Server, clients: int, per_client: int) -> dict[str, Any]:
-    srv.stream(list(prompt_ids(PROMPT, MODEL["vocab"], seed=2)), 16)  # warm
+    steady(srv, list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=2)))
     lat: list[float] = []
     lock = threading.Lock()
 
     def client(c: int) -> None:
         for i in range(per_client):
-            ids = list(prompt_ids(PROMPT, MODEL["vocab"], seed=100 + c * per_client + i))
+            ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=100 + c * per_client + i))
             _, total, _, _ = srv.stream(ids, 16)
             with lock:
                 lat.append(total)
@@ -192,11 +203,11 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    ids = list(prompt_ids(PROMPT, MODEL["vocab"], seed=3))
+    ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=3))
     srv = Server(ckpt, sc_path, port, "--no-emulate")
     ttft, rate = [], []
     try:
-        srv.stream(ids, DECODE)  # the cold start
+        steady(srv, ids)
         for _ in range(reps):
             first, total, n, headers = srv.stream(ids, DECODE)
             assert headers["x-coldpipe-cold"] == "false"
@@ -268,6 +279,7 @@ def main() -> None:
     ck = open_checkpoint(ckpt)
     res: dict[str, Any] = {"reps": args.reps, "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks))}
     res["cold"] = cold(ckpt, sc, args.reps, args.port)
+    print(json.dumps(res["cold"]), flush=True)
     res["warm"] = warm(ckpt, sc, args.reps, args.port + 1)
     (out / "bench_serve.json").write_text(json.dumps(res, indent=2) + "\n")
     md = table(res)

@@ -214,6 +214,28 @@ def test_bounded_load_200_requests_8_clients(server: Server) -> None:
     _bounded_load(server, 200)
 
 
+def _device_processes(server: Server) -> list[psutil.Process]:
+    """The device workers: the forkserver's children."""
+    procs = psutil.Process(server.proc.pid).children(recursive=True)
+    return [p for p in procs if p.ppid() != server.proc.pid]
+
+
+def test_a_device_that_dies_fails_its_request_and_the_next_one_runs_cold(server: Server) -> None:
+    c = client(server)
+    workers = _device_processes(server)
+    assert len(workers) == 3
+    stream = c.completions.create(model=MODEL, prompt="Tell", max_tokens=240, temperature=0, stream=True)
+    with pytest.raises(openai.APIError, match="device"):
+        for i, _chunk in enumerate(stream):
+            if i == 0:
+                workers[1].kill()
+    out = c.completions.with_raw_response.create(model=MODEL, prompt="Tell", max_tokens=3, temperature=0)
+    assert out.headers["x-coldpipe-cold"] == "true" and out.parse().choices[0].finish_reason == "length"
+    assert len(_device_processes(server)) == 3
+    metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'coldpipe_errors_total{kind="device_failed"} 1' in metrics
+
+
 def test_sigterm_stops_the_server_and_every_device(server: Server) -> None:
     """Last in the module: the server and its device processes stop cleanly."""
     children = psutil.Process(server.proc.pid).children(recursive=True)
