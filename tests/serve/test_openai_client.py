@@ -251,3 +251,25 @@ def test_sigterm_stops_the_server_and_every_device(server: Server) -> None:
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
     assert "Traceback" not in server.log_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_server_mid_request(tiny_files: tuple) -> None:
+    """SIGINT (what Ctrl-C sends) while a request streams: exit code 130, every device process gone."""
+    from serve_server import start_server
+
+    root, ckpt, sc = tiny_files
+    srv = start_server(root, ckpt, sc)
+    try:
+        children = psutil.Process(srv.proc.pid).children(recursive=True)
+        stream = client(srv).completions.create(model=MODEL, prompt="Tell", max_tokens=240, temperature=0, stream=True)
+        next(iter(stream))
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(30) == 130
+        assert "stopped every device" in srv.log_text() and "Traceback" not in srv.log_text()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -164,11 +165,16 @@ def test_engine_queue_bound_stop_strings_and_no_plan(tok_dir: Path) -> None:
         (["serve"], "--local/--demo"),
         (["serve", "--local", "s.yaml"], "--checkpoint"),
         (["serve", "--demo", "--idle-unload", "0"], "--idle-unload"),
+        (["serve", "--local", "s.yaml", "--checkpoint", "x", "--port", "BUSY"], "--port"),
     ],
 )
 def test_serve_cli_refuses_bad_flags_in_one_line(argv: list[str], field: str, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        argv = [str(busy.getsockname()[1]) if a == "BUSY" else a for a in argv]
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"coldpipe: error: {field}")

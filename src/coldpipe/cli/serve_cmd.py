@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -164,6 +165,14 @@ def serve_command(
             raise InputError("--api-key-file", f"{api_key_file!r} is empty", "write the key into it")
     elif host not in ("127.0.0.1", "localhost"):
         raise InputError("--host", f"binding {host!r} without authentication", "pass --api-key-file, or keep 127.0.0.1")
+    with socket.socket() as probe:  # a port in use is a one-line error, before any process starts
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                "--port", f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port"
+            ) from None
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if demo:
         ckpt_dir, scenario_file = demo_files(Path(workdir) if workdir else _default_workdir())
@@ -188,7 +197,9 @@ def serve_command(
     code = 0
     try:
         engine.start()
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+        )
         print(
             f"coldpipe serve: http://{host}:{port}/v1 (model {app.state.model_name}), cold; Ctrl-C stops",
             file=sys.stderr,

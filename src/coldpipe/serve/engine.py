@@ -137,6 +137,8 @@ class Engine:
         self.last_active = time.monotonic()
         self.last_burst_s = 1.0
         self.bursts = 0
+        self.said: tuple[str, str] = ("", "")
+        self.running: list[Request] = []  # the burst in the pipeline now
         self.replan()
         self.thread = threading.Thread(target=self._loop, name="coldpipe-engine", daemon=True)
 
@@ -157,13 +159,15 @@ class Engine:
                 raise NoPlan("no device is up")
             self.solution = plan(Problem(self.scenario_now(), self.overlap))
             self.no_plan = ""
-            log.info(
-                "coldpipe serve: %s plan %s, predicted TTFT %.3f s (%s)",
-                "cold" if self.resident is None else "warm",
-                self.solution.plan,
-                self.solution.value_s,
-                self.solution.method,
-            )
+            said = ("cold" if self.resident is None else "warm", str(self.solution.plan))
+            if said != self.said:  # log a plan when it changes, not after every burst
+                self.said = said
+                log.info(
+                    "coldpipe serve: %s plan %s, predicted TTFT %.3f s (%s)",
+                    *said,
+                    self.solution.value_s,
+                    self.solution.method,
+                )
         except ColdpipeError as exc:
             self.solution, self.no_plan = None, str(exc)
             log.warning("coldpipe serve: no plan fits the devices that are up: %s", exc)
@@ -223,6 +227,10 @@ class Engine:
             for r in self.queue:
                 r.emit(("error", 503, "the server is shutting down", "server_error"))
             self.queue.clear()
+            for r in self.running:  # the burst ends at each request's next token
+                if r.finish_reason is None:
+                    r.emit(("error", 503, "the server is shutting down", "server_error"))
+                r.cancel()
             self.cond.notify_all()
         if self.thread.is_alive():
             self.thread.join(timeout=30)
@@ -248,7 +256,9 @@ class Engine:
                         burst.append(r)
                 self.metrics.queue_length = len(self.queue)
             if burst:
+                self.running = burst
                 self._run(burst)
+                self.running = []
             self.last_active = time.monotonic()
 
     def _idle_unload(self) -> None:
