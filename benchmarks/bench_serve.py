@@ -10,12 +10,13 @@
    run by the runtime of ``coldpipe run --local`` (:func:`coldpipe.runtime.launch.run_local`, cold page cache,
    its measured TTFT); target: overhead <= 5 %;
 3. **warm TTFT and decode tokens/s**: a server started with ``--no-emulate`` (host speed, no link delays), warm,
-   against ``AutoModelForCausalLM.generate`` in one process (greedy, 1 torch thread like every stage);
+   against ``AutoModelForCausalLM.generate`` in this process (greedy, 1 torch thread like every stage);
    TTFT = ``generate(max_new_tokens=1)``, decode = ``(n - 1) / (t_n - t_1)``; target: overhead <= 10 %;
-4. **throughput**: 8 clients sending requests back to back (16 new tokens each) to the emulated server, warm:
-   requests/s and the p50/p99 latency of a request.
+4. **throughput**: 8 clients sending requests back to back (16 new tokens each, 48 in all) to the emulated
+   server, warm: requests/s and the p50/p99 latency of a request.
 
-Medians over ``--reps``; the host is shared with other work, so figures move between runs.
+Each comparison interleaves its two sides rep by rep (the host is shared with other work: both see the same
+load); medians over ``--reps``. Figures move between runs.
 """
 
 from __future__ import annotations
@@ -130,23 +131,24 @@ class Server:
 
 
 def cold(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
+    """Interleaved: each rep runs the plan with the runtime, then one cold request through the server."""
     sc = scenario_arg(str(sc_path))
     the_plan = plan(Problem(sc, "layer")).plan
     ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=1))
-    jobs = [Job(the_plan, "layer", tuple(ids), 1, tuple(emulation_for(sc, the_plan, None))) for _ in range(reps)]
-    runs = [r["measured_ttft"] for r in run_local(ckpt, sc, jobs, timeout_s=120)]
+    job = Job(the_plan, "layer", tuple(ids), 1, tuple(emulation_for(sc, the_plan, None)))
     srv = Server(ckpt, sc_path, port, "--idle-unload", "1")
-    served, predicted = [], []
+    runs, served, predicted = [], [], []
     try:
         assert srv.state()["plan"] == str(the_plan), (srv.state()["plan"], str(the_plan))
         for _ in range(reps):
+            runs.append(run_local(ckpt, sc, [job], timeout_s=120)[0]["measured_ttft"])
             while srv.state()["state"] != "cold":
                 time.sleep(0.1)
             first, _, _, headers = srv.stream(ids, 1)
             assert headers["x-coldpipe-cold"] == "true"
             served.append(first)
             predicted.append(float(headers["x-coldpipe-ttft-predicted"]))
-        tput = throughput(srv, 8, 12)
+        tput = throughput(srv, 8, 6)
     finally:
         srv.stop()
     run_s, serve_s = statistics.median(runs), statistics.median(served)
@@ -200,41 +202,42 @@ def throughput(srv: Server, clients: int, per_client: int) -> dict[str, Any]:
 
 
 def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
+    """Interleaved: each rep sends one warm request to the server, then runs ``generate`` in this process."""
     import torch
     from transformers import AutoModelForCausalLM
 
     ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=3))
-    srv = Server(ckpt, sc_path, port, "--no-emulate")
-    ttft, rate = [], []
-    try:
-        steady(srv, ids)
-        for _ in range(reps):
-            first, total, n, headers = srv.stream(ids, DECODE)
-            assert headers["x-coldpipe-cold"] == "false"
-            ttft.append(first)
-            rate.append((n - 1) / (total - first))
-    finally:
-        srv.stop()
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     x = torch.tensor([ids])
-    ref_ttft, ref_rate = [], []
-    with torch.inference_mode():
-        model.generate(x, max_new_tokens=2, do_sample=False)
-        for _ in range(reps):
-            t = time.perf_counter()
-            model.generate(x, max_new_tokens=1, do_sample=False)
-            t1 = time.perf_counter() - t
-            t = time.perf_counter()
-            model.generate(x, max_new_tokens=DECODE, min_new_tokens=DECODE, do_sample=False)
-            tn = time.perf_counter() - t
-            ref_ttft.append(t1)
-            ref_rate.append((DECODE - 1) / (tn - t1))
+    srv = Server(ckpt, sc_path, port, "--no-emulate")
+    ttft, rate, ref_ttft, ref_rate = [], [], [], []
+    try:
+        steady(srv, ids)
+        with torch.inference_mode():
+            model.generate(x, max_new_tokens=2, do_sample=False)
+            for _ in range(reps):
+                first, total, n, headers = srv.stream(ids, DECODE)
+                assert headers["x-coldpipe-cold"] == "false"
+                ttft.append(first)
+                rate.append((n - 1) / (total - first))
+                t = time.perf_counter()
+                model.generate(x, max_new_tokens=1, do_sample=False)
+                t1 = time.perf_counter() - t
+                t = time.perf_counter()
+                model.generate(x, max_new_tokens=DECODE, min_new_tokens=DECODE, do_sample=False)
+                tn = time.perf_counter() - t
+                ref_ttft.append(t1)
+                ref_rate.append((DECODE - 1) / (tn - t1))
+    finally:
+        srv.stop()
     out = {
         "serve_ttft_s": statistics.median(ttft),
         "generate_ttft_s": statistics.median(ref_ttft),
         "serve_tok_per_s": statistics.median(rate),
         "generate_tok_per_s": statistics.median(ref_rate),
+        "serve_ttft_all_s": ttft,
+        "generate_ttft_all_s": ref_ttft,
     }
     out["ttft_overhead"] = out["serve_ttft_s"] / out["generate_ttft_s"] - 1
     out["decode_overhead"] = out["generate_tok_per_s"] / out["serve_tok_per_s"] - 1

@@ -53,11 +53,15 @@ class FakeBackend:
         self.devices = devices
         self.bursts: list[Burst] = []
         self.unloads = 0
+        self.prepared: list[bool] = []
         self.gate = threading.Event()
         self.gate.set()
 
     def devices_up(self) -> tuple[str, ...]:
         return self.devices
+
+    def prepare(self, plan: object, cold: bool) -> None:
+        self.prepared.append(cold)
 
     def run_burst(self, burst: Burst, on_token: Callable[[int, int], bool]) -> BurstOutcome:
         self.gate.wait()
@@ -127,6 +131,7 @@ def test_engine_cold_then_warm_bursts_in_arrival_order_with_simulator_prediction
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert eng.plan_info()["state"] == "cold"
+    assert be.prepared[0] and not be.prepared[1] and be.prepared[-1]  # cold at start, warm, cold after unload
     eng.stop()
 
 

@@ -157,8 +157,10 @@ class Engine:
         try:
             if not self.up:
                 raise NoPlan("no device is up")
-            self.solution = plan(Problem(self.scenario_now(), self.overlap))
+            sc = self.scenario_now()
+            self.solution = plan(Problem(sc, self.overlap))
             self.no_plan = ""
+            self.backend.prepare(self.solution.plan, all(not d.resident for d in sc.devices))
             said = ("cold" if self.resident is None else "warm", str(self.solution.plan))
             if said != self.said:  # log a plan when it changes, not after every burst
                 self.said = said
@@ -305,7 +307,11 @@ class Engine:
             return self._token(burst[i], tok)
 
         log.info(
-            "coldpipe serve: burst of %d request(s), %s, plan %s", len(burst), "cold" if cold else "warm", the_plan
+            "coldpipe serve: burst of %d request(s), %s, plan %s, %.1f ms after the first arrived",
+            len(burst),
+            "cold" if cold else "warm",
+            the_plan,
+            1e3 * (time.time() - burst[0].arrived),
         )
         t0 = time.monotonic()
         try:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coldpipe.core.types import Plan
 from coldpipe.serve import BackendFailed
 from coldpipe.serve.protocol import Burst, BurstOutcome
 from coldpipe.serve.wire import Peers, recv_frame, send_frame
@@ -45,6 +46,7 @@ class LocalBackend:
         self.peers: Any = None
         self.out: dict[str, socket.socket] = {}
         self.ports: dict[str, int] = {}
+        self.cache_dropped = False
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(_PRELOAD)
         self.start()
@@ -92,6 +94,17 @@ class LocalBackend:
     def devices_up(self) -> tuple[str, ...]:
         return tuple(d for d in self.devices if self.procs.get(d) is not None and self.procs[d].is_alive())
 
+    def prepare(self, plan: Plan, cold: bool) -> None:
+        """Each stage's worker builds its stage model now; a cold plan drops the page cache now."""
+        from coldpipe.runtime.checkpoint import open_checkpoint
+        from coldpipe.runtime.emulation import drop_page_cache
+
+        for st in plan.stages:
+            self.conns[st.device].send(("prepare", st.first, st.last))
+        if cold:
+            drop_page_cache(open_checkpoint(self.checkpoint).files)
+            self.cache_dropped = True
+
     def run_burst(self, burst: Burst, on_token: Callable[[int, int], bool]) -> BurstOutcome:
         try:
             return self._run(burst, on_token)
@@ -112,8 +125,9 @@ class LocalBackend:
 
         plan, sc = burst.plan, burst.scenario
         stages = plan.stages
-        if burst.drop_cache:
+        if burst.drop_cache and not self.cache_dropped:
             drop_page_cache(open_checkpoint(self.checkpoint).files)
+        self.cache_dropped = False
         t0 = time.time()
         names = [st.device for st in stages]
         for j, st in enumerate(stages):

@@ -60,6 +60,11 @@ class Backend(Protocol):
         """The devices that can take a stage now (the engine re-plans when this changes)."""
         ...
 
+    def prepare(self, plan: Plan, cold: bool) -> None:
+        """The engine's next plan, before any request for it: build what the stages need off the critical path
+        (``cold``: nothing is resident, e.g. drop the page cache). May do nothing."""
+        ...
+
     def run_burst(self, burst: Burst, on_token: Callable[[int, int], bool]) -> BurstOutcome:
         """Run ``burst``; ``on_token(request, token_id)`` for every token, in arrival order at the source.
 

@@ -54,6 +54,7 @@ class _Worker:
         self.ports: dict[str, int] = {}
         self.scenario: Any = None
         self.held: dict[int, dict[str, Any]] = {}  # resident blocks: block -> its tensors
+        self.prepared: Any = None  # the stage model of the next burst, built ahead (see "prepare")
 
     def out_sock(self, peer: str) -> socket.socket:
         from coldpipe.serve.wire import connect
@@ -72,6 +73,8 @@ class _Worker:
             msg = self.conn.recv()
             if msg[0] == "init":
                 self.ports, self.scenario = dict(msg[1]), Scenario.from_dict(msg[2])
+            elif msg[0] == "prepare":  # the next burst's stage, built before the request arrives
+                self.prepared = self.stage_model(int(msg[1]), int(msg[2]))
             elif msg[0] == "burst":
                 try:
                     self.conn.send(("done", self.burst(msg[1])))
@@ -81,6 +84,7 @@ class _Worker:
             elif msg[0] == "unload":
                 freed = sum(t.numel() * t.element_size() for ts in self.held.values() for t in ts.values())
                 self.held.clear()
+                self.prepared = None
                 gc.collect()
                 _log(f"{self.name}: unloaded {freed} bytes")
                 self.conn.send(("unloaded", freed))
@@ -130,24 +134,36 @@ class _Worker:
             for ev in ready.values():
                 ev.set()
 
+    def stage_model(self, first: int, last: int) -> Any:
+        """Blocks ``first..last`` with the resident ones assigned; the others are dropped (a device holds its
+        latest stage only, as ``Scenario.after`` assumes)."""
+        from coldpipe.runtime.stage_model import StageModel
+
+        for b in [b for b in self.held if b < first or b > last]:
+            del self.held[b]
+        model = StageModel(self.ckpt.config, first, last, self.dtype)
+        for b in range(first, last + 1):
+            if b in self.held:
+                model.assign(b, self.held[b])
+        return model
+
     def burst(self, spec: dict[str, Any]) -> dict[str, Any]:
         import torch
         from transformers import DynamicCache
 
         from coldpipe.core.simulator import transfer_s
-        from coldpipe.runtime.stage_model import StageModel
         from coldpipe.serve.sampling import Sampler
         from coldpipe.serve.wire import recv_frame, send_frame
 
         first, last, overlap, emu = int(spec["first"]), int(spec["last"]), spec["overlap"], spec["emu"]
         blocks = list(range(first, last + 1))
-        for b in [b for b in self.held if b < first or b > last]:  # a device holds its last stage only
-            del self.held[b]
-        model = StageModel(self.ckpt.config, first, last, self.dtype)
+        prepared, self.prepared = self.prepared, None
+        model = prepared if prepared is not None and (prepared.first, prepared.last) == (first, last) else None
+        if model is None:
+            model = self.stage_model(first, last)
         ready = {b: threading.Event() for b in blocks}
         for b in blocks:
             if b in self.held:
-                model.assign(b, self.held[b])
                 ready[b].set()
         missing = [b for b in blocks if b not in self.held]
         state: dict[str, Any] = {"bytes": 0, "load_end": None, "failure": None}
