@@ -23,6 +23,7 @@ plus the simulator's first-token completion of its place in the burst.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -259,7 +260,17 @@ class Engine:
                 self.metrics.queue_length = len(self.queue)
             if burst:
                 self.running = burst
-                self._run(burst)
+                try:
+                    self._run(burst)
+                except Exception as exc:  # never let the engine thread die: fail this burst, go on cold
+                    log.exception("coldpipe serve: internal error in a burst")
+                    self.metrics.error("internal")
+                    for r in burst:
+                        if r.finish_reason is None:
+                            r.emit(("error", 500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+                    self.resident = None
+                    with contextlib.suppress(Exception):
+                        self.replan()
                 self.running = []
             self.last_active = time.monotonic()
 

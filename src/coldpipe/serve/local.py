@@ -100,7 +100,8 @@ class LocalBackend:
         from coldpipe.runtime.emulation import drop_page_cache
 
         for st in plan.stages:
-            self.conns[st.device].send(("prepare", st.first, st.last))
+            with contextlib.suppress(OSError):  # a worker that just died: the burst will fail and restart them
+                self.conns[st.device].send(("prepare", st.first, st.last))
         if cold:
             drop_page_cache(open_checkpoint(self.checkpoint).files)
             self.cache_dropped = True

@@ -17,15 +17,18 @@ from typing import Any
 __all__ = ["Peers", "connect", "recv_frame", "send_frame"]
 
 _LEN = struct.Struct("!I")
+SMALL_BYTES = 1 << 20  # payloads up to this size go out in the same write as their header
 
 
 def send_frame(sock: socket.socket, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
     """Send one frame (``header['nbytes']`` is set to the payload's length)."""
     header = {**header, "nbytes": len(payload)}
     data = json.dumps(header).encode()
+    if len(payload) <= SMALL_BYTES:  # one write, so the receiver wakes up once (decode steps, tokens)
+        sock.sendall(b"".join((_LEN.pack(len(data)), data, payload)))
+        return
     sock.sendall(_LEN.pack(len(data)) + data)
-    if len(payload):
-        sock.sendall(payload)
+    sock.sendall(payload)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
