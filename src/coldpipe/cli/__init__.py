@@ -56,6 +56,7 @@ def _register() -> None:
         report_cmd,
         run_cmd,
         scenario_cmd,
+        serve_cmd,
         show_cmd,
         sweep_cmd,
     )
@@ -71,6 +72,7 @@ def _register() -> None:
         catalog_cmd,
         scenario_cmd,
         run_cmd,
+        serve_cmd,
     ):
         module.register(app)
 

@@ -222,9 +222,13 @@ def make_checkpoint_command(
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     init_std: Annotated[float, typer.Option(help="Std of the random weights.")] = 0.02,
     shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 512MB (more -> index.json).")] = "2GB",
+    tokenizer: Annotated[
+        bool, typer.Option(help="Also write a byte-level BPE tokenizer trained on a bundled text (vocab >= 269).")
+    ] = True,
 ) -> None:
     """Write a random-initialised HF checkpoint of a catalog model or a config.json (to run, test, benchmark)."""
     from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
+    from coldpipe.runtime.tokenizer import MIN_VOCAB, write_tokenizer
 
     if dtype not in ("float32", "float16", "bfloat16"):
         raise InputError("--dtype", f"unknown dtype {dtype!r}", "use float32, float16 or bfloat16")
@@ -247,10 +251,16 @@ def make_checkpoint_command(
     path = make_checkpoint(arch, out, dtype=dtype, seed=seed, shard_bytes=shard_bytes, init_std=init_std)
     ck = open_checkpoint(path)
     total = sum(ck.block_bytes(b) for b in range(ck.n_blocks))
+    if not tokenizer:
+        tok_note = "no tokenizer (--no-tokenizer)"
+    elif arch.vocab_size < MIN_VOCAB:
+        tok_note = f"no tokenizer (a byte-level one needs --vocab >= {MIN_VOCAB})"
+    else:
+        tok_note = f"tokenizer of {write_tokenizer(path, arch.vocab_size)} ids"
     console.print(
         f"wrote {path}: {arch.model_type}, {arch.num_hidden_layers} layers, hidden {arch.hidden_size}, vocab "
         f"{arch.vocab_size}, {dtype}; {ck.n_blocks} blocks, {format_bytes(total)} read by a full load, "
-        f"{len(ck.files)} file(s)"
+        f"{len(ck.files)} file(s); {tok_note}"
     )
 
 

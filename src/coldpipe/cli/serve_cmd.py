@@ -1,0 +1,227 @@
+"""``coldpipe serve``: the OpenAI-compatible endpoint over a cold-starting pipeline (docs/serve.md).
+
+``--local SCENARIO --checkpoint DIR`` runs one persistent process per device of the scenario on this host;
+``--demo`` makes a small random checkpoint (with its tokenizer) and a three-device scenario on first use, under
+``--workdir`` (default ``~/.cache/coldpipe/demo``), and serves them. ``--cluster`` needs the cluster agents.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from coldpipe.cli._common import overlap_arg, read_json_arg, scenario_arg
+from coldpipe.errors import InputError
+
+__all__ = ["DEMO_MODEL", "demo_files", "register"]
+
+DEMO_MODEL = {"layers": 4, "hidden": 256, "heads": 4, "kv_heads": 2, "vocab": 2048, "intermediate": 688}
+DEMO_SCENARIO = """\
+# coldpipe serve --demo: three emulated devices on this host serving a small random Llama-shaped checkpoint.
+# Loading is paced to each device's read rate, so the first request waits for a cold start (~1 s) while
+# later ones find the blocks resident.
+network: {{hop_latency: 2 ms}}
+workload: {{prompt_tokens: 32, new_tokens: 16}}
+model: {{hf_config: {checkpoint}/config.json, dtype: float32}}
+devices:
+  - {{name: phone,  flops: 5 GFLOPS, load_bandwidth: 10 MB/s, startup: 300 ms, memory: 1 GB,
+     uplink: 100 Mbit/s, downlink: 200 Mbit/s, mem_bandwidth: 4 GB/s}}
+  - {{name: tablet, flops: 5 GFLOPS, load_bandwidth: 14 MB/s, startup: 500 ms, memory: 1 GB,
+     uplink: 150 Mbit/s, downlink: 250 Mbit/s, mem_bandwidth: 6 GB/s}}
+  - {{name: laptop, flops: 5 GFLOPS, load_bandwidth: 20 MB/s, startup: 800 ms, memory: 1 GB,
+     uplink: 300 Mbit/s, downlink: 400 Mbit/s, mem_bandwidth: 8 GB/s}}
+"""
+
+
+def demo_files(workdir: Path) -> tuple[Path, Path]:
+    """The demo's checkpoint and scenario under ``workdir``, made on first use: (checkpoint, scenario)."""
+    from coldpipe.runtime.checkpoint import arch_for, make_checkpoint
+    from coldpipe.runtime.tokenizer import write_tokenizer
+
+    ckpt, scenario = workdir / "checkpoint", workdir / "scenario.yaml"
+    if not (ckpt / "tokenizer.json").is_file():
+        print(f"coldpipe serve: making the demo checkpoint in {ckpt} (first use)", file=sys.stderr)
+        arch = arch_for("llama-3.1-8b", **DEMO_MODEL)
+        make_checkpoint(arch, ckpt, init_std=0.3)
+        write_tokenizer(ckpt, arch.vocab_size)
+    if not scenario.is_file():
+        scenario.write_text(DEMO_SCENARIO.format(checkpoint=ckpt.resolve()))
+    return ckpt, scenario
+
+
+def _default_workdir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "coldpipe" / "demo"
+
+
+def build(
+    scenario_path: str,
+    checkpoint: str,
+    *,
+    overlap: str = "layer",
+    host_profile: str | None = None,
+    emulate: bool = True,
+    max_queue: int = 64,
+    max_burst: int = 8,
+    idle_unload_s: float | None = None,
+    api_key: str | None = None,
+    max_context: int | None = None,
+    model_name: str | None = None,
+) -> tuple[Any, Any, Any]:
+    """(app, engine, backend) for a local pipeline; the caller serves ``app`` and closes the other two."""
+    from coldpipe.cli.run_cmd import check_scenario_matches
+    from coldpipe.runtime.checkpoint import open_checkpoint
+    from coldpipe.runtime.profile_host import HostProfile
+    from coldpipe.runtime.tokenizer import load_tokenizer
+    from coldpipe.serve.api import make_app
+    from coldpipe.serve.engine import Engine
+    from coldpipe.serve.local import LocalBackend
+
+    ov = overlap_arg(overlap)
+    sc = scenario_arg(scenario_path)
+    ckpt = open_checkpoint(checkpoint)
+    check_scenario_matches(sc, ckpt.n_blocks)
+    tok = load_tokenizer(checkpoint)
+    host_flops = None
+    if host_profile is not None:
+        host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
+    context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
+    backend = LocalBackend(checkpoint, tuple(d.name for d in sc.devices), sc)
+    try:
+        engine = Engine(
+            backend,
+            sc,
+            tok,
+            ckpt.architecture(),
+            overlap=ov,
+            host_flops=host_flops,
+            emulate=emulate,
+            max_queue=max_queue,
+            max_burst=max_burst,
+            idle_unload_s=idle_unload_s,
+        )
+    except BaseException:
+        backend.close()
+        raise
+    name = model_name or Path(checkpoint).resolve().name
+    return make_app(engine, tok, name, api_key=api_key, max_context=context), engine, backend
+
+
+def serve_command(
+    local: Annotated[str | None, typer.Option("--local", help="Scenario whose devices run on this host.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Cluster file of remote agents (needs the agents).")] = None,
+    token_file: Annotated[str | None, typer.Option(help="The cluster's join token (with --cluster).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(help="HF model directory with tokenizer.json.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Serve a small random model on three emulated devices.")] = False,
+    workdir: Annotated[str | None, typer.Option(help="Where --demo keeps its checkpoint.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (beyond 127.0.0.1 needs --api-key-file).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key_file: Annotated[str | None, typer.Option(help="File holding the Bearer API key clients must send.")] = None,
+    idle_unload: Annotated[float | None, typer.Option(help="Seconds idle before every device unloads.")] = None,
+    max_queue: Annotated[int, typer.Option(help="Requests waiting at most (more get 429).")] = 64,
+    max_burst: Annotated[int, typer.Option(help="Requests served together at most.")] = 8,
+    overlap: Annotated[str, typer.Option(help="layer | stage | none.")] = "layer",
+    host_profile: Annotated[str | None, typer.Option(help="`coldpipe profile-host` JSON (compute slowdown).")] = None,
+    emulate: Annotated[bool, typer.Option(help="Emulate the devices' start-ups, read rates and links.")] = True,
+    max_context: Annotated[
+        int | None, typer.Option(help="Prompt + max_tokens limit (default min(model, 2048)).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="The model id clients use (default: checkpoint dir name).")
+    ] = None,
+) -> None:
+    """Serve the OpenAI API from a pipeline that starts cold and stays warm (docs/serve.md)."""
+    import uvicorn
+
+    if cluster is not None or token_file is not None:
+        raise InputError(
+            "--cluster",
+            "serving over cluster agents is not available in this build yet",
+            "use --local SCENARIO or --demo (the cluster backend implements coldpipe.serve.protocol.Backend)",
+        )
+    if demo == (local is not None):
+        raise InputError("--local/--demo", "give exactly one of --local SCENARIO and --demo")
+    if local is not None and checkpoint is None:
+        raise InputError("--checkpoint", "--local needs the checkpoint it serves", "pass --checkpoint DIR")
+    for flag, v in (("--max-queue", max_queue), ("--max-burst", max_burst), ("--port", port)):
+        if v < (0 if flag == "--port" else 1):
+            raise InputError(flag, f"must be >= 1, got {v}")
+    if idle_unload is not None and idle_unload <= 0:
+        raise InputError("--idle-unload", f"must be > 0 seconds, got {idle_unload}")
+    api_key = None
+    if api_key_file is not None:
+        try:
+            api_key = Path(api_key_file).read_text().strip()
+        except OSError as exc:
+            raise InputError("--api-key-file", f"cannot read {api_key_file!r}: {exc.strerror}") from None
+        if not api_key:
+            raise InputError("--api-key-file", f"{api_key_file!r} is empty", "write the key into it")
+    elif host not in ("127.0.0.1", "localhost"):
+        raise InputError("--host", f"binding {host!r} without authentication", "pass --api-key-file, or keep 127.0.0.1")
+    with socket.socket() as probe:  # a port in use is a one-line error, before any process starts
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                "--port", f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port"
+            ) from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if demo:
+        ckpt_dir, scenario_file = demo_files(Path(workdir) if workdir else _default_workdir())
+        checkpoint, local = str(ckpt_dir), str(scenario_file)
+    assert local is not None and checkpoint is not None
+    app, engine, backend = build(
+        local,
+        checkpoint,
+        overlap=overlap,
+        host_profile=host_profile,
+        emulate=emulate,
+        max_queue=max_queue,
+        max_burst=max_burst,
+        idle_unload_s=idle_unload,
+        api_key=api_key,
+        max_context=max_context,
+        model_name=model_name or ("coldpipe-demo" if demo else None),
+    )
+    if api_key is None:
+        print("coldpipe serve: no --api-key-file: listening on 127.0.0.1 only, without authentication", file=sys.stderr)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # uvicorn re-raises it after its own shutdown
+    code = 0
+    try:
+        engine.start()
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+        )
+        print(
+            f"coldpipe serve: http://{host}:{port}/v1 (model {app.state.model_name}), cold; Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        server.run()
+    except KeyboardInterrupt:
+        code = 130
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    finally:
+        engine.stop()
+        backend.close()
+        print("coldpipe serve: stopped every device", file=sys.stderr, flush=True)
+    # every process and thread of ours has stopped; skip the interpreter's slow teardown of torch and tokenizers
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _stop_on_sigterm(_sig: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

@@ -1,0 +1,259 @@
+"""One device's persistent process: keeps the blocks it loaded resident between bursts.
+
+Started once by :class:`~coldpipe.serve.local.LocalBackend` (forked from a forkserver that imported torch and
+transformers), it warms its kernels, listens on 127.0.0.1 and waits for commands on its control pipe:
+
+- ``("init", ports, scenario)``: every peer's listening port and the scenario (link times, block sizes);
+- ``("burst", spec)``: play one stage of a burst. Blocks of the stage that are resident are used as they are;
+  the others are read by a loader thread from ``t0 + startup`` (paced to the device's read rate, as
+  :mod:`coldpipe.runtime.emulation` describes) while the compute loop already serves the requests whose
+  blocks are there (overlap ``layer``: block by block; ``stage``: the whole stage; ``none``: the worker reports
+  ``loaded`` and the source sends nothing before every stage did). Resident blocks outside the new stage are
+  dropped (``Scenario.after``: a device holds its last stage). Answers ``("done", info)``;
+- ``("unload",)``: drop every block (``--idle-unload``); ``("stop",)``: exit.
+
+The compute loop is the runtime's (:func:`coldpipe.runtime.worker`): the same per-block emulation (compute
+stretched by ``slowdown``, decode steps at least ``(weights + KV) / mem_bandwidth``) and the link time slept by
+the receiver from the frame's send time. The last stage samples the token (:mod:`.sampling`) and sends only its
+id back to the source, 4 bytes, as the model's ``token_bytes`` says.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _log(line: str) -> None:
+    print(f"coldpipe serve: {line}", file=sys.stderr, flush=True)
+
+
+class _Worker:
+    def __init__(self, name: str, checkpoint: str, conn: Any) -> None:
+        import torch
+
+        from coldpipe.runtime.checkpoint import open_checkpoint, torch_dtype
+        from coldpipe.serve.wire import Peers
+
+        self.name, self.conn = name, conn
+        self.ckpt = open_checkpoint(checkpoint)
+        self.dtype = torch_dtype(self.ckpt.dtype)
+        torch.set_num_threads(1)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.peers = Peers(self.listener)
+        self.out: dict[str, socket.socket] = {}
+        self.ports: dict[str, int] = {}
+        self.scenario: Any = None
+        self.held: dict[int, dict[str, Any]] = {}  # resident blocks: block -> its tensors
+        self.prepared: Any = None  # the stage model of the next burst, built ahead (see "prepare")
+
+    def out_sock(self, peer: str) -> socket.socket:
+        from coldpipe.serve.wire import connect
+
+        if peer not in self.out:
+            self.out[peer] = connect(self.ports[peer], self.name)
+        return self.out[peer]
+
+    def loop(self) -> None:
+        from coldpipe.core.types import Scenario
+        from coldpipe.runtime.stage_model import StageModel
+
+        StageModel(self.ckpt.config, 1, 0, self.dtype).warm_up(16)
+        self.conn.send(("ready", int(self.listener.getsockname()[1])))
+        while True:
+            msg = self.conn.recv()
+            if msg[0] == "init":
+                self.ports, self.scenario = dict(msg[1]), Scenario.from_dict(msg[2])
+            elif msg[0] == "prepare":  # the next burst's stage, built before the request arrives
+                self.prepared = self.stage_model(int(msg[1]), int(msg[2]))
+            elif msg[0] == "burst":
+                try:
+                    self.conn.send(("done", self.burst(msg[1])))
+                except Exception as exc:  # the backend gets one line; it restarts the pipeline
+                    self.conn.send(("error", f"{self.name}: {type(exc).__name__}: {str(exc)[:300]}"))
+                    return
+            elif msg[0] == "unload":
+                freed = sum(t.numel() * t.element_size() for ts in self.held.values() for t in ts.values())
+                self.held.clear()
+                self.prepared = None
+                gc.collect()
+                _log(f"{self.name}: unloaded {freed} bytes")
+                self.conn.send(("unloaded", freed))
+            elif msg[0] == "stop":
+                return
+
+    def _loader(
+        self,
+        model: Any,
+        missing: list[int],
+        spec: dict[str, Any],
+        ready: dict[int, threading.Event],
+        state: dict[str, Any],
+    ) -> None:
+        from coldpipe.runtime.checkpoint import read_tensor
+        from coldpipe.runtime.emulation import Pacer
+
+        t0, emu = float(spec["t0"]), spec["emu"]
+        try:
+            wait = t0 + float(emu["startup_s"]) - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            pacer = Pacer(emu["read_bytes_per_s"])
+            fds: dict[str, int] = {}
+            try:
+                for b in missing:
+                    tensors = {}
+                    entries = sorted(
+                        (self.ckpt.tensors[n] for n in self.ckpt.blocks[b]), key=lambda e: (e.file, e.offset)
+                    )
+                    for e in entries:
+                        if e.file not in fds:
+                            fds[e.file] = os.open(e.file, os.O_RDONLY)
+                        tensors[e.name] = read_tensor(e, fds[e.file], pacer.pace)
+                    model.assign(b, tensors)
+                    self.held[b] = tensors
+                    n = sum(e.nbytes for e in entries)
+                    state["bytes"] += n
+                    state["load_end"] = time.time() - t0
+                    _log(f"{self.name}: block {b} resident ({n} bytes) at {state['load_end']:.3f} s")
+                    ready[b].set()
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        except BaseException as exc:
+            state["failure"] = exc
+            for ev in ready.values():
+                ev.set()
+
+    def stage_model(self, first: int, last: int) -> Any:
+        """Blocks ``first..last`` with the resident ones assigned; the others are dropped (a device holds its
+        latest stage only, as ``Scenario.after`` assumes)."""
+        from coldpipe.runtime.stage_model import StageModel
+
+        for b in [b for b in self.held if b < first or b > last]:
+            del self.held[b]
+        model = StageModel(self.ckpt.config, first, last, self.dtype)
+        for b in range(first, last + 1):
+            if b in self.held:
+                model.assign(b, self.held[b])
+        return model
+
+    def burst(self, spec: dict[str, Any]) -> dict[str, Any]:
+        import torch
+        from transformers import DynamicCache
+
+        from coldpipe.core.simulator import transfer_s
+        from coldpipe.serve.sampling import Sampler
+        from coldpipe.serve.wire import recv_frame, send_frame
+
+        first, last, overlap, emu = int(spec["first"]), int(spec["last"]), spec["overlap"], spec["emu"]
+        blocks = list(range(first, last + 1))
+        prepared, self.prepared = self.prepared, None
+        model = prepared if prepared is not None and (prepared.first, prepared.last) == (first, last) else None
+        if model is None:
+            model = self.stage_model(first, last)
+        ready = {b: threading.Event() for b in blocks}
+        for b in blocks:
+            if b in self.held:
+                ready[b].set()
+        missing = [b for b in blocks if b not in self.held]
+        state: dict[str, Any] = {"bytes": 0, "load_end": None, "failure": None}
+        loader = None
+        if missing:
+            _log(f"{self.name}: cold start of blocks {missing[0]}-{missing[-1]} ({len(missing)} to load)")
+            loader = threading.Thread(target=self._loader, args=(model, missing, spec, ready, state), daemon=True)
+            loader.start()
+
+        def wait_resident(b: int) -> None:
+            ready[b].wait()
+            if state["failure"] is not None:
+                raise state["failure"]
+
+        if overlap == "none":
+            for b in blocks:
+                wait_resident(b)
+            self.conn.send(("loaded", time.time()))
+        sc = self.scenario
+        my_dev, prev_dev = self.name, spec["prev_dev"]
+        is_last = last == self.ckpt.n_blocks - 1
+        samplers = [Sampler.from_dict(d) for d in spec["sampling"]] if is_last else []
+        mem_floor = {b: 0.0 for b in blocks}
+        if emu.get("mem_bandwidth"):
+            mem_floor = {b: (sc.blocks[b].weight_bytes + sc.blocks[b].kv_bytes) / emu["mem_bandwidth"] for b in blocks}
+        slowdown, clock = float(emu["slowdown"]), emu.get("compute_clock", "cpu")
+        insock = self.peers.get(spec["prev"], 30.0)
+        outsock = self.out_sock(spec["next"])
+        caches: dict[int, Any] = {}
+        lens: dict[int, int] = {}
+        while True:
+            hdr, buf = recv_frame(insock)
+            if hdr.get("end"):
+                send_frame(outsock, {"end": True})
+                break
+            if spec["links"]:
+                wait = float(hdr["sent"]) + transfer_s(sc, prev_dev, my_dev, len(buf)) - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+            r, k = int(hdr["req"]), int(hdr["step"])
+            x = torch.frombuffer(buf, dtype=getattr(torch, hdr["dtype"])).reshape(hdr["shape"]) if len(buf) else None
+            if first == 0:
+                x = x.long()
+            if k == 0:
+                lens[r] = int(x.shape[1])
+                caches[r] = DynamicCache(config=model.config)
+            q = lens[r] if k == 0 else 1
+            pos = 0 if k == 0 else lens[r] + k - 1
+            position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
+            rope = None
+            for i, b in enumerate(blocks):
+                if k == 0 and (overlap == "layer" or (overlap == "stage" and i == 0)):
+                    for bb in [b] if overlap == "layer" else blocks:
+                        wait_resident(bb)
+                c0, cpu0 = time.perf_counter(), time.thread_time()
+                if rope is None and 1 <= b <= model.n_layers:
+                    rope = model.position_embeddings(x, position_ids)
+                x = model.run_block(b, x, position_ids, rope, caches[r])
+                wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
+                target_s = (cpu_s if clock == "cpu" else wall_s) * slowdown if slowdown > 1.0 else 0.0
+                if k > 0:
+                    target_s = max(target_s, mem_floor[b])
+                if target_s > wall_s:
+                    time.sleep(target_s - wall_s)
+            if is_last:
+                out = torch.tensor([samplers[r](x)], dtype=torch.int32)
+            else:
+                out = x.contiguous()
+            payload = memoryview(out.view(-1).view(torch.uint8).numpy())
+            send_frame(
+                outsock,
+                {"req": r, "step": k, "sent": time.time(), "shape": list(out.shape), "dtype": str(out.dtype)[6:]},
+                payload,
+            )
+        if loader is not None:
+            loader.join()
+        if state["failure"] is not None:
+            raise state["failure"]
+        caches.clear()
+        return {"device": self.name, "loaded_bytes": state["bytes"], "load_end_s": state["load_end"]}
+
+
+def main(name: str, checkpoint: str, conn: Any) -> None:
+    """The process's entry point; one error line on stderr and exit code 1 when it cannot go on."""
+    try:
+        _Worker(name, checkpoint, conn).loop()
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # the server went away or is stopping: nothing to report
+    except BaseException as exc:
+        print(f"coldpipe: error: serve worker {name}: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)
