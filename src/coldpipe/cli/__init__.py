@@ -26,6 +26,8 @@ app = typer.Typer(
 
 def _register() -> None:
     from coldpipe.cli import (
+        agent_cmd,
+        cluster_cmd,
         compare_cmd,
         model_info_cmd,
         plan_cmd,
@@ -47,6 +49,8 @@ def _register() -> None:
         model_info_cmd,
         scenario_cmd,
         run_cmd,
+        agent_cmd,
+        cluster_cmd,
     ):
         module.register(app)
 
