@@ -37,6 +37,7 @@ def _register() -> None:
         scenario_cmd,
         show_cmd,
         sweep_cmd,
+        testbed_cmd,
     )
 
     for module in (
@@ -51,6 +52,7 @@ def _register() -> None:
         run_cmd,
         agent_cmd,
         cluster_cmd,
+        testbed_cmd,
     ):
         module.register(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -26,6 +27,9 @@ def agent_command(
     max_frame: Annotated[int, typer.Option(help="Largest accepted message frame, bytes.")] = 256 * 2**20,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 1,
     log_file: Annotated[str | None, typer.Option(help="Append the log here instead of stderr.")] = None,
+    hold_file: Annotated[
+        str | None, typer.Option(help="After the imports, wait for this file before measuring (the testbed's limits).")
+    ] = None,
 ) -> None:
     """Run a coldpipe agent: cold at start, measures itself, runs the stages a coordinator gives it."""
     from coldpipe.cluster.agent import Agent, AgentOptions
@@ -48,6 +52,21 @@ def agent_command(
     logger = logging.getLogger("coldpipe.cluster")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    if hold_file is not None:
+        import importlib
+        import time
+
+        import torch  # noqa: F401 -- the imports a cpu quota would make minutes long
+        from transformers import DynamicCache  # noqa: F401
+
+        mt = None
+        with contextlib.suppress(OSError, ValueError):
+            mt = json.loads((Path(checkpoint) / "config.json").read_text()).get("model_type")
+        if mt:
+            importlib.import_module(f"transformers.models.{mt}.modeling_{mt}")
+        print(f"agent {name} imported", flush=True)
+        while not Path(hold_file).exists():
+            time.sleep(0.05)
     agent = Agent(keys, AgentOptions(name, host, port, checkpoint, prof, prompt_tokens, max_frame, threads))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
     try:

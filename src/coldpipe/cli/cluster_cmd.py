@@ -194,7 +194,7 @@ def run_command(
     trace_path.parent.mkdir(parents=True, exist_ok=True)
     trace_path.write_text(json.dumps(report.trace))
     if json_out:
-        print_json({k: v for k, v in out.items() if k != "report"} | {"trace": str(trace_path)})
+        print_json({k: v for k, v in out.items() if k not in ("report", "plan_obj")} | {"trace": str(trace_path)})
         return
     print_report(report, out["plan_obj"], out["overlap"], trace_path)
     if out.get("recovery"):

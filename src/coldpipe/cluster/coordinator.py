@@ -97,8 +97,9 @@ def scenario_from_measurements(
                 load_bandwidth=float(p["load_bandwidth"]),
                 startup=float(p["startup"]) + link["rtt"] / 2,  # the start message's one-way trip + its own start
                 memory=float(p["memory"]),
-                uplink=float(link["uplink"]),
-                downlink=float(link["downlink"]),
+                # the link profiler's "uplink" is the coordinator sending, i.e. the device's downlink
+                uplink=float(link["downlink"]),
+                downlink=float(link["uplink"]),
                 mem_bandwidth=float(p["mem_bandwidth"]),
                 resident=resident,
             )

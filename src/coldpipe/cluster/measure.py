@@ -24,7 +24,7 @@ from typing import Any
 
 from coldpipe.core.architectures import blocks_for
 
-__all__ = ["cgroup_memory_limit_bytes", "fingerprint", "measure_device"]
+__all__ = ["cgroup_memory_limit_bytes", "fingerprint", "layer_flops", "measure_device"]
 
 READ_CAP_BYTES = 256 * 2**20  # the read-rate probe reads at most this much of the checkpoint
 
@@ -64,8 +64,12 @@ def cgroup_memory_limit_bytes() -> float | None:
     return None
 
 
-def _layer_flops(ckpt: Any, prompt_tokens: int, min_s: float = 1.0) -> tuple[float, str]:
-    """Forwards of one layer, repeated for at least ``min_s`` (many CFS periods: a cpu quota shows in full)."""
+def layer_flops(ckpt: Any, prompt_tokens: int, min_s: float = 1.0, clock: str = "wall") -> tuple[float, str]:
+    """Forwards of one layer, repeated for at least ``min_s`` (many CFS periods: a cpu quota shows in full).
+
+    ``clock="cpu"`` divides by the thread's CPU time instead: FLOPs per CPU-second, what a cpu quota
+    hands out, unaffected by other processes sharing the host (the testbed's reference).
+    """
     import torch
 
     from coldpipe.runtime.checkpoint import torch_dtype
@@ -85,13 +89,15 @@ def _layer_flops(ckpt: Any, prompt_tokens: int, min_s: float = 1.0) -> tuple[flo
     from transformers import DynamicCache
 
     model.run_block(1, x, pos, rope, DynamicCache(config=model.config))  # warm-up
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.thread_time()
     while n < 3 or time.perf_counter() - t0 < min_s:
         model.run_block(1, x, pos, rope, DynamicCache(config=model.config))
         n += 1
-    per_s = (time.perf_counter() - t0) / n
+    per_s = ((time.thread_time() - c0) if clock == "cpu" else (time.perf_counter() - t0)) / n
     flops = blocks_for(ckpt.architecture(), prompt_tokens=prompt_tokens, dtype=ckpt.dtype)[1].flops
-    how = f"{ckpt.config['model_type']} decoder layer, {prompt_tokens} tokens: {per_s * 1e3:.2f} ms mean of {n}"
+    how = (
+        f"{ckpt.config['model_type']} decoder layer, {prompt_tokens} tokens: {per_s * 1e3:.2f} ms ({clock}) mean of {n}"
+    )
     return flops / per_s, how
 
 
@@ -142,7 +148,7 @@ def measure_device(ckpt: Any, prompt_tokens: int) -> dict[str, Any]:
     from coldpipe.profiler.measure import available_memory_bytes, measure_mem_bandwidth
 
     t_start = time.perf_counter()
-    flops, flops_how = _layer_flops(ckpt, prompt_tokens)
+    flops, flops_how = layer_flops(ckpt, prompt_tokens)
     load_bps, load_how = _read_rate(ckpt)
     mem = available_memory_bytes().value
     cg = cgroup_memory_limit_bytes()
