@@ -121,8 +121,27 @@ def test_three_agents_one_cold_request(testbed: Any, bed_checkpoint: Path, token
     assert 0.5 < ratio < 2.0  # loose: the host is shared; the benchmark reports the real spread
 
 
-def test_agent_killed_mid_load_request_completes_on_survivors(
-    testbed: Any, bed_checkpoint: Path, token_file: Path
+def _fault(kind: str, state: Any, victim: str) -> Any:
+    """Break ``victim`` (``stop``: SIGSTOP, ``cut``: its AP-side link down, ``kill``: SIGKILL); the undo."""
+    import subprocess
+
+    names = [a["name"] for a in state["agents"]]
+    i = names.index(victim)
+    pid = state["pids"][i]
+    if kind == "stop":
+        os.kill(pid, signal.SIGSTOP)
+        return lambda: os.kill(pid, signal.SIGCONT)
+    if kind == "cut":
+        link = ["ip", "netns", "exec", f"coldpipe-{NAME}-ap", "ip", "link", "set", f"cp{NAME}{i}a"]
+        subprocess.run([*link, "down"], check=True)
+        return lambda: subprocess.run([*link, "up"], check=True)
+    os.kill(pid, signal.SIGKILL)
+    return lambda: None
+
+
+@pytest.mark.parametrize("kind", ["stop", "cut", "kill"])  # kill last: it cannot be undone
+def test_a_lost_agent_mid_load_the_request_completes_on_survivors(
+    kind: str, testbed: Any, bed_checkpoint: Path, token_file: Path
 ) -> None:
     from coldpipe.cluster.run import run_request
     from coldpipe.planning import Problem, plan
@@ -133,8 +152,7 @@ def test_agent_killed_mid_load_request_completes_on_survivors(
             ch.request("drop", 5.0)
         sc, fp = _measured(co, bed_checkpoint)
         p = plan(Problem(sc, "layer")).plan
-        victim = p.stages[0].device if len(p.stages) > 1 else next(d.name for d in sc.devices)
-        pid = state["pids"][[a["name"] for a in state["agents"]].index(victim)]
+        victim = p.stages[0].device
         out: dict[str, Any] = {}
 
         def run() -> None:
@@ -146,18 +164,21 @@ def test_agent_killed_mid_load_request_completes_on_survivors(
         th = threading.Thread(target=run)
         th.start()
         time.sleep(0.45)  # t0 is 0.3 s after the start messages: the stages are loading
-        os.kill(pid, signal.SIGKILL)
-        th.join(60)
+        undo = _fault(kind, state, victim)
+        try:
+            th.join(60)
+        finally:
+            undo()
     assert "e" not in out, out.get("e")
     r = out["r"]
     rec = r["recovery"]
     print(
-        f"\nfault: killed {victim}; detected {rec['lost_at_s']:.2f} s after the request; re-planned {rec['plan']}; "
+        f"\nfault {kind}: {victim}; detected {rec['lost_at_s']:.2f} s after the request; re-planned {rec['plan']}; "
         f"tail measured {rec['measured_tail_s']:.3f} s / predicted {rec['predicted_tail_s']:.3f} s; "
         f"TTFT {r['measured_ttft']:.3f} s"
     )
     assert rec["lost"] == victim and victim not in rec["plan"]
-    assert rec["lost_at_s"] < 0.45 + 2.0  # noticed within 2 s of the kill (heartbeats)
+    assert rec["lost_at_s"] < 0.45 + 2.0  # noticed within 2 s of the fault (heartbeats)
     assert len(r["token_ids"]) == 1
 
 

@@ -292,6 +292,9 @@ class Agent:
                 for e in entries:
                     if e.file not in fds:
                         fds[e.file] = os.open(e.file, os.O_RDONLY)
+                        # no readahead: the kernel would read up to read_ahead_kb (8 MiB here) past each
+                        # stage's last tensor, bytes of other stages, at this device's read rate
+                        os.posix_fadvise(fds[e.file], 0, 0, os.POSIX_FADV_RANDOM)
                     tensors[e.name] = read_tensor(e, fds[e.file])
                 model.assign(b, tensors)
                 self.resident[b] = model.modules[b]

@@ -95,7 +95,7 @@ def scenario_from_measurements(
                 name=name,
                 flops=float(p["flops"]),
                 load_bandwidth=float(p["load_bandwidth"]),
-                startup=float(p["startup"]) + link["rtt"] / 2,  # the start message's one-way trip + its own start
+                startup=float(p["startup"]),  # t0 is announced ahead: only the loader's wake-up lateness
                 memory=float(p["memory"]),
                 # the link profiler's "uplink" is the coordinator sending, i.e. the device's downlink
                 uplink=float(link["downlink"]),

@@ -7,8 +7,8 @@ Every figure is measured on the device, with the checkpoint it holds:
 - ``load_bandwidth``: a sequential read of the checkpoint's files after ``posix_fadvise(DONTNEED)`` (cold);
 - ``memory``: free memory, capped by the memory cgroup the agent runs in (the testbed's limit);
 - ``mem_bandwidth``: a numpy copy (:func:`coldpipe.profiler.measure.measure_mem_bandwidth`);
-- ``startup``: from a ``start`` message to the first read: building the stage on the meta device and
-  starting the loader thread.
+- ``startup``: how late the loader thread starts after ``t0`` (the stage is built before ``t0``, when
+  the ``prepare`` message arrives, so that is all that separates the request from the first read).
 """
 
 from __future__ import annotations
@@ -127,20 +127,22 @@ def _read_rate(ckpt: Any) -> tuple[float, str]:
     return done / dt, f"sequential read of {done / 2**20:.0f} MiB of the checkpoint, cold (fadvise DONTNEED)"
 
 
-def _startup(ckpt: Any, repeats: int = 3) -> float:
-    import torch
-
-    from coldpipe.runtime.stage_model import StageModel
-
-    times = []
+def _startup(repeats: int = 5) -> float:
+    """How late a thread told to start at ``t`` really starts (the loader waits for ``t0`` this way), median."""
+    late = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        StageModel(ckpt.config, 0, ckpt.n_blocks - 1, torch.float32)
-        th = threading.Thread(target=lambda: None)
+        at = time.time() + 0.01
+        got: list[float] = []
+
+        def wake(at: float = at, got: list[float] = got) -> None:
+            time.sleep(max(0.0, at - time.time()))
+            got.append(time.time() - at)
+
+        th = threading.Thread(target=wake)
         th.start()
         th.join()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        late.append(got[0])
+    return max(0.0, statistics.median(late))
 
 
 def measure_device(ckpt: Any, prompt_tokens: int) -> dict[str, Any]:
@@ -155,7 +157,7 @@ def measure_device(ckpt: Any, prompt_tokens: int) -> dict[str, Any]:
     if cg is not None:
         mem = min(mem, cg)
     membw = measure_mem_bandwidth(size_bytes=64 * 2**20, repeats=3).value
-    startup_s = _startup(ckpt)
+    startup_s = _startup()
     return {
         "flops": flops,
         "load_bandwidth": load_bps,
