@@ -146,10 +146,13 @@ class Agent:
     def _forward(self, target: str, frames: list[bytes]) -> None:
         kind, _, who = target.partition(":")
         assert self.server is not None
-        if kind == "coord":
-            self.server.sock.send_multipart([bytes.fromhex(who), *frames])
-        else:
-            self.peers[who].sock.send_multipart(frames)
+        try:
+            if kind == "coord":
+                self.server.sock.send_multipart([bytes.fromhex(who), *frames])
+            else:
+                self.peers[who].sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except (zmq.ZMQError, KeyError) as exc:  # that coordinator or peer is gone: drop, keep serving
+            log.info("agent %s: dropped a message to %s: %s", self.opts.name, kind, exc)
 
     def _reply(self, ident: bytes, header: dict[str, Any], **fields: Any) -> None:
         assert self.server is not None

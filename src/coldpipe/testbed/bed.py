@@ -18,7 +18,7 @@ from typing import Any
 from coldpipe.core.types import Scenario
 from coldpipe.errors import ColdpipeError, InputError
 
-__all__ = ["PROCESS_BYTES", "down", "up"]
+__all__ = ["PROCESS_BYTES", "cpu_shares", "down", "require_root", "up"]
 
 PROCESS_BYTES = 700 * 2**20  # an agent's own footprint (Python, torch, transformers) on top of the device's memory
 SLACK_BYTES = 64 * 2**20  # room for activations, buffers and the self-measurement beyond the device's memory
@@ -78,7 +78,7 @@ def _cg(ctrl: str, cg: str) -> Path:
     return CGROUP_ROOT / ctrl / cg
 
 
-def _shares(sc: Scenario, host_flops: float) -> list[float]:
+def cpu_shares(sc: Scenario, host_flops: float) -> list[float]:
     shares = [d.flops / host_flops for d in sc.devices]
     cores = os.cpu_count() or 1
     too_fast = [(d.name, s) for d, s in zip(sc.devices, shares, strict=True) if s > 1.0]
@@ -89,6 +89,15 @@ def _shares(sc: Scenario, host_flops: float) -> list[float]:
             f"{sc.device(n).flops / 1e9:.2f} GFLOP/s is {s:.2f} x this host's {host_flops / 1e9:.2f} GFLOP/s per core "
             "(an agent computes on one core)",
             "give every device at most one host core's FLOP/s",
+        )
+    too_slow = [(d.name, s) for d, s in zip(sc.devices, shares, strict=True) if s * CFS_PERIOD_US < 1000]
+    if too_slow:
+        n, s = too_slow[0]
+        raise InputError(
+            f"devices[{n!r}].flops",
+            f"{sc.device(n).flops / 1e9:.3f} GFLOP/s is {s:.3f} of a host core; the smallest cpu quota is "
+            f"{1000 / CFS_PERIOD_US:.2f} core (1 ms per {CFS_PERIOD_US // 1000} ms period)",
+            "give every device at least a tenth of a host core's FLOP/s",
         )
     if sum(shares) > cores:
         raise InputError(
@@ -126,7 +135,7 @@ def up(
         torch.set_num_threads(1)  # thread CPU time counts the calling thread: one torch thread, as the agents
         say("timing a decoder layer of the checkpoint on this host (the cpu quotas' reference)")
         host_flops = layer_flops(ckpt, scenario.workload.prompt_tokens, clock="cpu")[0]
-    shares = _shares(scenario, host_flops)
+    shares = cpu_shares(scenario, host_flops)
     down(name)  # a previous, maybe crashed, testbed of this name
     k = _subnet(name)
     ap = f"coldpipe-{name}-ap"
@@ -184,7 +193,7 @@ def up(
             for c in CONTROLLERS:
                 _cg(c, cg).mkdir(exist_ok=True)
             _cg("cpu", cg).joinpath("cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-            quotas.append((cg, max(1000, int(share * CFS_PERIOD_US))))  # set once the agent has imported torch
+            quotas.append((cg, int(share * CFS_PERIOD_US)))  # set once the agent has imported torch
             if d.load_bandwidth != float("inf"):
                 _cg("blkio", cg).joinpath("blkio.throttle.read_bps_device").write_text(
                     f"{blockdev} {int(d.load_bandwidth)}"
