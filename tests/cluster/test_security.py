@@ -192,3 +192,43 @@ def test_token_file_must_be_private(tmp_path: Path) -> None:
     p.write_text("short")
     with pytest.raises(InputError, match="at least 16"):
         read_token(p)
+
+
+def test_link_profiler_checks_the_token(token_file: Path) -> None:
+    """`profile --listen --token-file`: a client with another token is dropped before any measurement."""
+    from coldpipe.profiler import link
+
+    token = read_token(token_file)
+    ready: list[int] = []
+    th = threading.Thread(
+        target=link.serve, args=("127.0.0.1", 0), kwargs={"sessions": 2, "on_ready": ready.append, "token": token}
+    )
+    th.start()
+    while not ready:
+        time.sleep(0.01)
+    with pytest.raises(InputError, match=r"does not hold the join token|broke"):
+        link.measure_link("127.0.0.1", ready[0], size_bytes=64 * 1024, probes=2, token=b"another-token-0123456789")
+    got = link.measure_link("127.0.0.1", ready[0], size_bytes=64 * 1024, probes=2, token=token)
+    assert got["uplink"].value > 0
+    th.join(10)
+
+
+def test_profile_listen_beyond_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    from coldpipe.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "--listen", "0.0.0.0:0"])
+    assert exc.value.code == 2
+    assert "--token-file" in capsys.readouterr().err
+
+
+def test_cluster_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from coldpipe.cli import main
+
+    cl = tmp_path / "c.yaml"
+    cl.write_text("agents: [{name: a, address: '127.0.0.1:9'}]\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["cluster", "status", str(cl), "--token-file", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("coldpipe: error: --token-file")
