@@ -171,6 +171,14 @@ class Agent:
             elif op == "status":
                 self._reply(ident, h, **self.status())
             elif op == "profile":
+                tokens = int(h.get("prompt_tokens") or 0)
+                auto = self.opts.profile is None and self.profile is not None  # --profile auto: measure again
+                if auto and tokens > 0 and tokens != self.profile.get("prompt_tokens"):
+                    from coldpipe.cluster.measure import layer_flops  # FLOP/s depend on the prompt length
+
+                    flops, how = layer_flops(self.ckpt, tokens)
+                    how_all = {**self.profile.get("how", {}), "flops": how}
+                    self.profile = {**self.profile, "flops": flops, "prompt_tokens": tokens, "how": how_all}
                 self._reply(ident, h, profile=self.profile, fingerprint=self.fingerprint, name=self.opts.name)
             elif op == "link":
                 self._reply(ident, h, port=self._link_server())
