@@ -46,6 +46,12 @@ def test_three_agents_generate_what_transformers_generates(tiny_checkpoint: Path
         assert out["token_ids"] == tokens
         assert out["measured_ttft"] > 0 and out["predicted_ttft"] > 0
         assert [s["device"] for s in out["stages"]] == ["a0", "a1", "a2"]
+        # the public JSON contract of `cluster run --json`
+        assert {"measured_ttft", "predicted_ttft", "plan", "scenario", "stages"} <= set(out)
+        assert Plan.from_dict(out["plan"]) == plan and out["scenario"]["devices"][0]["name"] == "a0"
+        assert all(
+            {"load_end", "arrival", "compute_end"} <= set(s["measured"]) & set(s["predicted"]) for s in out["stages"]
+        )
     finally:
         for ag, th, _ in started:
             ag.stop.set()
