@@ -193,3 +193,48 @@ def test_down_leaves_nothing() -> None:
     assert f"coldpipe-{NAME}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not list(Path("/sys/fs/cgroup/cpu").glob(f"coldpipe-{NAME}-*"))
     assert not Path(f"/var/tmp/coldpipe-testbed/{NAME}").exists()
+
+
+@pytest.mark.slow  # ~30-60 s: a fresh `coldpipe` process up to its first cgroups, then Ctrl-C
+def test_interrupted_up_leaves_nothing(bed_checkpoint: Path, token_file: Path, tmp_path: Path) -> None:
+    """Ctrl-C during `testbed up` (while the agents start) removes what it had built."""
+    import subprocess
+    import sys
+
+    sc = tmp_path / "s.yaml"
+    sc.write_text(
+        "workload: {prompt_tokens: 16}\n"
+        f"model: {{hf_config: {bed_checkpoint / 'config.json'}, dtype: float32}}\n"
+        "devices:\n"
+        "  - {name: x, flops: 8 GFLOPS, load_bandwidth: 50 MB/s, startup: 0 s, memory: 200 MB, "
+        "uplink: 50 Mbit/s, downlink: 50 Mbit/s}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "coldpipe",
+        "testbed",
+        "up",
+        str(sc),
+        "--checkpoint",
+        str(bed_checkpoint),
+        "--token-file",
+        str(token_file),
+        "--cluster-out",
+        str(tmp_path / "c.yaml"),
+        "--name",
+        "ci2",
+    ]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(Path("/sys/fs/cgroup/cpu").glob("coldpipe-ci2-*")):
+        assert p.poll() is None, p.communicate()[0]
+        time.sleep(0.1)
+    assert list(Path("/sys/fs/cgroup/cpu").glob("coldpipe-ci2-*")), "up never got to the cgroups"
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 130, out
+    assert "coldpipe-ci2-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not list(Path("/sys/fs/cgroup/cpu").glob("coldpipe-ci2-*"))
+    assert not Path("/var/tmp/coldpipe-testbed/ci2").exists()
