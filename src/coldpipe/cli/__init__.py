@@ -49,6 +49,8 @@ def _root(
 def _register() -> None:
     from coldpipe.cli import (
         catalog_cmd,
+        agent_cmd,
+        cluster_cmd,
         compare_cmd,
         model_info_cmd,
         plan_cmd,
@@ -59,6 +61,7 @@ def _register() -> None:
         serve_cmd,
         show_cmd,
         sweep_cmd,
+        testbed_cmd,
     )
 
     for module in (
@@ -73,6 +76,9 @@ def _register() -> None:
         scenario_cmd,
         run_cmd,
         serve_cmd,
+        agent_cmd,
+        cluster_cmd,
+        testbed_cmd,
     ):
         module.register(app)
 

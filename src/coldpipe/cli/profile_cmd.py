@@ -102,6 +102,9 @@ def profile_command(
     peer: Annotated[str | None, typer.Option(help="HOST:PORT of a `coldpipe profile --listen` peer.")] = None,
     listen: Annotated[str | None, typer.Option(help="Serve link measurements on HOST:PORT and exit.")] = None,
     sessions: Annotated[int, typer.Option(help="With --listen: clients to answer before exiting.")] = 1,
+    token_file: Annotated[
+        str | None, typer.Option(help="Join token (--listen / --peer): both sides prove they hold it.")
+    ] = None,
     link_size: Annotated[str, typer.Option(help="Bytes sent each way when measuring a link.")] = "64 MiB",
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes, few repeats: a few seconds (CI).")] = False,
     json_out: Annotated[
@@ -109,11 +112,18 @@ def profile_command(
     ] = False,
 ) -> None:
     """Measure compute, memory and storage rates, free memory and start-up time; print a device entry (YAML)."""
+    from coldpipe.cluster.token import read_token
+
+    token = read_token(token_file) if token_file is not None else None
     if listen is not None:
         host, port = link.parse_host_port(listen, "--listen")
         if sessions < 1:
             raise InputError("--sessions", f"must be >= 1, got {sessions}")
-        link.serve(host, port, sessions=sessions, on_ready=lambda p: _err.print(f"listening on {host}:{p}"))
+        if token is None and host not in ("127.0.0.1", "localhost"):
+            raise InputError("--token-file", f"--listen {listen} is reachable from the network", "give --token-file F")
+        link.serve(
+            host, port, sessions=sessions, on_ready=lambda p: _err.print(f"listening on {host}:{p}"), token=token
+        )
         return
     if tokens < 1:
         raise InputError("--tokens", f"must be >= 1, got {tokens}")
@@ -155,7 +165,7 @@ def profile_command(
         )
         links = {}
         if peer_addr is not None:
-            links = link.measure_link(*peer_addr, size_bytes=lsize, tick=step(f"link to {peer}"))
+            links = link.measure_link(*peer_addr, size_bytes=lsize, tick=step(f"link to {peer}"), token=token)
     notes = []
     if layer is not None:  # a real block is what the planner's `flops` must predict (docs/profiling.md)
         flops = layer

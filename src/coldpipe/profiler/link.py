@@ -13,10 +13,17 @@ The server bounds what a client can make it do: a transfer is at most :data:`MAX
 is served.
 
 Rates are TCP goodput (payload bits per second), which is what a transfer of activations sees.
+
+With a join ``token`` (``--token-file``), a session starts with a mutual challenge: the server sends a
+32-byte nonce, the client answers ``HMAC-SHA256(token, "client" + nonce)`` and its own nonce, the server
+answers ``HMAC-SHA256(token, "server" + client nonce)``; a wrong answer closes the connection.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import socket
 import statistics
 import struct
@@ -72,6 +79,28 @@ def _send_zeros(sock: socket.socket, n: int, tick: Tick = no_tick) -> None:
         tick(sent / n)
 
 
+def _mac(token: bytes, role: bytes, nonce: bytes) -> bytes:
+    return hmac.new(token, b"coldpipe-link " + role + nonce, hashlib.sha256).digest()
+
+
+def _auth_server(conn: socket.socket, token: bytes) -> bool:
+    nonce = os.urandom(32)
+    conn.sendall(nonce)
+    answer = _recv_exact(conn, 64)
+    if not hmac.compare_digest(answer[:32], _mac(token, b"client", nonce)):
+        return False
+    conn.sendall(_mac(token, b"server", answer[32:]))
+    return True
+
+
+def _auth_client(sock: socket.socket, token: bytes) -> None:
+    nonce = _recv_exact(sock, 32)
+    mine = os.urandom(32)
+    sock.sendall(_mac(token, b"client", nonce) + mine)
+    if not hmac.compare_digest(_recv_exact(sock, 32), _mac(token, b"server", mine)):
+        raise ConnectionError("the peer does not hold the join token")
+
+
 def _session(conn: socket.socket) -> None:
     while True:
         op = conn.recv(1)
@@ -101,8 +130,12 @@ def serve(
     sessions: int = 1,
     on_ready: Callable[[int], None] | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
+    token: bytes | None = None,
 ) -> None:
-    """Answer ``sessions`` clients, one after the other, then return. ``on_ready(port)`` once listening."""
+    """Answer ``sessions`` clients, one after the other, then return. ``on_ready(port)`` once listening.
+
+    With ``token``, a client that fails the challenge is dropped (and counts as a session).
+    """
     with socket.create_server((host, port), reuse_port=False) as srv:
         if on_ready is not None:
             on_ready(srv.getsockname()[1])
@@ -112,13 +145,22 @@ def serve(
                 conn.settimeout(idle_timeout_s)  # an idle client must not block the next one
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
+                    if token is not None:
+                        if not _auth_server(conn, token):
+                            continue
                     _session(conn)
                 except (ConnectionError, OSError):
                     continue
 
 
 def measure_link(
-    host: str, port: int, *, size_bytes: int = 64 * 2**20, probes: int = 20, tick: Tick = no_tick
+    host: str,
+    port: int,
+    *,
+    size_bytes: int = 64 * 2**20,
+    probes: int = 20,
+    tick: Tick = no_tick,
+    token: bytes | None = None,
 ) -> dict[str, Measurement]:
     """RTT, uplink and downlink to a peer running :func:`serve` (``coldpipe profile --listen``)."""
     if not 0 < size_bytes <= MAX_TRANSFER_BYTES:
@@ -135,6 +177,8 @@ def measure_link(
         ) from None
     try:
         with sock:
+            if token is not None:
+                _auth_client(sock, token)
             return _exchange(sock, host, port, size_bytes, probes, tick)
     except (ConnectionError, TimeoutError) as exc:
         raise InputError("--peer", f"the link to {host}:{port} broke: {exc}", "is the peer still listening?") from None

@@ -1,5 +1,7 @@
 """``coldpipe run --local``: start one process per stage (+ the source, rank 0) on 127.0.0.1 and gather the result.
 
+Nothing listens beyond the loopback interface: the ranks meet through a file store in the run's temporary
+directory (torch's TCPStore would listen on every interface, unauthenticated) and gloo binds to ``lo``.
 The launcher writes a run spec (scenario, plans, emulation knobs), starts one rank per process running
 :func:`coldpipe.runtime.worker.main`, and watches them. Ranks are forked from a forkserver that has imported
 torch and transformers once (a fresh interpreter per rank would import them again, seconds each on a small
@@ -35,12 +37,6 @@ def prompt_ids(n_tokens: int, vocab_size: int, seed: int = 0) -> tuple[int, ...]
     """A reproducible random prompt (the weights are random too, so any ids will do)."""
     rng = random.Random(seed)
     return tuple(rng.randrange(vocab_size) for _ in range(n_tokens))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _PRELOAD = [
@@ -117,7 +113,7 @@ def run_local(
         spec = make_spec(checkpoint, scenario, jobs, timeout_s=timeout_s, threads=threads, cold_cache=cold_cache)
         spec["fault"] = fault
         spec_path.write_text(json.dumps(spec))
-        port = _free_port()
+        store = Path(tmp, "store")  # rendezvous through a file: nothing listens beyond 127.0.0.1
         mp = _context()
         procs = []
         logs = [Path(tmp, f"rank{r}.log") for r in range(world)]
@@ -129,8 +125,8 @@ def run_local(
                 str(rank),
                 "--world-size",
                 str(world),
-                "--master-port",
-                str(port),
+                "--store-file",
+                str(store),
                 "--abort-file",
                 str(abort_path),
                 "--log",

@@ -538,6 +538,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--world-size", type=int, default=None, help="default: $WORLD_SIZE (torchrun)")
     ap.add_argument("--master-addr", default="127.0.0.1")
     ap.add_argument("--master-port", type=int, default=None, help="default: env:// rendezvous (torchrun)")
+    ap.add_argument(
+        "--store-file",
+        default=None,
+        help="rendezvous through this file (local runs: no TCP store; gloo bound to the loopback interface)",
+    )
     ap.add_argument("--result", default=None, help="rank 0 writes the gathered result here")
     ap.add_argument("--abort-file", default=None, help="stop with an error when this file appears")
     ap.add_argument("--launcher-pid", type=int, default=None, help="stop when this process is gone")
@@ -555,6 +560,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         spec = json.loads(Path(args.spec).read_text())
         init = f"tcp://{args.master_addr}:{args.master_port}" if args.master_port is not None else "env://"
+        if args.store_file is not None:  # a local run listens on 127.0.0.1 only (docs/cluster.md#security)
+            os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+            init = f"file://{args.store_file}"
         ctx = _Ctx(spec, rank, world)
         _run(ctx, init, spec.get("fault"), args.result)
     except BaseException as exc:  # one line per rank, never a traceback wall

@@ -1,0 +1,331 @@
+"""The coordinator (the source, at the access point): reaches the agents of a cluster file, measures them, runs.
+
+- :func:`load_cluster`: ``agents: [{name, address}]`` (YAML or JSON).
+- :meth:`Coordinator.status`: each agent's state, round trip and clock offset.
+- :meth:`Coordinator.measure`: each agent's profile (measured by the agent) and its uplink/downlink to
+  here (the link profiler, token-checked), then :func:`scenario_from_measurements` builds the Scenario
+  from these figures only.
+- :meth:`Coordinator.run`: one request through a plan; TTFT on this clock; spans mapped from each agent's.
+  Heartbeats (``clock`` every :data:`HEARTBEAT_S`) notice a silent agent within :data:`DEAD_S`
+  (:class:`AgentLost`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from coldpipe.cluster.clocks import estimate_offset
+from coldpipe.cluster.transport import Channel, Keys, TransportTimeout, decode
+from coldpipe.core.types import AP, Device, Network, Plan, Scenario, Workload
+from coldpipe.errors import ColdpipeError, InputError
+
+__all__ = ["AgentLost", "AgentRef", "Coordinator", "load_cluster", "ranges_of", "scenario_from_measurements"]
+
+log = logging.getLogger("coldpipe.cluster")
+
+HEARTBEAT_S = 0.25
+DEAD_S = 1.5  # no heartbeat answer for this long: the agent is lost
+ANNOUNCE_S = 0.3  # t0 is announced this far ahead, so every agent is waiting at t0
+
+
+class AgentLost(ColdpipeError):
+    """An agent stopped answering during a run (``name``; ``at_s`` since the request)."""
+
+    def __init__(self, name: str, at_s: float, why: str) -> None:
+        self.name, self.at_s = name, at_s
+        super().__init__(f"agent {name} lost {at_s:.2f} s after the request: {why}")
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    name: str
+    address: str  # HOST:PORT
+
+
+def load_cluster(path: str | Path) -> list[AgentRef]:
+    """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(
+            "CLUSTER", f"cannot read {str(path)!r}: {exc}", "a YAML/JSON file with agents: [...]"
+        ) from None
+    agents = data.get("agents") if isinstance(data, dict) else None
+    if not isinstance(agents, list) or not agents:
+        raise InputError("agents", f"{str(path)!r} lists no agents", "write agents: [{name: NAME, address: HOST:PORT}]")
+    out = []
+    for i, a in enumerate(agents):
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not isinstance(a.get("address"), str):
+            raise InputError(f"agents[{i}]", f"got {a!r}", "each agent is {name: NAME, address: HOST:PORT}")
+        host, _, port = a["address"].rpartition(":")
+        if not host or not port.isdigit():
+            raise InputError(f"agents[{i}].address", f"cannot read {a['address']!r} as HOST:PORT")
+        out.append(AgentRef(a["name"], a["address"]))
+    names = [a.name for a in out]
+    if len(set(names)) != len(names) or AP in names:
+        raise InputError("agents[].name", f"names must be unique and not {AP!r}: {names}")
+    return out
+
+
+def scenario_from_measurements(
+    blocks: tuple[Any, ...],
+    measured: dict[str, dict[str, Any]],
+    workload: Workload,
+    model_name: str,
+) -> Scenario:
+    """The Scenario of what was measured: one Device per agent, hop latency = median RTT / 2 (one AP hop)."""
+    devices = []
+    rtts = []
+    for name, m in measured.items():
+        p, link = m["profile"], m["link"]
+        rtts.append(link["rtt"])
+        resident = ranges_of(m.get("resident", []))
+        devices.append(
+            Device(
+                name=name,
+                flops=float(p["flops"]),
+                load_bandwidth=float(p["load_bandwidth"]),
+                startup=float(p["startup"]),  # t0 is announced ahead: only the loader's wake-up lateness
+                memory=float(p["memory"]),
+                # the link profiler's "uplink" is the coordinator sending, i.e. the device's downlink
+                uplink=float(link["downlink"]),
+                downlink=float(link["uplink"]),
+                mem_bandwidth=float(p["mem_bandwidth"]),
+                resident=resident,
+            )
+        )
+    hop_s = statistics.median(rtts) / 2 if rtts else 0.0
+    return Scenario(tuple(blocks), tuple(devices), workload, Network(hop_latency=hop_s), AP, model_name)
+
+
+def ranges_of(blocks: list[int]) -> tuple[tuple[int, int], ...]:
+    out: list[list[int]] = []
+    for b in sorted(blocks):
+        if out and b == out[-1][1] + 1:
+            out[-1][1] = b
+        else:
+            out.append([b, b])
+    return tuple((a, b) for a, b in out)
+
+
+class Coordinator:
+    """Channels to every agent of a cluster; one request at a time."""
+
+    def __init__(self, keys: Keys, agents: list[AgentRef]) -> None:
+        self.keys = keys
+        self.agents = {a.name: a for a in agents}
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.ch = {a.name: Channel(keys, a.name, a.address, self.ctx) for a in agents}
+        self.offsets: dict[str, float] = {}
+        self._n = 0
+
+    def close(self) -> None:
+        for c in self.ch.values():
+            c.close()
+        self.ctx.term()
+
+    def __enter__(self) -> Coordinator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def status(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        out = []
+        for name, ch in self.ch.items():
+            row: dict[str, Any] = {"name": name, "address": self.agents[name].address}
+            try:
+                st, _ = ch.request("status", timeout_s)
+                off, rtt = estimate_offset(lambda ch=ch: float(ch.request("clock", timeout_s)[0]["t"]))
+                self.offsets[name] = off
+                row.update(
+                    reachable=True,
+                    resident=st["resident"],
+                    busy=bool(st["jobs"]),
+                    fingerprint=st["fingerprint"],
+                    rtt_s=rtt,
+                    clock_offset_s=off,
+                )
+            except (TransportTimeout, ColdpipeError) as exc:
+                row.update(reachable=False, error=str(exc))
+            out.append(row)
+        return out
+
+    def measure(
+        self, fingerprint: str, prompt_tokens: int, *, link_bytes: int = 4 * 2**20, progress: Any = None
+    ) -> dict[str, dict[str, Any]]:
+        """Each agent's profile, residency and its links to here; checks each checkpoint fingerprint."""
+        from coldpipe.profiler.link import measure_link
+
+        out = {}
+        for name, ch in self.ch.items():
+            if progress:
+                progress(f"profiling {name}")
+            prof, _ = ch.request("profile", 120.0, prompt_tokens=prompt_tokens)
+            if prof["fingerprint"] != fingerprint:
+                raise InputError(
+                    "--checkpoint",
+                    f"agent {name} holds a different checkpoint (fingerprint {prof['fingerprint'][:12]} vs "
+                    f"{fingerprint[:12]} here)",
+                    "give every agent the same checkpoint files as the coordinator's",
+                )
+            st, _ = ch.request("status", 5.0)
+            port = int(ch.request("link", 5.0)[0]["port"])
+            host = self.agents[name].address.rpartition(":")[0]
+            if progress:
+                progress(f"measuring the link to {name}")
+            lk = measure_link(host, port, size_bytes=link_bytes, probes=10, token=self.keys.token)
+            off, _rtt = estimate_offset(lambda ch=ch: float(ch.request("clock", 5.0)[0]["t"]))
+            self.offsets[name] = off
+            out[name] = {
+                "profile": prof["profile"],
+                "resident": st["resident"],
+                "link": {k: lk[k].value for k in ("rtt", "uplink", "downlink")},
+                "clock_offset_s": off,
+            }
+        return out
+
+    # -- a run ------------------------------------------------------------------------------------------
+    def _send(self, name: str, op: str, **fields: Any) -> None:
+        self._n += 1
+        self.ch[name].send({"op": op, "id": self._n, **fields})
+
+    def run(
+        self,
+        scenario: Scenario,
+        plan: Plan,
+        overlap: str,
+        prompt: tuple[int, ...],
+        fingerprint: str,
+        *,
+        new_tokens: int = 1,
+        cold: bool = True,
+        timeout_s: float = 60.0,
+        on_event: Any = None,
+    ) -> dict[str, Any]:
+        """One request; a result dict as the local runtime's (``runtime.report.build_report`` reads it)."""
+        import numpy as np
+
+        stages = plan.stages
+        names = [st.device for st in stages]
+        for n in names:
+            if n not in self.offsets:
+                self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
+        job = f"j{int(time.time() * 1000) % 10**9}"
+        for j, st in enumerate(stages):
+            nxt = None if j + 1 == len(stages) else {"name": names[j + 1], "address": self.agents[names[j + 1]].address}
+            self.ch[st.device].request(
+                "prepare",
+                30.0,
+                job=job,
+                first=st.first,
+                last=st.last,
+                overlap=overlap,
+                prompt_tokens=len(prompt),
+                new_tokens=new_tokens,
+                next=nxt,
+                fingerprint=fingerprint,
+                cold=cold,
+            )
+        t0 = time.time() + ANNOUNCE_S
+        for n in names:
+            self.ch[n].request("start", 5.0, job=job, t0=t0 + self.offsets[n])
+        prompt_arr = np.asarray([prompt], dtype=np.int32)  # (1, s)
+
+        def send_input(step: int, arr: Any) -> None:
+            self.ch[names[0]].send(
+                {
+                    "op": "act",
+                    "job": job,
+                    "step": step,
+                    "sent": time.time(),
+                    "dtype": "int32",
+                    "shape": list(arr.shape),
+                },
+                arr.tobytes(),
+            )
+
+        loaded: set[str] = set()
+        if overlap != "none":
+            time.sleep(max(0.0, t0 - time.time()))
+            send_input(0, prompt_arr)
+        tokens: list[int] = []
+        first_s = last_s = 0.0
+        reports: dict[str, list[dict[str, Any]]] = {}
+        last_seen = {n: time.time() for n in names}
+        next_beat = time.time()
+        poller = zmq.Poller()
+        sock_of = {self.ch[n].sock: n for n in names}
+        for s in sock_of:
+            poller.register(s, zmq.POLLIN)
+        deadline = time.time() + timeout_s
+        try:
+            while len(tokens) < new_tokens or len(reports) < len(names):
+                now = time.time()
+                if now > deadline:
+                    raise ColdpipeError(f"the run did not finish within {timeout_s:g} s")
+                if now >= next_beat:
+                    for n in names:
+                        if n not in reports:
+                            self._send(n, "clock")
+                    next_beat = now + HEARTBEAT_S
+                for n in names:
+                    if n not in reports and now - last_seen[n] > DEAD_S:
+                        raise AgentLost(n, now - t0, f"no heartbeat answer for {now - last_seen[n]:.1f} s")
+                for sock, _ in poller.poll(50):
+                    n = sock_of[sock]
+                    while sock.poll(0):
+                        h, payload = decode(sock.recv_multipart())
+                        last_seen[n] = time.time()
+                        op = h.get("op")
+                        if op == "token":
+                            tok = int(np.frombuffer(payload[0], dtype=np.int32)[0])
+                            tokens.append(tok)
+                            last_s = time.time() - t0
+                            if len(tokens) == 1:
+                                first_s = last_s
+                                if on_event:
+                                    on_event(f"first token after {first_s:.3f} s")
+                            if len(tokens) < new_tokens:
+                                send_input(len(tokens), np.asarray([[tok]], dtype=np.int32))
+                        elif op == "loaded":
+                            loaded.add(n)
+                            if len(loaded) == len(names):
+                                send_input(0, prompt_arr)
+                        elif op == "report":
+                            reports[n] = h["spans"]
+                        elif op == "failed":
+                            raise ColdpipeError(f"agent {n} failed the stage: {h['error']}")
+                        elif h.get("error"):
+                            raise ColdpipeError(f"agent {n}: {h['error']}")
+        except BaseException:
+            for n in names:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._send(n, "abort", job=job)
+            raise
+        out_stages = []
+        for j, st in enumerate(stages):
+            off = self.offsets[st.device]
+            spans = [
+                {**s, "start": s["start"] - off - t0, "end": s["end"] - off - t0, "request": 0}
+                for s in reports[st.device]
+            ]
+            out_stages.append({"stage": j, "device": st.device, "spans": spans})
+        return {
+            "token_ids": tokens,
+            "measured_ttft": first_s,
+            "measured_e2e": last_s,
+            "completions": [first_s],
+            "stages": out_stages,
+            "clock_offsets_s": {n: self.offsets[n] for n in names},
+        }
