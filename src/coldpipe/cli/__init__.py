@@ -48,8 +48,8 @@ def _root(
 
 def _register() -> None:
     from coldpipe.cli import (
-        catalog_cmd,
         agent_cmd,
+        catalog_cmd,
         cluster_cmd,
         compare_cmd,
         model_info_cmd,

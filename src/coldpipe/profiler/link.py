@@ -145,9 +145,8 @@ def serve(
                 conn.settimeout(idle_timeout_s)  # an idle client must not block the next one
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
-                    if token is not None:
-                        if not _auth_server(conn, token):
-                            continue
+                    if token is not None and not _auth_server(conn, token):
+                        continue
                     _session(conn)
                 except (ConnectionError, OSError):
                     continue
