@@ -15,6 +15,7 @@ from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import ColdpipeError
 from coldpipe.planning.baselines import Baseline, evaluate_baselines
 from coldpipe.planning.bounds import Bounds, lower_bounds
+from coldpipe.planning.mechanisms import mechanism_bounds
 from coldpipe.planning.planner import plan
 from coldpipe.planning.protocol import Problem, Solution
 
@@ -136,7 +137,7 @@ def compare(scenario: Scenario, *, strict: bool = True) -> Comparison:
             notes[ov] = str(exc)
     bounds: Bounds | None = None
     try:
-        bounds = lower_bounds(scenario)
+        bounds = mechanism_bounds(scenario) if scenario.mechanisms else lower_bounds(scenario)
     except ColdpipeError as exc:  # no plan fits: no warm optimum either
         if strict:
             raise

@@ -1,0 +1,265 @@
+"""Planning with the cold-start mechanisms on (docs/model.md#mechanisms): a capability in front of every planner.
+
+- ``sparse-embedding`` changes only what block 0's loader must read before the first token, so the DP
+  sees an **effective scenario**: block 0 weighs its first-token bytes, and its deferred bytes move to its
+  KV bytes (memory and decode reads unchanged). Every planner then solves the mechanism's problem exactly
+  as it solves the paper's: the exact DP stays exact (``tests/planning/test_mechanisms.py`` checks it
+  against brute force on the real, mechanism-aware simulator).
+- ``sharded-head`` is planned in two levels: a pipeline for blocks ``0..B-2`` and, for that pipeline, the
+  **exact** split of the head's vocabulary rows over the devices (:func:`split_head`, a bisection on the
+  TTFT: each device's latest feasible row count is closed-form). Pipelines come from seeds (the DP's
+  optimum with the head unsharded, with the head's bytes and work divided by 2, 3, ..., and without the
+  head) improved by boundary shifts; the unsharded optimum is always a candidate, so sharding never
+  makes a plan worse. Not proven optimal (``exact: false``); its gap to brute force is measured in the tests.
+
+Every value is the simulator's, on the real scenario with its mechanisms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+from coldpipe.core.mechanisms import (
+    deferred_bytes,
+    first_token_bytes,
+    hidden_bytes,
+    shard_flops,
+    shard_return_bytes,
+    shard_weight_bytes,
+)
+from coldpipe.core.simulator import objective_s, simulate, transfer_s
+from coldpipe.core.types import HeadShard, Plan, Scenario, Stage
+from coldpipe.errors import ColdpipeError, InvalidPlan
+from coldpipe.planning.bounds import Bounds, earliest_all_loaded_s, lower_bounds
+from coldpipe.planning.exact import plan_warm
+from coldpipe.planning.protocol import Problem, Solution
+
+__all__ = ["effective_scenario", "mechanism_bounds", "solve_with_mechanisms", "split_head"]
+
+
+def effective_scenario(scenario: Scenario) -> Scenario:
+    """The paper's problem that the DP solves for ``scenario``'s ``sparse-embedding`` (every mechanism off).
+
+    Block 0 weighs what the first token needs; what it defers counts as KV bytes, so memory and the decode
+    step's reads (``weight_bytes + kv_bytes``) stay those of the real block.
+    """
+    blocks = list(scenario.blocks)
+    if "sparse-embedding" in scenario.mechanisms:
+        b0 = blocks[0]
+        blocks[0] = dataclasses.replace(
+            b0,
+            weight_bytes=first_token_bytes(scenario, 0),
+            kv_bytes=b0.kv_bytes + deferred_bytes(scenario, 0),
+            vocab_rows=None,
+            vocab_row_bytes=None,
+        )
+    return scenario.replace(blocks=tuple(blocks), mechanisms=frozenset())
+
+
+def _pipeline_scenario(scenario: Scenario, head_share: float | None) -> Scenario:
+    """The effective scenario with the head's bytes and work times ``head_share`` (None: without the head)."""
+    eff = effective_scenario(scenario)
+    if head_share is None:
+        return eff.replace(blocks=eff.blocks[:-1])
+    head = eff.blocks[-1]
+    shrunk = dataclasses.replace(
+        head,
+        weight_bytes=head.weight_bytes * head_share,
+        flops=head.flops * head_share,
+        vocab_rows=None,
+        vocab_row_bytes=None,
+    )
+    return eff.replace(blocks=(*eff.blocks[:-1], shrunk))
+
+
+def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "layer") -> Plan | None:
+    """The TTFT-optimal split of the head's rows over the devices, for the pipeline ``stages`` (blocks 0..B-2).
+
+    Device ``k`` with ``r`` rows returns its candidates at
+    ``max(arrival_k, free_k + shard_bytes(r) / B_k) + r·c_k + back_k`` (docs/model.md#sharded-head:
+    ``free_k`` its loader's end of its stage's first-token bytes, or its start-up; under ``none`` the shards
+    wait for no weights of their own and this is only a heuristic), non-decreasing in ``r``; the least
+    ``T`` whose feasible row counts sum to the vocabulary is found by bisection. None if nothing fits.
+    """
+    head = scenario.blocks[-1]
+    assert head.vocab_rows is not None
+    n_rows, n_last = head.vocab_rows, len(scenario.blocks) - 1
+    probe = Plan(stages, (HeadShard(stages[-1].device, 0, n_rows - 1),))
+    try:
+        tl = simulate(scenario, probe, overlap, validate=False)
+    except (InvalidPlan, ColdpipeError):
+        return None
+    t_end = tl.stages[-1].compute_end_s
+    staged = {st.device: st for st in stages}
+    rows_of: list[Callable[[float], int]] = []
+    for dev in scenario.devices:
+        st = staged.get(dev.name)
+        used = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1]) if st else 0.0
+        room = dev.memory - used - head.vocab_fixed_bytes
+        if room < 0 or head.row_bytes <= 0:
+            rows_of.append(lambda _t: 0)
+            continue
+        max_rows = min(n_rows, int(math.floor(room / head.row_bytes * (1 + 1e-12)))) if math.isfinite(room) else n_rows
+        free = dev.startup
+        if st is not None:
+            free += sum(first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)) / (
+                dev.load_bandwidth
+            )
+        holds = dev.holds(n_last)
+        fixed_s = 0.0 if holds else head.vocab_fixed_bytes / dev.load_bandwidth
+        row_load_s = 0.0 if holds else head.row_bytes / dev.load_bandwidth
+        row_s = shard_flops(scenario, 1) / dev.flops
+        arrival = t_end + transfer_s(scenario, stages[-1].device, dev.name, hidden_bytes(scenario))
+        back = transfer_s(scenario, dev.name, scenario.source, shard_return_bytes(scenario))
+        gate = -math.inf if overlap == "none" else free + fixed_s
+
+        def rows(t: float, a=arrival, b=back, g=gate, rl=row_load_s, rs=row_s, cap=max_rows) -> int:
+            slack = t - b
+            if slack < a or slack < g:
+                return 0
+            r = (slack - a) / rs if rs > 0 else math.inf
+            if rl + rs > 0 and g > -math.inf:
+                r = min(r, (slack - g) / (rl + rs))
+            return int(min(cap, math.floor(r * (1 + 1e-12) + 1e-9)))
+
+        rows_of.append(rows)
+
+    def total(t: float) -> int:
+        return sum(f(t) for f in rows_of)
+
+    lo, hi = t_end, t_end + 1.0
+    while total(hi) < n_rows:
+        hi = t_end + 2.0 * (hi - t_end)
+        if hi > 1e12:
+            return None
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if total(mid) >= n_rows:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    counts = [f(hi) for f in rows_of]
+    excess = sum(counts) - n_rows
+    for k in sorted(range(len(counts)), key=lambda k: counts[k]):  # trim the smallest shards first
+        cut = min(excess, counts[k])
+        counts[k] -= cut
+        excess -= cut
+    shards, row = [], 0
+    for dev, c in zip(scenario.devices, counts, strict=True):
+        if c > 0:
+            shards.append(HeadShard(dev.name, row, row + c - 1))
+            row += c
+    return Plan(stages, tuple(shards))
+
+
+def _without_head(plan: Plan, n_blocks: int) -> tuple[Stage, ...] | None:
+    """``plan``'s stages for blocks ``0..B-2`` (its last stage loses the head; a head-only stage goes)."""
+    stages = list(plan.stages[:-1])
+    last = plan.stages[-1]
+    if last.first <= n_blocks - 2:
+        stages.append(Stage(last.device, last.first, n_blocks - 2))
+    return tuple(stages) or None
+
+
+def _shifts(stages: tuple[Stage, ...]) -> list[tuple[Stage, ...]]:
+    """Every pipeline one boundary shift (by one block) away."""
+    out = []
+    for j in range(len(stages) - 1):
+        a, b = stages[j], stages[j + 1]
+        for d in (-1, 1):
+            cut = a.last + d
+            if a.first <= cut < b.last:
+                out.append(
+                    (*stages[:j], Stage(a.device, a.first, cut), Stage(b.device, cut + 1, b.last), *stages[j + 2 :])
+                )
+    return out
+
+
+def _sharded(problem: Problem, inner: Callable[[Problem], Solution], unsharded: Solution) -> Solution:
+    sc, ov, obj = problem.scenario, problem.overlap, problem.objective
+    n = len(sc.blocks)
+
+    def value(p: Plan | None) -> float:
+        if p is None:
+            return math.inf
+        try:
+            return objective_s(sc, p, ov, obj)
+        except ColdpipeError:
+            return math.inf
+
+    seeds: list[tuple[Stage, ...]] = []
+    first = _without_head(unsharded.plan, n)
+    if first is not None:
+        seeds.append(first)
+    for share in [1.0 / k for k in range(2, len(sc.devices) + 1)] + [None]:
+        try:
+            sol = inner(problem.replace(scenario=_pipeline_scenario(sc, share)))
+        except ColdpipeError:
+            continue
+        cut = sol.plan.stages if share is None else _without_head(sol.plan, n)
+        if cut is not None and cut not in seeds:
+            seeds.append(cut)
+    best_plan, best = unsharded.plan, value(unsharded.plan)
+    tried = 0
+    for seed in seeds:
+        cur = split_head(sc, seed, ov)
+        cur_v = value(cur)
+        tried += 1
+        improved = True
+        while improved and cur is not None:
+            improved = False
+            for nxt in _shifts(cur.stages):
+                cand = split_head(sc, nxt, ov)
+                tried += 1
+                v = value(cand)
+                if v < cur_v - 1e-12:
+                    cur, cur_v, improved = cand, v, True
+                    break
+        if cur is not None and cur_v < best - 1e-12:
+            best_plan, best = cur, cur_v
+    details = {**unsharded.details, "sharded_head": {"seeds": len(seeds), "pipelines_tried": tried}}
+    return Solution(
+        best_plan,
+        best,
+        False,
+        f"{unsharded.method}+sharded-head",
+        obj,
+        ov,
+        solver_value_s=None,
+        lower_bound_s=unsharded.lower_bound_s,
+        details=details,
+        timeline=simulate(sc, best_plan, ov),
+    )
+
+
+def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]) -> Solution:
+    """Solve ``problem`` (its scenario has mechanisms on) with ``inner``, the planner of the paper's problem."""
+    sc = problem.scenario
+    sol = inner(problem.replace(scenario=effective_scenario(sc)))
+    value = objective_s(sc, sol.plan, problem.overlap, problem.objective)
+    sol = dataclasses.replace(sol, value_s=value, timeline=simulate(sc, sol.plan, problem.overlap))
+    if "sharded-head" in sc.mechanisms and len(sc.blocks) >= 2 and not problem.is_burst:
+        sol = _sharded(problem, inner, sol)
+    return sol
+
+
+def mechanism_bounds(scenario: Scenario) -> Bounds:
+    """Lower bounds that hold with ``scenario``'s mechanisms on (docs/model.md#mechanisms).
+
+    sparse-embedding: the bounds of the effective scenario. sharded-head: the last block need not be loaded
+    by one device, so only the volume part of the parallel-loading bound holds, and the warm bound is the
+    warm optimum with a free head (no bytes, no work: every sharded plan's head part costs at least the
+    token's return it replaces).
+    """
+    eff = effective_scenario(scenario)
+    if "sharded-head" not in scenario.mechanisms:
+        return lower_bounds(eff)
+    free_head = dataclasses.replace(eff.blocks[-1], weight_bytes=0.0, kv_bytes=0.0, flops=0.0)
+    warm = plan_warm(eff.replace(blocks=(*eff.blocks[:-1], free_head))).value_s
+    ret = min(transfer_s(eff, d.name, eff.source, eff.workload.token_bytes) for d in eff.devices)
+    volume = earliest_all_loaded_s(eff) + ret  # the byte loaded last may be a shard's: no compute term
+    return Bounds(warm, volume)
