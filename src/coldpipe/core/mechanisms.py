@@ -83,7 +83,7 @@ def shard_decode_flops(scenario: Scenario, rows: int) -> float:
 
 
 def hidden_bytes(scenario: Scenario) -> float:
-    """What each head shard receives: the last position's hidden state after block ``B - 2`` (one token's activation)."""
+    """What each head shard receives: the last position's hidden state after block ``B - 2`` (one token)."""
     b = scenario.blocks[-2]
     return b.decode_out_bytes if b.decode_out_bytes is not None else b.out_bytes / scenario.workload.prompt_tokens
 

@@ -21,8 +21,8 @@ from coldpipe.errors import InputError, InvalidPlan
 
 __all__ = [
     "AP",
-    "OVERLAPS",
     "MECHANISMS",
+    "OVERLAPS",
     "Block",
     "Device",
     "HeadShard",

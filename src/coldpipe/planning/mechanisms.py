@@ -27,7 +27,6 @@ from coldpipe.core.mechanisms import (
     hidden_bytes,
     shard_flops,
     shard_return_bytes,
-    shard_weight_bytes,
 )
 from coldpipe.core.simulator import objective_s, simulate, transfer_s
 from coldpipe.core.types import HeadShard, Plan, Scenario, Stage
@@ -101,7 +100,7 @@ def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "la
         if room < 0 or head.row_bytes <= 0:
             rows_of.append(lambda _t: 0)
             continue
-        max_rows = min(n_rows, int(math.floor(room / head.row_bytes * (1 + 1e-12)))) if math.isfinite(room) else n_rows
+        max_rows = min(n_rows, math.floor(room / head.row_bytes * (1 + 1e-12))) if math.isfinite(room) else n_rows
         free = dev.startup
         if st is not None:
             free += sum(first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)) / (
