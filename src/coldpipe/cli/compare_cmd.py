@@ -12,8 +12,9 @@ from rich.table import Table
 from coldpipe.cli._common import console, demo_scenario_text, print_json, scenario_arg
 from coldpipe.cli.plan_cmd import print_plan
 from coldpipe.core.simulator import Timeline
+from coldpipe.core.types import parse_mechanisms
 from coldpipe.errors import InputError
-from coldpipe.planning.compare import Comparison, compare, idle_s
+from coldpipe.planning.compare import Comparison, compare, idle_s, mechanism_rows
 from coldpipe.units import format_seconds
 
 
@@ -100,20 +101,27 @@ def compare_command(
         typer.Option(help="Also draw one Gantt chart per strategy into this folder, all on the same time axis."),
     ] = None,
     gantt_format: Annotated[str, typer.Option(help="png | svg, for --gantt-dir.")] = "png",
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Compare coldpipe's optimal plan with every baseline partition under every overlap mode."""
     if gantt_format not in ("png", "svg"):
         raise InputError("--gantt-format", f"unknown format {gantt_format!r}", "use png or svg")
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     cmp = compare(sc)
     if gantt_dir is not None:
         written = draw_comparison(cmp, gantt_dir, gantt_format)
         if not json_out:
             console.print(f"{len(written)} Gantt charts (one per strategy, same time axis) in {gantt_dir}/")
+    rows = mechanism_rows(sc) if sc.mechanisms else []  # docs/model.md#mechanisms: each alone and together
     if json_out:
-        print_json(cmp.to_dict())
+        extra = {"mechanisms": [{"mechanisms": n, "ttft": s.value_s, "plan": str(s.plan)} for n, s in rows]}
+        print_json({**cmp.to_dict(), **(extra if rows else {})})
         return
     print_comparison(cmp)
+    for name, sol in rows:
+        console.print(f"mechanisms {name}: TTFT {format_seconds(sol.value_s)}  {sol.plan}")
 
 
 def demo_command() -> None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
 from coldpipe.core.simulator import Timeline
-from coldpipe.core.types import Plan, Scenario
+from coldpipe.core.types import Plan, Scenario, parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning import OBJECTIVES, SOLVERS, Problem, Solution, plan
 from coldpipe.units import format_bytes, format_seconds
@@ -74,6 +74,11 @@ def print_plan(result: Solution, scenario: Scenario) -> None:
             f", within {100 * bound_gap:.1f}% of a lower bound" if isinstance(bound_gap, (int, float)) else ""
         )
     console.print(plan_table(tl, scenario, f"Plan ({result.method}, {exact}; overlap={tl.overlap}): {result.plan}"))
+    for sh in tl.head:  # sharded-head (docs/model.md#sharded-head)
+        console.print(
+            f"head shard {sh.device}: rows {sh.first_row}-{sh.last_row}, loaded at {format_seconds(sh.load_end_s)}, "
+            f"input at {format_seconds(sh.arrival_s)}, candidates back at {format_seconds(sh.returned_s)}"
+        )
     if "auto" in result.details:  # why auto did not run the exact DP
         console.print(f"auto: {result.details['auto']}")
     unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
@@ -109,9 +114,12 @@ def plan_command(
         Path | None,
         typer.Option(help="Plan the next request after this plan (JSON from 'plan --json'): its blocks stay resident."),
     ] = None,
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks, and the predicted TTFT."""
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     ov = overlap_arg(overlap)
     if solver not in SOLVERS:
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
 from coldpipe.core.simulator import simulate
-from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem
 from coldpipe.planning import plan as plan_scenario
@@ -145,6 +145,9 @@ def run_command(
         str | None, typer.Option(help="Only write the run spec here (to start the ranks with torchrun) and exit.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
     if not local and write_spec is None:
@@ -170,11 +173,14 @@ def run_command(
     from coldpipe.runtime.profile_host import HostProfile
     from coldpipe.runtime.report import build_report
 
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     ckpt = open_checkpoint(checkpoint)
     check_scenario_matches(sc, ckpt.n_blocks)
     the_plan, ov = resolve_plan(plan, sc, overlap)
     the_plan.validate(sc)
+    if the_plan.head_shards:
+        raise InputError("--mechanisms", "the runtime does not run sharded-head plans yet", "drop sharded-head for run")
+    sparse_embedding = sparse_embedding or "sparse-embedding" in sc.mechanisms
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops

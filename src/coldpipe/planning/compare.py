@@ -19,7 +19,7 @@ from coldpipe.planning.mechanisms import mechanism_bounds
 from coldpipe.planning.planner import plan
 from coldpipe.planning.protocol import Problem, Solution
 
-__all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s"]
+__all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s", "mechanism_rows"]
 
 STRATEGY_OPTIMAL = "coldpipe"
 """The name of coldpipe's own strategy: the exact optimum under ``layer``."""
@@ -143,3 +143,12 @@ def compare(scenario: Scenario, *, strict: bool = True) -> Comparison:
             raise
         notes["bounds"] = str(exc)
     return Comparison(per_mode, tuple(evaluate_baselines(scenario)), bounds, notes)
+
+
+def mechanism_rows(scenario: Scenario, overlap: Overlap = "layer") -> list[tuple[str, Solution]]:
+    """The TTFT optimum with no mechanism, with each of ``scenario``'s mechanisms alone, and with all of them."""
+    names = sorted(scenario.mechanisms)
+    sets: list[tuple[str, frozenset[str]]] = [("none", frozenset())] + [(n, frozenset({n})) for n in names]
+    if len(names) > 1:
+        sets.append((",".join(names), frozenset(names)))
+    return [(label, plan(Problem(scenario.replace(mechanisms=m), overlap))) for label, m in sets]
