@@ -476,7 +476,8 @@ class Plan:
             if st.last < st.first:
                 raise InvalidPlan(f"stage {j} ({st}): last block {st.last} < first block {st.first}")
             if st.last >= n_staged:
-                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of staged blocks {n_staged}")
+                what = "blocks before the sharded head" if self.head_shards else "blocks"
+                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of {what} {n_staged}")
             need = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
             if need > dev.memory * (1 + 1e-12):
                 raise InvalidPlan(
