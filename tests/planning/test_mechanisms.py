@@ -9,16 +9,16 @@ import statistics
 from pathlib import Path
 
 import pytest
+from tests.random_instances import random_scenario
 
 from coldpipe.core.mechanisms import first_token_bytes
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
-from coldpipe.core.types import Block, HeadShard, Plan, Scenario, Stage, parse_mechanisms
-from coldpipe.errors import InputError, InvalidPlan
+from coldpipe.core.types import HeadShard, Plan, Scenario, Stage, parse_mechanisms
+from coldpipe.errors import Infeasible, InputError, InvalidPlan
 from coldpipe.planning import Problem, plan
 from coldpipe.planning.brute import all_plans, brute_force, fits
 from coldpipe.planning.mechanisms import effective_scenario, mechanism_bounds, split_head
 from coldpipe.scenario_file import load_scenario
-from tests.random_instances import random_scenario
 
 DEMO = Path(__file__).resolve().parents[2] / "src" / "coldpipe" / "data" / "demo.yaml"
 
@@ -71,12 +71,14 @@ def test_off_is_the_paper_model() -> None:
 def test_sparse_embedding_dp_equals_brute_force(overlap: str) -> None:
     """The DP on the effective scenario is exact for the real (mechanism-aware) simulator."""
     for seed in range(12):
-        sc = with_vocab(random_scenario(seed, 3, 5, tight=seed % 2 == 0, source_device=seed % 3 == 0), 64, "sparse-embedding")
+        sc = with_vocab(
+            random_scenario(seed, 3, 5, tight=seed % 2 == 0, source_device=seed % 3 == 0), 64, "sparse-embedding"
+        )
         assert first_token_bytes(sc, 0) == pytest.approx(sc.blocks[0].weight_bytes * 8 / 64)
         try:
             ref = brute_force(Problem(sc, overlap))
-        except Exception:  # noqa: BLE001 - no plan fits: the DP must say so too
-            with pytest.raises(Exception):  # noqa: B017
+        except Infeasible:  # no plan fits: the DP must say so too
+            with pytest.raises(Infeasible):
                 plan(Problem(sc, overlap))
             continue
         sol = plan(Problem(sc, overlap), "dp")
@@ -140,7 +142,7 @@ def test_sharded_head_against_brute_force() -> None:
         sc = with_vocab(random_scenario(seed, 3, 5, tight=seed % 2 == 0, source_device=False), 32, "all")
         try:
             ref = brute_sharded(sc)
-        except Exception:  # noqa: BLE001 - nothing fits
+        except Infeasible:  # nothing fits
             continue
         sol = plan(Problem(sc))
         assert sol.value_s == simulate(sc, sol.plan).ttft_s
