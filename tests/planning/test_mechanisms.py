@@ -151,3 +151,48 @@ def test_sharded_head_against_brute_force() -> None:
         gaps.append(sol.value_s / ref - 1.0)
     assert len(gaps) >= 5
     assert statistics.median(gaps) <= 0.01 and max(gaps) <= 0.10, gaps
+
+
+def test_sharded_timeline_by_hand() -> None:
+    """The sharded-head timeline of docs/model.md#sharded-head, term by term, on two devices."""
+    from coldpipe.core.mechanisms import SHARD_TOP_K
+    from coldpipe.core.types import Block, Device, Network, Workload
+
+    blocks = (
+        Block("layer", 4e9, 2e12, 8e6, decode_out_bytes=1e3),
+        Block("head", 1e9 + 1e6, 1e9, 4.0, vocab_rows=1000, vocab_row_bytes=1e6),
+    )
+    a = Device("a", 1e12, 2e9, 0.5, 1e12, 8e8, 8e8, mem_bandwidth=1e11)
+    b = Device("b", 1e12, 1e9, 0.1, 1e12, 4e8, 4e8, mem_bandwidth=1e11)
+    sc = Scenario(
+        blocks, (a, b), Workload(4, prompt_bytes=16.0), Network(0.001), mechanisms=frozenset({"sharded-head"})
+    )
+    p = Plan.parse("a[0-0] | head: a[0-599], b[600-999]")
+    tl = simulate(sc, p)
+    up = lambda n, d: 8 * n / d.uplink + 0.001  # noqa: E731
+    down = lambda n, d: 8 * n / d.downlink + 0.001  # noqa: E731
+    t = down(16.0, a)  # prompt at a
+    t = max(t, 0.5 + 4e9 / 2e9) + 2.0  # layer waits for its weights, computes 2 s
+    a_load = 0.5 + (4e9 + 1e6 + 600e6) / 2e9  # a's loader: its stage, then its shard
+    b_load = 0.1 + (1e6 + 400e6) / 1e9
+    ret = SHARD_TOP_K * (4.0 + 4.0)
+    a_done = max(t, a_load) + 1e9 * 0.6 / 1e12 + up(ret, a)
+    b_done = max(t + up(1e3, a) + down(1e3, b), b_load) + 1e9 * 0.4 / 1e12 + up(ret, b)
+    assert tl.ttft_s == pytest.approx(max(a_done, b_done), rel=1e-12)
+    assert [sh.load_end_s for sh in tl.head] == pytest.approx([a_load, b_load])
+    step = down(4.0, a) + max(4e9 / 1e11, 2e12 / 4 / 1e12)
+    shard = lambda rows, d, hid: hid + max((1e6 + rows * 1e6) / 1e11, 1e9 / 4 * rows / 1000 / 1e12) + up(ret, d)  # noqa: E731
+    want = step + max(shard(600, a, 0.0), shard(400, b, up(1e3, a) + down(1e3, b)))
+    assert decode_step_s(sc, p) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(InvalidPlan, match="needs"):
+        Plan.parse("a[0-0] | head: a[0-999]").validate(sc.replace(devices=(dataclasses.replace(a, memory=4.5e9), b)))
+
+
+def test_sparse_embedding_never_slower() -> None:
+    """The same plan is never slower with sparse-embedding on (it only removes bytes from before the first token)."""
+    for seed in range(6):
+        sc = random_scenario(seed, 3, 5, tight=False, source_device=False)
+        on = with_vocab(sc, 64, "sparse-embedding")
+        for p in itertools.islice(all_plans(sc), 40):
+            for ov in ("layer", "stage", "none"):
+                assert simulate(on, p, ov).ttft_s <= simulate(sc, p, ov).ttft_s + 1e-12
