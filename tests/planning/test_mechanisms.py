@@ -196,3 +196,22 @@ def test_sparse_embedding_never_slower() -> None:
         for p in itertools.islice(all_plans(sc), 40):
             for ov in ("layer", "stage", "none"):
                 assert simulate(on, p, ov).ttft_s <= simulate(sc, p, ov).ttft_s + 1e-12
+
+
+def test_cli_mechanisms() -> None:
+    """--mechanisms on plan (JSON with head shards) and the one-line error for an unknown name."""
+    import json
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "coldpipe", *args], capture_output=True, text=True, timeout=300)
+
+    ok = run("plan", "demo", "--mechanisms", "all", "--json")
+    assert ok.returncode == 0, ok.stderr
+    data = json.loads(ok.stdout)
+    assert data["head_shards"] and data["ttft"] <= 3.29
+    bad = run("plan", "demo", "--mechanisms", "sparse-embedding,warp")
+    assert (
+        bad.returncode == 2 and bad.stderr.startswith("coldpipe: error: --mechanisms") and "Traceback" not in bad.stderr
+    )
