@@ -268,9 +268,10 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     load_done: dict[int, float] = {}
     load_start: dict[int, float] = {}
     loader_free: dict[str, float] = {}
+    loaded: dict[str, float] = {}  # bytes each loader has read so far (reuse: its stages in plan order)
     for st in plan.stages:
         dev = scenario.device(st.device)
-        loaded_bytes = 0.0
+        loaded_bytes = loaded.get(st.device, 0.0)
         for l in range(st.first, st.last + 1):
             if dev.holds(l):
                 load_start[l] = load_done[l] = 0.0
@@ -278,6 +279,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
             load_start[l] = dev.startup + loaded_bytes / dev.load_bandwidth
             loaded_bytes += first_token_bytes(scenario, l)
             load_done[l] = dev.startup + loaded_bytes / dev.load_bandwidth
+        loaded[st.device] = loaded_bytes
         loader_free[st.device] = dev.startup + loaded_bytes / dev.load_bandwidth
     shard_load: list[tuple[float, float]] = []
     for sh in plan.head_shards:
@@ -476,11 +478,11 @@ def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -
     """
     import heapq
 
-    if plan.head_shards:
+    if plan.head_shards or len(set(plan.devices)) < len(plan.stages):
         raise InputError(
             "workload.requests",
-            "bursts are not timed with a sharded head",
-            "plan one request, or turn sharded-head off",
+            "bursts are not timed with a sharded head or a device holding several stages",
+            "plan one request, or turn sharded-head and reuse off",
         )
     tl = simulate(scenario, plan, overlap)
     blocks = scenario.blocks

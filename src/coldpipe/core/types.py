@@ -41,7 +41,7 @@ AP = "ap"
 Overlap = Literal["layer", "stage", "none"]
 OVERLAPS: tuple[Overlap, ...] = ("layer", "stage", "none")
 
-MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head")
+MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head", "reuse")
 """Cold-start mechanisms beyond the paper's model, each off by default (docs/model.md#mechanisms)."""
 
 
@@ -49,7 +49,7 @@ def parse_mechanisms(text: str) -> frozenset[str]:
     """``"all"``, ``""``/``"none"`` or a comma-separated list of :data:`MECHANISMS`.
 
     >>> sorted(parse_mechanisms("all"))
-    ['sharded-head', 'sparse-embedding']
+    ['reuse', 'sharded-head', 'sparse-embedding']
     >>> parse_mechanisms("sparse-embedding")
     frozenset({'sparse-embedding'})
     """
@@ -305,9 +305,11 @@ class Scenario:
         a device that takes blocks it does not hold loads them, and memory limits apply as always.
         """
         previous.validate(self)
-        held = {st.device: (st.first, st.last) for st in previous.stages}
+        held: dict[str, tuple[tuple[int, int], ...]] = {}
+        for st in previous.stages:  # with reuse a device may hold several stages
+            held[st.device] = (*held.get(st.device, ()), (st.first, st.last))
         devices = [
-            dataclasses.replace(d, resident=(held[d.name],), startup=0.0) if d.name in held else d for d in self.devices
+            dataclasses.replace(d, resident=held[d.name], startup=0.0) if d.name in held else d for d in self.devices
         ]
         return self.replace(devices=tuple(devices))
 
@@ -468,8 +470,10 @@ class Plan:
         expected_first = 0
         for j, st in enumerate(self.stages):
             dev = scenario.device(st.device)
-            if st.device in seen:
+            if st.device in seen and "reuse" not in scenario.mechanisms:
                 raise InvalidPlan(f"stage {j}: device {st.device!r} is used twice")
+            if j > 0 and self.stages[j - 1].device == st.device:
+                raise InvalidPlan(f"stage {j}: device {st.device!r} holds the previous stage too; merge them")
             seen.add(st.device)
             if st.first != expected_first:
                 raise InvalidPlan(f"stage {j} ({st}): first block must be {expected_first}, got {st.first}")
@@ -478,7 +482,7 @@ class Plan:
             if st.last >= n_staged:
                 what = "blocks before the sharded head" if self.head_shards else "blocks"
                 raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of {what} {n_staged}")
-            need = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
+            need = used.get(st.device, 0.0) + sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
             if need > dev.memory * (1 + 1e-12):
                 raise InvalidPlan(
                     f"stage {j} ({st}): needs {need:.6g} bytes (weights + KV) but {st.device!r} has "

@@ -31,7 +31,13 @@ from coldpipe.core.mechanisms import (
 from coldpipe.core.simulator import objective_s, simulate, transfer_s
 from coldpipe.core.types import HeadShard, Plan, Scenario, Stage
 from coldpipe.errors import ColdpipeError, InvalidPlan
-from coldpipe.planning.bounds import Bounds, earliest_all_loaded_s, lower_bounds
+from coldpipe.planning.bounds import (
+    Bounds,
+    earliest_all_loaded_s,
+    lower_bounds,
+    parallel_loading_bound_s,
+    relaxed_lower_bound_s,
+)
 from coldpipe.planning.exact import plan_warm
 from coldpipe.planning.protocol import Problem, Solution
 
@@ -91,21 +97,17 @@ def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "la
     except (InvalidPlan, ColdpipeError):
         return None
     t_end = tl.stages[-1].compute_end_s
-    staged = {st.device: st for st in stages}
     rows_of: list[Callable[[float], int]] = []
     for dev in scenario.devices:
-        st = staged.get(dev.name)
-        used = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1]) if st else 0.0
+        mine = [st for st in stages if st.device == dev.name]  # several with reuse
+        held = [l for st in mine for l in range(st.first, st.last + 1)]
+        used = sum(scenario.blocks[l].memory_bytes for l in held)
         room = dev.memory - used - head.vocab_fixed_bytes
         if room < 0 or head.row_bytes <= 0:
             rows_of.append(lambda _t: 0)
             continue
         max_rows = min(n_rows, math.floor(room / head.row_bytes * (1 + 1e-12))) if math.isfinite(room) else n_rows
-        free = dev.startup
-        if st is not None:
-            free += sum(first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)) / (
-                dev.load_bandwidth
-            )
+        free = dev.startup + sum(first_token_bytes(scenario, l) for l in held if not dev.holds(l)) / dev.load_bandwidth
         holds = dev.holds(n_last)
         fixed_s = 0.0 if holds else head.vocab_fixed_bytes / dev.load_bandwidth
         row_load_s = 0.0 if holds else head.row_bytes / dev.load_bandwidth
@@ -235,6 +237,134 @@ def _sharded(problem: Problem, inner: Callable[[Problem], Solution], unsharded: 
     )
 
 
+REUSE_MAX_EVALUATIONS = 1500
+"""The reuse search stops after this many timed candidate plans (it bounds its planning time)."""
+
+
+def _reuse_moves(stages: tuple[Stage, ...], names: list[str]) -> list[tuple[Stage, ...]]:
+    """Plans one move away: blocks ``x..y`` (any interval) given to device ``d`` (any, used or not), the
+    stages regrouped (consecutive blocks on one device form one stage). Covers shifting a boundary, moving,
+    splitting and merging stages, and a device taking a second stage."""
+    owner = [st.device for st in stages for _ in range(st.first, st.last + 1)]
+    n = len(owner)
+    seen: set[tuple[Stage, ...]] = {stages}
+    out = []
+    for x in range(n):
+        for y in range(x, n):
+            for d in names:
+                if all(o == d for o in owner[x : y + 1]):
+                    continue
+                new = owner[:x] + [d] * (y - x + 1) + owner[y + 1 :]
+                regrouped, first = [], 0
+                for l in range(1, n + 1):
+                    if l == n or new[l] != new[first]:
+                        regrouped.append(Stage(new[first], first, l - 1))
+                        first = l
+                cand = tuple(regrouped)
+                if cand not in seen:
+                    seen.add(cand)
+                    out.append(cand)
+    return out
+
+
+def _regroup(stages: list[Stage]) -> tuple[Stage, ...]:
+    """Adjacent stages on one device merged into one."""
+    out: list[Stage] = []
+    for st in stages:
+        if out and out[-1].device == st.device:
+            out[-1] = Stage(st.device, out[-1].first, st.last)
+        else:
+            out.append(st)
+    return tuple(out)
+
+
+def _reuse_seeds(problem: Problem, inner: Callable[[Problem], Solution], sharded: bool) -> list[tuple[Stage, ...]]:
+    """Pipelines where a device may hold two stages: the paper's optimum on a cluster where every device is
+    two devices (each loading on its own: optimistic, hence only seeds) of half or all its memory, mapped back."""
+    sc = problem.scenario
+    seeds = []
+    for share in (0.5, 1.0):  # half: the two stages fit together; whole: they may not (then the seed is invalid)
+        copies = [
+            dataclasses.replace(d, name=f"{d.name}#{k}", memory=d.memory * share) for d in sc.devices for k in (1, 2)
+        ]
+        virtual = _pipeline_scenario(sc, None) if sharded else effective_scenario(sc)
+        source = sc.source if sc.source == "ap" else f"{sc.source}#1"
+        virtual = virtual.replace(devices=tuple(copies), source=source)
+        try:
+            found = inner(problem.replace(scenario=virtual, objective="ttft")).plan
+        except ColdpipeError:
+            continue
+        seeds.append(_regroup([Stage(st.device.rsplit("#", 1)[0], st.first, st.last) for st in found.stages]))
+    return seeds
+
+
+def _reuse(problem: Problem, start: Solution, inner: Callable[[Problem], Solution]) -> Solution:
+    """First-improvement local search over plans whose devices may hold several stages (reuse), from the
+    plan found so far and from :func:`_reuse_seeds`."""
+    sc, ov, obj = problem.scenario, problem.overlap, problem.objective
+    names = [d.name for d in sc.devices]
+    sharded = bool(start.plan.head_shards)
+
+    def realise(stages: tuple[Stage, ...]) -> Plan | None:
+        return split_head(sc, stages, ov) if sharded else Plan(stages)
+
+    def value(p: Plan | None) -> float:
+        if p is None:
+            return math.inf
+        try:
+            return objective_s(sc, p, ov, obj)
+        except ColdpipeError:
+            return math.inf
+
+    starts = [(start.plan, start.value_s)]
+    for seed in _reuse_seeds(problem, inner, sharded):
+        cand = realise(seed)
+        starts.append((cand, value(cand)))  # type: ignore[arg-type]
+    best, best_v, evaluations = start.plan, start.value_s, 0
+    budget = REUSE_MAX_EVALUATIONS // len(starts)
+    for cur, cur_v in starts:
+        if cur is None:  # an invalid seed (a device's stages exceed its memory) is repaired by the moves
+            continue
+        used, improved = 0, True
+        if not math.isfinite(cur_v):  # repair an invalid seed by its best valid neighbour
+            moves = _reuse_moves(cur.stages, names)[:budget]
+            used = len(moves)
+            valued = [(value(c), c) for c in (realise(m) for m in moves)]
+            v, c = min(valued, key=lambda vc: vc[0], default=(math.inf, None))
+            if c is None or not math.isfinite(v):
+                evaluations += used
+                continue
+            cur, cur_v = c, v
+        while improved and used < budget:
+            improved = False
+            for stages in _reuse_moves(cur.stages, names):
+                used += 1
+                cand = realise(stages)
+                v = value(cand)
+                if v < cur_v - 1e-12:
+                    assert cand is not None
+                    cur, cur_v, improved = cand, v, True
+                    break
+                if used >= budget:
+                    break
+        evaluations += used
+        if cur_v < best_v - 1e-12:
+            best, best_v = cur, cur_v
+    cur, cur_v = best, best_v
+    details = {**start.details, "reuse": {"evaluations": evaluations}}
+    method = start.method if start.method.endswith("+reuse") else f"{start.method}+reuse"
+    return dataclasses.replace(
+        start,
+        plan=cur,
+        value_s=cur_v,
+        exact=False,
+        method=method,
+        solver_value_s=None,
+        details=details,
+        timeline=simulate(sc, cur, ov),
+    )
+
+
 def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]) -> Solution:
     """Solve ``problem`` (its scenario has mechanisms on) with ``inner``, the planner of the paper's problem."""
     sc = problem.scenario
@@ -243,6 +373,8 @@ def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]
     sol = dataclasses.replace(sol, value_s=value, timeline=simulate(sc, sol.plan, problem.overlap))
     if "sharded-head" in sc.mechanisms and len(sc.blocks) >= 2 and not problem.is_burst:
         sol = _sharded(problem, inner, sol)
+    if "reuse" in sc.mechanisms and not problem.is_burst:
+        sol = _reuse(problem, sol, inner)
     return sol
 
 
@@ -255,10 +387,13 @@ def mechanism_bounds(scenario: Scenario) -> Bounds:
     token's return it replaces).
     """
     eff = effective_scenario(scenario)
-    if "sharded-head" not in scenario.mechanisms:
+    if "sharded-head" not in scenario.mechanisms and "reuse" not in scenario.mechanisms:
         return lower_bounds(eff)
+    if "sharded-head" not in scenario.mechanisms:  # reuse: a device's stages load one after another
+        return Bounds(relaxed_lower_bound_s(eff), parallel_loading_bound_s(eff))
     free_head = dataclasses.replace(eff.blocks[-1], weight_bytes=0.0, kv_bytes=0.0, flops=0.0)
-    warm = plan_warm(eff.replace(blocks=(*eff.blocks[:-1], free_head))).value_s
+    free = eff.replace(blocks=(*eff.blocks[:-1], free_head))
+    warm = relaxed_lower_bound_s(free) if "reuse" in scenario.mechanisms else plan_warm(free).value_s
     ret = min(transfer_s(eff, d.name, eff.source, eff.workload.token_bytes) for d in eff.devices)
     volume = earliest_all_loaded_s(eff) + ret  # the byte loaded last may be a shard's: no compute term
     return Bounds(warm, volume)
