@@ -84,8 +84,9 @@ def main() -> None:
     t = time.time()
     results = run_local(ckpt_path, sc, jobs, timeout_s=60)
     wall = time.time() - t
-    m_paper = statistics.median(r["measured_ttft"] for r, j in zip(results, jobs, strict=True) if not j.sparse_embedding)
-    m_sparse = statistics.median(r["measured_ttft"] for r, j in zip(results, jobs, strict=True) if j.sparse_embedding)
+    runs = list(zip(results, jobs, strict=True))
+    m_paper = statistics.median(r["measured_ttft"] for r, j in runs if not j.sparse_embedding)
+    m_sparse = statistics.median(r["measured_ttft"] for r, j in runs if j.sparse_embedding)
     tokens = {tuple(r["token_ids"]) for r in results}
     gain_pred, gain_meas = paper.value_s - sparse.value_s, m_paper - m_sparse
     out = {
@@ -97,7 +98,7 @@ def main() -> None:
         "sparse_embedding": {"plan": str(sparse.plan), "measured_ttft": m_sparse, "predicted_ttft": sparse.value_s},
         "gain": {"measured_s": gain_meas, "predicted_s": gain_pred, "ratio": gain_meas / gain_pred},
         "same_tokens_every_run": len(tokens) == 1,
-        "all_ttfts": [(str(j.plan), j.sparse_embedding, r["measured_ttft"]) for j, r in zip(jobs, results, strict=True)],
+        "all_ttfts": [(str(j.plan), j.sparse_embedding, r["measured_ttft"]) for r, j in runs],
         "wall_s": wall,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
