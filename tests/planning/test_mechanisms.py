@@ -139,7 +139,9 @@ def test_sharded_head_against_brute_force() -> None:
     """The sharded-head planner (not proven exact) against brute force: never below it, small measured gaps."""
     gaps = []
     for seed in range(10):
-        sc = with_vocab(random_scenario(seed, 3, 5, tight=seed % 2 == 0, source_device=False), 32, "all")
+        sc = with_vocab(
+            random_scenario(seed, 3, 5, tight=seed % 2 == 0, source_device=False), 32, "sparse-embedding,sharded-head"
+        )
         try:
             ref = brute_sharded(sc)
         except Infeasible:  # nothing fits
