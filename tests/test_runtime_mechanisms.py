@@ -54,3 +54,24 @@ def test_reuse_plan_equals_from_pretrained(tiny: Path) -> None:
     assert min(s["start"] for s in loads[2]) >= emu[2].startup_s - 0.005  # not before a's loader reaches it
     predicted = simulate(sc, plan).stages[2].load_end_s
     assert max(s["end"] for s in loads[2]) == pytest.approx(predicted, rel=0.25)
+
+
+@pytest.mark.multiprocess
+def test_sharded_head_equals_from_pretrained(tiny: Path) -> None:
+    """The LM head split over two devices (one of them also a stage): every token equals transformers'."""
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device(n, flops=2e9, load_bandwidth=bw, startup=st, memory=1e9, uplink=1e8, downlink=2e8)
+        for n, bw, st in [("a", 2e6, 0.01), ("b", 3e6, 0.0), ("c", 4e6, 0.0)]
+    ]
+    sc = Scenario(blocks, devs, Workload(PROMPT, NEW), Network(0.0005), mechanisms=frozenset({"sharded-head"}))
+    plan = Plan.parse("a[0-1] > b[2-4] | head: b[0-99], c[100-255]")
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, _ = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    assert emu[2].startup_s == pytest.approx(sum(b.weight_bytes for b in blocks[2:5]) / 3e6)  # after b's stage
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu)], timeout_s=30)
+    assert res["token_ids"] == ref_tokens
+    predicted = simulate(sc, plan).ttft_s
+    assert res["measured_ttft"] == pytest.approx(predicted, rel=0.5)

@@ -178,8 +178,6 @@ def run_command(
     check_scenario_matches(sc, ckpt.n_blocks)
     the_plan, ov = resolve_plan(plan, sc, overlap)
     the_plan.validate(sc)
-    if the_plan.head_shards:
-        raise InputError("--mechanisms", "the runtime does not run sharded-head plans yet", "drop sharded-head for run")
     sparse_embedding = sparse_embedding or "sparse-embedding" in sc.mechanisms
     host_flops = None
     if host_profile is not None:

@@ -61,7 +61,8 @@ class DeviceEmulation:
 def emulation_for(
     scenario: Scenario, plan: Plan, host_flops: float | None, *, enabled: bool = True, compute_clock: str = "cpu"
 ) -> list[DeviceEmulation]:
-    """One :class:`DeviceEmulation` per stage of ``plan`` (all knobs off when ``enabled`` is false).
+    """One :class:`DeviceEmulation` per stage of ``plan``, then per head shard (all knobs off when ``enabled`` is
+    false).
 
     With the ``reuse`` mechanism a device may hold several stages, each run by its own process: the device's
     one loader (docs/model.md#reuse) is emulated by starting a later stage's loading when the device's loader
@@ -82,6 +83,15 @@ def emulation_for(
             first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)
         )
         out.append(DeviceEmulation(st.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
+    for sh in plan.head_shards:  # sharded-head: a shard's rank loads after its device's stages
+        dev = scenario.device(sh.device)
+        if not enabled:
+            out.append(DeviceEmulation(sh.device, 0.0, None, 1.0))
+            continue
+        slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
+        rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
+        startup = dev.startup + (read_before.get(sh.device, 0.0) / rate if rate is not None else 0.0)
+        out.append(DeviceEmulation(sh.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     return out
 
 
