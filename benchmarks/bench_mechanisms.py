@@ -1,4 +1,4 @@
-"""Measured vs predicted gains of sparse-embedding and reuse on the real runtime (docs/model.md#mechanisms).
+"""Measured vs predicted gains of sparse-embedding, sharded-head, reuse on the real runtime (docs/model.md#mechanisms).
 
     .venv/bin/python benchmarks/bench_mechanisms.py     # writes out/bench_mechanisms.json, prints markdown
 
@@ -9,7 +9,8 @@
 4. plan the paper's problem and the same with ``sparse-embedding`` (:func:`coldpipe.planning.plan`);
 5. run both ``--reps`` times, interleaved, from a cold page cache; the sparse plan with the runtime's
    ``--sparse-embedding`` (block 0 reads the prompt's rows only);
-6. the same for ``reuse`` on a second emulated cluster (:data:`REUSE_DEVICES`: very uneven devices, where
+6. the same for ``sharded-head`` on the first cluster (one more rank per head shard) and for ``reuse`` on a
+   second emulated cluster (:data:`REUSE_DEVICES`: very uneven devices, where
    the planner gives two devices two stages each), the paper's optimum against the reuse plan.
 
 Reports medians: each plan's measured and predicted TTFT, and the measured gain (paper plan's TTFT minus
@@ -72,6 +73,7 @@ def main() -> None:
     out["host_flops"] = prof.host_flops
     for name, devs, mech in (
         ("sparse-embedding", DEVICES, "sparse-embedding"),
+        ("sharded-head", DEVICES, "sharded-head"),
         ("reuse", REUSE_DEVICES, "reuse"),
     ):
         devices = [
