@@ -478,6 +478,11 @@ def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -
     """
     import heapq
 
+    if (plan.head_shards or len(set(plan.devices)) < len(plan.stages)) and scenario.workload.requests == 1:
+        ttft = simulate(scenario, plan, overlap).ttft_s  # one request: the first token, then the decode steps
+        steps = scenario.workload.new_tokens - 1
+        last = ttft + steps * decode_step_s(scenario, plan) if steps else ttft
+        return BurstSchedule((ttft,), (last,), tuple((0, k) for k in range(steps + 1)))
     if plan.head_shards or len(set(plan.devices)) < len(plan.stages):
         raise InputError(
             "workload.requests",
