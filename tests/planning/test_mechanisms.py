@@ -186,6 +186,13 @@ def test_sharded_timeline_by_hand() -> None:
     shard = lambda rows, d, hid: hid + max((1e6 + rows * 1e6) / 1e11, 1e9 / 4 * rows / 1000 / 1e12) + up(ret, d)  # noqa: E731
     want = step + max(shard(600, a, 0.0), shard(400, b, up(1e3, a) + down(1e3, b)))
     assert decode_step_s(sc, p) == pytest.approx(want, rel=1e-12)
+    from coldpipe.core.simulator import burst_schedule
+
+    three = sc.replace(workload={"new_tokens": 3})
+    sched = burst_schedule(three, p)
+    assert sched.last_token_s[0] == pytest.approx(objective_s(three, p, "layer", "e2e")) == tl.ttft_s + 2 * want
+    with pytest.raises(InputError, match="bursts"):
+        burst_schedule(three.replace(workload={"requests": 2}), p)
     with pytest.raises(InvalidPlan, match="needs"):
         Plan.parse("a[0-0] | head: a[0-999]").validate(sc.replace(devices=(dataclasses.replace(a, memory=4.5e9), b)))
 
