@@ -150,6 +150,8 @@ def test_sharded_head_against_brute_force() -> None:
         assert sol.value_s == simulate(sc, sol.plan).ttft_s
         assert sol.value_s >= ref - 1e-9
         assert mechanism_bounds(sc).best_s <= ref + 1e-9
+        heur = plan(Problem(sc), "heuristic")  # its bound is replaced by one that holds with the mechanisms
+        assert heur.lower_bound_s is not None and heur.lower_bound_s <= ref + 1e-9 <= heur.value_s + 2e-9
         gaps.append(sol.value_s / ref - 1.0)
     assert len(gaps) >= 5
     assert statistics.median(gaps) <= 0.01 and max(gaps) <= 0.10, gaps

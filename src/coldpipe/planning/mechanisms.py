@@ -375,6 +375,20 @@ def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]
         sol = _sharded(problem, inner, sol)
     if "reuse" in sc.mechanisms and not problem.is_burst:
         sol = _reuse(problem, sol, inner)
+    if sol.lower_bound_s is not None and ("sharded-head" in sc.mechanisms or "reuse" in sc.mechanisms):
+        # the inner planner's bound is the effective (unsharded, one-stage-per-device) problem's: not valid here
+        details = {
+            k: v for k, v in sol.details.items() if not k.startswith("lower_bound") and k != "gap_to_lower_bound"
+        }
+        lb = None
+        if problem.is_first_token:
+            try:
+                lb = mechanism_bounds(sc).best_s
+            except ColdpipeError:  # beyond the warm DP's range
+                lb = None
+        if lb is not None:
+            details.update(lower_bound=lb, lower_bound_kind="mechanisms", gap_to_lower_bound=sol.value_s / lb - 1.0)
+        sol = dataclasses.replace(sol, lower_bound_s=lb, details=details)
     return sol
 
 
