@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mechanisms_section import section as mechanisms_section  # beside this script
 from objectives_section import section as objectives_section  # beside this script
 
 from coldpipe.viz.sweep import PAPER_SWEEPS, SweepRow, read_csv
@@ -225,6 +226,7 @@ def write_doc(points: dict[str, list[Point]], wall_s: float, out: Path) -> None:
         add(f"![sweep {ps.name}](figures/sweep_{ps.name}.png)\n")
         add(sweep_table(points[ps.name]) + "\n")
     add(objectives_section() + "\n")  # scripts/objectives_section.py
+    add(mechanisms_section() + "\n")  # scripts/mechanisms_section.py
     add("## The commands behind this page\n")
     add(
         "```\n"

@@ -174,6 +174,8 @@ class BlockSpec(_Strict):
     kv_bytes: Bytes = 0.0
     decode_flops: Flops | None = None
     decode_out_bytes: Bytes | None = None
+    vocab_rows: int | None = None
+    vocab_row_bytes: Bytes | None = None
 
 
 _MODEL_SOURCES = ("catalog", "hf_config", "checkpoint", "gguf", "blocks")

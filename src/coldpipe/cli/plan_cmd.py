@@ -26,7 +26,7 @@ from coldpipe.cli._common import (
     scenario_arg,
 )
 from coldpipe.core.simulator import Timeline, decode_step_s, objective_s
-from coldpipe.core.types import Overlap, Plan, Scenario
+from coldpipe.core.types import Overlap, Plan, Scenario, parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning import SOLVERS, Problem, Solution, plan
 from coldpipe.units import format_bytes, format_seconds
@@ -159,6 +159,12 @@ def print_plan(result: Solution, scenario: Scenario, *, alt: dict[str, Any] | No
             )
         title = f"Plan ({result.method}, {exact}; overlap={tl.overlap}):"
         console.print(plan_table(tl, scenario, f"{title} {plan_string(result.plan, by_stage=False)}"))
+        for sh in tl.head:  # sharded-head (docs/model.md#sharded-head)
+            console.print(
+                f"head shard {sh.device}: rows {sh.first_row}-{sh.last_row}, "
+                f"loaded at {format_seconds(sh.load_end_s)}, input at {format_seconds(sh.arrival_s)}, "
+                f"candidates back at {format_seconds(sh.returned_s)}"
+            )
         if "auto" in result.details:  # why auto did not run the exact DP
             console.print(f"auto: {result.details['auto']}")
         unused = [d.name for d in scenario.devices if d.name not in result.plan.devices]
@@ -221,9 +227,12 @@ def plan_command(
             help="Plan the next request after this plan (JSON from 'plan --json'): its blocks stay resident.",
         ),
     ] = None,
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks; the predicted TTFT (and E2E, TPOT)."""
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     ov = overlap_arg(overlap)
     if solver not in SOLVERS:
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")

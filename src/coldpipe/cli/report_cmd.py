@@ -16,6 +16,7 @@ from coldpipe.cli._common import (
     objective_arg,
     scenario_arg,
 )
+from coldpipe.core.types import parse_mechanisms
 
 
 def report_command(
@@ -24,12 +25,15 @@ def report_command(
         Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for index.html, report.md and figures/.")
     ] = Path("out/report"),
     objective: ObjectiveOption = "ttft",
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Write a report of SCENARIO: plans, speedups, schedules, idle accounting, the scenario itself."""
     from coldpipe.viz.report import write_report
 
     obj = objective_arg(objective)
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     if scenario == DEMO_SCENARIO and not Path(scenario).exists():
         text = demo_scenario_text()
     else:

@@ -27,7 +27,7 @@ from coldpipe.cli._common import (
 )
 from coldpipe.cli.measured import print_measured
 from coldpipe.core.simulator import simulate
-from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem
 from coldpipe.planning import plan as plan_scenario
@@ -120,6 +120,9 @@ def run_command(
     ] = None,
     json_out: JsonFlag = False,
     quiet: QuietFlag = False,
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
     if scenario is not None and scenario_option is not None:
@@ -155,11 +158,12 @@ def run_command(
     from coldpipe.runtime.report import build_report
 
     with phase("reading the scenario and the checkpoint, planning"):
-        sc = scenario_arg(scenario)
+        sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
         ckpt = open_checkpoint(checkpoint)
         check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
         the_plan, ov = resolve_plan(plan, sc, overlap)
         the_plan.validate(sc)
+    sparse_embedding = sparse_embedding or "sparse-embedding" in sc.mechanisms
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops

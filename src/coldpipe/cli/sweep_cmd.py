@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from coldpipe.cli._common import DEMO_SCENARIO, console, err_console, scenario_arg
+from coldpipe.core.types import parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.units import format_seconds
 
@@ -76,6 +77,9 @@ def sweep_command(
     paper: Annotated[
         bool, typer.Option("--paper", help="Run the full default evaluation (every axis) on the scenario.")
     ] = False,
+    mechanisms: Annotated[
+        str, typer.Option(help="Cold-start mechanisms beyond the paper's model: all | comma-separated names.")
+    ] = "",
 ) -> None:
     """Sweep one axis of SCENARIO: TTFT of coldpipe's optimum, of every baseline and the lower bounds."""
     from coldpipe.viz.sweep import AXES, DEFAULT_VALUES, paper_plan, plot_sweep, run_paper, run_sweep, write_csv
@@ -83,7 +87,7 @@ def sweep_command(
     if paper:
         if axis is not None or values is not None:
             raise InputError("--paper", "runs every axis with its default values", "drop --axis / --values")
-        sc = scenario_arg(scenario or DEMO_SCENARIO)
+        sc = scenario_arg(scenario or DEMO_SCENARIO).replace(mechanisms=parse_mechanisms(mechanisms))
         total = sum(len(v) for _ps, _sc, v in paper_plan(sc))
         with _progress() as progress:
             task = progress.add_task("paper sweeps", total=total)
@@ -101,7 +105,7 @@ def sweep_command(
     value_list = (
         [v.strip() for v in values.split(",") if v.strip()] if values is not None else list(DEFAULT_VALUES[axis])
     )
-    sc = scenario_arg(scenario)
+    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
     with _progress() as progress:
         task = progress.add_task(f"sweep {axis}", total=len(value_list))
         result = run_sweep(sc, axis, value_list, lambda v: progress.advance(task))

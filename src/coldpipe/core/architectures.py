@@ -460,6 +460,8 @@ def blocks_for(
         kv_bytes=0.0,
         decode_flops=0.0,
         decode_out_bytes=h * ab,
+        vocab_rows=v,
+        vocab_row_bytes=h * wb,
     )
     layers = [
         Block(
@@ -481,5 +483,7 @@ def blocks_for(
         kv_bytes=0.0,
         decode_flops=2.0 * h * v,
         decode_out_bytes=token_bytes,
+        vocab_rows=v,
+        vocab_row_bytes=h * wb,
     )
     return (emb, *layers, head)

@@ -25,6 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from coldpipe.core.mechanisms import (
+    first_token_bytes,
+    hidden_bytes,
+    shard_decode_flops,
+    shard_flops,
+    shard_return_bytes,
+    shard_weight_bytes,
+)
 from coldpipe.core.types import AP, OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 
@@ -32,6 +40,7 @@ __all__ = [
     "OBJECTIVES",
     "BlockSpan",
     "BurstSchedule",
+    "ShardTimeline",
     "StageTimeline",
     "Timeline",
     "Transfer",
@@ -41,6 +50,7 @@ __all__ = [
     "decode_out_bytes",
     "decode_step_s",
     "objective_s",
+    "shard_decode_s",
     "simulate",
     "transfer_s",
 ]
@@ -94,10 +104,28 @@ class StageTimeline:
 
 
 @dataclass(frozen=True)
+class ShardTimeline:
+    """One head shard (sharded-head): its device loaded it in [load_start_s, load_end_s] (after its stage's
+    blocks), received the last hidden state at ``arrival_s``, computed its logits and local top-k in
+    [compute_start_s, compute_end_s]; the candidates reached the source at ``returned_s``."""
+
+    device: str
+    first_row: int
+    last_row: int
+    weight_bytes: float
+    load_start_s: float
+    load_end_s: float
+    arrival_s: float
+    compute_start_s: float
+    compute_end_s: float
+    returned_s: float
+
+
+@dataclass(frozen=True)
 class Transfer:
     """Bytes moving ``src`` -> AP -> ``dst``; ``at_ap_s`` is when they reached the AP."""
 
-    what: str  # "prompt" | "activation" | "token"
+    what: str  # "prompt" | "activation" | "token" | "hidden" | "candidates" (sharded-head)
     src: str
     dst: str
     n_bytes: float
@@ -116,6 +144,7 @@ class Timeline:
     stages: tuple[StageTimeline, ...]
     transfers: tuple[Transfer, ...]
     warm_ttft_s: float  # TTFT of the same plan with every weight already resident
+    head: tuple[ShardTimeline, ...] = ()  # the head shards (sharded-head), in the plan's order
 
     @property
     def cold_penalty_s(self) -> float:
@@ -124,7 +153,7 @@ class Timeline:
 
     @property
     def max_load_end_s(self) -> float:
-        return max(st.load_end_s for st in self.stages)
+        return max([st.load_end_s for st in self.stages] + [sh.load_end_s for sh in self.head])
 
     @property
     def hidden_load_share(self) -> float:
@@ -186,6 +215,27 @@ class Timeline:
                 }
                 for tr in self.transfers
             ],
+            **(
+                {
+                    "head_shards": [
+                        {
+                            "device": sh.device,
+                            "first_row": sh.first_row,
+                            "last_row": sh.last_row,
+                            "weight_bytes": sh.weight_bytes,
+                            "load_start": sh.load_start_s,
+                            "load_end": sh.load_end_s,
+                            "arrival": sh.arrival_s,
+                            "compute_start": sh.compute_start_s,
+                            "compute_end": sh.compute_end_s,
+                            "returned": sh.returned_s,
+                        }
+                        for sh in self.head
+                    ]
+                }
+                if self.head
+                else {}
+            ),
         }
 
 
@@ -212,23 +262,37 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     wl = scenario.workload
 
     # 1. Loading: independent of everything else. load_done[l] for every planned block; a block already
-    # resident on its device (Device.resident) is there at t = 0 and the loader skips it.
+    # resident on its device (Device.resident) is there at t = 0 and the loader skips it. Each loader reads
+    # its stage's first-token bytes in block order, then its head shard (sharded-head), then what the first
+    # token does not need (sparse-embedding's rest of the table), which gates nothing before the first token.
     load_done: dict[int, float] = {}
     load_start: dict[int, float] = {}
+    loader_free: dict[str, float] = {}
+    loaded: dict[str, float] = {}  # bytes each loader has read so far (reuse: its stages in plan order)
     for st in plan.stages:
         dev = scenario.device(st.device)
-        loaded_bytes = 0.0
+        loaded_bytes = loaded.get(st.device, 0.0)
         for l in range(st.first, st.last + 1):
             if dev.holds(l):
                 load_start[l] = load_done[l] = 0.0
                 continue
             load_start[l] = dev.startup + loaded_bytes / dev.load_bandwidth
-            loaded_bytes += blocks[l].weight_bytes
+            loaded_bytes += first_token_bytes(scenario, l)
             load_done[l] = dev.startup + loaded_bytes / dev.load_bandwidth
+        loaded[st.device] = loaded_bytes
+        loader_free[st.device] = dev.startup + loaded_bytes / dev.load_bandwidth
+    shard_load: list[tuple[float, float]] = []
+    for sh in plan.head_shards:
+        dev = scenario.device(sh.device)
+        if dev.holds(len(blocks) - 1):
+            shard_load.append((0.0, 0.0))
+            continue
+        begin = loader_free.get(sh.device, dev.startup)
+        shard_load.append((begin, begin + shard_weight_bytes(scenario, sh.rows) / dev.load_bandwidth))
 
     # "none": inference starts once every stage holds all its blocks.
     stage_loaded = [max(load_done[l] for l in range(st.first, st.last + 1)) for st in plan.stages]
-    t0 = max(stage_loaded) if overlap == "none" else 0.0
+    t0 = max(stage_loaded + [end for _, end in shard_load]) if overlap == "none" else 0.0
 
     # 2. The prompt travels from the source to the first stage.
     transfers = [_transfer(scenario, "prompt", scenario.source, plan.stages[0].device, wl.prompt_bytes_value, t0)]
@@ -271,7 +335,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
                 weight_bytes=sum(b.weight_bytes for b in blocks[st.first : st.last + 1]),
                 memory_bytes=sum(b.memory_bytes for b in blocks[st.first : st.last + 1]),
                 startup_s=dev.startup,
-                load_s=sum(blocks[l].weight_bytes for l in range(st.first, st.last + 1) if not dev.holds(l))
+                load_s=sum(first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l))
                 / dev.load_bandwidth,
                 load_end_s=stage_loaded[j],
                 compute_s=compute_s,
@@ -285,10 +349,40 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
         )
 
     # 4. The first token returns to the source.
-    tr = _transfer(scenario, "token", plan.stages[-1].device, scenario.source, wl.token_bytes, t)
-    transfers.append(tr)
-    warm += tr.end_s - tr.start_s
-    return Timeline(plan, overlap, tr.end_s, tuple(stage_timelines), tuple(transfers), warm)
+    if not plan.head_shards:
+        tr = _transfer(scenario, "token", plan.stages[-1].device, scenario.source, wl.token_bytes, t)
+        transfers.append(tr)
+        warm += tr.end_s - tr.start_s
+        return Timeline(plan, overlap, tr.end_s, tuple(stage_timelines), tuple(transfers), warm)
+
+    # 4'. sharded-head: the last position's hidden state goes to every shard, each computes its logits'
+    # slice and local top-k once its rows are resident, the candidates return; the source combines them.
+    shards, ttft, warm_head = [], 0.0, 0.0
+    last = plan.stages[-1].device
+    for sh, (l_start, l_end) in zip(plan.head_shards, shard_load, strict=True):
+        dev = scenario.device(sh.device)
+        hid = _transfer(scenario, "hidden", last, sh.device, hidden_bytes(scenario), t)
+        start = max(hid.end_s, l_end) if overlap != "none" else hid.end_s
+        end = start + shard_flops(scenario, sh.rows) / dev.flops
+        back = _transfer(scenario, "candidates", sh.device, scenario.source, shard_return_bytes(scenario), end)
+        transfers += [hid, back]
+        shards.append(
+            ShardTimeline(
+                sh.device,
+                sh.first_row,
+                sh.last_row,
+                shard_weight_bytes(scenario, sh.rows),
+                l_start,
+                l_end,
+                hid.end_s,
+                start,
+                end,
+                back.end_s,
+            )
+        )
+        ttft = max(ttft, back.end_s)
+        warm_head = max(warm_head, (hid.end_s - hid.start_s) + (end - start) + (back.end_s - back.start_s))
+    return Timeline(plan, overlap, ttft, tuple(stage_timelines), tuple(transfers), warm + warm_head, tuple(shards))
 
 
 # --- After the first token: decode steps, and bursts (docs/model.md#decode, docs/model.md#bursts) ----------------
@@ -337,7 +431,24 @@ def decode_step_s(scenario: Scenario, plan: Plan) -> float:
             prev = plan.stages[j - 1]
             t += transfer_s(scenario, prev.device, st.device, decode_out_bytes(scenario, prev.last))
         t += sum(block_decode_s(scenario, l, st.device) for l in range(st.first, st.last + 1))
+    if plan.head_shards:  # sharded-head: the slowest shard's hidden state in, logits' slice, candidates back
+        last = plan.stages[-1].device
+        return t + max(
+            transfer_s(scenario, last, sh.device, hidden_bytes(scenario))
+            + shard_decode_s(scenario, sh.rows, sh.device)
+            + transfer_s(scenario, sh.device, scenario.source, shard_return_bytes(scenario))
+            for sh in plan.head_shards
+        )
     return t + transfer_s(scenario, plan.stages[-1].device, scenario.source, wl.token_bytes)
+
+
+def shard_decode_s(scenario: Scenario, rows: int, device_name: str) -> float:
+    """One decode step of a head shard of ``rows`` rows: as :func:`block_decode_s`, its norm and rows only."""
+    dev = scenario.device(device_name)
+    if dev.mem_bandwidth is None:
+        block_decode_s(scenario, len(scenario.blocks) - 1, device_name)  # raises the missing-field error
+    assert dev.mem_bandwidth is not None
+    return max(shard_weight_bytes(scenario, rows) / dev.mem_bandwidth, shard_decode_flops(scenario, rows) / dev.flops)
 
 
 @dataclass(frozen=True)
@@ -367,6 +478,17 @@ def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -
     """
     import heapq
 
+    if (plan.head_shards or len(set(plan.devices)) < len(plan.stages)) and scenario.workload.requests == 1:
+        ttft = simulate(scenario, plan, overlap).ttft_s  # one request: the first token, then the decode steps
+        steps = scenario.workload.new_tokens - 1
+        last = ttft + steps * decode_step_s(scenario, plan) if steps else ttft
+        return BurstSchedule((ttft,), (last,), tuple((0, k) for k in range(steps + 1)))
+    if plan.head_shards or len(set(plan.devices)) < len(plan.stages):
+        raise InputError(
+            "workload.requests",
+            "bursts are not timed with a sharded head or a device holding several stages",
+            "plan one request, or turn sharded-head and reuse off",
+        )
     tl = simulate(scenario, plan, overlap)
     blocks = scenario.blocks
     wl = scenario.workload

@@ -22,9 +22,11 @@ from coldpipe.errors import InputError, InvalidPlan
 
 __all__ = [
     "AP",
+    "MECHANISMS",
     "OVERLAPS",
     "Block",
     "Device",
+    "HeadShard",
     "Network",
     "Overlap",
     "Plan",
@@ -32,6 +34,7 @@ __all__ = [
     "Scenario",
     "Stage",
     "Workload",
+    "parse_mechanisms",
 ]
 
 AP = "ap"
@@ -39,6 +42,29 @@ AP = "ap"
 
 Overlap = Literal["layer", "stage", "none"]
 OVERLAPS: tuple[Overlap, ...] = ("layer", "stage", "none")
+
+MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head", "reuse")
+"""Cold-start mechanisms beyond the paper's model, each off by default (docs/model.md#mechanisms)."""
+
+
+def parse_mechanisms(text: str) -> frozenset[str]:
+    """``"all"``, ``""``/``"none"`` or a comma-separated list of :data:`MECHANISMS`.
+
+    >>> sorted(parse_mechanisms("all"))
+    ['reuse', 'sharded-head', 'sparse-embedding']
+    >>> parse_mechanisms("sparse-embedding")
+    frozenset({'sparse-embedding'})
+    """
+    text = text.strip()
+    if text in ("", "none"):
+        return frozenset()
+    if text == "all":
+        return frozenset(MECHANISMS)
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = sorted(names - set(MECHANISMS))
+    if unknown:
+        raise InputError("--mechanisms", f"unknown mechanism(s) {unknown}", f"use 'all' or some of {list(MECHANISMS)}")
+    return names
 
 
 def _check_number(owner: str, name: str, value: float, *, positive: bool, allow_inf: bool = False) -> None:
@@ -67,10 +93,33 @@ class Block:
     kv_bytes: float = 0.0
     decode_flops: float | None = None  # work of one decode step (one token; docs/model.md#decode)
     decode_out_bytes: float | None = None  # one token's activation
+    vocab_rows: int | None = None  # embedding / LM head: its weights hold this many vocabulary rows
+    vocab_row_bytes: float | None = None  # bytes of one such row (docs/model.md#mechanisms)
 
     def __post_init__(self) -> None:
         for name in ("weight_bytes", "flops", "out_bytes", "kv_bytes"):
             _check_number(f"block {self.name!r}", name, getattr(self, name), positive=False)
+        if (self.vocab_rows is None) != (self.vocab_row_bytes is None):
+            raise InputError(
+                f"block {self.name!r}.vocab_rows", "vocab_rows and vocab_row_bytes go together", "give both or neither"
+            )
+        if self.vocab_rows is not None:
+            if isinstance(self.vocab_rows, bool) or not isinstance(self.vocab_rows, int) or self.vocab_rows < 1:
+                raise InputError(f"block {self.name!r}.vocab_rows", f"must be an integer >= 1, got {self.vocab_rows!r}")
+            assert self.vocab_row_bytes is not None
+            _check_number(f"block {self.name!r}", "vocab_row_bytes", self.vocab_row_bytes, positive=True)
+
+    @property
+    def row_bytes(self) -> float:
+        """Bytes of one vocabulary row, at most ``weight_bytes / vocab_rows`` (0 without rows)."""
+        if self.vocab_rows is None or self.vocab_row_bytes is None:
+            return 0.0
+        return min(self.vocab_row_bytes, self.weight_bytes / self.vocab_rows)
+
+    @property
+    def vocab_fixed_bytes(self) -> float:
+        """The block's weight bytes outside its vocabulary rows (the final norm of an LM head; 0 if none)."""
+        return max(0.0, self.weight_bytes - (self.vocab_rows or 0) * self.row_bytes)
 
     @property
     def memory_bytes(self) -> float:
@@ -188,10 +237,24 @@ class Scenario:
     network: Network = field(default_factory=Network)
     source: str = AP
     model_name: str = "model"
+    mechanisms: frozenset[str] = frozenset()  # cold-start mechanisms beyond the paper's model (MECHANISMS)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
         object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "mechanisms", frozenset(self.mechanisms))
+        unknown = sorted(self.mechanisms - set(MECHANISMS))
+        if unknown:
+            raise InputError(
+                "mechanisms", f"unknown mechanism(s) {unknown}", f"use some of {list(MECHANISMS)} or 'all'"
+            )
+        for mech, l in (("sparse-embedding", 0), ("sharded-head", len(self.blocks) - 1)):
+            if mech in self.mechanisms and self.blocks[l].vocab_rows is None:
+                raise InputError(
+                    "mechanisms",
+                    f"{mech} needs block {l} ({self.blocks[l].name!r}) to have vocab_rows and vocab_row_bytes",
+                    "use a catalog, hf_config, checkpoint or gguf model, or give the block both fields",
+                )
         if not self.blocks:
             raise InputError("model.blocks", "the model has no blocks", "give at least one block")
         if not self.devices:
@@ -244,9 +307,11 @@ class Scenario:
         a device that takes blocks it does not hold loads them, and memory limits apply as always.
         """
         previous.validate(self)
-        held = {st.device: (st.first, st.last) for st in previous.stages}
+        held: dict[str, tuple[tuple[int, int], ...]] = {}
+        for st in previous.stages:  # with reuse a device may hold several stages
+            held[st.device] = (*held.get(st.device, ()), (st.first, st.last))
         devices = [
-            dataclasses.replace(d, resident=(held[d.name],), startup=0.0) if d.name in held else d for d in self.devices
+            dataclasses.replace(d, resident=held[d.name], startup=0.0) if d.name in held else d for d in self.devices
         ]
         return self.replace(devices=tuple(devices))
 
@@ -258,6 +323,7 @@ class Scenario:
             "workload": asdict(self.workload),
             "model": {"name": self.model_name, "blocks": [asdict(b) for b in self.blocks]},
             "devices": [asdict(d) for d in self.devices],
+            **({"mechanisms": sorted(self.mechanisms)} if self.mechanisms else {}),
         }
 
     @staticmethod
@@ -270,6 +336,7 @@ class Scenario:
             network=Network(**data.get("network", {})),
             source=data.get("source", AP),
             model_name=data["model"].get("name", "model"),
+            mechanisms=frozenset(data.get("mechanisms", ())),
         )
 
 
@@ -358,39 +425,69 @@ class PlanTarget:
 
 
 @dataclass(frozen=True)
+class HeadShard:
+    """Device ``device`` computes vocabulary rows ``first_row..last_row`` (inclusive) of the LM head (sharded-head)."""
+
+    device: str
+    first_row: int
+    last_row: int
+
+    @property
+    def rows(self) -> int:
+        return self.last_row - self.first_row + 1
+
+    def __str__(self) -> str:
+        return f"{self.device}[{self.first_row}-{self.last_row}]"
+
+
+@dataclass(frozen=True)
 class Plan:
     """An ordered list of stages; the data the simulator replays and the runtime interprets.
 
-    The compact string form round-trips:
+    With the ``sharded-head`` mechanism the stages end one block early and ``head_shards`` split the last
+    block (final norm + LM head) by vocabulary rows (docs/model.md#sharded-head). The compact string
+    form round-trips:
 
     >>> p = Plan.parse("orin[0-9] > pi5[10-33]")
     >>> str(p)
     'orin[0-9] > pi5[10-33]'
     >>> Plan.from_dict(p.to_dict()) == p
     True
+    >>> q = Plan.parse("orin[0-9] > pi5[10-32] | head: orin[0-99], pi5[100-127]")
+    >>> str(q), Plan.from_dict(q.to_dict()) == q
+    ('orin[0-9] > pi5[10-32] | head: orin[0-99], pi5[100-127]', True)
 
     ``target`` (optional, not compared) is what the plan was made for; plan files carry it, and files
     written before it existed load without it.
     """
 
     stages: tuple[Stage, ...]
+    head_shards: tuple[HeadShard, ...] = ()
     target: PlanTarget | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "head_shards", tuple(self.head_shards))
 
     def __str__(self) -> str:
-        return " > ".join(str(s) for s in self.stages)
+        text = " > ".join(str(s) for s in self.stages)
+        if self.head_shards:
+            text += " | head: " + ", ".join(str(h) for h in self.head_shards)
+        return text
 
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(s.device for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"stages": [{"device": s.device, "first": s.first, "last": s.last} for s in self.stages]}
+        data: dict[str, Any] = {"stages": [{"device": s.device, "first": s.first, "last": s.last} for s in self.stages]}
+        if self.head_shards:
+            data["head_shards"] = [
+                {"device": h.device, "first_row": h.first_row, "last_row": h.last_row} for h in self.head_shards
+            ]
         if self.target is not None:
-            out["target"] = self.target.to_dict()
-        return out
+            data["target"] = self.target.to_dict()
+        return data
 
     def for_target(self, scenario: Scenario) -> Plan:
         """This plan, recording that it was made for ``scenario``."""
@@ -398,13 +495,17 @@ class Plan:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Plan:
-        """Read ``{"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}``: names strings, indices integers."""
+        """Read ``{"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}``: names strings, indices integers
+        (and, with sharded-head, ``"head_shards": [{"device": NAME, "first_row": 0, "last_row": 999}, ...]``)."""
         fix = 'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}'
         target = PlanTarget.from_dict(data["target"]) if isinstance(data, dict) and "target" in data else None
         stages = data.get("stages") if isinstance(data, dict) else None
         if not isinstance(stages, list):
             raise InputError("plan.stages", "is missing or not a list", fix)
-        if len(stages) > MAX_DEVICES:
+        shards = data.get("head_shards", [])
+        if not isinstance(shards, list):
+            raise InputError("plan.head_shards", "is not a list", 'write [{"device": NAME, "first_row": 0, ...}]')
+        if len(stages) > MAX_DEVICES or len(shards) > MAX_DEVICES:
             raise InputError(
                 "plan.stages", f"has {len(stages)} stages, more than the {MAX_DEVICES} devices allowed", fix
             )
@@ -423,59 +524,115 @@ class Plan:
                         fix,
                     )
             out.append(Stage(s["device"], s["first"], s["last"]))
-        return Plan(tuple(out), target)
+        heads = []
+        for j, h in enumerate(shards):
+            if not isinstance(h, dict) or set(h) != {"device", "first_row", "last_row"}:
+                raise InputError(f"plan.head_shards[{j}]", "must be a mapping of exactly device, first_row, last_row")
+            if not isinstance(h["device"], str) or not h["device"]:
+                raise InputError(f"plan.head_shards[{j}].device", "must be a device name (a non-empty string)")
+            for key in ("first_row", "last_row"):
+                v = h[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise InputError(
+                        f"plan.head_shards[{j}].{key}", f"must be a row index (an integer >= 0), got {cut(repr(v), 40)}"
+                    )
+            heads.append(HeadShard(h["device"], h["first_row"], h["last_row"]))
+        return Plan(tuple(out), head_shards=tuple(heads), target=target)
 
     @staticmethod
     def parse(text: str) -> Plan:
-        """Read the compact form ``dev[a-b] > dev[c-d]``."""
-        stages = []
-        parts = text.split(">")
-        if len(parts) > MAX_DEVICES:
-            raise InputError("plan", f"has {len(parts)} stages, more than the {MAX_DEVICES} devices allowed")
-        for part in parts:
-            part = part.strip()
-            try:
-                if not part.endswith("]"):
-                    raise ValueError(part)
-                name, rng = part[:-1].split("[")
-                first, last = rng.split("-")
-                if not (first.strip().isascii() and first.strip().isdigit() and last.strip().isascii()
-                        and last.strip().isdigit() and name.strip()):  # fmt: skip
-                    raise ValueError(part)
-                stages.append(Stage(name.strip(), int(first), int(last)))
-            except ValueError:
+        """Read the compact form ``dev[a-b] > dev[c-d]`` (with sharded-head: ``... | head: dev[r-s], ...``)."""
+
+        def ranges(parts: list[str], what: str) -> list[tuple[str, int, int]]:
+            out = []
+            for part in parts:
+                part = part.strip()
+                try:
+                    if not part.endswith("]"):
+                        raise ValueError(part)
+                    name, rng = part[:-1].split("[")
+                    first, last = rng.split("-")
+                    if not (first.strip().isascii() and first.strip().isdigit() and last.strip().isascii()
+                            and last.strip().isdigit() and name.strip()):  # fmt: skip
+                        raise ValueError(part)
+                    out.append((name.strip(), int(first), int(last)))
+                except ValueError:
+                    raise InputError(
+                        "plan", f"cannot read {what} {cut(repr(part), 80)}", "write e.g. 'orin[0-9] > pi5[10-33]'"
+                    ) from None
+            return out
+
+        body, _, head = text.partition("|")
+        n_stages, n_shards = body.count(">") + 1, head.count(",") + 1
+        if n_stages > MAX_DEVICES or n_shards > MAX_DEVICES:
+            n, what = (n_stages, "stages") if n_stages > MAX_DEVICES else (n_shards, "head shards")
+            raise InputError("plan", f"has {n} {what}, more than the {MAX_DEVICES} devices allowed")
+        stages = tuple(Stage(*r) for r in ranges(body.split(">"), "stage"))
+        shards: tuple[HeadShard, ...] = ()
+        if head.strip():
+            head = head.strip()
+            if not head.startswith("head:"):
                 raise InputError(
-                    "plan", f"cannot read stage {cut(repr(part), 80)}", "write e.g. 'orin[0-9] > pi5[10-33]'"
-                ) from None
-        return Plan(tuple(stages))
+                    "plan", f"cannot read {cut(repr(head), 80)}", "write '... | head: a[0-999], b[1000-1999]'"
+                )
+            shards = tuple(HeadShard(*r) for r in ranges(head[5:].split(","), "head shard"))
+        return Plan(stages, head_shards=shards)
 
     def validate(self, scenario: Scenario) -> None:
         """Raise :class:`InvalidPlan` unless the plan is valid for ``scenario`` (docs/model.md#a-plan)."""
         if not self.stages:
             raise InvalidPlan("the plan has no stages")
         n = scenario.n_blocks
+        n_staged = n - 1 if self.head_shards else n
+        if self.head_shards and "sharded-head" not in scenario.mechanisms:
+            raise InvalidPlan("the plan shards the LM head but the sharded-head mechanism is off")
         seen: set[str] = set()
+        used: dict[str, float] = {}
         expected_first = 0
         for j, st in enumerate(self.stages):
             dev = scenario.device(st.device)
-            if st.device in seen:
+            if st.device in seen and "reuse" not in scenario.mechanisms:
                 raise InvalidPlan(f"stage {j}: device {st.device!r} is used twice")
+            if j > 0 and self.stages[j - 1].device == st.device:
+                raise InvalidPlan(f"stage {j}: device {st.device!r} holds the previous stage too; merge them")
             seen.add(st.device)
             if st.first != expected_first:
                 raise InvalidPlan(f"stage {j} ({st}): first block must be {expected_first}, got {st.first}")
             if st.last < st.first:
                 raise InvalidPlan(f"stage {j} ({st}): last block {st.last} < first block {st.first}")
-            if st.last >= n:
-                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of blocks {n}")
-            need = sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
+            if st.last >= n_staged:
+                what = "blocks before the sharded head" if self.head_shards else "blocks"
+                raise InvalidPlan(f"stage {j} ({st}): last block {st.last} >= number of {what} {n_staged}")
+            need = used.get(st.device, 0.0) + sum(b.memory_bytes for b in scenario.blocks[st.first : st.last + 1])
             if need > dev.memory * (1 + 1e-12):
                 raise InvalidPlan(
                     f"stage {j} ({st}): needs {need:.6g} bytes (weights + KV) but {st.device!r} has "
                     f"{dev.memory:.6g}; short by {need - dev.memory:.6g} bytes"
                 )
+            used[st.device] = need
             expected_first = st.last + 1
-        if expected_first != n:
-            raise InvalidPlan(f"the plan ends at block {expected_first - 1} but the model has blocks 0..{n - 1}")
+        if expected_first != n_staged:
+            raise InvalidPlan(f"the plan ends at block {expected_first - 1} but the model has blocks 0..{n_staged - 1}")
+        if self.head_shards:
+            head = scenario.blocks[-1]
+            assert head.vocab_rows is not None and head.vocab_row_bytes is not None
+            next_row, on = 0, set()
+            for k, sh in enumerate(self.head_shards):
+                dev = scenario.device(sh.device)
+                if sh.device in on:
+                    raise InvalidPlan(f"head shard {k}: device {sh.device!r} holds two shards")
+                on.add(sh.device)
+                if sh.first_row != next_row or sh.last_row < sh.first_row:
+                    raise InvalidPlan(f"head shard {k} ({sh}): rows must start at {next_row} and not be empty")
+                next_row = sh.last_row + 1
+                need = used.get(sh.device, 0.0) + head.vocab_fixed_bytes + sh.rows * head.vocab_row_bytes
+                if need > dev.memory * (1 + 1e-12):
+                    raise InvalidPlan(
+                        f"head shard {k} ({sh}): {sh.device!r} needs {need:.6g} bytes with its stage but has "
+                        f"{dev.memory:.6g}"
+                    )
+            if next_row != head.vocab_rows:
+                raise InvalidPlan(f"the head shards end at row {next_row - 1} but the head has {head.vocab_rows} rows")
 
 
 def dataclass_fields(cls: type) -> tuple[str, ...]:

@@ -15,10 +15,11 @@ from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import ColdpipeError
 from coldpipe.planning.baselines import Baseline, evaluate_baselines
 from coldpipe.planning.bounds import Bounds, lower_bounds
+from coldpipe.planning.mechanisms import mechanism_bounds
 from coldpipe.planning.planner import plan
 from coldpipe.planning.protocol import Objective, Problem, Solution
 
-__all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s"]
+__all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s", "mechanism_rows"]
 
 STRATEGY_OPTIMAL = "coldpipe"
 """The name of coldpipe's own strategy: the exact optimum under ``layer``."""
@@ -161,7 +162,7 @@ def compare(scenario: Scenario, *, strict: bool = True, objective: Objective = "
             notes[ov] = str(exc)
     bounds: Bounds | None = None
     try:
-        bounds = lower_bounds(scenario)
+        bounds = mechanism_bounds(scenario) if scenario.mechanisms else lower_bounds(scenario)
     except ColdpipeError as exc:  # no plan fits: no warm optimum either
         if strict:
             raise
@@ -178,3 +179,12 @@ def compare(scenario: Scenario, *, strict: bool = True, objective: Objective = "
             for b in baselines
         }
     return Comparison(per_mode, baselines, bounds, notes, objective, values)
+
+
+def mechanism_rows(scenario: Scenario, overlap: Overlap = "layer") -> list[tuple[str, Solution]]:
+    """The TTFT optimum with no mechanism, with each of ``scenario``'s mechanisms alone, and with all of them."""
+    names = sorted(scenario.mechanisms)
+    sets: list[tuple[str, frozenset[str]]] = [("none", frozenset())] + [(n, frozenset({n})) for n in names]
+    if len(names) > 1:
+        sets.append((",".join(names), frozenset(names)))
+    return [(label, plan(Problem(scenario.replace(mechanisms=m), overlap))) for label, m in sets]

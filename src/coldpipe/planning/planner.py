@@ -26,6 +26,7 @@ from coldpipe.planning.brute import BrutePlanner
 from coldpipe.planning.exact import ExactPlanner
 from coldpipe.planning.heuristic import HeuristicPlanner
 from coldpipe.planning.highs import HighsPlanner
+from coldpipe.planning.mechanisms import solve_with_mechanisms
 from coldpipe.planning.minlp import MINLPPlanner
 from coldpipe.planning.predict import predicted_time_s
 from coldpipe.planning.protocol import Planner, Problem, Solution
@@ -81,6 +82,8 @@ def plan(problem: Problem, solver: str = "auto") -> Solution:
     """
     if solver not in SOLVERS:
         raise InputError("solver", f"unknown solver {solver!r}", f"use one of {list(SOLVERS)}")
+    if problem.scenario.mechanisms:  # docs/model.md#mechanisms: the paper's planners on the effective problem
+        return solve_with_mechanisms(problem, lambda p: plan(p, solver))
     why = None
     if solver == "auto":
         chosen, why = auto_choice(problem)

@@ -121,7 +121,7 @@ class Solution:
             "overlap": self.overlap,
             "objective": self.objective,
             "objective_value": self.value_s,
-            "stages": self.plan.to_dict()["stages"],
+            **self.plan.to_dict(),  # "stages", and "head_shards" with a sharded head
             "solver": solver,
         }
 

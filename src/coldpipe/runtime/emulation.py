@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coldpipe.core.mechanisms import first_token_bytes
 from coldpipe.core.types import Plan, Scenario
 
 __all__ = ["DeviceEmulation", "Pacer", "drop_page_cache", "emulation_for"]
@@ -60,8 +61,15 @@ class DeviceEmulation:
 def emulation_for(
     scenario: Scenario, plan: Plan, host_flops: float | None, *, enabled: bool = True, compute_clock: str = "cpu"
 ) -> list[DeviceEmulation]:
-    """One :class:`DeviceEmulation` per stage of ``plan`` (all knobs off when ``enabled`` is false)."""
+    """One :class:`DeviceEmulation` per stage of ``plan``, then per head shard (all knobs off when ``enabled`` is
+    false).
+
+    With the ``reuse`` mechanism a device may hold several stages, each run by its own process: the device's
+    one loader (docs/model.md#reuse) is emulated by starting a later stage's loading when the device's loader
+    would have read its earlier stages' first-token bytes at ``load_bandwidth``.
+    """
     out = []
+    read_before: dict[str, float] = {}  # first-token bytes of the device's earlier stages
     for st in plan.stages:
         dev = scenario.device(st.device)
         if not enabled:
@@ -69,7 +77,21 @@ def emulation_for(
             continue
         slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
         rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
-        out.append(DeviceEmulation(st.device, dev.startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
+        before = read_before.get(st.device, 0.0)
+        startup = dev.startup + (before / rate if rate is not None else 0.0)
+        read_before[st.device] = before + sum(
+            first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)
+        )
+        out.append(DeviceEmulation(st.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
+    for sh in plan.head_shards:  # sharded-head: a shard's rank loads after its device's stages
+        dev = scenario.device(sh.device)
+        if not enabled:
+            out.append(DeviceEmulation(sh.device, 0.0, None, 1.0))
+            continue
+        slowdown = 1.0 if host_flops is None else max(1.0, host_flops / dev.flops)
+        rate = dev.load_bandwidth if dev.load_bandwidth != float("inf") else None
+        startup = dev.startup + (read_before.get(sh.device, 0.0) / rate if rate is not None else 0.0)
+        out.append(DeviceEmulation(sh.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     return out
 
 

@@ -38,8 +38,9 @@ class Job:
     def __post_init__(self) -> None:
         if self.overlap not in OVERLAPS:
             raise ValueError(f"unknown overlap {self.overlap!r}; use one of {', '.join(OVERLAPS)}")
-        if len(self.emulation) != len(self.plan.stages):
-            raise ValueError(f"{len(self.emulation)} emulated devices for {len(self.plan.stages)} stages")
+        n_ranks = len(self.plan.stages) + len(self.plan.head_shards)  # sharded-head: one rank per shard too
+        if len(self.emulation) != n_ranks:
+            raise ValueError(f"{len(self.emulation)} emulated devices for {n_ranks} stages and head shards")
         if any(len(p) != len(self.prompt_ids) for p in self.burst):
             raise ValueError("every prompt of a burst has the prompt's length")
 

@@ -106,7 +106,7 @@ def run_local(
 
     if not jobs:
         return []
-    world = 1 + max(len(j.plan.stages) for j in jobs)
+    world = 1 + max(len(j.plan.stages) + len(j.plan.head_shards) for j in jobs)
     with tempfile.TemporaryDirectory(prefix="coldpipe-run-") as tmp:
         spec_path, result_path, abort_path = Path(tmp, "spec.json"), Path(tmp, "result.json"), Path(tmp, "abort")
         spec = make_spec(checkpoint, scenario, jobs, timeout_s=timeout_s, threads=threads, cold_cache=cold_cache)

@@ -178,8 +178,27 @@ def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
     first = [0.0] * len(prompts)
     last = [0.0] * len(prompts)
     tokens: list[list[int]] = [[] for _ in prompts]
+    shards = plan.head_shards
     for _ in range(len(prompts) * n_new):
-        r, k, tok = links.recv(lambda _step: (1,), torch.int32, n_stages, last_dev, src, "token")
+        if shards:  # sharded-head: every shard's top-k, combined (the largest logit; ties: the lower id)
+            best: tuple[float, int] | None = None
+            for k_sh, sh in enumerate(shards):
+                n_cand = _shard_k(sh)
+                r, k, cand = links.recv(
+                    lambda _step, n=n_cand: (2, n),
+                    torch.float32,
+                    n_stages + 1 + k_sh,
+                    sh.device,
+                    src,
+                    "candidates",
+                )
+                i = int(torch.argmax(cand[1]))  # the first maximum: the lowest id among equal logits
+                top = (float(cand[1][i]), -int(cand[0][i]))
+                best = top if best is None or top > best else best
+            assert best is not None
+            tok = torch.tensor([-best[1]], dtype=torch.int32)
+        else:
+            r, k, tok = links.recv(lambda _step: (1,), torch.int32, n_stages, last_dev, src, "token")
         now = rec.now()
         if k == 0:
             first[r] = now
@@ -425,6 +444,10 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
         if is_last:
             logits = x  # (1, V)
             x = torch.argmax(x, dim=-1).to(torch.int32)  # (1,)
+        if plan.head_shards and j + 1 == n_stages:  # sharded-head: the last position to every shard
+            for k_sh, sh in enumerate(plan.head_shards):
+                links.send(x[:, -1:, :], n_stages + 1 + k_sh, st.device, sh.device, "hidden" + tag, r, step)
+            continue
         links.send(x, next_rank, st.device, next_dev, ("token" if is_last else "activation") + tag, r, step)
     links.finish()
     if loader.is_alive():
@@ -435,6 +458,107 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
     if is_last and job.return_logits:
         out["last_logits"] = logits[0].tolist() if logits is not None else None
     return out
+
+
+def _shard_k(shard: Any) -> int:
+    """Candidates a head shard returns: SHARD_TOP_K, or all its rows if it has fewer."""
+    from coldpipe.core.mechanisms import SHARD_TOP_K
+
+    return min(SHARD_TOP_K, shard.rows)
+
+
+def _run_shard(ctx: _Ctx, job: Job, k: int, t0: float) -> dict[str, Any]:
+    """Head shard ``k`` (sharded-head, docs/model.md#sharded-head): load the final norm and its vocabulary rows,
+    then for every job: the last position's hidden state in, its logits' slice and local top-k out to the source."""
+    import torch
+    import torch.distributed as dist
+
+    from coldpipe.runtime.checkpoint import read_tensor, torch_dtype
+    from coldpipe.runtime.emulation import Pacer
+    from coldpipe.runtime.trace import Recorder
+
+    plan, sh = job.plan, job.plan.head_shards[k]
+    n_stages = len(plan.stages)
+    emu = job.emulation[n_stages + k]
+    rec = Recorder(t0)
+    cfg = ctx.ckpt.config
+    h, eps = int(cfg["hidden_size"]), float(cfg.get("rms_norm_eps", 1e-6))
+    tensors = ctx.ckpt.tensors
+    head = tensors.get("lm_head.weight", tensors["model.embed_tokens.weight"])
+    row_bytes = head.nbytes // int(head.shape[0])
+    ready = threading.Event()
+    failure: list[BaseException] = []
+    weights: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            wait = t0 + emu.startup_s - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            pacer = Pacer(emu.read_bytes_per_s)
+            start = rec.now()
+            norm = tensors["model.norm.weight"]
+            fd = os.open(norm.file, os.O_RDONLY)
+            try:
+                weights["norm"] = read_tensor(norm, fd, pacer.pace).float()
+            finally:
+                os.close(fd)
+            buf = torch.empty(sh.rows * row_bytes, dtype=torch.uint8)
+            fd = os.open(head.file, os.O_RDONLY)
+            try:
+                view, done = memoryview(buf.numpy()), 0
+                while done < len(buf):
+                    n = os.preadv(fd, [view[done : done + (1 << 20)]], head.offset + sh.first_row * row_bytes + done)
+                    if n <= 0:
+                        raise OSError(f"short read of the LM head rows in {head.file}")
+                    done += n
+                    pacer.pace(n)
+            finally:
+                os.close(fd)
+            weights["rows"] = buf.view(torch_dtype(head.dtype_name, "--checkpoint")).reshape(sh.rows, h).float()
+            rec.add(
+                f"load head rows {sh.first_row}-{sh.last_row}", "load", start, rec.now(), len(ctx.scenario.blocks) - 1
+            )
+        except BaseException as exc:  # reported by the compute loop
+            failure.append(exc)
+        ready.set()
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    if job.overlap == "none":
+        ready.wait()
+        dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
+    links = _Links(ctx, rec, job.links)
+    last_dev = plan.stages[-1].device
+    dtype = torch_dtype(ctx.ckpt.dtype)
+    for _ in range(len(job.prompts) * job.new_tokens):
+        r, step, x = links.recv(lambda _s: (1, 1, h), dtype, n_stages, last_dev, sh.device, "hidden")
+        if not ready.is_set():
+            start = rec.now()
+            ready.wait()
+            rec.add("wait head rows", "wait", start, rec.now())
+        if failure:
+            raise failure[0]
+        start = rec.now()
+        c0, cpu0 = time.perf_counter(), time.thread_time()
+        with torch.inference_mode():
+            v = x[0, -1].float()
+            normed = v * torch.rsqrt(v.pow(2).mean() + eps) * weights["norm"]  # the model's RMSNorm, in float32
+            logits = weights["rows"] @ normed  # (rows,)
+            vals, idx = torch.topk(logits, _shard_k(sh))
+            cand = torch.stack([(idx + sh.first_row).float(), vals])  # (2, K)
+        wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
+        host_s = cpu_s if emu.compute_clock == "cpu" else wall_s
+        target_s = host_s * emu.slowdown if emu.slowdown > 1.0 else 0.0
+        if step > 0 and emu.mem_bandwidth is not None:
+            target_s = max(target_s, (weights["rows"].numel() * row_bytes / h) / emu.mem_bandwidth)
+        if target_s > wall_s:
+            time.sleep(target_s - wall_s)
+        rec.add(f"head rows{_tag(r, step)}", "compute" if step == 0 else "decode", start, rec.now(), cpu_s=cpu_s)
+        links.send(cand, 0, sh.device, ctx.scenario.source, "candidates" + _tag(r, step), r, step)
+    links.finish()
+    loader.join()
+    return {"shard": k, "device": sh.device, "spans": [sp.to_dict() for sp in rec.spans]}
 
 
 def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path: str | None) -> None:
@@ -486,6 +610,8 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
             out: dict[str, Any] = _run_source(ctx, job, t0)
         elif model is not None:
             out = _run_stage(ctx, job, j, model, t0, my_fault)
+        elif 0 <= j - len(plan.stages) < len(plan.head_shards):
+            out = _run_shard(ctx, job, j - len(plan.stages), t0)
         else:
             if job.overlap == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)

@@ -1,0 +1,77 @@
+"""The runtime with the mechanisms (docs/model.md#mechanisms): a device with two stages (reuse), real processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from coldpipe.core.architectures import blocks_for  # noqa: E402
+from coldpipe.core.simulator import simulate  # noqa: E402
+from coldpipe.core.types import Device, Network, Plan, Scenario, Workload  # noqa: E402
+from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint  # noqa: E402
+from coldpipe.runtime.emulation import emulation_for  # noqa: E402
+from coldpipe.runtime.job import Job  # noqa: E402
+from coldpipe.runtime.launch import prompt_ids, run_local  # noqa: E402
+from coldpipe.runtime.reference import reference_generate  # noqa: E402
+
+PROMPT, NEW = 10, 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    arch = arch_for("llama-3.1-8b", layers=4, hidden=64, heads=4, kv_heads=2, vocab=256)
+    return make_checkpoint(arch, tmp_path_factory.mktemp("rtm") / "tiny", shard_bytes=200_000, init_std=0.3)
+
+
+@pytest.mark.multiprocess
+def test_reuse_plan_equals_from_pretrained(tiny: Path) -> None:
+    """A device with two stages: tokens and logits equal transformers'; its second stage starts loading when the
+    device's loader is modelled to reach it (each stage is its own process, so the runtime emulates the one loader)."""
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device(n, flops=2e9, load_bandwidth=bw, startup=st, memory=1e9, uplink=1e8, downlink=2e8)
+        for n, bw, st in [("a", 2e6, 0.01), ("b", 3e6, 0.0)]
+    ]
+    sc = Scenario(
+        blocks, devs, Workload(PROMPT, NEW), Network(0.0005), mechanisms=frozenset({"reuse", "sparse-embedding"})
+    )
+    plan = Plan.parse("a[0-1] > b[2-3] > a[4-5]")
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    first_stage_s = (PROMPT * 64 * 4 + blocks[1].weight_bytes) / 2e6  # the model counts every prompt row
+    assert emu[2].startup_s == pytest.approx(0.01 + first_stage_s)  # a's loader reaches its second stage
+    (res,) = run_local(
+        tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True, sparse_embedding=True)], timeout_s=30
+    )
+    assert res["token_ids"] == ref_tokens
+    assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
+    loads = [[s for s in st["spans"] if s["cat"] == "load"] for st in res["stages"]]
+    assert min(s["start"] for s in loads[2]) >= emu[2].startup_s - 0.005  # not before a's loader reaches it
+    predicted = simulate(sc, plan).stages[2].load_end_s
+    assert max(s["end"] for s in loads[2]) == pytest.approx(predicted, rel=0.25)
+
+
+@pytest.mark.multiprocess
+def test_sharded_head_equals_from_pretrained(tiny: Path) -> None:
+    """The LM head split over two devices (one of them also a stage): every token equals transformers'."""
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device(n, flops=2e9, load_bandwidth=bw, startup=st, memory=1e9, uplink=1e8, downlink=2e8)
+        for n, bw, st in [("a", 2e6, 0.01), ("b", 3e6, 0.0), ("c", 4e6, 0.0)]
+    ]
+    sc = Scenario(blocks, devs, Workload(PROMPT, NEW), Network(0.0005), mechanisms=frozenset({"sharded-head"}))
+    plan = Plan.parse("a[0-1] > b[2-4] | head: b[0-99], c[100-255]")
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, _ = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    assert emu[2].startup_s == pytest.approx(sum(b.weight_bytes for b in blocks[2:5]) / 3e6)  # after b's stage
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu)], timeout_s=30)
+    assert res["token_ids"] == ref_tokens
+    predicted = simulate(sc, plan).ttft_s
+    assert res["measured_ttft"] == pytest.approx(predicted, rel=0.5)
