@@ -31,12 +31,15 @@ from _docs import write_between
 from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.types import AP, OVERLAPS, Block, Device, Network, Overlap, Scenario, Workload
 from coldpipe.planning import Objective, Problem
+from coldpipe.planning.bounds import objective_lower_bound
 from coldpipe.planning.exact import plan_exact
 from coldpipe.planning.heuristic import HeuristicOptions, plan_heuristic
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "heuristic.md"
 BEGIN, END = "<!-- bench_heuristic:begin -->", "<!-- bench_heuristic:end -->"
 OBJ_BEGIN, OBJ_END = "<!-- bench_heuristic_objectives:begin -->", "<!-- bench_heuristic_objectives:end -->"
+CERT_BEGIN, CERT_END = "<!-- bench_heuristic_certified:begin -->", "<!-- bench_heuristic_certified:end -->"
+CERT_SEEDS = (7, 8, 9)  # large_instance seeds of the TTFT rows (the objectives' rows use seed 7)
 NEW_TOKENS, REQUESTS = 256, 8
 LONG = 5  # the long run's order budget, in multiples of the default
 # (label, objective, requests, completion, overlap)
@@ -187,14 +190,78 @@ def objectives_table(n_inst: int, repeats: int, sizes: list[int]) -> list[str]:
     return lines
 
 
+def certified_table(sizes: list[int]) -> list[str]:
+    """The heuristic's certified gap (value / Lagrangian lower bound - 1) on large clusters, and the bound's time."""
+    lines = [
+        "Command: `.venv/bin/python benchmarks/bench_heuristic.py --only certified`.",
+        "",
+        f"Llama-3.1-70B (82 blocks) on {' and '.join(map(str, sizes))} distinct devices (the first n of "
+        f"`large_instance(seed)`), one run each: TTFT rows for seeds {', '.join(map(str, CERT_SEEDS))}, the "
+        "other objectives for seed 7 (256 new tokens, bursts of 8). Certified gap = value / lower bound - 1 "
+        "(`Solution.lower_bound_s`, what `coldpipe plan` reports); bound time = one call of "
+        "`objective_lower_bound` (also inside the planning time).",
+        "",
+        "| devices | seed | objective | value | lower bound | certified gap | bound | bound time | planning time |",
+        "|---:|---:|---|---:|---:|---:|---|---:|---:|",
+    ]
+    rows: list[tuple[str, Objective, int, str, Overlap, int]] = [
+        (f"ttft, {ov}", "ttft", 1, "max", ov, seed) for seed in CERT_SEEDS for ov in OVERLAPS
+    ]
+    rows += [(label, obj, req, comp, ov, 7) for label, obj, req, comp, ov in OBJECTIVE_ROWS]
+    plan_heuristic(Problem(with_decode(objective_gap_instance(0), 0, "e2e", 2, "max"), "layer", "ttft"))  # compile
+    gaps: list[float] = []
+    for n in sizes:
+        for label, objective, requests, completion, overlap, seed in rows:
+            base = large_instance(seed)
+            base = base.replace(devices=base.devices[:n])
+            sc = with_decode(base, seed, objective, requests, completion) if label[:4] != "ttft" else base
+            t = time.perf_counter()
+            h = plan_heuristic(Problem(sc, overlap, objective))
+            t_plan = time.perf_counter() - t
+            t = time.perf_counter()
+            lb, kind = objective_lower_bound(sc, objective, overlap, h.value_s)
+            t_bound = time.perf_counter() - t
+            assert lb == h.lower_bound_s  # the same deterministic computation
+            gaps.append(h.value_s / lb - 1.0)
+            print(f"{n} x {label} seed {seed}: gap {gaps[-1]:.4f}, bound {t_bound:.1f} s", file=sys.stderr)
+            lines.append(
+                f"| {n} | {seed} | {label} | {h.value_s:.3f} s | {lb:.3f} s | {pct(gaps[-1])} | {kind} "
+                f"| {t_bound:.2f} s | {t_plan:.2f} s |"
+            )
+    lines += [
+        "",
+        f"All {len(gaps)} rows: median certified gap {pct(statistics.median(gaps))}, worst {pct(max(gaps))}; "
+        f"TTFT rows: median {pct(statistics.median(_ttft(gaps, rows, sizes)))}, "
+        f"worst {pct(max(_ttft(gaps, rows, sizes)))}.",
+    ]
+    return lines
+
+
+def _ttft(
+    gaps: list[float], rows: list[tuple[str, Objective, int, str, Overlap, int]], sizes: list[int]
+) -> list[float]:
+    """The gaps of the one-request TTFT rows."""
+    labels = [r[0] for r in rows] * len(sizes)
+    return [g for g, lab in zip(gaps, labels, strict=True) if lab.startswith("ttft")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="5 gap instances per mode, 1 timing repeat")
     ap.add_argument("--instances", type=int, default=None, help="gap instances per overlap mode (default 20)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs of the large case (default 3)")
     ap.add_argument("--no-doc", action="store_true", help="print only, do not write docs/heuristic.md")
-    ap.add_argument("--only", choices=["ttft", "objectives"], default=None, help="run one of the two parts")
+    ap.add_argument(
+        "--only", choices=["ttft", "objectives", "certified"], default=None, help="run one of the three parts"
+    )
     args = ap.parse_args(argv)
+    if args.only in (None, "certified"):
+        cert_lines = certified_table([32] if args.quick else [32, 64])
+        print("\n".join(cert_lines))
+        if not args.no_doc:
+            write_between(DOC, CERT_BEGIN, CERT_END, "\n".join(cert_lines))
+        if args.only == "certified":
+            return 0
     n_inst = args.instances or (5 if args.quick else 20)
     repeats = args.repeats or (1 if args.quick else 3)
     if args.only != "ttft":

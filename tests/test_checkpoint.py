@@ -143,3 +143,39 @@ def _fd(path: str) -> int:
     if path not in _FDS:
         _FDS[path] = os.open(path, os.O_RDONLY)
     return _FDS[path]
+
+
+@pytest.mark.parametrize(
+    ("model", "bias"),
+    [("llama-3.2-1b", False), ("llama-3.1-8b", True), ("qwen2.5-0.5b", True), ("mistral-7b-v0.3", False)],
+)
+def test_architecture_tensors_are_what_transformers_builds(model: str, bias: bool) -> None:
+    """The shapes the one checkpoint reader demands (before any rank starts) are transformers' own."""
+    import dataclasses
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from coldpipe.checkpoint_files import architecture_tensors
+
+    arch = dataclasses.replace(arch_for(model, **TINY), attention_bias=bias)
+    cfg = AutoConfig.for_model(**{k: v for k, v in arch.to_hf_config().items() if k != "torch_dtype"})
+    if arch.model_type == "llama":
+        cfg.attention_bias = bias
+    with torch.device("meta"):
+        sd = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(cfg).state_dict().items()}
+    if arch.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    assert architecture_tensors(arch) == sd
+
+
+def test_open_checkpoint_rejects_a_tensor_of_another_model(tiny: Path, tmp_path: Path) -> None:
+    """Regression (issue 15): wrong shapes passed open_checkpoint and failed in a rank's load_state_dict."""
+    import shutil
+
+    d = tmp_path / "c"
+    shutil.copytree(tiny, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["intermediate_size"] += 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"tensor 'model.layers.0.mlp.gate_proj.weight' has shape .* config.json"):
+        open_checkpoint(d)

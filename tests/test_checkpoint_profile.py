@@ -186,11 +186,29 @@ def test_missing_layer_or_head_is_reported(tmp_path: Path) -> None:
     write_checkpoint(tmp_path)
     tensors = {n: a for n, a in tiny_tensors().items() if not n.startswith("model.layers.1.")}
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(InputError, match=r"no tensors for layers \[1\]"):
+    with pytest.raises(InputError, match=r"no tensor 'model.layers.1.input_layernorm.weight'"):
         profile_checkpoint(tmp_path, prompt_tokens=8)
     tensors = {n: a for n, a in tiny_tensors().items() if n != "lm_head.weight"}
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(InputError, match="no lm_head tensor"):
+    with pytest.raises(InputError, match=r"no tensor 'lm_head\.weight'"):
+        profile_checkpoint(tmp_path, prompt_tokens=8)
+
+
+def test_one_missing_tensor_is_an_error_not_an_undercount(tmp_path: Path) -> None:
+    """Regression (issue 15): a layer missing one tensor made model-info count fewer bytes, silently."""
+    write_checkpoint(tmp_path)
+    tensors = {n: a for n, a in tiny_tensors().items() if n != "model.layers.0.mlp.down_proj.weight"}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(InputError, match=r"no tensor 'model.layers.0.mlp.down_proj.weight'.*download"):
+        profile_checkpoint(tmp_path, prompt_tokens=8)
+
+
+def test_a_wrong_shape_is_named_with_its_file(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path)
+    tensors = tiny_tensors()
+    tensors["model.layers.1.mlp.up_proj.weight"] = np.ones((3, 5), np.float16)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(InputError, match=r"model.safetensors': tensor 'model.layers.1.mlp.up_proj.weight' has shape"):
         profile_checkpoint(tmp_path, prompt_tokens=8)
 
 

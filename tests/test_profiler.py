@@ -56,7 +56,26 @@ def test_profile_quick_prints_a_valid_device_entry(tmp_path: Path, capsys: pytes
     assert set(entry) == {"name", "flops", "load_bandwidth", "startup", "memory", "mem_bandwidth", "uplink", "downlink"}
     _load_entry(entry)  # pasted into a scenario, it loads as is
     assert "network.hop_latency ~ rtt / 2" in out  # the RTT hint is a comment
+    assert entry["flops"].endswith(" TFLOPS") and entry["memory"].endswith("B") and entry["uplink"].endswith("bit/s")
     assert list(tmp_path.iterdir()) == []  # the storage test file is gone
+
+
+def test_profile_without_peer_prints_a_complete_entry_with_units() -> None:
+    """Without a peer the entry still pastes (link rates are placeholders, and a comment says so)."""
+    from coldpipe.cli.profile_cmd import LINK_PLACEHOLDER, entry_yaml
+
+    m = lambda v: measure.Measurement(v, "test")  # noqa: E731
+    prof = measure.Profile("box", m(2.5e12), m(5e10), m(1.8e9), m(7.5e9), m(1.25))
+    text = entry_yaml(prof)
+    (entry,) = yaml.safe_load(text)
+    assert entry == {"name": "box", "flops": "2.5 TFLOPS", "load_bandwidth": "1.8 GB/s", "startup": "1.25 s",
+                     "memory": "7.5 GB", "mem_bandwidth": "50 GB/s", "uplink": LINK_PLACEHOLDER,
+                     "downlink": LINK_PLACEHOLDER}  # fmt: skip
+    assert "NOT MEASURED" in text
+    _load_entry(entry)
+    dev = scenario_from_dict({"workload": {"prompt_tokens": 16}, "model": {"catalog": "llama-3.2-1b"},
+                              "devices": [entry]}).devices[0]  # fmt: skip
+    assert (dev.flops, dev.load_bandwidth, dev.startup, dev.memory) == (2.5e12, 1.8e9, 1.25, 7.5e9)
 
 
 def test_profile_without_peer_needs_link_rates_to_be_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,3 +153,46 @@ def test_peer_that_is_not_listening(tmp_path: Path) -> None:
     th.join(10)
     with pytest.raises(InputError, match=r"^--peer: cannot connect"):
         link.measure_link("127.0.0.1", port, size_bytes=8 * 2**20, probes=1)
+
+
+def test_an_idle_client_does_not_block_the_link_server() -> None:
+    """Regression (issue 15): one idle client blocked `profile --listen` for every later one."""
+    import socket
+    import threading
+
+    ports: list[int] = []
+    ready = threading.Event()
+    th = threading.Thread(
+        target=link.serve,
+        args=("127.0.0.1", 0),
+        kwargs={"sessions": 2, "on_ready": lambda p: (ports.append(p), ready.set()), "idle_timeout_s": 0.5},
+        daemon=True,
+    )
+    th.start()
+    assert ready.wait(10)
+    idle = socket.create_connection(("127.0.0.1", ports[0]))  # connects, then says nothing
+    try:
+        got = link.measure_link("127.0.0.1", ports[0], size_bytes=2**20, probes=3)
+    finally:
+        idle.close()
+    th.join(10)
+    assert not th.is_alive() and got["downlink"].value > 0
+
+
+def test_a_huge_download_request_is_refused() -> None:
+    """Regression (issue 15): a 9-byte request (b"d" + 2**64 - 1) made the server stream without limit."""
+    import socket
+    import struct
+    import time
+
+    th, port = _server()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"d" + struct.pack("<Q", 2**64 - 1))
+        got, t0 = 0, time.monotonic()
+        while chunk := s.recv(65536):
+            got += len(chunk)
+            assert time.monotonic() - t0 < 10
+    th.join(10)
+    assert got == 0 and not th.is_alive()
+    with pytest.raises(InputError, match="--link-size"):
+        link.measure_link("127.0.0.1", port, size_bytes=2**31)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -119,8 +120,8 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
         f"model: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n{devices}\n"
     )
     trace = tmp_path / "trace.json"
-    argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan",
-            "a[0-1] > b[2-3] > c[4-5]", "--new-tokens", "2", "--trace", str(trace), "--json"]  # fmt: skip
+    argv = ["run", str(scenario), "--local", "--checkpoint", str(tiny), "--plan",
+            "a[0-1] > b[2-3] > c[4-5]", "--new-tokens", "2", "-o", str(trace), "--json"]  # fmt: skip
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 0
@@ -147,6 +148,13 @@ def test_cli_runs_three_stages_end_to_end(tiny: Path, tmp_path: Path, capsys: py
     assert {e["cat"] for e in spans} >= {"load", "compute", "send", "recv"}
     assert all(e["tid"] == (1 if e["cat"] == "load" else 0) for e in spans)
     assert all(e["ts"] >= 0 and e["dur"] >= 0 and set(e["args"]) >= {"device", "block", "bytes"} for e in spans)
+    # `coldpipe show` reports the trace exactly as `run` did: the same rows, measured, predicted, ratio
+    with pytest.raises(SystemExit) as exc:
+        main(["show", str(trace), "--out", str(tmp_path / "chart.png"), "--json"])
+    assert exc.value.code == 0
+    shown = json.loads(capsys.readouterr().out)["report"]
+    assert shown["summary"] == out["summary"]
+    assert shown["stages"] == out["stages"]
 
 
 @pytest.mark.multiprocess
@@ -260,9 +268,27 @@ def test_failure_ends_the_run_with_one_line_per_rank(
     plan = Plan.parse("a[0-2] > b[3-5]")
     job = Job(plan, "layer", prompt_ids(PROMPT, 256), 1, tuple(emulation_for(sc, plan, None)))
     start = time.monotonic()
-    with pytest.raises(RunFailed, match="exited with code"):
+    with pytest.raises(RunFailed, match=r"the pipelined run failed: rank \d"):
         run_local(tiny, sc, [job], timeout_s=4, fault=fault)
     assert time.monotonic() - start < 60  # a hang detector, not a speed target
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("coldpipe: error: rank ") for line in err)
     assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("overlap", ["layer", "none"])
+def test_a_loader_io_error_is_named_first_with_its_cause(
+    tiny: Path, overlap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Regression (issue 15): a loader I/O failure was reported as "Tensor on device meta" (wait_resident did not
+    check the loader's failure), and the run's summary blamed a bystander rank."""
+    sc = _scenario(tiny)
+    plan = Plan.parse("a[0-2] > b[3-5]")
+    job = Job(plan, overlap, prompt_ids(PROMPT, 256), 1, tuple(emulation_for(sc, plan, None)))
+    cause = r"rank 2 \(stage 1\): the loader failed reading block 3: OSError: .*Input/output error"
+    with pytest.raises(RunFailed, match=f"the pipelined run failed: {cause}"):
+        run_local(tiny, sc, [job], timeout_s=4, fault={"rank": 2, "at": "load-error"})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.match(f"coldpipe: error: {cause}", err[0]), err
+    assert not any("meta" in line for line in err)

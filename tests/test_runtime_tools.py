@@ -127,10 +127,10 @@ def test_run_rejects_a_scenario_of_another_model(tiny: Path, tmp_path: Path, cap
         "  - {name: a, flops: 1 TFLOPS, load_bandwidth: 1 GB/s, memory: 8 GB, uplink: 1 Gbit/s, downlink: 1 Gbit/s}\n"
     )
     with pytest.raises(SystemExit) as exc:
-        main(["run", "--local", "--scenario", str(path), "--checkpoint", str(tiny)])
+        main(["run", str(path), "--local", "--checkpoint", str(tiny)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("coldpipe: error: --scenario:") and "18 blocks" in err and len(err.splitlines()) == 1
+    assert err.startswith("coldpipe: error: SCENARIO:") and "18 blocks" in err and len(err.splitlines()) == 1
 
 
 def test_make_checkpoint_rejects_a_bad_dtype(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

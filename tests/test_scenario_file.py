@@ -84,10 +84,10 @@ def test_explicit_blocks_and_hf_config(tmp_path: Path) -> None:
     ("path", "value", "message"),
     [
         ("devices[1].uplink", "100 MB", "devices[1].uplink: unit 'MB' is a size in bytes, not a bit rate"),
-        ("devices[0].memory", -5, "devices[0].memory: Input should be greater than 0"),
+        ("devices[0].memory", -5, "devices[0].memory: must be > 0, got -5"),
         ("devices[0].flops", KeyError, "devices[0].flops: is required"),
         ("devices[0].colour", "red", "devices[0].colour: is not a known field"),
-        ("workload.prompt_tokens", 0, "workload.prompt_tokens: Input should be greater than or equal to 1"),
+        ("workload.prompt_tokens", 0, "workload.prompt_tokens: must be >= 1, got 0"),
         ("model.catalog", "llama-9", "model: unknown catalog model 'llama-9'"),
         ("model.dtype", "q4_k", "model.dtype: unknown dtype 'q4_k' (use one of float32, float16, bfloat16, float8"),
         ("source", "phone", "source: 'phone' is neither 'ap' nor a device"),

@@ -173,5 +173,5 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         read_trace(tmp_path / "nope.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InputError, match="not a JSON trace"):
+    with pytest.raises(InputError, match="is not valid JSON"):
         read_trace(tmp_path / "bad.json")

@@ -21,7 +21,10 @@ cap), it is a well-formed JSON object without repeated names, every entry has a 
 non-negative integers and two offsets, ``elements x dtype size`` equals the entry's byte range, every range
 lies inside the data section and no two overlap. Checked for an index: it is JSON with a ``weight_map`` of
 tensor name -> shard file inside the directory, every shard is present, the index and the headers name the
-same tensors in the same shards, and no tensor is in two shards.
+same tensors in the same shards, and no tensor is in two shards. ``__metadata__``, when there, is an object of
+strings. ``config.json`` and the index are read by :mod:`coldpipe.structured_file` (strict, bounded).
+:func:`check_architecture_tensors` then checks that every tensor the architecture needs is there with the shape
+``transformers`` gives it (both the runtime and the profiler call it, before any rank starts).
 
 Every failure is an :class:`~coldpipe.errors.InputError` on ``field`` naming the file (and the tensor) and
 what to do: one line, never a traceback.
@@ -36,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from coldpipe.core.architectures import Architecture
+from coldpipe.core.limits import MAX_FILE_BYTES, cut
 from coldpipe.errors import InputError
+from coldpipe.structured_file import parse_json_text, read_text_limited
 
 __all__ = [
     "DTYPE_BITS",
@@ -45,6 +51,8 @@ __all__ = [
     "SINGLE_FILE",
     "CheckpointFiles",
     "TensorEntry",
+    "architecture_tensors",
+    "check_architecture_tensors",
     "checkpoint_files",
     "read_checkpoint_files",
     "read_config",
@@ -138,20 +146,6 @@ class CheckpointFiles:
     tensors: dict[str, TensorEntry]
 
 
-class _RepeatedKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _RepeatedKey(k)
-        out[k] = v
-    return out
-
-
 def _is_count(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
@@ -159,7 +153,7 @@ def _is_count(x: object) -> bool:
 def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -> dict[str, TensorEntry]:
     """The tensors of one ``.safetensors`` file, from its header only, checked against the file's size."""
     p = Path(path)
-    where = repr(str(p))
+    where = cut(repr(str(p)), 200)
     try:
         size = p.stat().st_size
         with p.open("rb") as f:
@@ -179,12 +173,16 @@ def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -
             field, f"cannot read {where}: {exc.strerror or exc}", "check the path and permissions"
         ) from None
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_object)
-    except _RepeatedKey as exc:
-        raise InputError(field, f"{where}: the header names {exc.key!r} twice", _CORRUPT) from None
-    except (UnicodeDecodeError, ValueError):
+        header = parse_json_text(raw.decode("utf-8"), where, field)
+    except UnicodeDecodeError:
         raise InputError(
-            field, f"{where} has no valid JSON header", f"is it a safetensors file? if so, {_CORRUPT}"
+            field, f"{where} has no valid JSON header (not UTF-8)", f"is it a safetensors file? if so, {_CORRUPT}"
+        ) from None
+    except InputError as exc:
+        raise InputError(
+            field,
+            f"{where} has no valid JSON header: {exc.problem.removeprefix(where).lstrip(': ')}",
+            f"is it a safetensors file? if so, {_CORRUPT}",
         ) from None
     if not isinstance(header, dict):
         raise InputError(field, f"{where}: the header is not a JSON object", _CORRUPT)
@@ -193,6 +191,10 @@ def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise InputError(
+                    field, f"{where}: __metadata__ is not an object of strings (the format's rule)", _CORRUPT
+                )
             continue
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
         shape = entry.get("shape") if isinstance(entry, dict) else None
@@ -243,32 +245,35 @@ def read_safetensors_header(path: str | Path, field: str = "model.checkpoint") -
     return out
 
 
+def _is_file(p: Path) -> bool:
+    """``p.is_file()``, False for names the OS refuses (too long, a NUL byte) instead of raising."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _weight_map(directory: Path, field: str) -> dict[str, str]:
     """The index's tensor -> shard map, checked: JSON, an object of strings, shards inside ``directory``."""
     index = directory / INDEX_FILE
     where = repr(str(index))
     fix = "download the index and its shards again"
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"), object_pairs_hook=_object)
-    except OSError as exc:
-        raise InputError(field, f"cannot read {where}: {exc.strerror or exc}", "check the permissions") from None
-    except _RepeatedKey as exc:
-        raise InputError(field, f"{where} names {exc.key!r} twice", fix) from None
-    except (UnicodeDecodeError, ValueError):
-        raise InputError(field, f"{where} is not valid JSON", fix) from None
+    data = parse_json_text(read_text_limited(index, field, MAX_FILE_BYTES), where, field)
     wm = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) for v in wm.values()):
         raise InputError(field, f"{where} has no weight_map of tensor names to shard files", fix)
     for shard in sorted(set(wm.values())):
         parts = PurePosixPath(shard).parts
         if not parts or PurePosixPath(shard).is_absolute() or ".." in parts:
-            raise InputError(field, f"{where} names shard {shard!r}, which is not a file of {str(directory)!r}", fix)
-    missing = sorted(s for s in set(wm.values()) if not (directory / s).is_file())
+            raise InputError(
+                field, f"{where} names shard {cut(repr(shard), 100)}, which is not a file of {str(directory)!r}", fix
+            )
+    missing = sorted(s for s in set(wm.values()) if not _is_file(directory / s))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise InputError(
             field,
-            f"{where} names shards missing from {str(directory)!r}: {missing[:5]}{more}",
+            f"{where} names shards missing from {str(directory)!r}: {cut(repr(missing[:5]), 300)}{more}",
             "download every shard",
         )
     return wm
@@ -276,11 +281,17 @@ def _weight_map(directory: Path, field: str) -> dict[str, str]:
 
 def _layout(d: Path, field: str) -> tuple[list[Path], dict[str, str] | None]:
     """The files that make the checkpoint in ``d`` by the module's rule, and the index's map when it is used."""
-    if not d.is_dir():
-        raise InputError(field, f"{str(d)!r} is not a directory", "give the checkpoint directory (with config.json)")
-    if (d / SINGLE_FILE).is_file():
+    try:
+        is_dir = d.is_dir()
+    except (OSError, ValueError):
+        is_dir = False
+    if not is_dir:
+        raise InputError(
+            field, f"{cut(repr(str(d)), 200)} is not a directory", "give the checkpoint directory (with config.json)"
+        )
+    if _is_file(d / SINGLE_FILE):
         return [d / SINGLE_FILE], None
-    if (d / INDEX_FILE).is_file():
+    if _is_file(d / INDEX_FILE):
         wm = _weight_map(d, field)
         return [d / s for s in sorted(set(wm.values()))], wm
     others = sorted(f.name for f in d.glob("*.safetensors"))
@@ -306,21 +317,13 @@ def checkpoint_files(directory: str | Path, field: str = "model.checkpoint") -> 
 def read_config(directory: str | Path, field: str = "model.checkpoint") -> dict[str, Any]:
     """``config.json`` of a checkpoint directory, as a JSON object."""
     cfg_path = Path(directory) / "config.json"
-    if not cfg_path.is_file():
+    if not _is_file(cfg_path):
         raise InputError(
             field,
             f"no config.json in {str(directory)!r}",
             "a Hugging Face checkpoint directory has one; `coldpipe make-checkpoint` writes a random checkpoint",
         )
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(
-            field, f"cannot read {str(cfg_path)!r}: {exc.strerror or exc}", "check the permissions"
-        ) from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(field, f"{str(cfg_path)!r} is not valid JSON: {reason}", "fix or download it again") from None
+    cfg = parse_json_text(read_text_limited(cfg_path, field), cut(repr(str(cfg_path)), 200), field)
     if not isinstance(cfg, dict):
         raise InputError(field, f"{str(cfg_path)!r} does not hold a JSON object", "fix or download it again")
     return cfg
@@ -360,3 +363,84 @@ def _check_index(directory: Path, weight_map: dict[str, str], tensors: dict[str,
     for name, t in tensors.items():
         if name not in weight_map:
             raise InputError(field, f"{shard_of[t.file]!r} holds tensor {name!r}, which {where} does not list", fix)
+
+
+def architecture_tensors(arch: Architecture) -> dict[str, tuple[int, ...]]:
+    """Every tensor ``transformers`` builds for ``arch`` (Llama/Qwen2/Mistral), name -> shape, in block order.
+
+    With tied embeddings ``lm_head.weight`` is left out (the head reads the embedding; a file may still hold it).
+    ``tests/test_checkpoint.py`` checks this against ``AutoModelForCausalLM.from_config(...).state_dict()``.
+    """
+    h, inter, d = arch.hidden_size, arch.intermediate_size, arch.head_dim
+    q, kv = arch.num_attention_heads * d, arch.num_key_value_heads * d
+    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (arch.vocab_size, h)}
+    for i in range(arch.num_hidden_layers):
+        p = f"model.layers.{i}."
+        out[p + "input_layernorm.weight"] = (h,)
+        out[p + "self_attn.q_proj.weight"] = (q, h)
+        out[p + "self_attn.k_proj.weight"] = (kv, h)
+        out[p + "self_attn.v_proj.weight"] = (kv, h)
+        out[p + "self_attn.o_proj.weight"] = (h, q)
+        if arch.attention_bias:
+            out[p + "self_attn.q_proj.bias"] = (q,)
+            out[p + "self_attn.k_proj.bias"] = (kv,)
+            out[p + "self_attn.v_proj.bias"] = (kv,)
+            if arch.model_type == "llama":  # Llama's attention_bias also gives o_proj a bias; Qwen2's does not
+                out[p + "self_attn.o_proj.bias"] = (h,)
+        out[p + "post_attention_layernorm.weight"] = (h,)
+        out[p + "mlp.gate_proj.weight"] = (inter, h)
+        out[p + "mlp.up_proj.weight"] = (inter, h)
+        out[p + "mlp.down_proj.weight"] = (h, inter)
+    out["model.norm.weight"] = (h,)
+    if not arch.tie_word_embeddings:
+        out["lm_head.weight"] = (arch.vocab_size, h)
+    return out
+
+
+def check_architecture_tensors(
+    ckpt: CheckpointFiles, arch: Architecture, field: str = "model.checkpoint", allow_extra: bool = False
+) -> None:
+    """Every tensor ``arch`` needs is in the files with its shape; without ``allow_extra``, no other tensor is.
+
+    A tied ``lm_head.weight`` may be in the files (with the embedding's shape). Each failure names the file,
+    the tensor and the fix.
+    """
+    want = architecture_tensors(arch)
+    where = repr(str(ckpt.directory))
+    for name, shape in want.items():
+        t = ckpt.tensors.get(name)
+        if t is None:
+            raise InputError(
+                field,
+                f"{where} has no tensor {name!r}, which a {arch.model_type} of config.json's shape needs "
+                f"({len(want)} tensors)",
+                "a shard is missing or config.json belongs to another model: download the checkpoint again",
+            )
+        if t.shape != shape:
+            raise InputError(
+                field,
+                f"{cut(repr(t.file), 200)}: tensor {name!r} has shape {list(t.shape)}, "
+                f"config.json implies {list(shape)}",
+                "config.json and the weights come from different models: download the checkpoint again",
+            )
+    if arch.tie_word_embeddings and "lm_head.weight" in ckpt.tensors:
+        t = ckpt.tensors["lm_head.weight"]
+        if t.shape != want["model.embed_tokens.weight"]:
+            raise InputError(
+                field,
+                f"{cut(repr(t.file), 200)}: tensor 'lm_head.weight' has shape {list(t.shape)}, config.json implies "
+                f"{list(want['model.embed_tokens.weight'])}",
+                "config.json and the weights come from different models: download the checkpoint again",
+            )
+        want = {**want, "lm_head.weight": t.shape}
+    if not allow_extra:
+        extra = [n for n in ckpt.tensors if n not in want]
+        if extra:
+            t = ckpt.tensors[extra[0]]
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            raise InputError(
+                field,
+                f"{cut(repr(t.file), 200)}: tensor {cut(repr(extra[0]), 120)}{more} is not part of a "
+                f"{arch.model_type} of config.json's shape",
+                "the runtime loads exactly the model's tensors: remove it, or fix config.json",
+            )

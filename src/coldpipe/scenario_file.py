@@ -28,18 +28,28 @@ Plain numbers are SI base units; strings may carry units. Every error names the 
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.channel import AccessPoint, PathLoss, Radio, free_space_loss_db, link_rates
+from coldpipe.core.limits import (
+    MAX_BLOCKS,
+    MAX_DEVICES,
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_TOKENS,
+    MAX_REQUESTS,
+    MAX_SECONDS,
+    MAX_TOKEN_WORK,
+    cut,
+)
 from coldpipe.core.types import AP, Block, Device, Network, Scenario, Workload
 from coldpipe.errors import ColdpipeError, InputError
 from coldpipe.profiler.catalog import catalog_device_fields, load_catalog
+from coldpipe.structured_file import read_structured_file
 from coldpipe.units import Kind, parse_quantity
 
 __all__ = ["load_scenario", "read_structured_file", "scenario_from_dict", "with_radio_distance"]
@@ -47,6 +57,37 @@ __all__ = ["load_scenario", "read_structured_file", "scenario_from_dict", "with_
 
 def _unit(kind: Kind) -> BeforeValidator:
     return BeforeValidator(lambda v: parse_quantity(v, kind))
+
+
+def _describe(v: object) -> str:
+    """A short description of an input value (never its whole repr)."""
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return cut(repr(v), 40)
+    if isinstance(v, str):
+        return f"the string {cut(repr(v), 60)}"
+    if isinstance(v, (list, tuple)):
+        return f"a list of {len(v)} items"
+    if isinstance(v, dict):
+        return f"a mapping of {len(v)} keys"
+    return "null" if v is None else f"a {type(v).__name__}"
+
+
+def _strict_int(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"must be an integer, got {_describe(v)}")
+    return v
+
+
+def _strict_real(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"must be a number, got {_describe(v)}")
+    return float(v)
+
+
+Int = Annotated[int, BeforeValidator(_strict_int)]
+Real = Annotated[float, BeforeValidator(_strict_real), Field(allow_inf_nan=False)]
 
 
 Bytes = Annotated[float, _unit("bytes"), Field(ge=0)]
@@ -57,8 +98,8 @@ FlopRate = Annotated[float, _unit("flop_rate"), Field(gt=0)]
 Flops = Annotated[float, _unit("count"), Field(ge=0)]
 Seconds = Annotated[float, _unit("seconds"), Field(ge=0)]
 Hertz = Annotated[float, _unit("hertz"), Field(gt=0)]
-Decibel = Annotated[float, Field(allow_inf_nan=False)]
-Meters = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Decibel = Annotated[Real, Field(allow_inf_nan=False)]
+Meters = Annotated[Real, Field(gt=0, allow_inf_nan=False)]
 
 
 class _FieldError(ValueError):
@@ -80,7 +121,7 @@ class NetworkSpec(_Strict):
     noise_psd_dbm_hz: Decibel = -174.0
     carrier_hz: Hertz = 5.0e9
     path_loss_model: Literal["log-distance", "free-space"] = "log-distance"
-    path_loss_exponent: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    path_loss_exponent: Real = Field(default=3.0, gt=0)
     reference_distance_m: Meters = 1.0
     reference_loss_db: Decibel | None = None  # default: free-space loss at reference_distance_m, carrier_hz
     ap_tx_power_dbm: Decibel = 20.0
@@ -106,12 +147,23 @@ class NetworkSpec(_Strict):
 
 
 class WorkloadSpec(_Strict):
-    prompt_tokens: int = Field(ge=1)
-    new_tokens: int = Field(default=1, ge=1)
+    prompt_tokens: Int = Field(ge=1, le=MAX_PROMPT_TOKENS)
+    new_tokens: Int = Field(default=1, ge=1, le=MAX_NEW_TOKENS)
     prompt_bytes: Bytes | None = None
     token_bytes: Bytes = 4.0
-    requests: int = Field(default=1, ge=1)  # a burst of identical requests arriving together
+    requests: Int = Field(default=1, ge=1, le=MAX_REQUESTS)  # a burst of identical requests arriving together
     completion: Literal["max", "mean"] = "max"  # what a burst minimises: the last or the mean first token
+
+    @model_validator(mode="after")
+    def _bounded_work(self) -> WorkloadSpec:
+        if self.requests * self.new_tokens > MAX_TOKEN_WORK:
+            raise _FieldError(
+                "new_tokens",
+                f"{self.requests} requests x {self.new_tokens} new tokens = {self.requests * self.new_tokens} "
+                f"decode steps, more than the {MAX_TOKEN_WORK} coldpipe simulates",
+                "fewer requests or tokens (docs/reliability.md#limits)",
+            )
+        return self
 
 
 class BlockSpec(_Strict):
@@ -132,7 +184,7 @@ class ModelSpec(_Strict):
     hf_config: str | None = None
     checkpoint: str | None = None
     gguf: str | None = None
-    blocks: list[BlockSpec] | None = None
+    blocks: list[BlockSpec] | None = Field(default=None, max_length=MAX_BLOCKS)
     name: str | None = None
     dtype: str = "bfloat16"  # a key of DTYPE_BYTES (the activation dtype for checkpoint and gguf models)
 
@@ -165,7 +217,7 @@ class DeviceSpec(_Strict):
     name: str = Field(min_length=1)
     catalog: str | None = None
     flops: FlopRate | None = None
-    efficiency: float | None = Field(default=None, gt=0, le=1)
+    efficiency: Real | None = Field(default=None, gt=0, le=1)
     load_bandwidth: ByteRate | None = None
     startup: Seconds | None = None
     memory: PositiveBytes | None = None
@@ -173,7 +225,9 @@ class DeviceSpec(_Strict):
     downlink: BitRate | None = None
     mem_bandwidth: ByteRate | None = None
     radio: RadioSpec | None = None
-    resident: list[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]] = Field(default_factory=list)
+    resident: list[tuple[Annotated[Int, Field(ge=0)], Annotated[Int, Field(ge=0)]]] = Field(
+        default_factory=list, max_length=MAX_BLOCKS
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> DeviceSpec:
@@ -215,7 +269,7 @@ class ScenarioSpec(_Strict):
     network: NetworkSpec = NetworkSpec()
     workload: WorkloadSpec
     model: ModelSpec
-    devices: list[DeviceSpec] = Field(min_length=1)
+    devices: list[DeviceSpec] = Field(min_length=1, max_length=MAX_DEVICES)
 
 
 def _loc(loc: tuple[str | int, ...]) -> str:
@@ -230,42 +284,67 @@ def _loc(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+_TYPE_WORDS = {
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _in_our_words(err: Any) -> tuple[str, str]:
+    """(problem, fix) of one pydantic error, in coldpipe's words, quoting the input only briefly."""
+    kind, ctx, got = err["type"], err.get("ctx") or {}, _describe(err.get("input"))
+    if kind == "missing":
+        return "is required", "add it to the scenario"
+    if kind == "extra_forbidden":
+        return "is not a known field", "check its spelling in docs/scenario.md"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}, got {got}", "see docs/scenario.md"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        fix = "coldpipe's limit, docs/reliability.md#limits" if kind.startswith("less") else ""
+        return f"must be {bounds[kind]} {limit}, got {got}", fix
+    if kind == "too_long":
+        return (
+            f"has {ctx.get('actual_length', 'too many')} items, more than the {ctx.get('max_length')} allowed",
+            "coldpipe's limit, docs/reliability.md#limits",
+        )
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length', 1)} item(s), got {got}", ""
+    if kind == "string_too_short":
+        return "must not be empty", ""
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '?')}, got {got}", ""
+    if kind == "finite_number":
+        return f"must be a finite number, got {got}", ""
+    return cut(str(err["msg"]).removeprefix("Value error, "), 300), ""
+
+
 def _first_error(exc: ValidationError) -> InputError:
-    err = exc.errors()[0]
+    errors = exc.errors(include_url=False)
+    err = errors[0]
     field = _loc(tuple(err["loc"]))
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    fix = ""
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, _FieldError):
         field = f"{field}.{cause.field}" if field else cause.field
         msg, fix = cause.problem, cause.fix
-    elif err["type"] == "missing":
-        msg, fix = "is required", "add it to the scenario"
-    elif err["type"] == "extra_forbidden":
-        msg, fix = "is not a known field", "check its spelling in docs/scenario.md"
-    more = len(exc.errors()) - 1
+    else:
+        msg, fix = _in_our_words(err)
+    more = len(errors) - 1
     if more:
         fix = (fix + "; " if fix else "") + f"{more} more error{'s' if more > 1 else ''} after this one"
     return InputError(field, msg, fix)
-
-
-def read_structured_file(path: str | Path, what: str = "scenario") -> Any:
-    """Parse a YAML or JSON file (YAML accepts JSON); errors become one-line :class:`InputError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(what, f"no such file {str(p)!r}", "check the path")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(what, f"cannot read {str(p)!r}: {exc}") from None
-    try:
-        if p.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first_line[:3])
-        raise InputError(what, f"{str(p)!r} is not valid YAML/JSON: {detail}", "fix the syntax") from None
 
 
 def _blocks(spec: ModelSpec, wl: WorkloadSpec, base_dir: Path | None) -> tuple[tuple[Block, ...], str]:
@@ -354,6 +433,34 @@ def _devices(spec: ScenarioSpec) -> tuple[Device, ...]:
     return tuple(out)
 
 
+def _check_times(blocks: tuple[Block, ...], devices: tuple[Device, ...], wl: WorkloadSpec, hop_s: float) -> None:
+    """Every time the model can derive is at most MAX_SECONDS: no rate so small (or size so big) that a load,
+    a computation or a transfer would take forever (an infinite time breaks every planner's arithmetic)."""
+    n_tokens = wl.requests * (wl.prompt_tokens + wl.new_tokens)
+    work = {
+        "flops": sum(b.flops + (b.decode_flops or 0.0) * wl.new_tokens for b in blocks) * wl.requests,
+        "load_bandwidth": sum(b.weight_bytes for b in blocks),
+        "uplink": 8 * (max(b.out_bytes for b in blocks) + (wl.prompt_bytes or 0.0) + wl.token_bytes * n_tokens),
+        "mem_bandwidth": sum(b.weight_bytes + b.kv_bytes for b in blocks) * wl.new_tokens * wl.requests,
+    }
+    work["downlink"] = work["uplink"]
+    for i, d in enumerate(devices):
+        for key, amount in work.items():
+            rate = getattr(d, key)
+            if rate is None:
+                continue
+            t = amount / rate if math.isfinite(amount) else math.inf
+            if not t <= MAX_SECONDS:
+                raise InputError(
+                    f"devices[{i}].{key}",
+                    f"{d.name!r} would take {t:.3g} s for this model and workload, more than the {MAX_SECONDS:.0e} s "
+                    "coldpipe computes with",
+                    "check the rate and the model's sizes (docs/reliability.md#limits)",
+                )
+        if not d.startup + hop_s <= MAX_SECONDS:
+            raise InputError(f"devices[{i}].startup", f"is more than {MAX_SECONDS:.0e} s", "check the value")
+
+
 def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     """Validate a parsed scenario document; relative paths inside it are taken from ``base_dir``."""
     if not isinstance(data, dict):
@@ -367,10 +474,12 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     except ValidationError as exc:
         raise _first_error(exc) from None
     blocks, name = _blocks(spec.model, spec.workload, base_dir)
+    devices = _devices(spec)
+    _check_times(blocks, devices, spec.workload, spec.network.hop_latency)
     try:
         return Scenario(
             blocks=blocks,
-            devices=_devices(spec),
+            devices=devices,
             workload=Workload(**spec.workload.model_dump()),
             network=Network(hop_latency=spec.network.hop_latency),
             source=spec.source,

@@ -19,6 +19,16 @@ A string carries its own unit, and the unit must fit the field's kind:
 Traceback (most recent call last):
 ...
 ValueError: unit 'GB' is a size in bytes, not a duration; write e.g. '300 ms' or '0.3'
+
+Sizes are read whatever the case, and a bare prefix is decimal bytes (``8gb``, ``8 GB``, ``8G``: 8e9 bytes).
+Rates must say bytes or bits: ``MB/s`` (bytes) or ``Mbit/s`` / ``Mbps`` (bits); ``MBps`` is refused:
+
+>>> parse_quantity("8gb", "bytes"), parse_quantity("8G", "bytes"), parse_quantity("2 gib", "bytes")
+(8000000000.0, 8000000000.0, 2147483648.0)
+>>> parse_quantity("600 MBps", "bit_rate")
+Traceback (most recent call last):
+...
+ValueError: unit 'MBps' means megabytes/s (8x Mbit/s); write '600 MB/s' for bytes or '600 Mbit/s' for bits
 """
 
 from __future__ import annotations
@@ -39,7 +49,6 @@ _UNITS: dict[str, tuple[str, float]] = {}
 for _p, _f in _DECIMAL.items():
     _UNITS[f"{_p}B"] = ("bytes", _f)
     _UNITS[f"{_p}B/s"] = ("byte_rate", _f)
-    _UNITS[f"{_p}Bps"] = ("byte_rate", _f)
     _UNITS[f"{_p}bit/s"] = ("bit_rate", _f)
     _UNITS[f"{_p}bps"] = ("bit_rate", _f)
     _UNITS[f"{_p}b/s"] = ("bit_rate", _f)
@@ -75,6 +84,19 @@ _KIND_WORDS = {
     "count": ("a plain number", "'512'"),
 }
 
+# sizes, whatever their case: "gb", "Gb", "GB" and a bare "G" are all gigabytes (decimal); "gib" is 2**30
+_SIZES_ANY_CASE: dict[str, float] = {"b": 1.0, "byte": 1.0, "bytes": 1.0}
+for _p, _f in _DECIMAL.items():
+    if _p:
+        _SIZES_ANY_CASE[f"{_p.lower()}b"] = _f
+        _SIZES_ANY_CASE[_p.lower()] = _f
+for _p, _f in _BINARY.items():
+    _SIZES_ANY_CASE[f"{_p.lower()}b"] = _f
+    _SIZES_ANY_CASE[_p.lower()] = _f
+
+_PREFIX_WORDS = {"": "", "k": "kilo", "K": "kilo", "M": "mega", "G": "giga", "T": "tera", "P": "peta"}
+_BYTES_PER_SECOND_AMBIGUOUS = re.compile(r"^([kKMGTP]?)Bps$")
+
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*?)\s*$")
 
 
@@ -89,6 +111,15 @@ def parse_quantity(value: object, kind: Kind) -> float:
         if match is None:
             raise ValueError(f"cannot read {value!r} as {_KIND_WORDS[kind][0]}; write e.g. {_KIND_WORDS[kind][1]}")
         number_text, unit = match.groups()
+        ambiguous = _BYTES_PER_SECOND_AMBIGUOUS.match(unit)
+        if ambiguous is not None:
+            p = ambiguous.group(1)
+            raise ValueError(
+                f"unit {unit!r} means {_PREFIX_WORDS[p]}bytes/s (8x {p}bit/s); "
+                f"write '{number_text} {p}B/s' for bytes or '{number_text} {p}bit/s' for bits"
+            )
+        if unit not in _UNITS and kind == "bytes" and unit.lower() in _SIZES_ANY_CASE:
+            return _finite(float(number_text) * _SIZES_ANY_CASE[unit.lower()], value)
         if unit not in _UNITS:
             raise ValueError(f"unknown unit {unit!r} in {value!r}; write e.g. {_KIND_WORDS[kind][1]}")
         unit_kind, factor = _UNITS[unit]
@@ -109,6 +140,10 @@ def parse_quantity(value: object, kind: Kind) -> float:
         raise ValueError(
             f"expected {_KIND_WORDS[kind][0]}, got {type(value).__name__}; write e.g. {_KIND_WORDS[kind][1]}"
         )
+    return _finite(number, value)
+
+
+def _finite(number: float, value: object) -> float:
     if not math.isfinite(number):
         raise ValueError(f"must be finite, got {value!r}")
     return number

@@ -25,7 +25,7 @@ from coldpipe.errors import Infeasible, InputError
 from coldpipe.planning import Problem, order_kernels, plan
 from coldpipe.planning.brute import fits
 from coldpipe.planning.exact import plan_exact
-from coldpipe.planning.heuristic import plan_heuristic
+from coldpipe.planning.heuristic import CERTIFIED_GAP, plan_heuristic
 from coldpipe.planning.order import OrderProblem, solve_order
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes
 from random_instances import brute_value
@@ -263,7 +263,7 @@ def test_planner_heuristic_solver_plans_every_objective(objective: str, requests
     sc = with_case(distinct_cluster(11, 6, new_tokens=32), requests, completion)
     for overlap in OVERLAPS:
         res = plan(Problem(sc, overlap, objective), "heuristic")
-        assert res.method == "heuristic" and res.exact is False
+        assert res.method == "heuristic" and res.exact is (res.details["gap_to_lower_bound"] <= CERTIFIED_GAP)
         assert res.objective == objective
         assert res.value_s == objective_s(sc, res.plan, overlap, objective)
         assert res.solver_value_s == res.value_s
@@ -278,7 +278,7 @@ def test_beyond_the_exact_range_auto_plans_every_objective_with_the_heuristic(
     for objective, requests, completion in CASES:
         s2 = with_case(sc, requests, completion)
         res = plan(Problem(s2, "layer", objective), "auto")
-        assert res.method == "heuristic" and res.exact is False
+        assert res.method == "heuristic" and res.exact is (res.details["gap_to_lower_bound"] <= CERTIFIED_GAP)
         assert res.value_s == objective_s(s2, res.plan, "layer", objective)
     with pytest.raises(InputError, match="heuristic"):  # the exact DP says what to use instead
         plan(Problem(sc, "layer", "e2e"), "dp")
@@ -288,7 +288,8 @@ def test_beyond_the_exact_range_auto_plans_every_objective_with_the_heuristic(
         main(["plan", str(path), "--objective", "e2e", "--json"])
     assert info.value.code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["solver"]["name"] == "heuristic" and out["solver"]["exact"] is False
+    assert out["solver"]["name"] == "heuristic"
+    assert out["solver"]["exact"] is (out["solver"]["gap_to_lower_bound"] <= CERTIFIED_GAP)
     assert out["objective"] == "e2e" and out["objective_value"] >= out["solver"]["lower_bound"]
     with pytest.raises(SystemExit) as info:
         main(["plan", str(path), "--objective", "tpot", "--solver", "dp"])

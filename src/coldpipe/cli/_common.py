@@ -4,19 +4,71 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
+from rich import box
 from rich.console import Console
+from rich.table import Table
 
-from coldpipe.core.types import OVERLAPS, Overlap, Scenario
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
+from coldpipe.planning.protocol import Objective
 from coldpipe.scenario_file import load_scenario, read_structured_file, scenario_from_dict
 
-# Tables are wide: when writing to a pipe or file (not a terminal) do not wrap them at 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+PIPE_WIDTH = 160
+"""Columns of the tables when writing to a pipe or a file and ``COLUMNS`` is not set."""
+
+NARROW_WIDTH = 120
+"""Below this many columns, tables switch to their compact layout (device names are never cut)."""
+
+console = Console(highlight=False, width=PIPE_WIDTH)
+err_console = Console(highlight=False, stderr=True)
+"""Progress and notes for people: stderr, so that ``--json`` stdout stays one JSON object."""
+
+
+def terminal_width() -> int:
+    """``COLUMNS`` when set, else the terminal's width, else :data:`PIPE_WIDTH` (a pipe or a file)."""
+    cols = os.environ.get("COLUMNS", "")
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    if sys.stdout.isatty():
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    return PIPE_WIDTH
+
+
+def configure_console() -> None:
+    """Size the tables for this run (called by ``main``: the terminal may have changed since import)."""
+    console.width = terminal_width()
+
+
+def is_narrow() -> bool:
+    return console.width < NARROW_WIDTH
+
+
+def new_table(title: str) -> Table:
+    """A table in the house style; at narrow widths without vertical rules (two columns more for the data)."""
+    if is_narrow():
+        return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    return Table(title=title, title_justify="left")
+
+
+# The options and arguments every command spells the same way.
+ScenarioArg = Annotated[
+    str, typer.Argument(metavar="SCENARIO", help="Scenario file (YAML/JSON), or 'demo' for the bundled one.")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", "-j", help="Print one JSON object instead of tables.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the headline figures, no tables.")]
+ObjectiveOption = Annotated[
+    str,
+    typer.Option("--objective", help="ttft | e2e (TTFT + (new_tokens-1) x TPOT) | tpot (time per output token)."),
+]
 
 DEMO_SCENARIO = "demo"
 """Pass ``demo`` wherever a scenario path goes to use the bundled scenario."""
@@ -41,6 +93,14 @@ def overlap_arg(value: str) -> Overlap:
     return value  # type: ignore[return-value]
 
 
+def objective_arg(value: str) -> Objective:
+    from coldpipe.planning import OBJECTIVES
+
+    if value not in OBJECTIVES:
+        raise InputError("--objective", f"unknown objective {value!r}", f"use one of {', '.join(OBJECTIVES)}")
+    return value  # type: ignore[return-value]
+
+
 def json_safe(value: Any) -> Any:
     """Replace inf/nan by None so the output is strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -58,3 +118,50 @@ def print_json(obj: Any) -> None:
 
 def read_json_arg(path: str, what: str) -> Any:
     return read_structured_file(path, what)
+
+
+def note(message: str) -> None:
+    """``coldpipe: note: ...`` on stderr, on one line (never wrapped), so that ``--json`` stdout stays clean."""
+    err_console.print(f"coldpipe: note: {message}", markup=False, soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def phase(description: str) -> Iterator[None]:
+    """A spinner with the elapsed time on stderr while a long phase runs (nothing when stderr is no terminal)."""
+    if not err_console.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console, transient=True
+    ) as progress:
+        progress.add_task(description, total=None)
+        yield
+
+
+def check_plan_target(plan: Plan, scenario: Scenario, flag: str, path: str) -> None:
+    """Refuse a plan file made for another model or device set, naming the file; note an old file's lack of one."""
+    if plan.target is None:
+        note(
+            f"{path} does not record its model and devices (an older plan file); "
+            "only its devices and block ranges are checked"
+        )
+        return
+    why = plan.target.mismatch(scenario)
+    if why is not None:
+        raise InputError(
+            f"{flag} {path}",
+            f"the plan was made for {why}",
+            "plan this scenario again: coldpipe plan SCENARIO --json > PLAN.json",
+        )
+
+
+def read_plan_file(path: str, flag: str, scenario: Scenario) -> tuple[Plan, dict[str, Any]]:
+    """A plan file (``plan --json``'s output, or ``{"stages": [...]}``) checked against ``scenario``."""
+    data = read_json_arg(path, flag)
+    if not isinstance(data, dict):
+        raise InputError(flag, f"{path!r} holds no plan object", "give the JSON that 'coldpipe plan --json' prints")
+    plan = Plan.from_dict(data)
+    check_plan_target(plan, scenario, flag, path)
+    return plan, data

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from coldpipe.cli._common import console, print_json, scenario_arg
+from coldpipe.cli._common import DEMO_SCENARIO, console, print_json, scenario_arg
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
@@ -43,8 +43,16 @@ def model_blocks(
         raise InputError("--dtype", f"unknown dtype {dtype!r}", f"use one of {list(DTYPE_BYTES)}")
     if target is not None:  # a catalog model name, a checkpoint directory, a GGUF file, or a scenario file
         p = Path(target)
-        if target in CATALOG and not p.exists():
-            catalog = target
+        by_lower = {k.lower(): k for k in CATALOG}
+        if target.lower() in by_lower and not p.exists():  # model names are read whatever their case
+            catalog = by_lower[target.lower()]
+        elif not p.exists() and target != DEMO_SCENARIO and not any(c in target for c in "/\\."):
+            close = [k for k in CATALOG if target.lower().split("-")[0] in k]
+            raise InputError(
+                "SCENARIO|MODEL",
+                f"{target!r} is neither a file nor a catalog model",
+                f"catalog models: {', '.join(close or sorted(CATALOG))} (coldpipe catalog models)",
+            )
         elif p.is_dir():
             checkpoint = target
         elif is_gguf_file(p):
@@ -93,7 +101,10 @@ def model_blocks(
 def model_info_command(
     target: Annotated[
         str | None,
-        typer.Argument(help="A scenario file, a catalog model name, a checkpoint directory or a GGUF file."),
+        typer.Argument(
+            metavar="SCENARIO|MODEL",
+            help="A scenario file, a catalog model (coldpipe catalog models), a checkpoint directory or a GGUF file.",
+        ),
     ] = None,
     catalog: Annotated[str | None, typer.Option(help="A model of the built-in catalog, e.g. llama-3.2-1b.")] = None,
     checkpoint: Annotated[str | None, typer.Option(help="A checkpoint directory (config.json + safetensors).")] = None,
@@ -108,7 +119,7 @@ def model_info_command(
             "(checkpoint; GGUF: default float16)."
         ),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", "-j", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print the block table: weight bytes, prefill FLOPs, activation out bytes and KV bytes of every block."""
     name, blocks, src = model_blocks(

@@ -40,6 +40,43 @@ def _progress() -> Iterator[Callable[[str], Callable[[float], None]]]:
         yield step
 
 
+LINK_PLACEHOLDER = "100 Mbit/s"
+"""uplink/downlink written when no link was measured (said so in a comment): the entry stays complete."""
+
+
+def entry_yaml(prof: measure.Profile) -> str:
+    """The device entry with units on every figure (``1.23 TFLOPS``, ``2.1 GB/s``), complete (link rates are
+    placeholders, said so, when no peer was measured), as one YAML list item to paste under ``devices:``."""
+    from coldpipe.units import format_bytes, format_seconds
+
+    e = prof.device_entry()
+    fields = {
+        "name": e["name"],
+        "flops": f"{e['flops'] / 1e12:.4g} TFLOPS",
+        "load_bandwidth": f"{format_bytes(e['load_bandwidth'])}/s",
+        "startup": format_seconds(e["startup"]).replace("µs", "us"),
+        "memory": format_bytes(e["memory"]),
+        "mem_bandwidth": f"{format_bytes(e['mem_bandwidth'])}/s",
+        "uplink": format_rate(e["uplink"]) if "uplink" in e else LINK_PLACEHOLDER,
+        "downlink": format_rate(e["downlink"]) if "downlink" in e else LINK_PLACEHOLDER,
+    }
+    lines = ["# coldpipe profile of this machine (docs/profiling.md); paste under `devices:`"]
+    figures = [("flops", prof.flops), ("load_bandwidth", prof.load_bandwidth), ("startup", prof.startup),
+               ("memory", prof.memory), ("mem_bandwidth", prof.mem_bandwidth), *sorted(prof.link.items())]  # fmt: skip
+    for key, m in figures:
+        lines.append(f"#   {key}: {m.how}")
+    lines.extend(f"#   {note}" for note in prof.notes)
+    if "uplink" not in e:
+        lines.append(
+            f"#   uplink/downlink: NOT MEASURED, placeholders of {LINK_PLACEHOLDER}: replace them, measure them with "
+            "--peer HOST:PORT, or give radio: {distance_m: ...} instead"
+        )
+    if "rtt" in prof.link:
+        lines.append(f"#   network.hop_latency ~ rtt / 2 = {format_seconds(prof.link['rtt'].value / 2)}")
+    body = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    return "\n".join(lines) + f"\n- {{{body}}}\n"
+
+
 def _size(text: str, flag: str) -> int:
     try:
         n = int(parse_quantity(text, "bytes"))
@@ -67,7 +104,9 @@ def profile_command(
     sessions: Annotated[int, typer.Option(help="With --listen: clients to answer before exiting.")] = 1,
     link_size: Annotated[str, typer.Option(help="Bytes sent each way when measuring a link.")] = "64 MiB",
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes, few repeats: a few seconds (CI).")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON: the entry and how it was measured.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", "-j", help="Print JSON: the entry and how it was measured.")
+    ] = False,
 ) -> None:
     """Measure compute, memory and storage rates, free memory and start-up time; print a device entry (YAML)."""
     if listen is not None:
@@ -144,7 +183,7 @@ def profile_command(
         extra = {"matmul_flops": matmul.value, "rtt": links["rtt"].value if links else None}
         print(json.dumps({"device": prof.device_entry(), "how": how, **extra}, indent=2))
         return
-    print(prof.to_yaml(), end="")
+    print(entry_yaml(prof), end="")
     if links:
         _err.print(
             f"link: up {format_rate(links['uplink'].value)}, down {format_rate(links['downlink'].value)}, "

@@ -7,22 +7,34 @@ from typing import Annotated
 
 import typer
 
-from coldpipe.cli._common import DEMO_SCENARIO, console, demo_scenario_text, scenario_arg
+from coldpipe.cli._common import (
+    DEMO_SCENARIO,
+    ObjectiveOption,
+    ScenarioArg,
+    console,
+    demo_scenario_text,
+    objective_arg,
+    scenario_arg,
+)
 
 
 def report_command(
-    scenario: Annotated[str, typer.Argument(help="Scenario file (YAML/JSON), or 'demo' for the bundled one.")],
-    out: Annotated[Path, typer.Option(help="Folder for index.html, report.md and figures/.")] = Path("coldpipe-report"),
+    scenario: ScenarioArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for index.html, report.md and figures/.")
+    ] = Path("out/report"),
+    objective: ObjectiveOption = "ttft",
 ) -> None:
     """Write a report of SCENARIO: plans, speedups, schedules, idle accounting, the scenario itself."""
     from coldpipe.viz.report import write_report
 
+    obj = objective_arg(objective)
     sc = scenario_arg(scenario)
     if scenario == DEMO_SCENARIO and not Path(scenario).exists():
         text = demo_scenario_text()
     else:
         text = Path(scenario).read_text(encoding="utf-8")
-    paths = write_report(sc, out, scenario_text=text)
+    paths = write_report(sc, out, scenario_text=text, objective=obj)
     console.print(f"wrote {paths[0]} (self-contained) and {paths[1]} (figures in {out / 'figures'})")
 
 

@@ -6,13 +6,26 @@ torch and transformers are imported inside the commands only, so the other comma
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from coldpipe.cli._common import console, overlap_arg, print_json, read_json_arg, scenario_arg
+from coldpipe.atomic import write_text_atomic
+from coldpipe.cli._common import (
+    JsonFlag,
+    QuietFlag,
+    console,
+    note,
+    overlap_arg,
+    phase,
+    print_json,
+    read_json_arg,
+    read_plan_file,
+    scenario_arg,
+)
+from coldpipe.cli.measured import print_measured
 from coldpipe.core.simulator import simulate
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
@@ -43,10 +56,8 @@ def resolve_plan(spec: str, scenario: Scenario, overlap: str | None) -> tuple[Pl
     if "[" in spec and Path(spec).suffix not in (".json", ".yaml", ".yml"):
         return Plan.parse(spec), overlap_arg(ov_given or "layer")
     if Path(spec).is_file():
-        data = read_json_arg(spec, "--plan")
-        if not isinstance(data, dict):
-            raise InputError("--plan", f"{spec!r} holds no plan object")
-        return Plan.from_dict(data), overlap_arg(ov_given or str(data.get("overlap", "layer")))
+        the_plan, data = read_plan_file(spec, "--plan", scenario)
+        return the_plan, overlap_arg(ov_given or str(data.get("overlap", "layer")))
     raise InputError(
         "--plan",
         f"cannot read {spec!r}",
@@ -64,56 +75,17 @@ def check_scenario_matches(scenario: Scenario, n_blocks: int, where: str = "--sc
         )
 
 
-def _fmt(m: float, p: float) -> str:
-    return f"{format_seconds(m)} / {format_seconds(p)}"
-
-
-def print_report(report: Any, plan: Plan, overlap: str, trace_path: Path) -> None:
-    table = Table(
-        title=f"measured / predicted, plan {plan} (overlap={overlap}); seconds since the request",
-        title_justify="left",
-    )
-    for col in ("#", "device", "blocks", "load end", "input at", "compute", "idle: weights", "done at"):
-        table.add_column(col, justify="left" if col in ("device", "blocks") else "right")
-    for j, s in enumerate(report.stages):
-        table.add_row(
-            str(j + 1),
-            s.device,
-            f"{s.first}-{s.last}",
-            _fmt(s.m_load_end_s, s.p_load_end_s),
-            _fmt(s.m_arrival_s, s.p_arrival_s),
-            _fmt(s.m_compute_s, s.p_compute_s),
-            _fmt(s.m_idle_weights_s, s.p_idle_weights_s),
-            _fmt(s.m_compute_end_s, s.p_compute_end_s),
-        )
-    console.print(table)
-    summary = Table(title="measured / predicted", title_justify="left")
-    for col in ("", "measured", "predicted", "ratio"):
-        summary.add_column(col, justify="left" if not col else "right")
-    for row in report.summary:
-        style = (
-            "bold"
-            if row["what"] in ("TTFT", "burst: last first token (max)") or row["what"].startswith("E2E")
-            else None
-        )
-        summary.add_row(
-            row["what"],
-            format_seconds(row["measured"]),
-            format_seconds(row["predicted"]),
-            f"{row['ratio']:.3f}",
-            style=style,
-        )
-    console.print(summary)
-    console.print(
-        f"tokens {report.token_ids}"
-        + (f"; first token of each request {list(report.first_token_ids)}" if report.burst else "")
-    )
-    console.print(f"trace: {trace_path}")
-
-
 def run_command(
-    scenario: Annotated[str, typer.Option(help="Scenario file whose model matches the checkpoint.")],
-    checkpoint: Annotated[str, typer.Option(help="HF model directory (config.json + safetensors).")],
+    scenario: Annotated[
+        str | None,
+        typer.Argument(metavar="SCENARIO", help="Scenario file whose model matches the checkpoint."),
+    ] = None,
+    checkpoint: Annotated[
+        str | None, typer.Option(metavar="DIR", help="HF model directory (config.json + safetensors).")
+    ] = None,
+    scenario_option: Annotated[
+        str | None, typer.Option("--scenario", hidden=True, help="Deprecated: give SCENARIO positionally.")
+    ] = None,
     plan: Annotated[
         str,
         typer.Option(
@@ -140,21 +112,33 @@ def run_command(
     compute_clock: Annotated[
         str, typer.Option(help="Host time a block's slowdown stretches: cpu (thread CPU time) | wall.")
     ] = "cpu",
-    trace: Annotated[str, typer.Option(help="Where to write the Chrome/Perfetto trace JSON.")] = "out/trace.json",
+    trace: Annotated[
+        str, typer.Option("--trace", "-o", help="Where to write the Chrome/Perfetto trace JSON.")
+    ] = "out/trace.json",
     write_spec: Annotated[
         str | None, typer.Option(help="Only write the run spec here (to start the ranks with torchrun) and exit.")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+    json_out: JsonFlag = False,
+    quiet: QuietFlag = False,
 ) -> None:
     """Run a plan for real: one process per stage, loading while computing; measured vs predicted TTFT."""
+    if scenario is not None and scenario_option is not None:
+        raise InputError("--scenario", "SCENARIO is given twice", "give it once, positionally: coldpipe run SCENARIO")
+    if scenario_option is not None:
+        note("--scenario is deprecated; write `coldpipe run SCENARIO ...`")
+        scenario = scenario_option
+    if scenario is None:
+        raise InputError("SCENARIO", "is missing", "coldpipe run SCENARIO --checkpoint DIR --local")
+    if checkpoint is None:
+        raise InputError("--checkpoint", "is missing", "give the checkpoint directory (coldpipe make-checkpoint)")
     if not local and write_spec is None:
         raise InputError(
             "--local",
             "only local runs are started by `coldpipe run`",
             "pass --local, or --write-spec FILE and start the ranks with torchrun (docs/runtime.md)",
         )
-    if timeout <= 0:
-        raise InputError("--timeout", f"must be > 0, got {timeout}")
+    if not (0 < timeout < math.inf):  # nan too
+        raise InputError("--timeout", f"must be a finite number of seconds > 0, got {timeout}")
     if threads < 1:
         raise InputError("--threads", f"must be >= 1, got {threads}")
     if compute_clock not in ("cpu", "wall"):
@@ -170,11 +154,12 @@ def run_command(
     from coldpipe.runtime.profile_host import HostProfile
     from coldpipe.runtime.report import build_report
 
-    sc = scenario_arg(scenario)
-    ckpt = open_checkpoint(checkpoint)
-    check_scenario_matches(sc, ckpt.n_blocks)
-    the_plan, ov = resolve_plan(plan, sc, overlap)
-    the_plan.validate(sc)
+    with phase("reading the scenario and the checkpoint, planning"):
+        sc = scenario_arg(scenario)
+        ckpt = open_checkpoint(checkpoint)
+        check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
+        the_plan, ov = resolve_plan(plan, sc, overlap)
+        the_plan.validate(sc)
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
@@ -199,27 +184,34 @@ def run_command(
         from coldpipe.runtime.launch import make_spec
 
         spec = make_spec(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
-        Path(write_spec).write_text(json.dumps(spec))
+        write_text_atomic(write_spec, json.dumps(spec))
         console.print(
             f"wrote {write_spec}; start {len(the_plan.stages) + 1} ranks (rank 0 = the source), e.g.\n"
             f"  torchrun --nproc-per-node {len(the_plan.stages) + 1} -m coldpipe.runtime.worker --spec {write_spec} "
             "--result result.json"
         )
         return
-    (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
+    with phase(f"running {len(the_plan.stages) + 1} ranks: start-up, loading while computing, {n_new} token(s)"):
+        (result,) = run_local(checkpoint, sc, [job], timeout_s=timeout, threads=threads, cold_cache=cold)
     report = build_report(result, sc, the_plan, ov)
     trace_path = Path(trace)
-    trace_path.parent.mkdir(parents=True, exist_ok=True)
-    trace_path.write_text(json.dumps(report.trace))
+    # the measured results first: a trace that cannot be written (a full disk) must not lose them
     if json_out:
         print_json({**report.to_dict(), "plan": str(the_plan), "overlap": ov, "trace": str(trace_path)})
-        return
-    print_report(report, the_plan, ov, trace_path)
+    else:
+        if quiet:
+            m, p = format_seconds(report.measured_ttft_s), format_seconds(report.predicted_ttft_s)
+            console.print(f"TTFT measured {m}, predicted {p} (ratio {report.ratio:.3f}); trace: {trace_path}")
+        else:
+            print_measured(report, the_plan, ov, trace_path=trace_path)
+    write_text_atomic(trace_path, json.dumps(report.trace))  # whole or not at all
 
 
 def make_checkpoint_command(
     config: Annotated[str, typer.Option(help="A catalog model (see `coldpipe plan --help`) or a config.json path.")],
-    out: Annotated[str, typer.Option(help="Directory to write config.json + safetensors into.")],
+    out: Annotated[
+        str, typer.Option("--out", "-o", metavar="DIR", help="Directory to write config.json + safetensors into.")
+    ],
     layers: Annotated[int | None, typer.Option(help="Override the number of decoder layers.")] = None,
     hidden: Annotated[int | None, typer.Option(help="Override the hidden size (heads follow).")] = None,
     intermediate: Annotated[int | None, typer.Option(help="Override the MLP width.")] = None,
@@ -231,7 +223,7 @@ def make_checkpoint_command(
     init_std: Annotated[float, typer.Option(help="Std of the random weights.")] = 0.02,
     shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 512MB (more -> index.json).")] = "2GB",
 ) -> None:
-    """Write a random-initialised HF checkpoint (to run, test and benchmark without downloading real weights)."""
+    """Write a random-initialised HF checkpoint of a catalog model or a config.json (to run, test, benchmark)."""
     from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint
 
     if dtype not in ("float32", "float16", "bfloat16"):
@@ -246,6 +238,8 @@ def make_checkpoint_command(
     ):
         if v is not None and v < 1:
             raise InputError(name, f"must be >= 1, got {v}")
+    if not (0 < init_std < math.inf):  # nan too
+        raise InputError("--init-std", f"must be a finite number > 0, got {init_std}")
     shard_bytes = parse_quantity(shard_size, "bytes")
     arch = arch_for(
         config, layers=layers, hidden=hidden, vocab=vocab, intermediate=intermediate, heads=heads, kv_heads=kv_heads
@@ -271,14 +265,15 @@ def profile_host_command(
     gap: Annotated[
         float, typer.Option(help="Seconds idle after each timed block, as an emulated device's sleeps.")
     ] = 0.0,
-    out: Annotated[str | None, typer.Option(help="Write the profile JSON here.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the profile JSON here.")] = None,
     calibrate: Annotated[
-        str | None, typer.Option(help="A scenario of this checkpoint whose blocks to calibrate to this host.")
+        str | None,
+        typer.Option(metavar="SCENARIO", help="A scenario of this checkpoint whose blocks to calibrate to this host."),
     ] = None,
     scenario_out: Annotated[
         str | None, typer.Option(help="Where to write the calibrated scenario (JSON, explicit blocks).")
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the profile as JSON.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", "-j", help="Print the profile as JSON.")] = False,
 ) -> None:
     """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`).
 
@@ -309,16 +304,14 @@ def profile_host_command(
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    if gap < 0:
-        raise InputError("--gap", f"must be >= 0, got {gap}")
+    if not (0 <= gap < math.inf):  # nan too
+        raise InputError("--gap", f"must be a finite number of seconds >= 0, got {gap}")
     prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=gap)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(prof.to_dict(), indent=2) + "\n")
+        write_text_atomic(out, json.dumps(prof.to_dict(), indent=2) + "\n")
     if sc is not None and scenario_out is not None:
         calibrated = sc.replace(blocks=tuple(calibrated_blocks(sc.blocks, prof)))
-        Path(scenario_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(scenario_out).write_text(json.dumps(calibrated.to_dict(), indent=1) + "\n")
+        write_text_atomic(scenario_out, json.dumps(calibrated.to_dict(), indent=1) + "\n")
     if json_out:
         print_json(prof.to_dict())
         return

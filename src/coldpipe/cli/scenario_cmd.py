@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 
+from coldpipe.atomic import write_text_atomic
 from coldpipe.core.architectures import CATALOG
 from coldpipe.errors import InputError
 from coldpipe.profiler.catalog import load_catalog
@@ -94,7 +94,7 @@ def random_command(
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length.")] = 512,
     bandwidth: Annotated[str, typer.Option(help="AP channel bandwidth.")] = "80 MHz",
     sharing: Annotated[str, typer.Option(help="fdma | tdma.")] = "fdma",
-    out: Annotated[str | None, typer.Option(help="Write here instead of stdout.")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Write a scenario of random catalog devices at random distances from one AP."""
     from coldpipe.units import parse_quantity
@@ -124,7 +124,7 @@ def random_command(
     if out is None:
         print(text, end="")
         return
-    Path(out).write_text(text, encoding="utf-8")
+    write_text_atomic(out, text)
 
 
 def register(app: typer.Typer) -> None:

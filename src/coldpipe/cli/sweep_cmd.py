@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coldpipe.cli._common import DEMO_SCENARIO, console, scenario_arg
+from coldpipe.cli._common import DEMO_SCENARIO, console, err_console, scenario_arg
 from coldpipe.errors import InputError
 from coldpipe.units import format_seconds
 
@@ -21,8 +21,9 @@ def _progress() -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-        transient=not console.is_terminal,
+        console=err_console,  # stdout keeps the tables only
+        transient=True,
+        disable=not err_console.is_terminal,
     )
 
 
@@ -55,7 +56,8 @@ def _summary_table(result: object, title: str) -> Table:
 
 def sweep_command(
     scenario: Annotated[
-        str | None, typer.Argument(help="Scenario file (YAML/JSON), or 'demo'. Default with --paper: demo.")
+        str | None,
+        typer.Argument(metavar="SCENARIO", help="Scenario file (YAML/JSON), or 'demo'. Default with --paper: demo."),
     ] = None,
     axis: Annotated[
         str | None, typer.Option(help="devices | uplink | load_bandwidth | model | prompt_tokens | startup.")
@@ -68,7 +70,9 @@ def sweep_command(
             "'3 GB/s', '500 ms'); model: catalog names; prompt_tokens: counts."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for sweep_<axis>.csv/.png/.svg.")] = Path("coldpipe-sweep"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for sweep_<axis>.csv/.png/.svg.")
+    ] = Path("out/sweep"),
     paper: Annotated[
         bool, typer.Option("--paper", help="Run the full default evaluation (every axis) on the scenario.")
     ] = False,

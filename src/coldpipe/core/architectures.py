@@ -27,10 +27,12 @@ the file is read by :mod:`coldpipe.gguf_files`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coldpipe.core.limits import MAX_CONFIG_INT, MAX_LAYERS, cut
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
 
@@ -204,34 +206,90 @@ CATALOG: dict[str, Architecture] = {
 
 
 def _need(cfg: dict[str, Any], key: str, where: str) -> Any:
-    if key not in cfg:
+    if key not in cfg or cfg[key] is None:
         raise InputError(f"{where}.{key}", "missing from config.json", "is this a Llama/Qwen2/Mistral config?")
     return cfg[key]
 
 
+def _cfg_int(cfg: dict[str, Any], key: str, where: str, default: int | None = None, limit: int = MAX_CONFIG_INT) -> int:
+    """A positive integer of config.json, at most ``limit`` (docs/reliability.md#limits)."""
+    v = cfg.get(key) if default is not None else _need(cfg, key, where)
+    if v is None:
+        assert default is not None
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise InputError(
+            f"{where}.{key}",
+            f"must be a positive integer, got {cut(repr(v), 40)}",
+            "fix config.json or download it again",
+        )
+    if v > limit:
+        raise InputError(
+            f"{where}.{key}",
+            f"is {v}, more than the {limit} coldpipe handles",
+            "is config.json corrupt? (docs/reliability.md#limits)",
+        )
+    return v
+
+
+def _cfg_float(cfg: dict[str, Any], key: str, where: str, default: float) -> float:
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise InputError(
+            f"{where}.{key}", f"must be a positive finite number, got {cut(repr(v), 40)}", "fix config.json"
+        )
+    return float(v)
+
+
+def _cfg_bool(cfg: dict[str, Any], key: str, where: str, default: bool) -> bool:
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise InputError(f"{where}.{key}", f"must be true or false, got {cut(repr(v), 40)}", "fix config.json")
+    return v
+
+
 def architecture_from_hf_config(cfg: dict[str, Any], where: str = "model.hf_config") -> Architecture:
-    """Read a Llama/Qwen2/Mistral-style HF ``config.json`` (already parsed) into an :class:`Architecture`."""
-    model_type = str(cfg.get("model_type", ""))
+    """Read a Llama/Qwen2/Mistral-style HF ``config.json`` (already parsed) into an :class:`Architecture`.
+
+    Sizes must be positive integers within docs/reliability.md#limits; heads must divide as the model needs.
+    """
+    model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise InputError(
-            f"{where}.model_type", f"{model_type!r} is not supported", f"use one of {list(SUPPORTED_MODEL_TYPES)}"
+            f"{where}.model_type",
+            f"{cut(repr(model_type), 60)} is not supported",
+            f"use one of {list(SUPPORTED_MODEL_TYPES)}",
         )
-    hidden = int(_need(cfg, "hidden_size", where))
-    heads = int(_need(cfg, "num_attention_heads", where))
+    hidden = _cfg_int(cfg, "hidden_size", where)
+    heads = _cfg_int(cfg, "num_attention_heads", where)
+    kv = _cfg_int(cfg, "num_key_value_heads", where, default=heads)
+    if heads % kv:
+        raise InputError(
+            f"{where}.num_key_value_heads", f"{kv} does not divide num_attention_heads {heads}", "fix config.json"
+        )
+    head_dim = _cfg_int(cfg, "head_dim", where, default=max(1, hidden // heads))
+    if heads * head_dim > MAX_CONFIG_INT:
+        raise InputError(
+            f"{where}.head_dim", f"{heads} heads x {head_dim} is more than {MAX_CONFIG_INT}", "fix config.json"
+        )
     return Architecture(
         model_type=model_type,
         hidden_size=hidden,
-        intermediate_size=int(_need(cfg, "intermediate_size", where)),
-        num_hidden_layers=int(_need(cfg, "num_hidden_layers", where)),
+        intermediate_size=_cfg_int(cfg, "intermediate_size", where),
+        num_hidden_layers=_cfg_int(cfg, "num_hidden_layers", where, limit=MAX_LAYERS),
         num_attention_heads=heads,
-        num_key_value_heads=int(cfg.get("num_key_value_heads") or heads),
-        vocab_size=int(_need(cfg, "vocab_size", where)),
-        head_dim=int(cfg.get("head_dim") or hidden // heads),
-        tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        attention_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-        max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
+        num_key_value_heads=kv,
+        vocab_size=_cfg_int(cfg, "vocab_size", where),
+        head_dim=head_dim,
+        tie_word_embeddings=_cfg_bool(cfg, "tie_word_embeddings", where, False),
+        attention_bias=_cfg_bool(cfg, "attention_bias", where, model_type == "qwen2"),
+        rope_theta=_cfg_float(cfg, "rope_theta", where, 10000.0),
+        rms_norm_eps=_cfg_float(cfg, "rms_norm_eps", where, 1e-5),
+        max_position_embeddings=_cfg_int(cfg, "max_position_embeddings", where, default=4096),
     )
 
 

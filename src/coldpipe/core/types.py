@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from coldpipe.core.limits import MAX_DEVICES, cut
 from coldpipe.errors import InputError, InvalidPlan
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Network",
     "Overlap",
     "Plan",
+    "PlanTarget",
     "Scenario",
     "Stage",
     "Workload",
@@ -288,6 +290,74 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class PlanTarget:
+    """What a plan was made for: the model's fingerprint (name, block count, each block's weight bytes) and
+    the scenario's device set. A plan file carries it so that a plan is never replayed on another model.
+
+    >>> sc = Scenario([Block("b", 8.0, 1.0, 1.0)], [Device("x", 1.0, 1.0, 0.0, 10.0, 1.0, 1.0)], Workload(1))
+    >>> t = PlanTarget.of(sc)
+    >>> PlanTarget.from_dict(t.to_dict()) == t, t.mismatch(sc)
+    (True, None)
+    >>> t.mismatch(sc.replace(model_name="other"))
+    "model 'model' (1 blocks), not 'other' (1 blocks)"
+    """
+
+    model: str
+    block_weight_bytes: tuple[float, ...]
+    devices: tuple[str, ...]
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.block_weight_bytes)
+
+    @staticmethod
+    def of(scenario: Scenario) -> PlanTarget:
+        return PlanTarget(
+            scenario.model_name,
+            tuple(float(b.weight_bytes) for b in scenario.blocks),
+            tuple(sorted(d.name for d in scenario.devices)),
+        )
+
+    def mismatch(self, scenario: Scenario) -> str | None:
+        """Why a plan made for this target does not belong to ``scenario`` (None: it does)."""
+        other = PlanTarget.of(scenario)
+        if self.model != other.model or self.n_blocks != other.n_blocks:
+            return f"model {self.model!r} ({self.n_blocks} blocks), not {other.model!r} ({other.n_blocks} blocks)"
+        diff = [
+            i
+            for i, (a, b) in enumerate(zip(self.block_weight_bytes, other.block_weight_bytes, strict=True))
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=0.5)
+        ]
+        if diff:
+            i = diff[0]
+            return (
+                f"model {self.model!r} with other weights: block {i} holds {self.block_weight_bytes[i]:.0f} bytes "
+                f"in the plan's model and {other.block_weight_bytes[i]:.0f} here ({len(diff)} blocks differ)"
+            )
+        if self.devices != other.devices:
+            return f"devices {list(self.devices)}, not {list(other.devices)}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "block_weight_bytes": list(self.block_weight_bytes), "devices": list(self.devices)}
+
+    @staticmethod
+    def from_dict(data: Any) -> PlanTarget:
+        try:
+            return PlanTarget(
+                str(data["model"]),
+                tuple(float(x) for x in data["block_weight_bytes"]),
+                tuple(str(d) for d in data["devices"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(
+                "plan.target",
+                f"cannot read what the plan was made for: {cut(repr(exc), 80)}",
+                "write {model: NAME, block_weight_bytes: [...], devices: [...]}, or drop 'target'",
+            ) from None
+
+
+@dataclass(frozen=True)
 class Plan:
     """An ordered list of stages; the data the simulator replays and the runtime interprets.
 
@@ -298,9 +368,13 @@ class Plan:
     'orin[0-9] > pi5[10-33]'
     >>> Plan.from_dict(p.to_dict()) == p
     True
+
+    ``target`` (optional, not compared) is what the plan was made for; plan files carry it, and files
+    written before it existed load without it.
     """
 
     stages: tuple[Stage, ...]
+    target: PlanTarget | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -313,32 +387,66 @@ class Plan:
         return tuple(s.device for s in self.stages)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [{"device": s.device, "first": s.first, "last": s.last} for s in self.stages]}
+        out: dict[str, Any] = {"stages": [{"device": s.device, "first": s.first, "last": s.last} for s in self.stages]}
+        if self.target is not None:
+            out["target"] = self.target.to_dict()
+        return out
+
+    def for_target(self, scenario: Scenario) -> Plan:
+        """This plan, recording that it was made for ``scenario``."""
+        return dataclasses.replace(self, target=PlanTarget.of(scenario))
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Plan:
-        try:
-            stages = data["stages"]
-            return Plan(tuple(Stage(str(s["device"]), int(s["first"]), int(s["last"])) for s in stages))
-        except (KeyError, TypeError, ValueError) as exc:
+        """Read ``{"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}``: names strings, indices integers."""
+        fix = 'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}'
+        target = PlanTarget.from_dict(data["target"]) if isinstance(data, dict) and "target" in data else None
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if not isinstance(stages, list):
+            raise InputError("plan.stages", "is missing or not a list", fix)
+        if len(stages) > MAX_DEVICES:
             raise InputError(
-                "plan.stages",
-                f"cannot read a plan from {data!r}: {exc}",
-                'write {"stages": [{"device": NAME, "first": 0, "last": 9}, ...]}',
-            ) from None
+                "plan.stages", f"has {len(stages)} stages, more than the {MAX_DEVICES} devices allowed", fix
+            )
+        out = []
+        for j, s in enumerate(stages):
+            if not isinstance(s, dict) or set(s) - {"device", "first", "last"} or len(s) != 3:
+                raise InputError(f"plan.stages[{j}]", "must be a mapping of exactly device, first and last", fix)
+            if not isinstance(s["device"], str) or not s["device"]:
+                raise InputError(f"plan.stages[{j}].device", "must be a device name (a non-empty string)", fix)
+            for key in ("first", "last"):
+                v = s[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise InputError(
+                        f"plan.stages[{j}].{key}",
+                        f"must be a block index (an integer >= 0), got {cut(repr(v), 40)}",
+                        fix,
+                    )
+            out.append(Stage(s["device"], s["first"], s["last"]))
+        return Plan(tuple(out), target)
 
     @staticmethod
     def parse(text: str) -> Plan:
         """Read the compact form ``dev[a-b] > dev[c-d]``."""
         stages = []
-        for part in text.split(">"):
+        parts = text.split(">")
+        if len(parts) > MAX_DEVICES:
+            raise InputError("plan", f"has {len(parts)} stages, more than the {MAX_DEVICES} devices allowed")
+        for part in parts:
             part = part.strip()
             try:
+                if not part.endswith("]"):
+                    raise ValueError(part)
                 name, rng = part[:-1].split("[")
                 first, last = rng.split("-")
+                if not (first.strip().isascii() and first.strip().isdigit() and last.strip().isascii()
+                        and last.strip().isdigit() and name.strip()):  # fmt: skip
+                    raise ValueError(part)
                 stages.append(Stage(name.strip(), int(first), int(last)))
             except ValueError:
-                raise InputError("plan", f"cannot read stage {part!r}", "write e.g. 'orin[0-9] > pi5[10-33]'") from None
+                raise InputError(
+                    "plan", f"cannot read stage {cut(repr(part), 80)}", "write e.g. 'orin[0-9] > pi5[10-33]'"
+                ) from None
         return Plan(tuple(stages))
 
     def validate(self, scenario: Scenario) -> None:

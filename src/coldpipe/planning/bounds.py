@@ -5,7 +5,9 @@
   computed and the token returned; independently the last block must be loaded, computed and returned
   by one device;
 - the **relaxed warm bound**, for clusters beyond the exact DP's range: every block computed on the
-  fastest device that can hold it, plus the cheapest deliveries.
+  fastest device that can hold it, plus the cheapest deliveries;
+- the **Lagrangian bound** (:mod:`coldpipe.planning.lagrange`), for any cluster size and objective: the
+  exact DP with "each device at most once" priced instead of enforced (the heuristic's certificate).
 
 >>> from coldpipe.core.types import Block, Device, Scenario, Workload
 >>> sc = Scenario([Block(f"b{i}", 1.0, 1.0, 0.0) for i in range(4)],
@@ -23,10 +25,13 @@ from dataclasses import dataclass
 from coldpipe.core.simulator import block_decode_s, transfer_s
 from coldpipe.core.types import Scenario
 from coldpipe.planning.exact import plan_warm
-from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes
+from coldpipe.planning.kernels import KIND_BURST, Mode
+from coldpipe.planning.lagrange import lagrangian_bound, pareto_bound
+from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables
 
 __all__ = [
     "Bounds",
+    "dual_bound",
     "earliest_all_loaded_s",
     "lower_bounds",
     "objective_lower_bound",
@@ -149,14 +154,76 @@ def ttft_lower_bound(scenario: Scenario) -> tuple[float, str]:
     )
 
 
-def objective_lower_bound(scenario: Scenario, objective: str) -> tuple[float, str]:
+def dual_bound(scenario: Scenario, objective: str, overlap: str, upper: float = math.inf) -> float:
+    """The Lagrangian bound (:func:`~coldpipe.planning.lagrange.lagrangian_bound`) on one request's ``objective``.
+
+    ``tpot`` on the decode tables, ``e2e`` on ``prefill + (T - 1) x decode``, else the TTFT (a burst's
+    first request). ``upper``: a plan's value, the target of the subgradient ascent.
+    """
+    wl = scenario.workload
+    none = overlap == "none"
+    if objective == "tpot":
+        return lagrangian_bound(StageTables.build(scenario, phase="decode"), Mode.ADDITIVE, upper).value_s
+    pre = StageTables.build(scenario)
+    if objective == "e2e" and wl.new_tokens > 1:
+        pre = pre.plus(StageTables.build(scenario, phase="decode"), float(wl.new_tokens - 1))
+    return lagrangian_bound(pre, Mode.of(overlap), upper, none=none).value_s
+
+
+def objective_lower_bound(
+    scenario: Scenario, objective: str, overlap: str | None = None, upper: float = math.inf
+) -> tuple[float, str]:
     """A lower bound on ``objective``: the TTFT bound plus what decoding or the burst adds at least.
+
+    With ``overlap``, also the Lagrangian bound of that overlap (:func:`dual_bound`, ``upper`` its
+    target), and the larger of the two is returned.
 
     TPOT >= the cheapest token delivery + sum over blocks of the cheapest decode of the block + the
     cheapest token return; E2E >= TTFT bound + (T - 1) x that; a burst's request ``r`` ends at least
     ``(r - 1)`` times the last block's cheapest compute after the first (the last stage serves them in
     turn), so max completion >= TTFT bound + (R - 1) x that, mean >= TTFT bound + (R - 1) / 2 x that.
     """
+    wl = scenario.workload
+    if objective == "e2e" and wl.requests > 1:
+        # every request's last token: at least one request's e2e alone; and each request's first token
+        # (the burst's completions) plus its T - 1 decode steps, each at least the least TPOT
+        one = scenario.replace(workload={"requests": 1})
+        alone, alone_kind = objective_lower_bound(one, "e2e", overlap, upper)
+        if overlap is None or wl.new_tokens == 1:
+            return alone, alone_kind
+        tpot, _ = objective_lower_bound(one, "tpot", overlap)
+        # the ascent's target: the plan's value less its decode steps (at least the least TPOT each)
+        first, _ = objective_lower_bound(scenario, "ttft", overlap, upper - (wl.new_tokens - 1) * tpot)
+        queued = first + (wl.new_tokens - 1) * tpot
+        return (queued, "burst first tokens + (T-1) x least TPOT") if queued > alone else (alone, alone_kind)
+    simple, kind = _simple_bound(scenario, objective)
+    if overlap is None:
+        return simple, kind
+    one = scenario.replace(workload={"requests": 1}) if wl.requests > 1 else scenario
+    dual, dual_kind = dual_bound(one, objective, overlap, upper), "Lagrangian (device reuse priced)"
+    if objective == "ttft" and wl.requests > 1:  # the burst's queue term on top of its first request
+        dual += (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5) * _last_block_s(scenario)
+        dual_kind += " + burst queue"
+        if overlap != "none":  # the burst's own pair DP, reuse priced
+            # request r ends at the burst recurrence's value for lam = r - 1, convex in lam: the mean over
+            # r is at least its value at the mean lam (Jensen), the max its value at lam = R - 1
+            pre = StageTables.build(scenario)
+            lam = float(wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5)
+            burst = pareto_bound(pre, pre, Mode.of(overlap), KIND_BURST, lam, upper).value_s
+            if burst > dual:
+                dual, dual_kind = burst, "Lagrangian burst pairs (device reuse priced)"
+    if dual > simple:
+        return dual, dual_kind
+    return simple, kind
+
+
+def _last_block_s(scenario: Scenario) -> float:
+    """The last block's cheapest compute (the last stage serves a burst's requests in turn)."""
+    return scenario.blocks[-1].flops / max(d.flops for d in scenario.devices)
+
+
+def _simple_bound(scenario: Scenario, objective: str) -> tuple[float, str]:
+    """The closed-form bounds of :func:`objective_lower_bound` (and the warm DP within its range)."""
     wl = scenario.workload
     if objective == "tpot" or (objective == "e2e" and wl.new_tokens > 1):
         src, devs = scenario.source, scenario.devices
@@ -175,6 +242,5 @@ def objective_lower_bound(scenario: Scenario, objective: str) -> tuple[float, st
     ttft, kind = ttft_lower_bound(scenario)
     if wl.requests == 1:
         return ttft, kind
-    last = scenario.blocks[-1].flops / max(d.flops for d in scenario.devices)
     share = (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5)
-    return ttft + share * last, kind + " + burst queue"
+    return ttft + share * _last_block_s(scenario), kind + " + burst queue"

@@ -10,13 +10,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from coldpipe.core.simulator import Timeline
+from coldpipe.core.simulator import Timeline, objective_s
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import ColdpipeError
 from coldpipe.planning.baselines import Baseline, evaluate_baselines
 from coldpipe.planning.bounds import Bounds, lower_bounds
 from coldpipe.planning.planner import plan
-from coldpipe.planning.protocol import Problem, Solution
+from coldpipe.planning.protocol import Objective, Problem, Solution
 
 __all__ = ["STRATEGY_OPTIMAL", "Comparison", "Strategy", "compare", "idle_s"]
 
@@ -64,6 +64,9 @@ class Comparison:
     baselines: tuple[Baseline, ...]
     bounds: Bounds | None
     notes: dict[str, str] = field(default_factory=dict)
+    objective: Objective = "ttft"
+    # with another objective than a single request's TTFT: each baseline's value of it (by name; inf: cannot run)
+    baseline_values: dict[str, float] = field(default_factory=dict)
 
     @property
     def optimal(self) -> Solution:
@@ -72,6 +75,19 @@ class Comparison:
     def speedup(self, ttft_s: float) -> float:
         """``ttft_s`` over coldpipe's optimum (inf for a strategy that cannot run)."""
         return ttft_s / self.optimal.ttft_s if math.isfinite(ttft_s) else math.inf
+
+    @property
+    def by_ttft(self) -> bool:
+        """Whether the strategies are ranked by one request's TTFT (then ``value`` is the TTFT)."""
+        return not self.baseline_values
+
+    def value(self, baseline: Baseline) -> float:
+        """The objective's value of a baseline (its TTFT unless another objective was compared)."""
+        return self.baseline_values[baseline.name] if self.baseline_values else baseline.ttft_s
+
+    def value_speedup(self, value_s: float) -> float:
+        """``value_s`` over coldpipe's optimum of the compared objective (inf for a strategy that cannot run)."""
+        return value_s / self.optimal.value_s if math.isfinite(value_s) else math.inf
 
     def strategies(self) -> list[Strategy]:
         """Every strategy as a row: the optimum per mode, then every baseline."""
@@ -116,20 +132,29 @@ class Comparison:
                 "best": self.bounds.best_s,
             },
             "gap_to_bound": self.optimal.ttft_s / self.bounds.best_s - 1.0,
+            "ratio_to_bound": self.optimal.ttft_s / self.bounds.best_s,
+            "objective": self.objective,
+            **(
+                {"values": {b.name: self.value(b) for b in self.baselines}, "optimal_value": self.optimal.value_s}
+                if not self.by_ttft
+                else {}
+            ),
         }
 
 
-def compare(scenario: Scenario, *, strict: bool = True) -> Comparison:
-    """The exact optimum under every overlap mode, every baseline under every mode, and the lower bounds.
+def compare(scenario: Scenario, *, strict: bool = True, objective: Objective = "ttft") -> Comparison:
+    """The optimum of ``objective`` under every overlap mode, every baseline under every mode, and the lower
+    bounds (of the TTFT).
 
     ``strict``: raise when no plan fits (:class:`~coldpipe.errors.Infeasible`); else record why in
-    ``notes`` (a sweep keeps its infeasible points).
+    ``notes`` (a sweep keeps its infeasible points). With another objective than one request's TTFT,
+    ``baseline_values`` holds each baseline's value of it (the simulator's :func:`objective_s`).
     """
     per_mode: dict[Overlap, Solution] = {}
     notes: dict[str, str] = {}
     for ov in OVERLAPS:
         try:
-            per_mode[ov] = plan(Problem(scenario, ov))
+            per_mode[ov] = plan(Problem(scenario, ov, objective))
         except ColdpipeError as exc:
             if strict:
                 raise
@@ -141,4 +166,15 @@ def compare(scenario: Scenario, *, strict: bool = True) -> Comparison:
         if strict:
             raise
         notes["bounds"] = str(exc)
-    return Comparison(per_mode, tuple(evaluate_baselines(scenario)), bounds, notes)
+    baselines = tuple(evaluate_baselines(scenario))
+    values: dict[str, float] = {}
+    if objective != "ttft" or scenario.workload.requests > 1:
+        values = {
+            b.name: (
+                objective_s(scenario, b.plan, b.overlap, objective)
+                if b.timeline is not None and b.plan is not None
+                else math.inf
+            )
+            for b in baselines
+        }
+    return Comparison(per_mode, baselines, bounds, notes, objective, values)

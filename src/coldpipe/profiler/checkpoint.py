@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from coldpipe.checkpoint_files import TensorEntry, read_checkpoint_files
+from coldpipe.checkpoint_files import TensorEntry, check_architecture_tensors, read_checkpoint_files
 from coldpipe.core.architectures import DTYPE_BYTES, Architecture, architecture_from_hf_config, blocks_for
 from coldpipe.core.types import Block
 from coldpipe.errors import InputError
@@ -110,6 +110,7 @@ def profile_checkpoint(
     ckpt = read_checkpoint_files(d, field)
     cfg, tensors = ckpt.config, ckpt.tensors
     arch = architecture_from_hf_config(cfg, where=f"{field}/config.json")
+    check_architecture_tensors(ckpt, arch, field, allow_extra=True)  # the same check as the runtime's
     if dtype is None:
         dtype = _activation_dtype(cfg, tensors)
     if dtype not in DTYPE_BYTES:

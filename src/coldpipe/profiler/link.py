@@ -8,6 +8,10 @@ The protocol over one TCP connection (TCP_NODELAY), driven by the client:
 - ``b"d" + n`` -> the server sends ``n`` bytes: downlink = ``8 n / (elapsed - RTT)`` bit/s;
 - ``b"q"`` ends the session.
 
+The server bounds what a client can make it do: a transfer is at most :data:`MAX_TRANSFER_BYTES` (a larger
+``n`` ends the session), and a client silent for :data:`IDLE_TIMEOUT_S` is dropped, so that the next one
+is served.
+
 Rates are TCP goodput (payload bits per second), which is what a transfer of activations sees.
 """
 
@@ -25,6 +29,8 @@ from coldpipe.profiler.measure import Measurement, Tick, no_tick
 __all__ = ["measure_link", "parse_host_port", "serve"]
 
 _BUF = 256 * 1024
+MAX_TRANSFER_BYTES = 2**30  # one uplink/downlink probe: 1 GiB at most
+IDLE_TIMEOUT_S = 10.0  # a client that sends nothing for this long is dropped
 
 
 def parse_host_port(text: str, flag: str) -> tuple[str, int]:
@@ -75,16 +81,27 @@ def _session(conn: socket.socket) -> None:
             conn.sendall(b"p")
         elif op == b"u":
             (n,) = struct.unpack("<Q", _recv_exact(conn, 8))
+            if n > MAX_TRANSFER_BYTES:
+                return
             _drain(conn, n)
             conn.sendall(b"k")
         elif op == b"d":
             (n,) = struct.unpack("<Q", _recv_exact(conn, 8))
+            if n > MAX_TRANSFER_BYTES:  # a 9-byte request must not make the server stream without end
+                return
             _send_zeros(conn, n)
         else:
             return
 
 
-def serve(host: str, port: int, *, sessions: int = 1, on_ready: Callable[[int], None] | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    *,
+    sessions: int = 1,
+    on_ready: Callable[[int], None] | None = None,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+) -> None:
     """Answer ``sessions`` clients, one after the other, then return. ``on_ready(port)`` once listening."""
     with socket.create_server((host, port), reuse_port=False) as srv:
         if on_ready is not None:
@@ -92,6 +109,7 @@ def serve(host: str, port: int, *, sessions: int = 1, on_ready: Callable[[int], 
         for _ in range(sessions):
             conn, _addr = srv.accept()
             with conn:
+                conn.settimeout(idle_timeout_s)  # an idle client must not block the next one
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     _session(conn)
@@ -103,6 +121,12 @@ def measure_link(
     host: str, port: int, *, size_bytes: int = 64 * 2**20, probes: int = 20, tick: Tick = no_tick
 ) -> dict[str, Measurement]:
     """RTT, uplink and downlink to a peer running :func:`serve` (``coldpipe profile --listen``)."""
+    if not 0 < size_bytes <= MAX_TRANSFER_BYTES:
+        raise InputError(
+            "--link-size",
+            f"a link probe of {size_bytes} bytes is outside 1..{MAX_TRANSFER_BYTES}",
+            "the peer sends 1 GiB at most",
+        )
     try:
         sock = socket.create_connection((host, port), timeout=30)
     except OSError as exc:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coldpipe.checkpoint_files import TensorEntry, read_checkpoint_files
+from coldpipe.atomic import atomic_path, write_text_atomic
+from coldpipe.checkpoint_files import TensorEntry, check_architecture_tensors, read_checkpoint_files
 from coldpipe.core.architectures import CATALOG, SUPPORTED_MODEL_TYPES, Architecture, architecture_from_hf_config
 from coldpipe.errors import InputError
 
@@ -71,7 +72,12 @@ def arch_for(
                 f"{config!r} is neither a catalog model nor a config.json",
                 f"use one of {sorted(CATALOG)} or a path",
             )
-        arch = architecture_from_hf_config(json.loads(path.read_text()), "--config")
+        from coldpipe.structured_file import read_structured_file
+
+        cfg = read_structured_file(path, "--config")
+        if not isinstance(cfg, dict):
+            raise InputError("--config", f"{str(path)!r} does not hold a JSON object", "give a config.json")
+        arch = architecture_from_hf_config(cfg, "--config")
     fields = arch.to_dict()
     if layers is not None:
         fields["num_hidden_layers"] = layers
@@ -159,7 +165,7 @@ def make_checkpoint(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = arch.to_hf_config(torch_dtype=dtype)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(cfg, indent=2) + "\n")
     hf_cfg = AutoConfig.from_pretrained(out)
     with torch.device("meta"):
         shapes = {k: (tuple(v.shape)) for k, v in AutoModelForCausalLM.from_config(hf_cfg).state_dict().items()}
@@ -193,15 +199,14 @@ def make_checkpoint(
     weight_map = {}
     total = 0
     for fname, shard in zip(files, shards, strict=True):
-        save_file(shard, str(out / fname), metadata={"format": "pt"})
-        with open(out / fname, "rb") as f:
-            os.fsync(f.fileno())  # written back, so a later posix_fadvise(DONTNEED) can really evict it
+        with atomic_path(out / fname) as tmp:  # fsynced: written back, so posix_fadvise(DONTNEED) can evict it
+            save_file(shard, str(tmp), metadata={"format": "pt"})
         for k, v in shard.items():
             weight_map[k] = fname
             total += v.numel() * v.element_size()
     if len(files) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        write_text_atomic(out / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
     return out
 
 
@@ -235,9 +240,15 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory."""
+    """Read ``config.json`` and the safetensors headers (a few KB; no weights) of a checkpoint directory.
+
+    Everything a rank will read is checked here, before any rank starts (:mod:`coldpipe.checkpoint_files`):
+    the headers against the files, and every tensor of the architecture present with its shape and nothing
+    else, in dtypes the runtime loads.
+    """
     ckpt = read_checkpoint_files(path, "--checkpoint")
-    architecture_from_hf_config(ckpt.config, "--checkpoint")  # checks the model type
+    arch = architecture_from_hf_config(ckpt.config, "--checkpoint/config.json")
+    check_architecture_tensors(ckpt, arch, "--checkpoint")
     for t in ckpt.tensors.values():
         if t.dtype not in RUNTIME_DTYPES:
             raise InputError(
@@ -245,6 +256,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                 f"{t.file!r}: tensor {t.name!r} has dtype {t.dtype}, which the runtime does not load",
                 f"the runtime loads {', '.join(RUNTIME_DTYPES)} tensors (float32, float16 or bfloat16 weights)",
             )
+
     blocks = block_tensor_names(ckpt.config, set(ckpt.tensors))
     return Checkpoint(Path(path), ckpt.config, ckpt.tensors, tuple(tuple(b) for b in blocks))
 

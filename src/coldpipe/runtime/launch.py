@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -140,7 +141,14 @@ def run_local(
             if rank == 0:
                 argv += ["--result", str(result_path)]
             p = mp.Process(target=worker.main, args=(argv,), name=f"coldpipe-rank{rank}", daemon=False)
-            p.start()
+            # Ctrl-C reaches every process of the terminal's group: the ranks ignore it (a process started while
+            # SIGINT is ignored keeps ignoring it) and this launcher ends them, so Ctrl-C prints one line, not one
+            # traceback per rank.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                p.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
             procs.append(p)
         failed = ""
         try:
@@ -165,10 +173,45 @@ def run_local(
             r = next(i for i, c in enumerate(codes) if c)
             failed = f"rank {r} exited with code {codes[r]}"
         if failed or not result_path.is_file():
-            for r in range(world):
-                lines = _error_lines(logs[r])
-                for ln in lines or [f"coldpipe: error: rank {r}: died with exit code {codes[r]} without a message"]:
+            lines = {r: _error_lines(logs[r]) for r in range(world)}
+            culprits = _culprits(codes, lines)
+            for r in culprits + [r for r in range(world) if r not in culprits]:  # the rank that failed first
+                for ln in lines[r] or ([_silent(r, codes[r])] if codes[r] else []):
                     print(ln, file=sys.stderr, flush=True)
-            why = failed or "rank 0 wrote no result"
+            if culprits:
+                r = culprits[0]
+                why = lines[r][0].removeprefix("coldpipe: error: ") if lines[r] else _silent(r, codes[r])[17:]
+            else:
+                why = failed or "rank 0 wrote no result"
             raise RunFailed(f"the pipelined run failed: {why}")
         return list(json.loads(result_path.read_text())["jobs"])
+
+
+# what a rank says when it stopped because of another one (a knock-on failure, not the cause)
+_KNOCK_ON = ("lost the connection to a peer", "stopped because", "the launcher died", "timed out", "killed")
+
+
+def _silent(rank: int, code: int | None) -> str:
+    return f"coldpipe: error: rank {rank} ({_role(rank)}): died with exit code {code} without a message"
+
+
+def _role(rank: int) -> str:
+    return "source" if rank == 0 else f"stage {rank - 1}"
+
+
+def _culprits(codes: list[int | None], lines: dict[int, list[str]]) -> list[int]:
+    """The ranks that failed by themselves (their own error, or a crash), before those that only followed.
+
+    A rank that ends with a knock-on line (lost a peer, told to stop, timed out) or was killed by the launcher
+    (a negative exit code) is a bystander; a rank whose line names another cause, or that died with a
+    positive code and no line (a crash), failed by itself. When every failed rank is a bystander (a peer that
+    hangs makes every one of them time out), they are all returned, in rank order.
+    """
+    failed = [r for r, c in enumerate(codes) if c]
+    own = [
+        r
+        for r in failed
+        if (lines[r] and not all(any(k in ln for k in _KNOCK_ON) for ln in lines[r]))
+        or (not lines[r] and (codes[r] or 0) > 0)
+    ]
+    return own or [r for r in failed if lines[r]]

@@ -16,7 +16,7 @@ from coldpipe.core.simulator import BurstSchedule, burst_completions_s, burst_sc
 from coldpipe.core.types import Overlap, Plan, Scenario
 from coldpipe.runtime.trace import Span, chrome_trace
 
-__all__ = ["RunReport", "StageReport", "build_report", "predicted_tokens"]
+__all__ = ["RunReport", "StageReport", "build_report", "predicted_tokens", "result_from_trace"]
 
 
 @dataclass(frozen=True)
@@ -240,3 +240,17 @@ def build_report(result: dict[str, Any], scenario: Scenario, plan: Plan, overlap
         measured_last_tokens_s=tuple(result.get("last_token_s") or ()) if len(measured_completions) > 1 else (),
         predicted_last_tokens_s=tuple(predicted_last_tokens_s) if len(measured_completions) > 1 else (),
     )
+
+
+def result_from_trace(stage_spans: list[tuple[str, list[Span]]], meta: dict[str, Any]) -> dict[str, Any]:
+    """A job's result, as :func:`build_report` takes it, rebuilt from the trace a run wrote (its spans per
+    stage and its ``coldpipe`` object): ``coldpipe show`` reports a trace exactly as ``coldpipe run`` did."""
+    burst = meta.get("measured_completions") or []
+    return {
+        "measured_ttft": meta["measured_ttft"],
+        "measured_e2e": meta.get("measured_e2e"),
+        "token_ids": list(meta.get("token_ids") or []),
+        "completions": list(burst) if len(burst) > 1 else None,
+        "last_token_s": list(meta.get("measured_last_tokens") or []) or None,
+        "stages": [{"device": device, "spans": [s.to_dict() for s in spans]} for device, spans in stage_spans],
+    }

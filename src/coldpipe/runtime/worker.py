@@ -49,6 +49,8 @@ def _doing(what: str) -> None:
 def _one_line(exc: BaseException, timeout_s: float | None) -> str:
     """A short, plain reason for ``exc`` (gloo's messages are long and name C++ files)."""
     text = str(exc)
+    if isinstance(exc, LoaderFailed):
+        return str(exc)
     if "Connection closed by peer" in text or "Connection reset by peer" in text or "Broken pipe" in text:
         reason = "lost the connection to a peer (that rank crashed or was stopped)"
     elif type(exc).__name__ == "DistStoreError" or "wait timeout" in text:
@@ -216,6 +218,7 @@ def _loader(
     from coldpipe.runtime.checkpoint import read_tensor
     from coldpipe.runtime.emulation import Pacer
 
+    block: int | None = None
     try:
         wait = t0 + emu.startup_s - time.time()
         if wait > 0:
@@ -224,6 +227,7 @@ def _loader(
         fds: dict[str, int] = {}
         try:
             for i, b in enumerate(range(model.first, model.last + 1)):
+                block = b
                 start = rec.now()
                 if b == 0 and sparse_ids is not None:
                     n = _load_sparse_embedding(ctx, model, sparse_ids, pacer.pace)
@@ -233,6 +237,8 @@ def _loader(
                 tensors = {}
                 entries = sorted((ctx.ckpt.tensors[n] for n in ctx.ckpt.blocks[b]), key=lambda e: (e.file, e.offset))
                 for e in entries:
+                    if fault == "load-error":  # an I/O error in the loader thread: the rank must say so
+                        raise OSError(5, "Input/output error (fault injected)", e.file)
                     if e.file not in fds:
                         fds[e.file] = os.open(e.file, os.O_RDONLY)
                     tensors[e.name] = read_tensor(e, fds[e.file], pacer.pace)
@@ -246,9 +252,21 @@ def _loader(
             for fd in fds.values():
                 os.close(fd)
     except BaseException as exc:
-        failure.append(exc)
+        failure.append(LoaderFailed(block, exc))
         for ev in ready:
             ev.set()
+
+
+class LoaderFailed(Exception):
+    """The loader thread could not make ``block`` resident; ``cause`` is why (an I/O error, a bad tensor)."""
+
+    def __init__(self, block: int | None, cause: BaseException) -> None:
+        self.block, self.cause = block, cause
+        lines = str(cause).strip().splitlines()
+        what = f"block {block}" if block is not None else "the weights"
+        super().__init__(
+            f"the loader failed reading {what}: {type(cause).__name__}: {(lines[0] if lines else '')[:300]}"
+        )
 
 
 def _load_sparse_embedding(ctx: _Ctx, model: Any, ids: list[int], pace: Any) -> int:
@@ -328,16 +346,18 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
         loader.start()
 
     def wait_resident(i: int) -> None:
-        if ready[i].is_set():
-            return
-        start = rec.now()
-        ready[i].wait()
-        if failure:
+        if not ready[i].is_set():
+            start = rec.now()
+            _doing(f"waiting for block {blocks[i]} to load")
+            ready[i].wait()
+            if not failure:
+                rec.add(f"wait b{blocks[i]}", "wait", start, rec.now(), blocks[i])
+        if failure:  # set by a failed loader too: never compute on weights that are not there
             raise failure[0]
-        rec.add(f"wait b{blocks[i]}", "wait", start, rec.now(), blocks[i])
 
     if overlap == "none":  # load-then-compute: nobody starts before every stage has all its blocks
         start = rec.now()
+        _doing("loading (overlap none)")
         for ev in ready:
             ev.wait()
         if failure:
@@ -481,7 +501,9 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
             results.append(res)
         del model
     if ctx.rank == 0 and result_path:
-        Path(result_path).write_text(json.dumps({"jobs": results}))
+        from coldpipe.atomic import write_text_atomic
+
+        write_text_atomic(result_path, json.dumps({"jobs": results}))
     dist.barrier()
     dist.destroy_process_group()
 

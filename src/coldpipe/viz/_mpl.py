@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coldpipe.atomic import atomic_path
 from coldpipe.errors import InputError
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ def save(fig: Figure, paths: Sequence[Path], dpi: int = 100) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fmt = path.suffix.lower().lstrip(".")
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=metadata)
+        with atomic_path(path) as tmp:  # whole or not at all
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
     return list(paths)
 
 

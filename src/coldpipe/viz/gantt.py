@@ -37,7 +37,18 @@ from coldpipe.core.types import AP
 from coldpipe.units import format_seconds
 from coldpipe.viz import _mpl
 
-__all__ = ["Arrow", "Bar", "GanttChart", "build_gantt", "draw_gantt", "gantt_bars", "idle_bars", "transfer_arrows"]
+__all__ = [
+    "MEASURED_COLORS",
+    "Arrow",
+    "Bar",
+    "GanttChart",
+    "build_gantt",
+    "draw_gantt",
+    "gantt_bars",
+    "idle_bars",
+    "source_row_device",
+    "transfer_arrows",
+]
 
 BAR_KINDS = ("startup", "load", "compute")
 IDLE_KINDS = ("idle-weights", "idle-input")
@@ -132,9 +143,23 @@ def idle_bars(timeline: Timeline) -> list[Bar]:
     return out
 
 
+def source_row_device(timeline: Timeline) -> str | None:
+    """The source device when it holds no stage: it gets its own row (index ``len(stages)``) below the stages."""
+    if not timeline.transfers:
+        return None
+    src = timeline.transfers[0].src  # the prompt leaves the source first
+    if src == AP or src in {st.device for st in timeline.stages}:
+        return None
+    return src
+
+
 def transfer_arrows(timeline: Timeline) -> list[Arrow]:
-    """One arrow per transfer of the timeline, between the rows of its endpoints."""
+    """One arrow per transfer of the timeline, between the rows of its endpoints (``None``: the AP row; a
+    source device without a stage has row ``len(stages)``)."""
     row = {st.device: j for j, st in enumerate(timeline.stages)}
+    source = source_row_device(timeline)
+    if source is not None:
+        row[source] = len(timeline.stages)
     return [
         Arrow(tr.what, row.get(tr.src), row.get(tr.dst), tr.start_s, tr.at_ap_s, tr.end_s, tr.n_bytes)
         for tr in timeline.transfers
@@ -150,6 +175,9 @@ _LANES_WITH_MEASURED = {
     "compute": (0.04, 0.23),
     "compute-measured": (0.25, 0.44),
 }
+# measured spans of a runtime trace, one colour per kind (the legend names each)
+MEASURED_COLORS = {"load": "#1f77b4", "compute": "#ff7f0e", "send": "#2ca02c", "recv": "#9467bd", "wait": "#d62728"}
+_PREDICTED_GREY = "#5b6770"
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f")
 
 
@@ -210,9 +238,11 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
     from matplotlib.patches import Patch
 
     n = len(timeline.stages)
+    source = source_row_device(timeline)
+    n_rows = n + (1 if source is not None else 0)  # stages, and a source device that holds none
     has_measured = bool(chart.measured)
     lanes = _LANES_WITH_MEASURED if has_measured else _LANES
-    fig = _mpl.new_figure(11.0, 1.3 + 0.95 * (n + 1))
+    fig = _mpl.new_figure(11.0, 1.5 + (1.25 if has_measured else 0.95) * (n_rows + 1))
     ax = fig.add_subplot()
 
     def lane(stage: int, name: str) -> tuple[float, float]:
@@ -221,7 +251,8 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
 
     # Predicted bars, one broken_barh per (row, kind): load shaded and hatched, compute solid.
     for j in range(n):
-        color = _COLORS[j % len(_COLORS)]
+        # with measured spans (coloured by kind) the prediction is drawn in grey, so no colour means two things
+        color = _PREDICTED_GREY if has_measured else _COLORS[j % len(_COLORS)]
         rows = [b for b in chart.bars if b.stage == j]
         startup = [(b.start_s, b.duration_s) for b in rows if b.kind == "startup"]
         if startup:
@@ -237,19 +268,20 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
             style = {"color": "#d62728", "lw": 2.0} if b.kind == "idle-weights" else {"color": "#7f7f7f", "lw": 1.5}
             ax.plot([b.start_s, b.end_s], [y0 + h / 2, y0 + h / 2], solid_capstyle="butt", **style)
 
-    # Measured spans, in their own thinner lanes under the predicted ones.
+    # Measured spans, in their own thinner lanes under the predicted ones, coloured by kind.
     for m in chart.measured:
         if m.stage < 0 or m.stage >= n:
             continue
         kind = "load-measured" if m.kind == "load" else "compute-measured"
-        color = _COLORS[m.stage % len(_COLORS)] if m.kind in ("load", "compute") else "#7f7f7f"
+        color = MEASURED_COLORS.get(m.kind, "#7f7f7f")
         ax.broken_barh(
             [(m.start_s, m.duration_s)],
             lane(m.stage, kind),
-            facecolors="none",
+            facecolors=color,
+            alpha=0.55,
             edgecolor=color,
             hatch="xxx" if m.kind == "load" else None,
-            linewidth=0.8,
+            linewidth=0.6,
         )
 
     # Transfers: source row -> AP row (when the bytes reach the AP) -> destination row.
@@ -272,14 +304,18 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
         ax.plot([a.at_ap_s], [0.0], marker="o", color="#333333", markersize=3)
 
     ax.axvline(chart.ttft_s, color="#d62728", lw=1.2)
-    ax.text(chart.ttft_s, n + 0.5, f" TTFT {format_seconds(chart.ttft_s)}", color="#d62728", va="bottom", fontsize=8)
+    # the predicted TTFT is labelled at the top, the measured one at the bottom: close values never overlap
+    ax.text(chart.ttft_s, -0.5, f" TTFT {format_seconds(chart.ttft_s)}", color="#d62728", va="top", fontsize=8)
     if measured_ttft_s is not None:
         ax.axvline(measured_ttft_s, color="black", lw=1.2, ls="--")
-        ax.text(measured_ttft_s, n + 0.25, f" measured {format_seconds(measured_ttft_s)}", va="top", fontsize=8)
+        ax.text(measured_ttft_s, n_rows + 0.5, f" measured {format_seconds(measured_ttft_s)}", va="bottom", fontsize=8)
 
     ap_label = "AP (source)" if timeline.plan and _source_is_ap(timeline) else "AP"
-    ax.set_yticks(range(n + 1), [ap_label, *(_row_label(timeline, j) for j in range(n))], fontsize=8)
-    ax.set_ylim(n + 0.55, -0.55)
+    labels = [ap_label, *(_row_label(timeline, j) for j in range(n))]
+    if source is not None:
+        labels.append(f"{source}\n(source, no stage)")
+    ax.set_yticks(range(n_rows + 1), labels, fontsize=7 if has_measured else 8)
+    ax.set_ylim(n_rows + 0.55, -0.55)
     ax.set_xlim(0.0, chart.t_max_s)
     ax.set_xlabel("time since the request arrived (s)")
     ax.grid(axis="x", color="#eeeeee", lw=0.6)
@@ -289,17 +325,24 @@ def _figure(timeline: Timeline, chart: GanttChart, title: str | None, measured_t
         f"{100 * timeline.hidden_load_share:.0f}% of the loading critical path hidden"
     )
     ax.set_title(title or default_title, loc="left", fontsize=9)
+    pc = _PREDICTED_GREY if has_measured else "#1f77b4"
+    predicted = "predicted " if has_measured else ""
     handles: list[Any] = [
         Patch(facecolor="#d9d9d9", edgecolor="#999999", label="start-up"),
-        Patch(facecolor="#1f77b4", alpha=0.35, hatch="///", edgecolor="#1f77b4", label="load (per block)"),
-        Patch(facecolor="#1f77b4", label="compute (per block)"),
+        Patch(facecolor=pc, alpha=0.35, hatch="///", edgecolor=pc, label=f"{predicted}load (per block)"),
+        Patch(facecolor=pc, label=f"{predicted}compute (per block)"),
         Line2D([], [], color="#d62728", lw=2.0, label="idle: waiting for weights"),
         Line2D([], [], color="#7f7f7f", lw=1.5, label="idle: waiting for input"),
         Line2D([], [], color="#333333", lw=0.8, marker=">", markersize=4, label="transfer via AP"),
         Line2D([], [], color="#d62728", lw=1.2, label="TTFT"),
     ]
     if has_measured:
-        handles.append(Patch(facecolor="none", edgecolor="black", label="measured (lower lanes)"))
+        kinds = [k for k in MEASURED_COLORS if any(m.kind == k for m in chart.measured)]
+        for k in kinds:
+            c = MEASURED_COLORS[k]
+            label = f"measured {k}" + (" (lower lanes)" if k == kinds[0] else "")
+            handles.append(Patch(facecolor=c, alpha=0.55, edgecolor=c, hatch="xxx" if k == "load" else None,
+                                 label=label))  # fmt: skip
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, fontsize=7, frameon=False)
     return fig
 

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from coldpipe.core.simulator import Timeline
+from coldpipe.atomic import write_text_atomic
+from coldpipe.core.simulator import Timeline, objective_s
 from coldpipe.core.types import Scenario
 from coldpipe.planning.bounds import Bounds
 from coldpipe.planning.compare import Strategy, compare
@@ -24,11 +25,20 @@ from coldpipe.viz.gantt import build_gantt
 __all__ = ["Strategy", "evaluate_strategies", "write_report"]
 
 
-def evaluate_strategies(scenario: Scenario) -> tuple[list[Strategy], Bounds]:
-    """The exact optimum under every overlap mode, then every baseline, each with its timeline."""
-    cmp = compare(scenario)
+def evaluate_strategies(scenario: Scenario, objective: str = "ttft") -> tuple[list[Strategy], Bounds]:
+    """The optimum of ``objective`` under every overlap mode, then every baseline, each with its timeline."""
+    cmp = compare(scenario, objective=objective)  # type: ignore[arg-type]
     assert cmp.bounds is not None
     return cmp.strategies(), cmp.bounds
+
+
+def _objective_values(scenario: Scenario, strategies: list[Strategy], objective: str) -> dict[str, float]:
+    """Each runnable strategy's value of ``objective`` (the simulator's), by name."""
+    return {
+        s.name: objective_s(scenario, s.plan, s.overlap, objective)
+        for s in strategies
+        if s.plan is not None and s.timeline is not None
+    }
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ class _Table:
     rows: tuple[tuple[str, ...], ...]
 
     def markdown(self) -> str:
-        right = ["---:" if h in _NUMERIC else "---" for h in self.headers]
+        right = ["---:" if h in _NUMERIC or h.startswith("E2E") else "---" for h in self.headers]
         lines = ["| " + " | ".join(self.headers) + " |", "| " + " | ".join(right) + " |"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self.rows]
         return "\n".join(lines)
@@ -58,6 +68,9 @@ class _Table:
 
 _NUMERIC = {
     "TTFT",
+    "first token",
+    "E2E",
+    "TPOT",
     "speedup",
     "hidden load",
     "idle: weights",
@@ -80,26 +93,33 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def _strategies_table(strategies: list[Strategy], ref_s: float) -> _Table:
+def _strategies_table(
+    strategies: list[Strategy], ref_s: float, values: dict[str, float] | None = None, what: str = ""
+) -> _Table:
+    """With ``values`` (another objective than the TTFT), a column ``what`` of them, and speedups of them."""
     rows = []
     for s in strategies:
         tl = s.timeline
+        extra = ("-",) if values is not None else ()
         if tl is None:
-            rows.append((s.name, s.overlap, "infeasible", "-", "-", "-", "-", s.note.split(";")[0][:90]))
+            rows.append((s.name, s.overlap, *extra, "infeasible", "-", "-", "-", "-", s.note.split(";")[0][:90]))
             continue
+        value = values[s.name] if values is not None else tl.ttft_s
         rows.append(
             (
                 s.name,
                 s.overlap,
+                *((format_seconds(value),) if values is not None else ()),
                 format_seconds(tl.ttft_s),
-                f"{tl.ttft_s / ref_s:.2f}x",
+                f"{value / ref_s:.2f}x",
                 _pct(tl.hidden_load_share),
                 format_seconds(sum(st.wait_weights_s for st in tl.stages)),
                 format_seconds(sum(st.wait_input_s for st in tl.stages)),
                 str(tl.plan),
             )
         )
-    headers = ("strategy", "overlap", "TTFT", "speedup", "hidden load", "idle: weights", "idle: input", "plan")
+    headers = ("strategy", "overlap", *((what,) if values is not None else ()), "TTFT", "speedup", "hidden load",
+               "idle: weights", "idle: input", "plan")  # fmt: skip
     return _Table(headers, tuple(rows))
 
 
@@ -185,19 +205,29 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 """
 
 
-def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str | None = None) -> list[Path]:
+def write_report(
+    scenario: Scenario, out_dir: str | Path, *, scenario_text: str | None = None, objective: str = "ttft"
+) -> list[Path]:
     """Write ``index.html``, ``report.md`` and ``figures/*.png`` to ``out_dir``; return the paths written.
 
     ``scenario_text`` is echoed verbatim when given (the scenario file); otherwise the scenario's
-    JSON form is.
+    JSON form is. ``objective`` (``ttft``, ``e2e``, ``tpot``) is what the optimum minimises and what the
+    speedups compare.
     """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    strategies, bounds = evaluate_strategies(scenario)
+    strategies, bounds = evaluate_strategies(scenario, objective)
+    by_ttft = objective == "ttft" and scenario.workload.requests == 1
+    values = None if by_ttft else _objective_values(scenario, strategies, objective)
+    what = {"ttft": "first token", "e2e": f"E2E ({scenario.workload.new_tokens} tokens)", "tpot": "TPOT"}[objective]
     opt = strategies[0]
     assert opt.timeline is not None
     feasible_baselines = [s for s in strategies if s.kind == "baseline" and s.timeline is not None]
-    best = min(feasible_baselines, key=lambda s: s.ttft_s) if feasible_baselines else None
+    best = (
+        min(feasible_baselines, key=lambda s: s.ttft_s if values is None else values[s.name])
+        if feasible_baselines
+        else None
+    )
     shown = [opt, *( [best] if best is not None else []), strategies[2]]  # fmt: skip
     t_max = 1.04 * max(s.ttft_s for s in shown)
 
@@ -217,8 +247,9 @@ def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str 
         written += _mpl.save(fig, [out / "figures" / f"{stem}.png"])  # type: ignore[arg-type]
 
     ref = opt.ttft_s
+    ref_value = ref if values is None else values[opt.name]
     tables = {
-        "strategies": _strategies_table(strategies, ref),
+        "strategies": _strategies_table(strategies, ref_value, values, what),
         "stages": _stages_table(opt.timeline, scenario),
         "devices": _devices_table(scenario),
     }
@@ -228,33 +259,41 @@ def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str 
         f"Model {scenario.model_name}: {scenario.n_blocks} blocks, {format_bytes(total_bytes)} of weights; "
         f"{len(scenario.devices)} devices behind one access point (source: {scenario.source}); "
         f"prompt {wl.prompt_tokens} tokens, {wl.new_tokens} new token(s).",
-        f"coldpipe's plan {opt.timeline.plan} reaches the first token in {format_seconds(ref)} "
-        f"({_pct(opt.timeline.hidden_load_share)} of the loading critical path hidden behind compute and transfers).",
+        f"coldpipe's plan {opt.timeline.plan} (minimising {what if values is not None else 'the TTFT'}) reaches "
+        f"the first token in {format_seconds(ref)}"
+        + (f", {what} {format_seconds(ref_value)}" if values is not None else "")
+        + f"; loading hidden behind compute: {_pct(opt.timeline.hidden_load_share)}.",
         (
             f"The best baseline, {best.name} ({best.timeline.plan if best.timeline else ''}), takes "
-            f"{format_seconds(best.ttft_s)}: coldpipe is {best.ttft_s / ref:.2f}x faster."
+            + (
+                f"{format_seconds(best.ttft_s)}: coldpipe is {best.ttft_s / ref:.2f}x faster."
+                if values is None
+                else f"{format_seconds(values[best.name])} ({what}): coldpipe is {values[best.name] / ref_value:.2f}x "
+                "faster."
+            )
             if best is not None
             else "No baseline can run this scenario."
         ),
         f"Lower bounds: warm optimum {format_seconds(bounds.warm_s)}, parallel loading "
-        f"{format_seconds(bounds.parallel_load_s)}; coldpipe is within {100 * (ref / bounds.best_s - 1):.1f}% "
-        "of the larger one.",
+        f"{format_seconds(bounds.parallel_load_s)}; coldpipe's TTFT is {ref / bounds.best_s:.2f}x the "
+        f"{'parallel-loading' if bounds.parallel_load_s >= bounds.warm_s else 'warm-optimum'} bound.",
     ]
     echo = scenario_text if scenario_text is not None else json.dumps(scenario.to_dict(), indent=2)
 
     md = [f"# coldpipe report: {scenario.model_name}", "", *[f"- {s}" for s in summary], ""]
-    md += ["## Plans and speedups", "", "Speedup = the strategy's TTFT / coldpipe's.", ""]
+    what_cmp = "TTFT" if values is None else what
+    md += ["## Plans and speedups", "", f"Speedup = the strategy's {what_cmp} / coldpipe's.", ""]
     md += [tables["strategies"].markdown(), "", "## coldpipe's plan, stage by stage", ""]
     md += [tables["stages"].markdown(), "", "## Schedules", ""]
     for stem, caption, _fig in figures:
         md += [f"![{caption}](figures/{stem}.png)", "", f"*{caption}*", ""]
     md += ["## Scenario", "", tables["devices"].markdown(), "", "```", echo.strip(), "```", ""]
     md_path = out / "report.md"
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    write_text_atomic(md_path, "\n".join(md))
 
     body = [f"<h1>coldpipe report: {html.escape(scenario.model_name)}</h1>", "<ul>"]
     body += [f"<li>{html.escape(s)}</li>" for s in summary] + ["</ul>"]
-    body += ["<h2>Plans and speedups</h2><p>Speedup = the strategy's TTFT / coldpipe's.</p>"]
+    body += [f"<h2>Plans and speedups</h2><p>Speedup = the strategy's {html.escape(what_cmp)} / coldpipe's.</p>"]
     body += [tables["strategies"].html(), "<h2>coldpipe's plan, stage by stage</h2>", tables["stages"].html()]
     body += ["<h2>Schedules</h2>"]
     for _stem, caption, fig in figures:
@@ -269,5 +308,5 @@ def write_report(scenario: Scenario, out_dir: str | Path, *, scenario_text: str 
         f"<body>{''.join(body)}</body></html>\n"
     )
     html_path = out / "index.html"
-    html_path.write_text(page, encoding="utf-8")
+    write_text_atomic(html_path, page)
     return [html_path, md_path, *written]

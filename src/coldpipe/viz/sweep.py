@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from coldpipe.atomic import atomic_path
 from coldpipe.core.architectures import CATALOG, DTYPE_BYTES, blocks_for
 from coldpipe.core.types import Device, Scenario, Workload
 from coldpipe.errors import InputError
@@ -301,7 +302,7 @@ def write_csv(result: SweepResult, path: str | Path) -> Path:
     """One row per value x strategy; infinite TTFTs are written ``inf``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(p) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:  # whole or not at all
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in result.rows:

@@ -23,15 +23,15 @@ Events of other phases or categories are ignored (a trace may carry more than co
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coldpipe.core.limits import cut
 from coldpipe.core.simulator import Timeline
 from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
-from coldpipe.errors import ColdpipeError, InputError
+from coldpipe.errors import InputError
 from coldpipe.viz.gantt import MEASURED_KINDS, Bar
 
 __all__ = ["Trace", "TraceSpan", "measured_bars", "read_trace", "stage_errors", "trace_from_dict"]
@@ -62,11 +62,14 @@ class Trace:
     predicted_ttft_s: float | None
     measured_e2e_s: float | None
     stage_devices: dict[int, str]  # from the "process_name" metadata events
+    meta: dict[str, Any] = field(default_factory=dict)  # the whole "coldpipe" object (token ids, a burst's times)
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(where, f"must be a finite number, got {value!r}", "see docs/evaluation.md for the format")
+        raise InputError(
+            where, f"must be a finite number, got {cut(repr(value), 80)}", "see docs/evaluation.md for the format"
+        )
     return float(value)
 
 
@@ -83,24 +86,26 @@ def trace_from_dict(doc: Any) -> Trace:
     for i, ev in enumerate(doc["traceEvents"]):
         where = f"trace.traceEvents[{i}]"
         if not isinstance(ev, dict):
-            raise InputError(where, f"expected an object, got {ev!r}")
+            raise InputError(where, f"expected an object, got {cut(repr(ev), 80)}")
         ph = ev.get("ph")
         args = ev.get("args") or {}
+        if not isinstance(args, dict):
+            raise InputError(f"{where}.args", f"expected an object, got {cut(repr(args), 80)}")
         if ph == "M" and ev.get("name") == "process_name" and isinstance(ev.get("pid"), int):
             stage_devices[ev["pid"]] = str(args.get("name", ""))
             continue
-        if ph != "X" or ev.get("cat") not in MEASURED_KINDS:
+        if ph != "X" or not isinstance(ev.get("cat"), str) or ev["cat"] not in MEASURED_KINDS:
             continue
         pid = ev.get("pid")
         if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
-            raise InputError(f"{where}.pid", f"must be a stage index >= 0, got {pid!r}")
+            raise InputError(f"{where}.pid", f"must be a stage index >= 0, got {cut(repr(pid), 80)}")
         start = _number(ev.get("ts"), f"{where}.ts") / 1e6
         dur = _number(ev.get("dur"), f"{where}.dur") / 1e6
         if dur < 0:
-            raise InputError(f"{where}.dur", f"must be >= 0, got {ev.get('dur')!r}")
+            raise InputError(f"{where}.dur", f"must be >= 0, got {cut(repr(ev.get('dur')), 80)}")
         block = args.get("block")
         if block is not None and (isinstance(block, bool) or not isinstance(block, int)):
-            raise InputError(f"{where}.args.block", f"must be a block index or null, got {block!r}")
+            raise InputError(f"{where}.args.block", f"must be a block index or null, got {cut(repr(block), 80)}")
         spans.append(
             TraceSpan(
                 stage=pid,
@@ -116,19 +121,21 @@ def trace_from_dict(doc: Any) -> Trace:
         )
     meta = doc.get("coldpipe") or {}
     if not isinstance(meta, dict):
-        raise InputError("trace.coldpipe", f"expected an object, got {meta!r}")
+        raise InputError("trace.coldpipe", f"expected an object, got {cut(repr(meta), 80)}")
     plan = Plan.from_dict(meta["plan"]) if meta.get("plan") is not None else None
     scenario = None
     if meta.get("scenario") is not None:
-        try:
-            scenario = Scenario.from_dict(meta["scenario"])
-        except ColdpipeError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError("trace.coldpipe.scenario", f"cannot read the scenario: {exc}") from None
+        from coldpipe.scenario_file import scenario_from_dict
+
+        try:  # validated like a scenario file (the runtime writes Scenario.to_dict(), a valid one)
+            scenario = scenario_from_dict(meta["scenario"])
+        except InputError as exc:
+            raise InputError(f"trace.coldpipe.scenario.{exc.field}", exc.problem, exc.fix) from None
     overlap = meta.get("overlap", "layer")
     if overlap not in OVERLAPS:
-        raise InputError("trace.coldpipe.overlap", f"unknown mode {overlap!r}", f"use one of {list(OVERLAPS)}")
+        raise InputError(
+            "trace.coldpipe.overlap", f"unknown mode {cut(repr(overlap), 80)}", f"use one of {list(OVERLAPS)}"
+        )
     return Trace(
         spans=tuple(sorted(spans, key=lambda s: (s.stage, s.start_s))),
         plan=plan,
@@ -138,24 +145,22 @@ def trace_from_dict(doc: Any) -> Trace:
         predicted_ttft_s=_optional_number(meta.get("predicted_ttft"), "trace.coldpipe.predicted_ttft"),
         measured_e2e_s=_optional_number(meta.get("measured_e2e"), "trace.coldpipe.measured_e2e"),
         stage_devices=stage_devices,
+        meta=meta,
     )
 
 
 def read_trace(path: str | Path) -> Trace:
     """Read a trace file written by the runtime."""
+    from coldpipe.structured_file import parse_json_text, read_text_limited
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError("trace", f"no such file {str(p)!r}", "check the path")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError("trace", f"{str(p)!r} is not a JSON trace: {exc}") from None
+    doc = parse_json_text(read_text_limited(p, "trace"), repr(str(p)), "trace")
     return trace_from_dict(doc)
 
 
 def _request(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(where, f"must be a request index >= 0, got {value!r}")
+        raise InputError(where, f"must be a request index >= 0, got {cut(repr(value), 80)}")
     return value
 
 
