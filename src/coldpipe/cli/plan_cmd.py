@@ -253,7 +253,7 @@ def plan_command(
 
         check_paths(gantt, "--gantt")  # a wrong suffix fails before planning, not after
     problem = Problem(sc, ov, objective, time_limit)  # type: ignore[arg-type]
-    slow = solver in ("minlp", "brute") or (solver == "auto" and len(sc.devices) > 10)
+    slow = solver in ("minlp", "highs", "brute") or (solver == "auto" and len(sc.devices) > 10)
     status = err_console.status(f"planning ({solver}) ...") if slow and err_console.is_terminal else nullcontext()
     with status:
         result = plan(problem, solver)

@@ -69,13 +69,13 @@ def _quiet_highs(highspy: Any) -> Any:
 
 
 def _solve(h: Any) -> None:
-    """Run the solve in HiGHS's thread; on Ctrl-C cancel it, wait for it and raise KeyboardInterrupt."""
+    """Run the solve in HiGHS's thread; on Ctrl-C (any exception raised while waiting) cancel it, wait, re-raise."""
     h.HandleUserInterrupt = True  # cancelSolve() then stops the solve at HiGHS's next callback
     h.startSolve()
     try:
         while not h.wait(0.05)[0]:
             pass
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a signal handler's own exception: stop HiGHS before unwinding
         h.cancelSolve()
         while not h.wait(0.05)[0]:
             pass

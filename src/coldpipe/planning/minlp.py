@@ -111,8 +111,9 @@ def build_model(scenario: Scenario, overlap: Overlap = "layer", *, linearize: bo
 def _optimize(scip: Any) -> None:
     """Solve in another thread (SCIP without the GIL) so that a Ctrl-C reaches this one at once.
 
-    On :class:`KeyboardInterrupt` SCIP is asked to stop (``interruptSolve``), its thread is awaited and
-    the interrupt raised again: the caller sees a plain Ctrl-C and SCIP prints nothing.
+    On :class:`KeyboardInterrupt` (or any exception a signal handler raises here) SCIP is asked to stop
+    (``interruptSolve``), its thread is awaited and the exception raised again: the caller sees a plain
+    Ctrl-C and SCIP prints nothing.
     """
     done = threading.Event()
     failure: list[BaseException] = []
@@ -130,7 +131,7 @@ def _optimize(scip: Any) -> None:
     try:
         while not done.wait(0.05):
             pass
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or a signal handler's own exception: stop SCIP before unwinding
         with contextlib.suppress(Exception):  # SCIP refuses once it has finished: nothing to stop then
             scip.interruptSolve()
         worker.join()
