@@ -82,6 +82,10 @@ def _start(argv: list[str], kind: str, cwd: str | None) -> _Running:
         try:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
+            # pytest's capture (and any other) may have replaced sys.stdout/err by objects that do not write
+            # to fds 1 and 2: write to the files for real
+            sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
             if cwd is not None:
                 os.chdir(cwd)
