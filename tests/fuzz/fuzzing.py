@@ -82,6 +82,10 @@ def _start(argv: list[str], kind: str, cwd: str | None) -> _Running:
         try:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
+            # pytest's capture (and any other) may have replaced sys.stdout/err by objects that do not write
+            # to fds 1 and 2: write to the files for real
+            sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
             resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
             if cwd is not None:
                 os.chdir(cwd)
@@ -167,6 +171,9 @@ class Tally:
     by_kind: collections.Counter[tuple[str, int | None]] = field(default_factory=collections.Counter)
     failures: list[tuple[str, Outcome]] = field(default_factory=list)
     slowest_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the cases' children (user + system)
+    wall_s: float = 0.0
+    parent_cpu_s: float = 0.0  # making the cases (mutations, files) and waiting for them
 
     def add(self, o: Outcome) -> None:
         self.cases += 1
@@ -184,9 +191,11 @@ class Tally:
             err = self.by_kind[(k, 2)]
             other = sum(n for (kk, c), n in self.by_kind.items() if kk == k and c not in (0, 2))
             parts.append(f"{k}: {ok + err + other} ({ok} exit 0, {err} exit 2, {other} other)")
-        return f"fuzz: {self.cases} cases, {len(self.failures)} failures, slowest {self.slowest_s:.2f} s; " + "; ".join(
-            parts
+        head = (
+            f"fuzz: {self.cases} cases, {len(self.failures)} failures, slowest {self.slowest_s:.2f} s, "
+            f"{self.wall_s:.0f} s wall, {self.cpu_s:.0f} s CPU in the cases + {self.parent_cpu_s:.0f} s making them"
         )
+        return "; ".join([head, *parts])
 
     def report(self, limit: int = 15) -> str:
         return "\n".join(f"{bad}: {o.describe()}" for bad, o in self.failures[:limit])
@@ -201,6 +210,7 @@ def run_all(
 ) -> Tally:
     """Every case, up to ``jobs`` children at once (cases are independent: each writes its own files)."""
     tally = tally or Tally()
+    t0, cpu0 = time.perf_counter(), os.times()
     running: list[_Running] = []
     for kind, argv in cases:
         if len(running) >= jobs:
@@ -208,6 +218,10 @@ def run_all(
         running.append(_start(argv, kind, cwd))
     for r in running:
         tally.add(_finish(r, timeout_s))
+    cpu1 = os.times()
+    tally.cpu_s += (cpu1.children_user - cpu0.children_user) + (cpu1.children_system - cpu0.children_system)
+    tally.parent_cpu_s += (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    tally.wall_s += time.perf_counter() - t0
     return tally
 
 
