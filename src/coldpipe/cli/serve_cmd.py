@@ -88,13 +88,17 @@ def build(
     sc = scenario_arg(scenario_path)
     ckpt = open_checkpoint(checkpoint)
     check_scenario_matches(sc, ckpt.n_blocks)
-    tok = load_tokenizer(checkpoint)
+    if not (Path(checkpoint) / "tokenizer.json").is_file():
+        load_tokenizer(checkpoint)  # the one-line error and its fix
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
     context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
-    backend = LocalBackend(checkpoint, tuple(d.name for d in sc.devices), sc)
+    # the device processes start (torch imports, kernel warm-up) while this process loads the tokenizer
+    backend = LocalBackend(checkpoint, tuple(d.name for d in sc.devices), sc, wait=False)
     try:
+        tok = load_tokenizer(checkpoint)
+        backend.wait_ready()
         engine = Engine(
             backend,
             sc,

@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,16 @@ POLL_S = 0.2
 class LocalBackend:
     """Persistent workers for ``devices`` serving ``checkpoint`` (see the module docstring)."""
 
-    def __init__(self, checkpoint: str | Path, devices: tuple[str, ...], scenario: Any, *, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        devices: tuple[str, ...],
+        scenario: Any,
+        *,
+        timeout_s: float = 60.0,
+        wait: bool = True,
+    ) -> None:
+        """``wait=False`` starts the workers in a background thread; :meth:`wait_ready` joins it."""
         self.checkpoint = str(Path(checkpoint).resolve())
         self.devices = tuple(devices)
         self.scenario = scenario
@@ -49,7 +59,27 @@ class LocalBackend:
         self.cache_dropped = False
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(_PRELOAD)
-        self.start()
+        self.start_error: BaseException | None = None
+        self.starting: threading.Thread | None = None
+        if wait:
+            self.start()
+        else:
+            self.starting = threading.Thread(target=self._start_in_background, name="coldpipe-start", daemon=True)
+            self.starting.start()
+
+    def _start_in_background(self) -> None:
+        try:
+            self.start()
+        except BaseException as exc:
+            self.start_error = exc
+
+    def wait_ready(self) -> None:
+        """Every worker warmed up and listening (raises what starting them raised)."""
+        if self.starting is not None:
+            self.starting.join()
+            self.starting = None
+        if self.start_error is not None:
+            raise self.start_error
 
     def start(self) -> None:
         import torch  # noqa: F401  (the source handles tensors; not on the first request's critical path)
@@ -221,6 +251,9 @@ class LocalBackend:
         self.start()
 
     def close(self) -> None:
+        if self.starting is not None:
+            self.starting.join()
+            self.starting = None
         for conn in self.conns.values():
             with contextlib.suppress(OSError, ValueError):
                 conn.send(("stop",))
