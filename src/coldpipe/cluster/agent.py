@@ -93,6 +93,13 @@ class Agent:
             self._local.sock = sock
         sock.send_multipart([target.encode(), *encode(header, *payload)])
 
+    def _close_push(self) -> None:
+        """Close this thread's outbox socket (flushes, linger 1 s): the context cannot end while it is open."""
+        sock = getattr(self._local, "sock", None)
+        if sock is not None:
+            sock.close()
+            self._local.sock = None
+
     # -- the I/O loop ---------------------------------------------------------------------------------
     def serve(self, on_ready: Any = None) -> None:
         import torch
@@ -269,10 +276,7 @@ class Agent:
             self._push(target, {"op": "failed", "job": job.job, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
         finally:
             self.jobs.pop(job.job, None)
-            sock = getattr(self._local, "sock", None)
-            if sock is not None:
-                sock.close()  # flushes (linger 1 s); the context cannot end while it is open
-                self._local.sock = None
+            self._close_push()
 
     def _loader(
         self,
@@ -311,6 +315,8 @@ class Agent:
                 self.resident[b] = model.modules[b]
                 spans.append(_span(f"load b{b}", "load", start, time.time(), b, sum(e.nbytes for e in entries)))
                 ready[i].set()
+            # progress for the coordinator's console: this stage is resident (agent clock)
+            self._push("coord:" + job.coordinator.hex(), {"op": "resident", "job": job.job, "t": time.time()})
         except BaseException as exc:
             failure.append(exc)
             for ev in ready:
@@ -318,6 +324,7 @@ class Agent:
         finally:
             for fd in fds.values():
                 os.close(fd)
+            self._close_push()
 
     def _next_input(self, job: _Job) -> tuple[dict[str, Any], list[bytes]]:
         deadline = time.monotonic() + INPUT_TIMEOUT_S

@@ -302,6 +302,10 @@ class Coordinator:
                             loaded.add(n)
                             if len(loaded) == len(names):
                                 send_input(0, prompt_arr)
+                        elif op == "resident":
+                            if on_event:
+                                at = float(h["t"]) - self.offsets[n] - t0
+                                on_event(f"{n}: its blocks are resident {at:.3f} s after the request")
                         elif op == "report":
                             reports[n] = h["spans"]
                         elif op == "failed":
