@@ -43,8 +43,10 @@ most ``G + (T - 1) c`` (exact for ``none``).
 >>> sc = Scenario(blocks, devs, Workload(1, prompt_bytes=0, token_bytes=0))
 >>> free = lagrangian_bound(StageTables.build(sc), Mode.LAYER, math.inf, tracked=0).value_s  # reuse for free
 >>> exact = lagrangian_bound(StageTables.build(sc), Mode.LAYER, math.inf, tracked=1).value_s  # the exact DP
->>> bool(free <= exact), round(exact, 3)
-(True, 5.006)
+>>> from coldpipe.planning.exact import plan_exact
+>>> from coldpipe.planning.protocol import Problem
+>>> bool(free <= exact), round(exact, 3), round(plan_exact(Problem(sc)).value_s, 3)
+(True, 5.002, 5.002)
 """
 
 from __future__ import annotations
