@@ -160,3 +160,21 @@ def test_decoding_burst_bound_never_exceeds_brute_force(seed: int, overlap: str,
         return
     bound, _ = objective_lower_bound(sc, "e2e", overlap, optimum)
     assert bound <= optimum * (1 + 1e-9)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), mode=st.sampled_from([Mode.LAYER, Mode.STAGE]))
+def test_reuse_kernel_compiled_equals_interpreted(seed: int, mode: Mode) -> None:
+    """The priced pair DP compiled by numba and run by the interpreter agree (fronts merged to 2 pairs)."""
+    rng = random.Random(seed)
+    sc = random_scenario(seed, 3, 5, tight=True, source_device=rng.random() < 0.3)
+    pre = StageTables.build(sc)
+    price = np.array([rng.uniform(0.0, 1.0) for _ in pre.types.members])
+    args = (
+        int(mode), KIND_BURST, 2.0, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, *pre.grid,
+        pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret, pre.prompt_at_ap, 2,
+    )  # fmt: skip
+    compiled = reuse_pareto_dp(*args)
+    interpreted = reuse_pareto_dp.py(*args)
+    assert compiled[0] == interpreted[0] or math.isclose(compiled[0], interpreted[0], rel_tol=1e-12)
+    assert np.array_equal(compiled[1], interpreted[1])
