@@ -62,10 +62,12 @@ def test_plan_human_output(demo_file: Path) -> None:
     assert res.returncode == 0
     assert "TTFT 3.52 s" in res.stdout and "orin-agx" in res.stdout
     assert "(dp, exact; overlap=layer)" in res.stdout
-    heuristic = run("plan", str(demo_file), "--solver", "heuristic")  # its title says what is not known
+    heuristic = run("plan", str(demo_file), "--solver", "heuristic")  # its title says what is known
     title = " ".join(heuristic.stdout.split())  # a narrow terminal wraps the title
-    assert heuristic.returncode == 0 and "(heuristic, not proven optimal, within " in title
-    assert "% of a lower bound; overlap=layer)" in title
+    # the demo is small: the certified bound meets the heuristic's plan, which is then proven optimal
+    assert heuristic.returncode == 0 and "(heuristic, proven optimal: meets its lower bound; overlap=layer)" in title
+    # on a larger cluster (tests/planning/test_heuristic.py) the title gives the certified gap instead
+    assert "TTFT 3.52 s" in heuristic.stdout
 
 
 def test_compare_json(demo_file: Path) -> None:

@@ -64,7 +64,8 @@ def print_plan(result: Solution, scenario: Scenario) -> None:
     tl = result.timeline
     assert tl is not None
     if result.exact:
-        exact = "exact"
+        # the heuristic's plan is proven optimal when it meets its certified lower bound
+        exact = "proven optimal: meets its lower bound" if result.method == "heuristic" else "exact"
     elif result.method == "minlp":  # SCIP stopped by its time limit
         gap = result.details.get("gap")
         exact = "not proven optimal" + (f", gap {100 * gap:.1f}%" if isinstance(gap, (int, float)) else "")
