@@ -62,10 +62,11 @@ def test_plan_human_output(demo_file: Path) -> None:
     assert res.returncode == 0
     assert "TTFT 3.52 s" in res.stdout and "orin-agx" in res.stdout
     assert "(dp, exact; overlap=layer)" in res.stdout
-    # the heuristic's title says what is known: on the demo its certified lower bound meets the plan
-    heuristic = run("plan", str(demo_file), "--solver", "heuristic")
+    heuristic = run("plan", str(demo_file), "--solver", "heuristic")  # its title says what is known
     title = " ".join(heuristic.stdout.split())  # a narrow terminal wraps the title
-    assert heuristic.returncode == 0 and "(heuristic, exact; overlap=layer)" in title
+    # the demo is small: the certified bound meets the heuristic's plan, which is then proven optimal
+    assert heuristic.returncode == 0 and "(heuristic, proven optimal: meets its lower bound; overlap=layer)" in title
+    # on a larger cluster (tests/planning/test_heuristic.py) the title gives the certified gap instead
     assert "TTFT 3.52 s" in heuristic.stdout
 
 

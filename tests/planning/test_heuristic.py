@@ -140,7 +140,11 @@ def test_beyond_the_exact_range_auto_uses_the_heuristic_and_says_so(
     assert out["solver"]["name"] == "heuristic" and out["solver"]["exact"] is res.exact
     with pytest.raises(SystemExit):
         main(["plan", str(path)])
-    assert "heuristic" in capsys.readouterr().out
+    title = " ".join(capsys.readouterr().out.split())
+    if res.exact:
+        assert "(heuristic, proven optimal: meets its lower bound; overlap=layer)" in title
+    else:  # the certified gap, as --json gives it
+        assert f"(heuristic, not proven optimal, within {100 * res.gap:.1f}% of a lower bound; " in title
 
 
 def test_model_does_not_fit_raises_infeasible() -> None:

@@ -22,7 +22,7 @@ from coldpipe.planning.bounds import dual_bound, objective_lower_bound
 from coldpipe.planning.exact import plan_exact
 from coldpipe.planning.heuristic import plan_heuristic
 from coldpipe.planning.kernels import KIND_BURST, Mode
-from coldpipe.planning.lagrange import PricedDag, lagrangian_bound, pareto_bound, priced_value
+from coldpipe.planning.lagrange import PricedDag, burst_none_bound, lagrangian_bound, pareto_bound, priced_value
 from coldpipe.planning.reuse_kernels import reuse_pareto_dp
 from coldpipe.planning.tables import StageTables
 from random_instances import brute_value, random_scenario
@@ -86,9 +86,15 @@ def test_bound_never_exceeds_brute_force(
         price = np.array([rng.uniform(0.0, optimum) for _ in pre.types.members])
         value, _ = reuse_pareto_dp(
             int(mode), KIND_BURST, lam, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, *pre.grid,
-            pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret, pre.prompt_at_ap, 1,
+            pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret, pre.prompt_at_ap, 1, math.inf,
         )  # fmt: skip
         assert value - float(price @ pre.types.counts) <= optimum * (1 + 1e-9)
+    if requests > 1 and none:  # a burst under "none": the pair DP inside the threshold search, fixed prices
+        pre = StageTables.build(sc)
+        lam = (requests - 1.0) * (1.0 if completion == "max" else 0.5)
+        price = np.array([rng.uniform(0.0, optimum) for _ in pre.types.members])
+        for p in (price, np.zeros(len(price))):
+            assert burst_none_bound(pre, lam, p, max_front=rng.choice([1, 2, 32])) <= optimum * (1 + 1e-9)
     assert lagrangian_bound(tables, mode, optimum, none=none, tracked=tracked).value_s <= optimum * (1 + 1e-9)
     if not none:
         price = np.array([rng.uniform(0.0, optimum) for _ in tables.types.members])
@@ -160,3 +166,21 @@ def test_decoding_burst_bound_never_exceeds_brute_force(seed: int, overlap: str,
         return
     bound, _ = objective_lower_bound(sc, "e2e", overlap, optimum)
     assert bound <= optimum * (1 + 1e-9)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), mode=st.sampled_from([Mode.LAYER, Mode.STAGE]))
+def test_reuse_kernel_compiled_equals_interpreted(seed: int, mode: Mode) -> None:
+    """The priced pair DP compiled by numba and run by the interpreter agree (fronts merged to 2 pairs)."""
+    rng = random.Random(seed)
+    sc = random_scenario(seed, 3, 5, tight=True, source_device=rng.random() < 0.3)
+    pre = StageTables.build(sc)
+    price = np.array([rng.uniform(0.0, 1.0) for _ in pre.types.members])
+    args = (
+        int(mode), KIND_BURST, 2.0, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, *pre.grid,
+        pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret, pre.prompt_at_ap, 2, math.inf,
+    )  # fmt: skip
+    compiled = reuse_pareto_dp(*args)
+    interpreted = reuse_pareto_dp.py(*args)
+    assert compiled[0] == interpreted[0] or math.isclose(compiled[0], interpreted[0], rel_tol=1e-12)
+    assert np.array_equal(compiled[1], interpreted[1])

@@ -149,7 +149,8 @@ def print_plan(result: Solution, scenario: Scenario, *, alt: dict[str, Any] | No
     figures = plan_figures(scenario, result.plan, result.overlap)
     if not quiet:
         if result.exact:
-            exact = "exact"
+            # the heuristic's plan is proven optimal when it meets its certified lower bound
+            exact = "proven optimal: meets its lower bound" if result.method == "heuristic" else "exact"
         elif result.method in ("minlp", "highs"):  # the solver stopped early, or its bound does not meet the plan
             exact = f"not proven optimal: {result.details.get('status')}"
         else:  # the heuristic, or a local search: say what is known of the optimum

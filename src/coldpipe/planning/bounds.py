@@ -26,7 +26,7 @@ from coldpipe.core.simulator import block_decode_s, transfer_s
 from coldpipe.core.types import Scenario
 from coldpipe.planning.exact import plan_warm
 from coldpipe.planning.kernels import KIND_BURST, Mode
-from coldpipe.planning.lagrange import lagrangian_bound, pareto_bound
+from coldpipe.planning.lagrange import burst_none_bound, lagrangian_bound, pareto_bound
 from coldpipe.planning.tables import MAX_USAGE_VECTORS, DeviceTypes, StageTables
 
 __all__ = [
@@ -200,10 +200,21 @@ def objective_lower_bound(
     if overlap is None:
         return simple, kind
     one = scenario.replace(workload={"requests": 1}) if wl.requests > 1 else scenario
-    dual, dual_kind = dual_bound(one, objective, overlap, upper), "Lagrangian (device reuse priced)"
+    if objective == "ttft" and wl.requests > 1 and overlap == "none":
+        first = lagrangian_bound(StageTables.build(one), Mode.ADDITIVE, upper, none=True)
+        dual = first.value_s
+    else:
+        dual = dual_bound(one, objective, overlap, upper)
+    dual_kind = "Lagrangian (device reuse priced)"
     if objective == "ttft" and wl.requests > 1:  # the burst's queue term on top of its first request
-        dual += (wl.requests - 1) * (1.0 if wl.completion == "max" else 0.5) * _last_block_s(scenario)
+        share = (1.0 if wl.completion == "max" else 0.5) * (wl.requests - 1)
+        dual += share * _last_block_s(scenario)
         dual_kind += " + burst queue"
+        if overlap == "none" and first.untracked_price is not None:
+            # the burst's pair DP inside the threshold search, at the first request's prices
+            burst = burst_none_bound(StageTables.build(scenario), share, first.untracked_price)
+            if burst > dual:
+                dual, dual_kind = burst, "Lagrangian burst pairs at thresholds (device reuse priced)"
         if overlap != "none":  # the burst's own pair DP, reuse priced
             # request r ends at the burst recurrence's value for lam = r - 1, convex in lam: the mean over
             # r is at least its value at the mean lam (Jensen), the max its value at lam = R - 1

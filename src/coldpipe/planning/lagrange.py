@@ -43,8 +43,10 @@ most ``G + (T - 1) c`` (exact for ``none``).
 >>> sc = Scenario(blocks, devs, Workload(1, prompt_bytes=0, token_bytes=0))
 >>> free = lagrangian_bound(StageTables.build(sc), Mode.LAYER, math.inf, tracked=0).value_s  # reuse for free
 >>> exact = lagrangian_bound(StageTables.build(sc), Mode.LAYER, math.inf, tracked=1).value_s  # the exact DP
->>> bool(free <= exact), round(exact, 3)
-(True, 5.006)
+>>> from coldpipe.planning.exact import plan_exact
+>>> from coldpipe.planning.protocol import Problem
+>>> bool(free <= exact), round(exact, 3), round(plan_exact(Problem(sc)).value_s, 3)
+(True, 5.002, 5.002)
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coldpipe.planning.exact import threshold_search
-from coldpipe.planning.kernels import Mode, scalar_dp
+from coldpipe.planning.kernels import KIND_BURST, Mode, scalar_dp
 from coldpipe.planning.predict import SECONDS_PER_UNIT
 from coldpipe.planning.reuse_kernels import reuse_pareto_dp
 from coldpipe.planning.tables import DeviceTypes, StageTables, load_end_candidates
@@ -65,6 +67,7 @@ __all__ = [
     "BOUND_TIME_BUDGET_S",
     "DualBound",
     "PricedDag",
+    "burst_none_bound",
     "lagrangian_bound",
     "pareto_bound",
     "priced_value",
@@ -203,6 +206,7 @@ class DualBound:
     tracked: int  # tracked types in the last ascent
     rows: int  # rows of its DAG
     dp_runs: int
+    untracked_price: np.ndarray | None = None  # the best prices of the untracked ascent (every type priced)
 
 
 def stages_that_fit(tables: StageTables) -> int:
@@ -285,7 +289,7 @@ def pareto_bound(
         value, uses = reuse_pareto_dp(
             int(mode), kind, lam, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret, grid_load, grid_g,
             pre.types.source_type, pre.prompt_at_ap, second.cf, second.down, second.up, second.ret,
-            second.prompt_at_ap, max_front,
+            second.prompt_at_ap, max_front, math.inf,
         )  # fmt: skip
         return float(value), uses
 
@@ -293,6 +297,31 @@ def pareto_bound(
     free = np.ones(n_types, dtype=bool)
     best, price, runs = _ascent(evaluate, pre.types.counts, upper, free, np.zeros(n_types), iterations)
     return DualBound(best, price, 0, 1, runs)
+
+
+def burst_none_bound(pre: StageTables, lam: float, price: np.ndarray, *, max_front: int = PARETO_FRONT) -> float:
+    """A burst under ``none`` at fixed prices: ``min_τ τ + V_τ(λ) - Σ λ count``, ``V_τ`` the priced pair DP
+    (additive maps) over stages loaded by ``τ``.
+
+    A plan whose latest load end is ``τ_P`` (a candidate) is a path of the DAG at ``τ_P``, and its last
+    request ends at ``τ_P`` plus its additive flow-shop time, so the minimum is a lower bound; ``V_τ`` is
+    non-increasing in ``τ`` (:func:`~coldpipe.planning.exact.threshold_search`).
+    """
+    grid_load, grid_g = pre.grid
+    taus = load_end_candidates(pre)
+    free_cost = float(price @ pre.types.counts)
+
+    def run(tau: float, _cutoff: float) -> tuple[float, bool | None]:
+        value, _ = reuse_pareto_dp(
+            int(Mode.ADDITIVE), KIND_BURST, lam, price, pre.cf, pre.mp, pre.mem, pre.down, pre.up, pre.ret,
+            grid_load, grid_g, pre.types.source_type, pre.prompt_at_ap, pre.cf, pre.down, pre.up, pre.ret,
+            pre.prompt_at_ap, max_front, tau,
+        )  # fmt: skip
+        return (float(value), True) if value < math.inf else (math.inf, None)
+
+    memo = threshold_search(taus, run)
+    found = [float(taus[k]) + v for k, (v, w) in memo.items() if w is not None and v < math.inf]
+    return min(found) - free_cost if found else math.inf
 
 
 def lagrangian_bound(
@@ -321,7 +350,8 @@ def lagrangian_bound(
     evaluate = _scalar_evaluate(tables, dag0, mode, taus)
     best, price, runs = _ascent(evaluate, types.counts, upper, ~nothing, np.zeros(n_types), iterations)
     if best >= upper * (1 - 1e-12) or not math.isfinite(best):
-        return DualBound(best, price, 0, 1, runs)
+        return DualBound(best, price, 0, 1, runs, price)
+    untracked_price = price
     # track the types with the highest prices (the ones the relaxation reuses) while the budget allows at
     # least a few steps: with the same prices a tracked DAG's bound is no lower, so even one step helps
     per_row_s = SECONDS_PER_UNIT["ttft"] * stages_that_fit(tables) * (NONE_THRESHOLDS if none else 1)
@@ -340,11 +370,11 @@ def lagrangian_bound(
             break
         chosen[t], rows = True, grown
     if not chosen.any():
-        return DualBound(best, price, 0, 1, runs)
+        return DualBound(best, price, 0, 1, runs, untracked_price)
     steps = iterations if tracked is not None else min(iterations, max(min_steps, int(budget_s / (rows * per_row_s))))
     dag = PricedDag.build(types, chosen)
     evaluate = _scalar_evaluate(tables, dag, mode, taus)
     second, price2, runs2 = _ascent(evaluate, types.counts, upper, ~chosen, price, steps)
     if second > best:
         best, price = second, price2
-    return DualBound(best, price, int(chosen.sum()), rows, runs + runs2)
+    return DualBound(best, price, int(chosen.sum()), rows, runs + runs2, untracked_price)

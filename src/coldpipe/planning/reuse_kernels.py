@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coldpipe.planning.kernels import KIND_E2E, extend_pair, inline, jit
+from coldpipe.planning.kernels import KIND_E2E, Mode, extend_pair, inline, jit
 
 __all__ = ["reuse_pareto_dp"]
 
@@ -30,7 +30,7 @@ def _compress(
 ) -> int:  # fmt: skip
     """Prune ``a[:n], d[:n]`` (and their back pointers) to the non-dominated pairs sorted by ``a``, then merge
     runs of them into at most ``keep`` component-wise minima; returns the new length."""
-    order = np.argsort(a[:n])
+    order = np.argsort(a[:n], kind="mergesort")  # stable: compiled and interpreted break ties alike
     sa, sd = a[:n][order], d[:n][order]
     si, sk, st = pi[:n][order], pk[:n][order], pt[:n][order]
     m = 0
@@ -72,6 +72,7 @@ def reuse_pareto_dp(
     dret: np.ndarray,
     dprompt_at_ap: float,
     max_front: int,
+    tau: float,  # Mode.ADDITIVE: only stages loaded by tau (a burst under "none", inside a threshold search)
 ) -> tuple[float, np.ndarray]:
     """The priced relaxation's optimum (``inf`` if no plan fits) and how often its plan uses each type."""
     n_types = cf.shape[0]
@@ -96,6 +97,8 @@ def reuse_pareto_dp(
             for e in range(i, n_blocks):
                 if mp[e + 1] - mp[i] > mem[t]:
                     break
+                if mode == Mode.ADDITIVE and grid_load[t, i, e] > tau:
+                    break  # the load end grows with e
                 compute = cf[t, e + 1] - cf[t, i]
                 dec = dcf[t, e + 1] - dcf[t, i]
                 if kind == KIND_E2E:
