@@ -12,7 +12,7 @@ A stage rank runs two threads: the **loader** (from ``t0 + startup``: read each 
 order, paced by the read-rate cap, assign them, signal the block resident) and the **compute loop** (main
 thread; all torch.distributed calls are made here): receive a job (a request's prefill or one of its decode
 steps: a burst's jobs come in the first stage's order), run each block once the overlap mode allows, send
-without waiting (:class:`_Links`; the receiver emulates the link time). The runtime only interprets the plan
+without waiting (:class:`coldpipe.runtime.links.Links`; the receiver emulates the link time). The runtime only interprets the plan
 and the emulation knobs; it makes no planning decision.
 
 Errors end the rank with one line on stderr (``coldpipe: error: rank R (...): ...``) and exit code 1; a
@@ -32,6 +32,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coldpipe.runtime.links import DOING, Links, doing, span_tag
+
 if TYPE_CHECKING:
     from coldpipe.runtime.job import Job
 
@@ -39,11 +41,6 @@ __all__ = ["main"]
 
 
 ANNOUNCE_S = 0.3  # the request's arrival time is broadcast this long before it
-_DOING = ["starting"]  # what the main thread is blocked on, for the one-line error
-
-
-def _doing(what: str) -> None:
-    _DOING[0] = what
 
 
 def _one_line(exc: BaseException, timeout_s: float | None) -> str:
@@ -60,7 +57,7 @@ def _one_line(exc: BaseException, timeout_s: float | None) -> str:
     else:
         lines = text.strip().splitlines()
         reason = f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
-    return f"{reason}, while {_DOING[0]}"
+    return f"{reason}, while {DOING[0]}"
 
 
 class _Ctx:
@@ -81,81 +78,6 @@ class _Ctx:
         self.started = time.time()
 
 
-class _Links:
-    """Point-to-point messages with the model's link time (docs/model.md#transfers), emulated on the receiving side.
-
-    A message is a job's input: a small header ``[sent, request, step]`` (float64; ``step`` 0 is the prefill,
-    ``k`` the ``k``-th decode step) then the payload, whose size the receiver derives from the header. A
-    sender ``isend``s both at once and goes on computing; the receiver, once the payload is there, sleeps
-    until ``sent + transfer(src, dst, n)`` for the payload's ``n`` bytes. So a transfer takes the model's time
-    from the moment its data exists, never delays the sender's next computation, and several transfers on
-    one link do not queue (docs/model.md#bursts; with one request it is the same as sleeping on the
-    sender). Messages between two ranks arrive in the order they were sent, so every stage serves the jobs
-    in the order the first stage received them, as the model says. The trace's ``send`` span is the
-    emulated transfer ``[sent, sent + transfer]``; ``recv`` spans from posting the receive until arrival.
-    """
-
-    def __init__(self, ctx: _Ctx, rec: Any, emulate: bool) -> None:
-        self.ctx = ctx
-        self.rec = rec
-        self.emulate = emulate
-        self.pending: list[tuple[Any, Any]] = []  # (work, buffer): the buffer must live until the send ends
-
-    def delay_s(self, src_dev: str, dst_dev: str, n_bytes: int) -> float:
-        from coldpipe.core.simulator import transfer_s
-
-        return transfer_s(self.ctx.scenario, src_dev, dst_dev, n_bytes) if self.emulate else 0.0
-
-    def send(self, x: Any, dst_rank: int, src_dev: str, dst_dev: str, what: str, request: int, step: int) -> None:
-        import torch
-        import torch.distributed as dist
-
-        payload = x.contiguous().view(-1).view(torch.uint8)  # raw bytes: any dtype, the receiver knows the shape
-        n = payload.numel()
-        sent = time.time()
-        header = torch.tensor([sent, float(request), float(step)], dtype=torch.float64)
-        _doing(f"sending the {what} to rank {dst_rank}")
-        for buf in (header, payload):
-            self.pending.append((dist.isend(buf, dst_rank), buf))
-        start = sent - self.rec.t0
-        self.rec.add(f"send {what}", "send", start, start + self.delay_s(src_dev, dst_dev, n), None, n, request=request)
-
-    def recv(
-        self, shape_of: Any, dtype: Any, src_rank: int, src_dev: str, dst_dev: str, what: str
-    ) -> tuple[int, int, Any]:
-        """The next job's input from ``src_rank``: (request, step, tensor of shape ``shape_of(step)``)."""
-        import torch
-        import torch.distributed as dist
-
-        start = self.rec.now()
-        _doing(f"receiving the {what} from rank {src_rank}")
-        header = torch.empty(3, dtype=torch.float64)
-        dist.recv(header, src_rank)
-        sent, request, step = float(header[0]), int(header[1]), int(header[2])
-        shape = shape_of(step)
-        n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
-        buf = torch.empty(n, dtype=torch.uint8)
-        dist.recv(buf, src_rank)
-        wait = sent + self.delay_s(src_dev, dst_dev, n) - time.time()
-        if wait > 0:
-            time.sleep(wait)
-        name = what.split("/")[min(step, 1)] if "/" in what else what  # "prompt/token": the prompt, then tokens
-        self.rec.add(f"recv {name}{_tag(request, step)}", "recv", start, self.rec.now(), None, n, request=request)
-        return request, step, buf.view(dtype).reshape(shape)
-
-    def finish(self) -> None:
-        """Wait for every send of this job to complete (before the job's collectives)."""
-        _doing("finishing the sends")
-        for work, _ in self.pending:
-            work.wait()
-        self.pending.clear()
-
-
-def _tag(request: int, step: int) -> str:
-    """`` r2 t5``: request 2 (omitted for the first), token 5 (omitted for the prefill, i.e. token 1)."""
-    return (f" r{request}" if request else "") + (f" t{step + 1}" if step else "")
-
-
 def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
     """Rank 0: send the prompt(s), collect the tokens; times relative to the request (t0).
 
@@ -171,10 +93,10 @@ def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
     n_stages = len(plan.stages)
     n_new = job.new_tokens
     rec = Recorder(t0)
-    links = _Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links)
     prompts = job.prompts
     for r, p in enumerate(prompts):
-        links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, f"prompt{_tag(r, 0)}", r, 0)
+        links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, f"prompt{span_tag(r, 0)}", r, 0)
     first = [0.0] * len(prompts)
     last = [0.0] * len(prompts)
     tokens: list[list[int]] = [[] for _ in prompts]
@@ -205,7 +127,7 @@ def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
         last[r] = now
         tokens[r].append(int(tok.item()))
         if k + 1 < n_new:
-            links.send(tok.view(1, 1), 1, src, first_dev, f"token{_tag(r, k + 1)}", r, k + 1)
+            links.send(tok.view(1, 1), 1, src, first_dev, f"token{span_tag(r, k + 1)}", r, k + 1)
     links.finish()
     return {
         "token_ids": tokens[0],
@@ -367,7 +289,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
     def wait_resident(i: int) -> None:
         if not ready[i].is_set():
             start = rec.now()
-            _doing(f"waiting for block {blocks[i]} to load")
+            doing(f"waiting for block {blocks[i]} to load")
             ready[i].wait()
             if not failure:
                 rec.add(f"wait b{blocks[i]}", "wait", start, rec.now(), blocks[i])
@@ -376,18 +298,18 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
 
     if overlap == "none":  # load-then-compute: nobody starts before every stage has all its blocks
         start = rec.now()
-        _doing("loading (overlap none)")
+        doing("loading (overlap none)")
         for ev in ready:
             ev.wait()
         if failure:
             raise failure[0]
-        _doing("waiting for every stage to load (overlap none)")
+        doing("waiting for every stage to load (overlap none)")
         dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
         rec.add("wait all loaded", "wait", start, rec.now())
 
     h = model.config.hidden_size
     prev_dev = plan.stages[j - 1].device if j > 0 else ctx.scenario.source
-    links = _Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links)
     # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
     # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
     mem_floor_s = [0.0] * len(blocks)
@@ -409,7 +331,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
             r, step, x = links.recv(
                 lambda k: (1, s if k == 0 else 1, h), model.dtype, prev_rank, prev_dev, st.device, "activation"
             )  # (1, q, h)
-        tag = _tag(r, step)
+        tag = span_tag(r, step)
         q = s if step == 0 else 1  # positions in this forward
         pos = 0 if step == 0 else s + step - 1
         position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
@@ -528,7 +450,7 @@ def _run_shard(ctx: _Ctx, job: Job, k: int, t0: float) -> dict[str, Any]:
     if job.overlap == "none":
         ready.wait()
         dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
-    links = _Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links)
     last_dev = plan.stages[-1].device
     dtype = torch_dtype(ctx.ckpt.dtype)
     for _ in range(len(job.prompts) * job.new_tokens):
@@ -554,8 +476,8 @@ def _run_shard(ctx: _Ctx, job: Job, k: int, t0: float) -> dict[str, Any]:
             target_s = max(target_s, (weights["rows"].numel() * row_bytes / h) / emu.mem_bandwidth)
         if target_s > wall_s:
             time.sleep(target_s - wall_s)
-        rec.add(f"head rows{_tag(r, step)}", "compute" if step == 0 else "decode", start, rec.now(), cpu_s=cpu_s)
-        links.send(cand, 0, sh.device, ctx.scenario.source, "candidates" + _tag(r, step), r, step)
+        rec.add(f"head rows{span_tag(r, step)}", "compute" if step == 0 else "decode", start, rec.now(), cpu_s=cpu_s)
+        links.send(cand, 0, sh.device, ctx.scenario.source, "candidates" + span_tag(r, step), r, step)
     links.finish()
     loader.join()
     return {"shard": k, "device": sh.device, "spans": [sp.to_dict() for sp in rec.spans]}
@@ -573,14 +495,14 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     if my_fault == "connect":  # a peer that never connects: the others must time out
         time.sleep(3600)
     torch.set_num_threads(int(ctx.spec.get("threads", 1)))
-    _doing(f"connecting to the other {ctx.world - 1} ranks")
+    doing(f"connecting to the other {ctx.world - 1} ranks")
     dist.init_process_group(
         "gloo", init_method=init_method, rank=ctx.rank, world_size=ctx.world, timeout=timedelta(seconds=ctx.timeout_s)
     )
     dtype = torch_dtype(ctx.ckpt.dtype)
     results = []
     if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
-        _doing("warming up")
+        doing("warming up")
         StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.jobs[0].prompt_ids))
     ready_s = time.time() - ctx.started
     for job in ctx.jobs:
@@ -591,9 +513,9 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         if 0 <= j < len(plan.stages):
             model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
         if model is not None and job.warm:
-            _doing("preloading the weights (warm job)")
+            doing("preloading the weights (warm job)")
             _preload(ctx, model)
-        _doing("waiting for every rank to be ready")
+        doing("waiting for every rank to be ready")
         dist.barrier()  # every rank built: the cluster is up, nothing is loaded
         if ctx.rank == 0 and ctx.spec.get("cold_cache", True):
             drop_page_cache(ctx.ckpt.files)
@@ -616,7 +538,7 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
             if job.overlap == "none":
                 dist.all_reduce(torch.zeros(1, dtype=torch.float64), op=dist.ReduceOp.MAX)
             out = {}
-        _doing("gathering the results")
+        doing("gathering the results")
         gathered: list[Any] = [None] * ctx.world if ctx.rank == 0 else []
         dist.gather_object(out, gathered if ctx.rank == 0 else None, dst=0)
         if ctx.rank == 0:
