@@ -12,8 +12,8 @@ A stage rank runs two threads: the **loader** (from ``t0 + startup``: read each 
 order, paced by the read-rate cap, assign them, signal the block resident) and the **compute loop** (main
 thread; all torch.distributed calls are made here): receive a job (a request's prefill or one of its decode
 steps: a burst's jobs come in the first stage's order), run each block once the overlap mode allows, send
-without waiting (:class:`coldpipe.runtime.links.Links`; the receiver emulates the link time). The runtime only interprets the plan
-and the emulation knobs; it makes no planning decision.
+without waiting (:class:`coldpipe.runtime.links.Links`; the receiver emulates the link time). The runtime
+only interprets the plan and the emulation knobs; it makes no planning decision.
 
 Errors end the rank with one line on stderr (``coldpipe: error: rank R (...): ...``) and exit code 1; a
 watchdog thread also ends it when the launcher writes the abort file or the launcher dies.
