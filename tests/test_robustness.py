@@ -121,7 +121,7 @@ def test_run_and_model_info_refuse_a_bad_checkpoint_alike_before_any_rank(
     scen = tmp_path / "s.json"
     scen.write_text(json.dumps({**BLOCKS_SCENARIO}))
     info_line = _cli(capsys, "model-info", "--checkpoint", str(d), "--json")
-    run_line = _cli(capsys, "run", "--local", "--scenario", str(scen), "--checkpoint", str(d), "--plan",
+    run_line = _cli(capsys, "run", str(scen), "--local", "--checkpoint", str(d), "--plan",
                     "a[0-1] > b[2-3]", "--write-spec", str(tmp_path / "spec.json"))  # fmt: skip
     for line in (info_line, run_line):
         assert words in line and str(d) in line, line
@@ -255,7 +255,7 @@ def test_timeout_must_be_finite_and_positive(
     """Regression: `--timeout nan` passed the check and gave a traceback in the ranks."""
     scen = tmp_path / "s.json"
     scen.write_text(json.dumps(BLOCKS_SCENARIO))
-    line = _cli(capsys, "run", "--local", "--scenario", str(scen), "--checkpoint", str(ckpt), "--timeout", value)
+    line = _cli(capsys, "run", str(scen), "--local", "--checkpoint", str(ckpt), "--timeout", value)
     assert "--timeout: must be a finite number of seconds > 0" in line
 
 

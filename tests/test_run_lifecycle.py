@@ -81,7 +81,7 @@ def test_a_signal_stops_the_run_and_cleans_up(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coldpipe", "run", "--local", "--scenario", str(scen), "--checkpoint", str(ckpt),
+        [sys.executable, "-m", "coldpipe", "run", str(scen), "--local", "--checkpoint", str(ckpt),
          "--plan", "a[0-1] > b[2-3]", "--trace", str(tmp_path / "t.json")],
         env=_env(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -119,7 +119,7 @@ def test_an_unwritable_trace_keeps_the_results(
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     with pytest.raises(SystemExit) as info:
-        main(["run", "--local", "--scenario", str(scen), "--checkpoint", str(ckpt), "--plan", "a[0-1] > b[2-3]",
+        main(["run", str(scen), "--local", "--checkpoint", str(ckpt), "--plan", "a[0-1] > b[2-3]",
               "--no-cold", "--json", "--trace", str(blocker / "trace.json")])  # fmt: skip
     captured = capsys.readouterr()
     assert info.value.code == 2
@@ -186,7 +186,7 @@ def _soak(small: tuple[Path, Path], tmp_path: Path, runs: int, cli_runs: int) ->
             one(i)
         for i in range(cli_runs):
             with pytest.raises(SystemExit) as info:
-                main(["run", "--local", "--scenario", str(scen), "--checkpoint", str(ckpt), "--plan",
+                main(["run", str(scen), "--local", "--checkpoint", str(ckpt), "--plan",
                       "a[0-1] > b[2-3]", "--no-cold", "--json", "--trace", str(tmp_path / f"t{i}.json")])  # fmt: skip
             assert info.value.code == 0
         after = _census(tmp)

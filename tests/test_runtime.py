@@ -205,7 +205,7 @@ def test_a_burst_decodes_as_the_simulator_predicts(
     scenario = _burst_scenario_file(tiny, tmp_path, 100.0, new_tokens=NEW)
     text = "a[0-1] > b[2-3] > c[4-5]"
     trace = tmp_path / "trace.json"
-    argv = ["run", "--local", "--scenario", str(scenario), "--checkpoint", str(tiny), "--plan", text,
+    argv = ["run", str(scenario), "--local", "--checkpoint", str(tiny), "--plan", text,
             "--trace", str(trace), "--json"]  # fmt: skip
     with pytest.raises(SystemExit) as exc:
         main(argv)

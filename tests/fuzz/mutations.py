@@ -384,7 +384,6 @@ def plan_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
                 kind,
                 [
                     "run",
-                    "--scenario",
                     str(c.ckpt_scenario),
                     "--checkpoint",
                     str(c.ckpt),
@@ -507,7 +506,6 @@ def checkpoint_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
                 kind,
                 [
                     "run",
-                    "--scenario",
                     str(c.ckpt_scenario),
                     "--checkpoint",
                     str(d),
@@ -562,7 +560,6 @@ def cli_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
         lambda: [
             "run",
             "--local",
-            "--scenario",
             str(c.ckpt_scenario),
             "--checkpoint",
             str(c.ckpt),
@@ -574,7 +571,6 @@ def cli_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
         lambda: [
             "run",
             "--local",
-            "--scenario",
             str(c.ckpt_scenario),
             "--checkpoint",
             str(c.ckpt),
@@ -589,7 +585,6 @@ def cli_cases(rng: random.Random, c: Corpus) -> Iterator[Case]:
         ],
         lambda: [
             "run",
-            "--scenario",
             str(c.ckpt_scenario),
             "--checkpoint",
             str(c.ckpt),

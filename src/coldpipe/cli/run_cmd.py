@@ -292,7 +292,7 @@ def profile_host_command(
     """Measure this host's per-block prefill time and read rate (for the emulated cluster of `coldpipe run`).
 
     With --calibrate S --scenario-out S2, S2 is S with each block's FLOPs replaced by its measured time on this
-    host times the host's FLOP/s: `coldpipe run --scenario S2 --host-profile PROFILE` then predicts what the
+    host times the host's FLOP/s: `coldpipe run S2 --host-profile PROFILE` then predicts what the
     emulated devices really do.
     """
     from coldpipe.runtime.checkpoint import open_checkpoint
