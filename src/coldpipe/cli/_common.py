@@ -143,6 +143,7 @@ def phase(description: str) -> Iterator[None]:
 def check_plan_target(plan: Plan, scenario: Scenario, flag: str, path: str) -> None:
     """Refuse a plan file made for another model or device set, naming the file; note an old file's lack of one."""
     if plan.target is None:
+        plan.validate(scenario)  # an invalid plan is one error line, without the note before it
         note(
             f"{path} does not record its model and devices (an older plan file); "
             "only its devices and block ranges are checked"
