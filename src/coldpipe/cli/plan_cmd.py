@@ -81,7 +81,7 @@ def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
                 format_seconds(st.wait_input_s),
             )
             continue
-        names = f"{st.first}-{st.last} ({scenario.blocks[st.first].name}..{scenario.blocks[st.last].name})"
+        names = f"{st.first}-{st.last} ({scenario.planned().blocks[st.first].name}..{scenario.planned().blocks[st.last].name})"
         table.add_row(
             str(j + 1),
             st.device,

@@ -130,7 +130,7 @@ def _stages_table(tl: Timeline, scenario: Scenario) -> _Table:
             (
                 str(j + 1),
                 st.device,
-                f"{st.first}-{st.last} ({scenario.blocks[st.first].name}..{scenario.blocks[st.last].name})",
+                f"{st.first}-{st.last} ({scenario.planned().blocks[st.first].name}..{scenario.planned().blocks[st.last].name})",
                 format_bytes(st.weight_bytes),
                 format_seconds(st.startup_s),
                 format_seconds(st.load_s),
