@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.random_instances import brute_value, random_scenario
+from tests.test_checkpoint_profile import write_checkpoint
 
 from coldpipe.core.architectures import CATALOG, blocks_for
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
@@ -17,6 +18,7 @@ from coldpipe.core.types import Block, Plan, PlanTarget, Scenario, Stage, parse_
 from coldpipe.errors import InputError, InvalidPlan
 from coldpipe.planning import Problem, plan
 from coldpipe.planning.brute import all_plans, fits
+from coldpipe.profiler.checkpoint import profile_checkpoint
 from coldpipe.scenario_file import load_scenario
 
 DEMO = Path(__file__).resolve().parents[2] / "src" / "coldpipe" / "data" / "demo.yaml"
@@ -142,3 +144,14 @@ def test_bundled_scenario_gain() -> None:
     assert sol.value_s == simulate(sc, sol.plan).ttft_s
     both = plan(Problem(sc.replace(mechanisms=parse_mechanisms("sparse-embedding,sublayer"))))
     assert both.value_s <= sol.value_s + 1e-12
+
+
+def test_checkpoint_halves_are_its_tensors(tmp_path: Path) -> None:
+    """A checkpoint model's attention half weighs exactly its layer's input norm and self_attn tensors."""
+    tensors = write_checkpoint(tmp_path)
+    prof = profile_checkpoint(tmp_path, prompt_tokens=16)
+    for i, b in enumerate(prof.blocks[1:-1]):
+        attn, mlp = b.halves()
+        own = {n: a.nbytes for n, a in tensors.items() if n.startswith(f"model.layers.{i}.")}
+        assert attn.weight_bytes == sum(v for n, v in own.items() if ".self_attn." in n or "input_layernorm" in n)
+        assert mlp.weight_bytes == sum(v for n, v in own.items() if ".mlp." in n or "post_attention" in n)
