@@ -159,10 +159,6 @@ def run_command(
 
     with phase("reading the scenario and the checkpoint, planning"):
         sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
-        if "sublayer" in sc.mechanisms:  # docs/model.md#sublayer: planned and simulated, not run yet
-            raise InputError(
-                "--mechanisms", "the runtime does not run sublayer plans yet", "drop sublayer for run (plan it)"
-            )
         ckpt = open_checkpoint(checkpoint)
         check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
         the_plan, ov = resolve_plan(plan, sc, overlap)
