@@ -93,7 +93,7 @@ def test_sublayer_plan_equals_from_pretrained(tiny: Path) -> None:
     ids = prompt_ids(PROMPT, 256, seed=3)
     ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
     emu = tuple(emulation_for(sc, plan, host_flops=None))
-    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True)], timeout_s=30)
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True, sublayer=True)], timeout_s=30)
     assert res["token_ids"] == ref_tokens
     assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
     assert res["measured_ttft"] == pytest.approx(simulate(sc, plan).ttft_s, rel=0.5)

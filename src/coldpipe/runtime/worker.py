@@ -73,12 +73,16 @@ class _Ctx:
         self.world = world
         self.scenario = Scenario.from_dict(spec["scenario"])
         self.jobs = [Job.from_dict(d) for d in spec["jobs"]]
-        self.ckpt = open_checkpoint(spec["checkpoint"])
-        self.sublayer = "sublayer" in self.scenario.mechanisms  # plans index the split blocks
-        if self.sublayer:
-            self.ckpt = self.ckpt.split_layers()
+        self.whole = self.ckpt = open_checkpoint(spec["checkpoint"])
+        self.plan_blocks = self.scenario.blocks  # the blocks the current job's plan indexes
         self.timeout_s = float(spec.get("timeout_s", 30.0))
         self.started = time.time()
+
+    def start(self, job: Job) -> None:
+        """Index the checkpoint and the scenario's blocks as ``job``'s plan does (sublayer: the split blocks)."""
+        self.ckpt = self.whole.split_layers() if job.sublayer else self.whole
+        on = self.scenario.mechanisms | {"sublayer"} if job.sublayer else self.scenario.mechanisms - {"sublayer"}
+        self.plan_blocks = self.scenario.replace(mechanisms=on).planned().blocks
 
 
 def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
@@ -316,7 +320,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
     # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
     # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
     mem_floor_s = [0.0] * len(blocks)
-    sc_blocks = ctx.scenario.planned().blocks
+    sc_blocks = ctx.plan_blocks
     if emu.mem_bandwidth is not None:
         mem_floor_s = [(sc_blocks[b].weight_bytes + sc_blocks[b].kv_bytes) / emu.mem_bandwidth for b in blocks]
     s = len(job.prompt_ids)
@@ -508,11 +512,12 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     ready_s = time.time() - ctx.started
     for job in ctx.jobs:
         job_start = time.time()
+        ctx.start(job)
         plan = job.plan
         j = ctx.rank - 1
         model = None
         if 0 <= j < len(plan.stages):
-            model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype, ctx.sublayer)
+            model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype, job.sublayer)
         if model is not None and job.warm:
             doing("preloading the weights (warm job)")
             _preload(ctx, model)
