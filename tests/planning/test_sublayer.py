@@ -18,6 +18,7 @@ from coldpipe.core.types import Block, Plan, PlanTarget, Scenario, Stage, parse_
 from coldpipe.errors import InputError, InvalidPlan
 from coldpipe.planning import Problem, plan
 from coldpipe.planning.brute import all_plans, fits
+from coldpipe.planning.compare import compare, mechanism_rows
 from coldpipe.profiler.checkpoint import profile_checkpoint
 from coldpipe.scenario_file import load_scenario
 
@@ -155,3 +156,13 @@ def test_checkpoint_halves_are_its_tensors(tmp_path: Path) -> None:
         own = {n: a.nbytes for n, a in tensors.items() if n.startswith(f"model.layers.{i}.")}
         assert attn.weight_bytes == sum(v for n, v in own.items() if ".self_attn." in n or "input_layernorm" in n)
         assert mlp.weight_bytes == sum(v for n, v in own.items() if ".mlp." in n or "post_attention" in n)
+
+
+def test_compare_rows_and_baselines() -> None:
+    """compare's mechanism rows list sublayer; the baselines plan the split blocks (valid plans, timed)."""
+    sc = with_attn(random_scenario(2, 3, 5, tight=False, source_device=False), 2)
+    rows = dict(mechanism_rows(sc))
+    assert set(rows) == {"none", "sublayer"} and rows["sublayer"].value_s <= rows["none"].value_s + 1e-12
+    cmp = compare(sc)
+    timed = [b for b in cmp.baselines if b.plan is not None]
+    assert timed and all(b.ttft_s == simulate(sc, b.plan, b.overlap).ttft_s for b in timed)
