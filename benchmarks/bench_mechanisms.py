@@ -1,6 +1,7 @@
-"""Measured vs predicted gains of sparse-embedding, sharded-head, reuse on the real runtime (docs/model.md#mechanisms).
+"""Measured vs predicted gains of the mechanisms (docs/model.md#mechanisms) on the real runtime.
 
     .venv/bin/python benchmarks/bench_mechanisms.py     # writes out/bench_mechanisms.json, prints markdown
+    .venv/bin/python benchmarks/bench_mechanisms.py --only sublayer   # one mechanism
 
 1. make (once) a random fp32 Llama-shaped checkpoint in out/bench-mech (6 layers, hidden 512, vocabulary 32,000:
    the embedding is a third of the weights, as in small real models);
@@ -11,7 +12,8 @@
    ``--sparse-embedding`` (block 0 reads the prompt's rows only);
 6. the same for ``sharded-head`` on the first cluster (one more rank per head shard) and for ``reuse`` on a
    second emulated cluster (:data:`REUSE_DEVICES`: very uneven devices, where
-   the planner gives two devices two stages each), the paper's optimum against the reuse plan.
+   the planner gives two devices two stages each), the paper's optimum against the reuse plan;
+7. ``sublayer`` on a third cluster (:data:`SUBLAYER_DEVICES`, tight memory), stage boundaries inside decoder layers.
 
 Reports medians: each plan's measured and predicted TTFT, and the measured gain (paper plan's TTFT minus
 the sparse plan's) against the predicted gain. Target: within +-10 %. The host is shared: expect noise.
@@ -47,6 +49,14 @@ REUSE_DEVICES = [
     ("edge-c", 8.0, 20e6, 0.5, 400e6, 100e6, 500e6),
 ]
 
+# the largest predicted sublayer gain (seconds) of 300 seeded random clusters (slowdowns 2-32x, 20-80 MB/s,
+# 40-400 MB) on a 42 GFLOP/s host; sublayer gains on 149 of the 255 feasible ones
+SUBLAYER_DEVICES = [
+    ("edge-a", 4.0, 20e6, 0.5, 80e6, 100e6, 500e6),
+    ("edge-b", 4.0, 20e6, 0.5, 80e6, 100e6, 500e6),
+    ("edge-c", 32.0, 20e6, 0.1, 150e6, 400e6, 200e6),
+]
+
 
 def ensure_checkpoint(path: Path) -> Path:
     if (path / "config.json").is_file():
@@ -61,6 +71,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default="out/bench_mechanisms.json")
+    ap.add_argument("--only", default=None, help="one mechanism (its own JSON: out/bench_mechanisms-NAME.json)")
     args = ap.parse_args()
 
     ckpt_path = ensure_checkpoint(Path(args.checkpoint))
@@ -75,7 +86,10 @@ def main() -> None:
         ("sparse-embedding", DEVICES, "sparse-embedding"),
         ("sharded-head", DEVICES, "sharded-head"),
         ("reuse", REUSE_DEVICES, "reuse"),
+        ("sublayer", SUBLAYER_DEVICES, "sublayer"),
     ):
+        if args.only is not None and name != args.only:
+            continue
         devices = [
             Device(n, flops=prof.host_flops / slow, load_bandwidth=rate, startup=st, memory=mem, uplink=up, downlink=dn)
             for n, slow, rate, st, mem, up, dn in devs
@@ -88,7 +102,7 @@ def main() -> None:
         for _ in range(args.reps):
             jobs.append(Job(paper.plan, "layer", ids, 1, tuple(emulation_for(sc, paper.plan, prof.host_flops))))
             emu = tuple(emulation_for(on_sc, on.plan, prof.host_flops))
-            jobs.append(Job(on.plan, "layer", ids, 1, emu, sparse_embedding=sparse))
+            jobs.append(Job(on.plan, "layer", ids, 1, emu, sparse_embedding=sparse, sublayer=mech == "sublayer"))
         t = time.time()
         results = run_local(ckpt_path, sc, jobs, timeout_s=60)
         wall = time.time() - t
@@ -114,8 +128,9 @@ def main() -> None:
             f"gain: measured {gain_meas:.3f} s, predicted {gain_pred:.3f} s (measured / predicted "
             f"{gain_meas / gain_pred:.3f}); same tokens every run: {len(tokens) == 1}; {wall:.0f} s of runs"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    dest = Path(args.out if args.only is None else args.out.replace(".json", f"-{args.only}.json"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

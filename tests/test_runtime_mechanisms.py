@@ -75,3 +75,25 @@ def test_sharded_head_equals_from_pretrained(tiny: Path) -> None:
     assert res["token_ids"] == ref_tokens
     predicted = simulate(sc, plan).ttft_s
     assert res["measured_ttft"] == pytest.approx(predicted, rel=0.5)
+
+
+@pytest.mark.multiprocess
+def test_sublayer_plan_equals_from_pretrained(tiny: Path) -> None:
+    """Stage boundaries inside decoder layers 1 and 3 (sublayer): every token and the last logits equal
+    transformers'; the run's time is the simulator's prediction for the split blocks."""
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device(n, flops=2e9, load_bandwidth=bw, startup=0.0, memory=1e9, uplink=1e8, downlink=2e8)
+        for n, bw in [("a", 2e6), ("b", 3e6), ("c", 4e6)]
+    ]
+    sc = Scenario(blocks, devs, Workload(PROMPT, NEW), Network(0.0005), mechanisms=frozenset({"sublayer"}))
+    plan = Plan.parse("a[0-3] > b[4-7] > c[8-9]")  # a ends with layer1.attn, b with layer3.attn
+    plan.validate(sc)
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True, sublayer=True)], timeout_s=30)
+    assert res["token_ids"] == ref_tokens
+    assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
+    assert res["measured_ttft"] == pytest.approx(simulate(sc, plan).ttft_s, rel=0.5)

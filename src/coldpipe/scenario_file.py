@@ -176,6 +176,9 @@ class BlockSpec(_Strict):
     decode_out_bytes: Bytes | None = None
     vocab_rows: int | None = None
     vocab_row_bytes: Bytes | None = None
+    attn_weight_bytes: Bytes | None = None
+    attn_flops: Flops | None = None
+    attn_decode_flops: Flops | None = None
 
 
 _MODEL_SOURCES = ("catalog", "hf_config", "checkpoint", "gguf", "blocks")

@@ -81,7 +81,8 @@ def plan_table(timeline: Timeline, scenario: Scenario, title: str) -> Table:
                 format_seconds(st.wait_input_s),
             )
             continue
-        names = f"{st.first}-{st.last} ({scenario.blocks[st.first].name}..{scenario.blocks[st.last].name})"
+        blocks = scenario.planned().blocks  # sublayer: the plan indexes the split blocks
+        names = f"{st.first}-{st.last} ({blocks[st.first].name}..{blocks[st.last].name})"
         table.add_row(
             str(j + 1),
             st.device,

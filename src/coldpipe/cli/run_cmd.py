@@ -182,6 +182,7 @@ def run_command(
         tuple(emulation_for(sc, the_plan, host_flops, enabled=emulate, compute_clock=compute_clock)),
         links=emulate,
         sparse_embedding=sparse_embedding,
+        sublayer="sublayer" in sc.mechanisms,
         burst=burst,
     )
     if write_spec is not None:

@@ -452,6 +452,7 @@ def blocks_for(
     qd = arch.num_attention_heads * arch.head_dim
     kvd = arch.num_key_value_heads * arch.head_dim
     p_lin = arch.linear_params_per_layer
+    p_attn = p_lin - 3 * h * arch.intermediate_size  # q, k, v, o projections (sublayer's attention half)
     emb = Block(
         "embed",
         weight_bytes=v * h * wb,
@@ -472,6 +473,9 @@ def blocks_for(
             kv_bytes=2.0 * ctx * kvd * ab,
             decode_flops=2.0 * p_lin + 4.0 * ctx * qd,
             decode_out_bytes=h * ab,
+            attn_weight_bytes=(p_attn + arch.params_per_layer - p_lin - 2 * h + h) * wb,
+            attn_flops=2.0 * s * p_attn + 4.0 * s * s * qd,
+            attn_decode_flops=2.0 * p_attn + 4.0 * ctx * qd,
         )
         for i in range(arch.num_hidden_layers)
     ]

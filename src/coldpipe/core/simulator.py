@@ -254,6 +254,7 @@ def simulate(scenario: Scenario, plan: Plan, overlap: Overlap = "layer", *, vali
     Raises :class:`~coldpipe.errors.InvalidPlan` if the plan is not valid (docs/model.md#a-plan; pass
     ``validate=False`` to time a plan that ignores memory, e.g. to show why it fails).
     """
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     if overlap not in OVERLAPS:
         raise InputError("overlap", f"unknown overlap mode {overlap!r}", f"use one of {list(OVERLAPS)}")
     if validate:
@@ -397,6 +398,7 @@ def block_decode_s(scenario: Scenario, block_index: int, device_name: str) -> fl
     KV cache reserved for the context are read once per token. A block without ``decode_flops`` is
     taken to cost ``flops / prompt_tokens`` (its prefill work per token).
     """
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     block = scenario.blocks[block_index]
     dev = scenario.device(device_name)
     if dev.mem_bandwidth is None:
@@ -412,6 +414,7 @@ def block_decode_s(scenario: Scenario, block_index: int, device_name: str) -> fl
 
 def decode_out_bytes(scenario: Scenario, block_index: int) -> float:
     """One token's activation after block ``block_index`` (default: its prefill output per prompt token)."""
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     block = scenario.blocks[block_index]
     if block.decode_out_bytes is not None:
         return block.decode_out_bytes
@@ -424,6 +427,7 @@ def decode_step_s(scenario: Scenario, plan: Plan) -> float:
     The new token travels from the source to the first stage (``token_bytes``), through every stage
     (one token's activation between stages) and back to the source before the next step starts.
     """
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     wl = scenario.workload
     t = transfer_s(scenario, scenario.source, plan.stages[0].device, wl.token_bytes)
     for j, st in enumerate(plan.stages):
@@ -444,6 +448,7 @@ def decode_step_s(scenario: Scenario, plan: Plan) -> float:
 
 def shard_decode_s(scenario: Scenario, rows: int, device_name: str) -> float:
     """One decode step of a head shard of ``rows`` rows: as :func:`block_decode_s`, its norm and rows only."""
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     dev = scenario.device(device_name)
     if dev.mem_bandwidth is None:
         block_decode_s(scenario, len(scenario.blocks) - 1, device_name)  # raises the missing-field error
@@ -476,6 +481,7 @@ def burst_schedule(scenario: Scenario, plan: Plan, overlap: Overlap = "layer") -
     each and do not queue on the links (the stages are the queue). With one request this is
     :func:`simulate`'s TTFT, then ``new_tokens - 1`` times :func:`decode_step_s` (docs/model.md#bursts).
     """
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     import heapq
 
     if (plan.head_shards or len(set(plan.devices)) < len(plan.stages)) and scenario.workload.requests == 1:
@@ -585,6 +591,7 @@ def objective_s(scenario: Scenario, plan: Plan, overlap: Overlap, objective: str
     (``workload.completion``) of :func:`burst_completions_s`, and ``e2e`` the max or mean last-token
     completion of :func:`burst_schedule`.
     """
+    scenario = scenario.planned()  # sublayer: plans index the split blocks (docs/model.md#sublayer)
     if objective == "ttft":
         if scenario.workload.requests > 1:
             done = burst_completions_s(scenario, plan, overlap)

@@ -12,6 +12,7 @@ holds blocks ``first..last``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -43,7 +44,7 @@ AP = "ap"
 Overlap = Literal["layer", "stage", "none"]
 OVERLAPS: tuple[Overlap, ...] = ("layer", "stage", "none")
 
-MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head", "reuse")
+MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head", "reuse", "sublayer")
 """Cold-start mechanisms beyond the paper's model, each off by default (docs/model.md#mechanisms)."""
 
 
@@ -51,7 +52,7 @@ def parse_mechanisms(text: str) -> frozenset[str]:
     """``"all"``, ``""``/``"none"`` or a comma-separated list of :data:`MECHANISMS`.
 
     >>> sorted(parse_mechanisms("all"))
-    ['reuse', 'sharded-head', 'sparse-embedding']
+    ['reuse', 'sharded-head', 'sparse-embedding', 'sublayer']
     >>> parse_mechanisms("sparse-embedding")
     frozenset({'sparse-embedding'})
     """
@@ -95,6 +96,9 @@ class Block:
     decode_out_bytes: float | None = None  # one token's activation
     vocab_rows: int | None = None  # embedding / LM head: its weights hold this many vocabulary rows
     vocab_row_bytes: float | None = None  # bytes of one such row (docs/model.md#mechanisms)
+    attn_weight_bytes: float | None = None  # a decoder layer: its input norm + attention (docs/model.md#sublayer)
+    attn_flops: float | None = None  # ... their prefill work
+    attn_decode_flops: float | None = None  # ... their work of one decode step
 
     def __post_init__(self) -> None:
         for name in ("weight_bytes", "flops", "out_bytes", "kv_bytes"):
@@ -108,6 +112,26 @@ class Block:
                 raise InputError(f"block {self.name!r}.vocab_rows", f"must be an integer >= 1, got {self.vocab_rows!r}")
             assert self.vocab_row_bytes is not None
             _check_number(f"block {self.name!r}", "vocab_row_bytes", self.vocab_row_bytes, positive=True)
+        attn = (self.attn_weight_bytes, self.attn_flops, self.attn_decode_flops)
+        if any(x is not None for x in attn):
+            if any(x is None for x in attn):
+                raise InputError(f"block {self.name!r}.attn_weight_bytes", "attn_* go together", "give all three")
+            for name, whole in (("attn_weight_bytes", self.weight_bytes), ("attn_flops", self.flops)):
+                _check_number(f"block {self.name!r}", name, getattr(self, name), positive=False)
+                if getattr(self, name) > whole:
+                    raise InputError(f"block {self.name!r}.{name}", f"exceeds the block's {whole!r}", "give its part")
+            _check_number(f"block {self.name!r}", "attn_decode_flops", self.attn_decode_flops, positive=False)
+
+    def halves(self) -> tuple[Block, Block]:
+        """A decoder layer as (input norm + attention, post-attention norm + MLP) (docs/model.md#sublayer)."""
+        assert self.attn_weight_bytes is not None and self.attn_flops is not None
+        assert self.attn_decode_flops is not None
+        dec = None if self.decode_flops is None else max(0.0, self.decode_flops - self.attn_decode_flops)
+        attn = Block(f"{self.name}.attn", self.attn_weight_bytes, self.attn_flops, self.out_bytes, self.kv_bytes,
+                     self.attn_decode_flops, self.decode_out_bytes)  # fmt: skip
+        mlp = Block(f"{self.name}.mlp", self.weight_bytes - self.attn_weight_bytes, self.flops - self.attn_flops,
+                    self.out_bytes, 0.0, dec, self.decode_out_bytes)  # fmt: skip
+        return attn, mlp
 
     @property
     def row_bytes(self) -> float:
@@ -257,6 +281,12 @@ class Scenario:
                 )
         if not self.blocks:
             raise InputError("model.blocks", "the model has no blocks", "give at least one block")
+        if "sublayer" in self.mechanisms and all(b.attn_weight_bytes is None for b in self.blocks):
+            raise InputError(
+                "mechanisms",
+                "sublayer needs decoder blocks with attn_weight_bytes, attn_flops and attn_decode_flops",
+                "use a catalog, hf_config, checkpoint or gguf model, or give the blocks those fields",
+            )
         if not self.devices:
             raise InputError("devices", "no devices given", "list at least one device")
         names = [d.name for d in self.devices]
@@ -277,6 +307,21 @@ class Scenario:
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def planned(self) -> Scenario:
+        """The scenario whose blocks plans index: with ``sublayer`` on, each decoder layer as two blocks (its
+        resident ranges mapped to both halves) and ``sublayer`` off; else this scenario (docs/model.md#sublayer)."""
+        if "sublayer" not in self.mechanisms:
+            return self
+        index = list(
+            itertools.accumulate((2 if b.attn_weight_bytes is not None else 1 for b in self.blocks), initial=0)
+        )
+        blocks = tuple(h for b in self.blocks for h in (b.halves() if b.attn_weight_bytes is not None else (b,)))
+        devices = tuple(
+            dataclasses.replace(d, resident=tuple((index[a], index[b + 1] - 1) for a, b in d.resident))
+            for d in self.devices
+        )
+        return self.replace(blocks=blocks, devices=devices, mechanisms=self.mechanisms - {"sublayer"})
 
     def device(self, name: str) -> Device:
         for d in self.devices:
@@ -310,6 +355,14 @@ class Scenario:
         held: dict[str, tuple[tuple[int, int], ...]] = {}
         for st in previous.stages:  # with reuse a device may hold several stages
             held[st.device] = (*held.get(st.device, ()), (st.first, st.last))
+        if "sublayer" in self.mechanisms:  # back to model blocks: a layer is held if both its halves are
+            index = list(
+                itertools.accumulate((2 if b.attn_weight_bytes is not None else 1 for b in self.blocks), initial=0)
+            )
+            for name, ranges in held.items():
+                whole = [l for l in range(len(self.blocks)) if all(any(a <= i <= b for a, b in ranges)
+                         for i in range(index[l], index[l + 1]))]  # fmt: skip
+                held[name] = tuple((l, l) for l in whole)
         devices = [
             dataclasses.replace(d, resident=held[d.name], startup=0.0) if d.name in held else d for d in self.devices
         ]
@@ -321,7 +374,7 @@ class Scenario:
             "source": self.source,
             "network": asdict(self.network),
             "workload": asdict(self.workload),
-            "model": {"name": self.model_name, "blocks": [asdict(b) for b in self.blocks]},
+            "model": {"name": self.model_name, "blocks": [_block_dict(b) for b in self.blocks]},
             "devices": [asdict(d) for d in self.devices],
             **({"mechanisms": sorted(self.mechanisms)} if self.mechanisms else {}),
         }
@@ -381,7 +434,7 @@ class PlanTarget:
     def of(scenario: Scenario) -> PlanTarget:
         return PlanTarget(
             scenario.model_name,
-            tuple(float(b.weight_bytes) for b in scenario.blocks),
+            tuple(float(b.weight_bytes) for b in scenario.planned().blocks),
             tuple(sorted(d.name for d in scenario.devices)),
         )
 
@@ -582,6 +635,7 @@ class Plan:
         """Raise :class:`InvalidPlan` unless the plan is valid for ``scenario`` (docs/model.md#a-plan)."""
         if not self.stages:
             raise InvalidPlan("the plan has no stages")
+        scenario = scenario.planned()  # sublayer: plans index the split blocks
         n = scenario.n_blocks
         n_staged = n - 1 if self.head_shards else n
         if self.head_shards and "sharded-head" not in scenario.mechanisms:
@@ -633,6 +687,10 @@ class Plan:
                     )
             if next_row != head.vocab_rows:
                 raise InvalidPlan(f"the head shards end at row {next_row - 1} but the head has {head.vocab_rows} rows")
+
+
+def _block_dict(b: Block) -> dict[str, Any]:
+    return {k: v for k, v in asdict(b).items() if v is not None or not k.startswith("attn_")}
 
 
 def dataclass_fields(cls: type) -> tuple[str, ...]:

@@ -30,12 +30,14 @@ MAX_BRUTE_PLANS = 2_000_000
 
 def count_plans(scenario: Scenario) -> int:
     """How many plans :func:`all_plans` yields (memory ignored)."""
+    scenario = scenario.planned()  # sublayer: plans of the split blocks
     n, d = scenario.n_blocks, len(scenario.devices)
     return sum(math.comb(n - 1, j - 1) * math.perm(d, j) for j in range(1, min(d, n) + 1))
 
 
 def all_plans(scenario: Scenario) -> Iterator[Plan]:
     """Every contiguous split of the blocks over every ordered subset of the devices."""
+    scenario = scenario.planned()
     n = scenario.n_blocks
     names = [d.name for d in scenario.devices]
     for j in range(1, min(len(names), n) + 1):
@@ -47,6 +49,7 @@ def all_plans(scenario: Scenario) -> Iterator[Plan]:
 
 def fits(scenario: Scenario, plan: Plan) -> bool:
     """Whether every stage's weights + KV fit its device's memory (recomputed here on purpose)."""
+    scenario = scenario.planned()
     for st in plan.stages:
         need = sum(b.weight_bytes + b.kv_bytes for b in scenario.blocks[st.first : st.last + 1])
         if need > scenario.device(st.device).memory:
@@ -63,7 +66,7 @@ def brute_force(problem: Problem) -> Solution:
     reason = BrutePlanner().refuses(problem)
     if reason is not None:
         raise InputError("solver", reason, "use --solver dp")
-    scenario, overlap, objective = problem.scenario, problem.overlap, problem.objective
+    scenario, overlap, objective = problem.scenario.planned(), problem.overlap, problem.objective
     best, best_plan = math.inf, None
     for plan in all_plans(scenario):
         if not fits(scenario, plan):

@@ -167,7 +167,7 @@ def compare(scenario: Scenario, *, strict: bool = True, objective: Objective = "
         if strict:
             raise
         notes["bounds"] = str(exc)
-    baselines = tuple(evaluate_baselines(scenario))
+    baselines = tuple(evaluate_baselines(scenario.planned()))  # sublayer: the baselines cut the split blocks too
     values: dict[str, float] = {}
     if objective != "ttft" or scenario.workload.requests > 1:
         values = {

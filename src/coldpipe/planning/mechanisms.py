@@ -11,6 +11,8 @@
   optimum with the head unsharded, with the head's bytes and work divided by 2, 3, ..., and without the
   head) improved by boundary shifts; the unsharded optimum is always a candidate, so sharding never
   makes a plan worse. Not proven optimal (``exact: false``); its gap to brute force is measured in the tests.
+- ``sublayer`` splits each decoder layer into two blocks (:meth:`Scenario.planned`); every planner then
+  plans the split blocks, so the exact DP stays exact.
 
 Every value is the simulator's, on the real scenario with its mechanisms.
 """
@@ -48,8 +50,10 @@ def effective_scenario(scenario: Scenario) -> Scenario:
     """The paper's problem that the DP solves for ``scenario``'s ``sparse-embedding`` (every mechanism off).
 
     Block 0 weighs what the first token needs; what it defers counts as KV bytes, so memory and the decode
-    step's reads (``weight_bytes + kv_bytes``) stay those of the real block.
+    step's reads (``weight_bytes + kv_bytes``) stay those of the real block. With ``sublayer`` its blocks are
+    the split blocks (:meth:`Scenario.planned`).
     """
+    scenario = scenario.planned()
     blocks = list(scenario.blocks)
     if "sparse-embedding" in scenario.mechanisms:
         b0 = blocks[0]
@@ -88,6 +92,7 @@ def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "la
     wait for no weights of their own and this is only a heuristic), non-decreasing in ``r``; the least
     ``T`` whose feasible row counts sum to the vocabulary is found by bisection. None if nothing fits.
     """
+    scenario = scenario.planned()  # sublayer: the stages index the split blocks
     head = scenario.blocks[-1]
     assert head.vocab_rows is not None
     n_rows, n_last = head.vocab_rows, len(scenario.blocks) - 1
@@ -367,6 +372,7 @@ def _reuse(problem: Problem, start: Solution, inner: Callable[[Problem], Solutio
 
 def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]) -> Solution:
     """Solve ``problem`` (its scenario has mechanisms on) with ``inner``, the planner of the paper's problem."""
+    problem = problem.replace(scenario=problem.scenario.planned())  # sublayer: the split blocks, exactly
     sc = problem.scenario
     sol = inner(problem.replace(scenario=effective_scenario(sc)))
     value = objective_s(sc, sol.plan, problem.overlap, problem.objective)
@@ -398,8 +404,9 @@ def mechanism_bounds(scenario: Scenario) -> Bounds:
     sparse-embedding: the bounds of the effective scenario. sharded-head: the last block need not be loaded
     by one device, so only the volume part of the parallel-loading bound holds, and the warm bound is the
     warm optimum with a free head (no bytes, no work: every sharded plan's head part costs at least the
-    token's return it replaces).
+    token's return it replaces). sublayer: those of the split blocks.
     """
+    scenario = scenario.planned()
     eff = effective_scenario(scenario)
     if "sharded-head" not in scenario.mechanisms and "reuse" not in scenario.mechanisms:
         return lower_bounds(eff)

@@ -117,7 +117,14 @@ def profile_checkpoint(
         raise InputError("model.dtype", f"unknown dtype {dtype!r}", f"use one of {list(DTYPE_BYTES)}")
     sizes = block_weight_bytes(tensors, arch.num_hidden_layers, arch.tie_word_embeddings, field)
     shaped = blocks_for(arch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=dtype, token_bytes=token_bytes)
-    blocks = tuple(replace(b, weight_bytes=float(n)) for b, n in zip(shaped, sizes, strict=True))
+    attn = [0] * len(sizes)  # sublayer's attention half: the layer's input norm and self_attn tensors, exact
+    for name, t in tensors.items():
+        if (m := _LAYER.match(name)) and name[m.end() :].startswith(("self_attn.", "input_layernorm.")):
+            attn[int(m.group(1)) + 1] += t.nbytes
+    blocks = tuple(
+        replace(b, weight_bytes=float(n), attn_weight_bytes=float(a) if b.attn_weight_bytes is not None else None)
+        for b, n, a in zip(shaped, sizes, attn, strict=True)
+    )
     return CheckpointProfile(d.resolve().name, arch, tensors, blocks, dtype)
 
 

@@ -127,7 +127,14 @@ def profile_gguf(
     arch = architecture_from_gguf(gf.metadata, shapes, field=field, file=file)
     sizes = gguf_block_weight_bytes(gf.tensors, arch.num_hidden_layers, field, file)
     shaped = blocks_for(arch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=dtype, token_bytes=token_bytes)
-    blocks = tuple(replace(b, weight_bytes=float(n)) for b, n in zip(shaped, sizes, strict=True))
+    attn = [0] * len(sizes)  # sublayer's attention half: the layer's attn_* tensors (attn_norm included), exact
+    for tname, t in gf.tensors.items():
+        if (m := _LAYER.match(tname)) and tname[m.end() :].startswith("attn_"):
+            attn[int(m.group(1)) + 1] += t.nbytes
+    blocks = tuple(
+        replace(b, weight_bytes=float(n), attn_weight_bytes=float(a) if b.attn_weight_bytes is not None else None)
+        for b, n, a in zip(shaped, sizes, attn, strict=True)
+    )
     name = gf.path.name.removesuffix(".gguf")
     if len(gf.files) > 1:
         name = re.sub(r"-00001-of-\d{5}$", "", name)

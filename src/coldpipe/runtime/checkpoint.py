@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +231,15 @@ class Checkpoint:
     def dtype(self) -> str:
         """The first tensor's dtype, as torch names it (``float32``, ``bfloat16``, ...)."""
         return next(iter(self.tensors.values())).dtype_name
+
+    def split_layers(self) -> Checkpoint:
+        """The checkpoint with each decoder layer's tensors as two blocks (docs/model.md#sublayer): its input
+        norm and ``self_attn`` tensors, then the rest (post-attention norm and MLP)."""
+        out: list[tuple[str, ...]] = [self.blocks[0]]
+        for names in self.blocks[1:-1]:
+            attn = tuple(n for n in names if ".self_attn." in n or ".input_layernorm." in n)
+            out += [attn, tuple(n for n in names if n not in attn)]
+        return replace(self, blocks=(*out, self.blocks[-1]))
 
     def block_bytes(self, block: int) -> int:
         return sum(self.tensors[t].nbytes for t in self.blocks[block])

@@ -68,6 +68,7 @@ def emulation_for(
     one loader (docs/model.md#reuse) is emulated by starting a later stage's loading when the device's loader
     would have read its earlier stages' first-token bytes at ``load_bandwidth``.
     """
+    scenario = scenario.planned()  # sublayer: the plan indexes the split blocks
     out = []
     read_before: dict[str, float] = {}  # first-token bytes of the device's earlier stages
     for st in plan.stages:

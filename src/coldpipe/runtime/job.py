@@ -33,6 +33,7 @@ class Job:
         True  # sleep the model's transfer time (docs/model.md#transfers) before each send (False: loopback speed)
     )
     sparse_embedding: bool = False  # block 0 reads only the prompt's rows (then each new token's)
+    sublayer: bool = False  # the plan indexes the split blocks: decoder layers as attention and MLP halves
     burst: tuple[tuple[int, ...], ...] = ()  # prompts of requests 2..R of a burst arriving with the first
 
     def __post_init__(self) -> None:
@@ -61,6 +62,7 @@ class Job:
             "warm": self.warm,
             "links": self.links,
             "sparse_embedding": self.sparse_embedding,
+            "sublayer": self.sublayer,
         }
 
     @staticmethod
@@ -77,5 +79,6 @@ class Job:
             warm=bool(d.get("warm", False)),
             links=bool(d.get("links", True)),
             sparse_embedding=bool(d.get("sparse_embedding", False)),
+            sublayer=bool(d.get("sublayer", False)),
             burst=tuple(burst),
         )

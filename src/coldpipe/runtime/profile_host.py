@@ -57,12 +57,21 @@ def calibrated_blocks(blocks: tuple[Block, ...], profile: HostProfile) -> tuple[
     ``decode_flops = measured decode-step seconds * host_flops`` when the profile timed decode steps."""
     if len(blocks) != len(profile.block_s):
         raise ValueError(f"{len(blocks)} blocks but the profile has {len(profile.block_s)}")
-    out = [replace(b, flops=s * profile.host_flops) for b, s in zip(blocks, profile.block_s, strict=True)]
+    out = [_scaled(b, flops=s * profile.host_flops) for b, s in zip(blocks, profile.block_s, strict=True)]
     if profile.decode_block_s:
         out = [
-            replace(b, decode_flops=s * profile.host_flops) for b, s in zip(out, profile.decode_block_s, strict=True)
+            _scaled(b, decode_flops=s * profile.host_flops) for b, s in zip(out, profile.decode_block_s, strict=True)
         ]
     return tuple(out)
+
+
+def _scaled(b: Block, **work: float) -> Block:
+    """``b`` with new ``flops`` or ``decode_flops``; a decoder layer's attention share (sublayer) scaled alike."""
+    (name, value), attn = next(iter(work.items())), {}
+    old, old_attn = getattr(b, name), getattr(b, f"attn_{name}")
+    if old_attn is not None:
+        attn = {f"attn_{name}": old_attn * value / old if old else 0.0}
+    return replace(b, **work, **attn)
 
 
 def _read_all(ckpt: Any) -> tuple[dict[int, dict[str, Any]], int, float]:

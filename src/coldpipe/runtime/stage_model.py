@@ -33,6 +33,12 @@ def _classes(model_type: str) -> tuple[Any, Any, Any, Any]:
     )
 
 
+_HALVES: dict[str, Any] = {  # sublayer's halves of a decoder layer: their modules (and checkpoint names)
+    "attn": lambda layer: {"input_layernorm": layer.input_layernorm, "self_attn": layer.self_attn},
+    "mlp": lambda layer: {"post_attention_layernorm": layer.post_attention_layernorm, "mlp": layer.mlp},
+}
+
+
 class SparseEmbedding(nn.Module):
     """The embedding rows that were read: the prompt's before the prefill, each new token's when it comes.
 
@@ -55,35 +61,43 @@ class SparseEmbedding(nn.Module):
 class StageModel:
     """Blocks ``first..last`` of a checkpoint whose ``config.json`` is ``cfg``; nothing resident until assigned."""
 
-    def __init__(self, cfg: dict[str, Any], first: int, last: int, dtype: torch.dtype) -> None:
+    def __init__(self, cfg: dict[str, Any], first: int, last: int, dtype: torch.dtype, sublayer: bool = False) -> None:
         config_cls, layer_cls, norm_cls, rope_cls = _classes(cfg["model_type"])
         self.config = config_cls(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
         self.config._attn_implementation = "sdpa"
         self.first, self.last, self.dtype = first, last, dtype
         self.n_layers = int(cfg["num_hidden_layers"])
+        self.sublayer = sublayer  # docs/model.md#sublayer: blocks 2i+1, 2i+2 are layer i's attention and MLP halves
         h, v = self.config.hidden_size, self.config.vocab_size
         self.modules: dict[int, nn.Module] = {}
         with torch.device("meta"):
             for b in range(first, last + 1):
                 if b == 0:
                     m: nn.Module = nn.Embedding(v, h)
-                elif b <= self.n_layers:
-                    m = layer_cls(self.config, b - 1)
+                elif (where := self.layer_of(b)) is not None:
+                    layer = layer_cls(self.config, where[0])
+                    m = layer if where[1] == "layer" else nn.ModuleDict(_HALVES[where[1]](layer))
                 else:
                     m = nn.ModuleDict(
                         {"norm": norm_cls(h, eps=self.config.rms_norm_eps), "lm_head": nn.Linear(h, v, False)}
                     )
                 self.modules[b] = m.eval()
-        has_layers = any(1 <= b <= self.n_layers for b in self.modules)
+        has_layers = any(self.layer_of(b) is not None for b in self.modules)
         self.rotary = rope_cls(config=self.config) if has_layers else None  # buffers only, no weights
+
+    def layer_of(self, block: int) -> tuple[int, str] | None:
+        """``(decoder layer, "layer" | "attn" | "mlp")`` of ``block``, None for the embedding and the head."""
+        if self.sublayer:
+            return ((block - 1) // 2, ("attn", "mlp")[(block - 1) % 2]) if 1 <= block <= 2 * self.n_layers else None
+        return (block - 1, "layer") if 1 <= block <= self.n_layers else None
 
     def assign(self, block: int, tensors: dict[str, torch.Tensor]) -> None:
         """Make ``block`` resident from its checkpoint tensors (names as in the checkpoint)."""
         m = self.modules[block]
         if block == 0:
             sd = {"weight": tensors["model.embed_tokens.weight"]}
-        elif block <= self.n_layers:
-            prefix = f"model.layers.{block - 1}."
+        elif (where := self.layer_of(block)) is not None:
+            prefix = f"model.layers.{where[0]}."
             sd = {k.removeprefix(prefix): t for k, t in tensors.items()}
         else:
             head = tensors.get("lm_head.weight", tensors.get("model.embed_tokens.weight"))
@@ -134,7 +148,20 @@ class StageModel:
         m = self.modules[block]
         if block == 0:
             return m(x)  # (1, s) int -> (1, s, h)
-        if block <= self.n_layers:
+        where = self.layer_of(block)
+        if where is not None and where[1] == "attn":  # LlamaDecoderLayer.forward's first residual branch
+            out, _ = m["self_attn"](
+                hidden_states=m["input_layernorm"](x),
+                attention_mask=None,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+                position_embeddings=rope,
+            )
+            return x + out  # (1, s, h)
+        if where is not None and where[1] == "mlp":  # ... and its second
+            return x + m["mlp"](m["post_attention_layernorm"](x))  # (1, s, h)
+        if where is not None:
             return m(
                 x, attention_mask=None, position_ids=position_ids, cache=cache, use_cache=True, position_embeddings=rope
             )  # (1, s, h)

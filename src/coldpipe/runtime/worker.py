@@ -73,9 +73,16 @@ class _Ctx:
         self.world = world
         self.scenario = Scenario.from_dict(spec["scenario"])
         self.jobs = [Job.from_dict(d) for d in spec["jobs"]]
-        self.ckpt = open_checkpoint(spec["checkpoint"])
+        self.whole = self.ckpt = open_checkpoint(spec["checkpoint"])
+        self.plan_blocks = self.scenario.blocks  # the blocks the current job's plan indexes
         self.timeout_s = float(spec.get("timeout_s", 30.0))
         self.started = time.time()
+
+    def start(self, job: Job) -> None:
+        """Index the checkpoint and the scenario's blocks as ``job``'s plan does (sublayer: the split blocks)."""
+        self.ckpt = self.whole.split_layers() if job.sublayer else self.whole
+        on = self.scenario.mechanisms | {"sublayer"} if job.sublayer else self.scenario.mechanisms - {"sublayer"}
+        self.plan_blocks = self.scenario.replace(mechanisms=on).planned().blocks
 
 
 def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
@@ -313,7 +320,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
     # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
     # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
     mem_floor_s = [0.0] * len(blocks)
-    sc_blocks = ctx.scenario.blocks
+    sc_blocks = ctx.plan_blocks
     if emu.mem_bandwidth is not None:
         mem_floor_s = [(sc_blocks[b].weight_bytes + sc_blocks[b].kv_bytes) / emu.mem_bandwidth for b in blocks]
     s = len(job.prompt_ids)
@@ -348,7 +355,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
                 time.sleep(3600)
             start = rec.now()
             c0, cpu0 = time.perf_counter(), time.thread_time()
-            if rope is None and 1 <= b <= model.n_layers:
+            if rope is None and model.layer_of(b) is not None:
                 rope = model.position_embeddings(x, position_ids)
             x = model.run_block(b, x, position_ids, rope, caches[r])
             wall_s, cpu_s = time.perf_counter() - c0, time.thread_time() - cpu0
@@ -438,9 +445,7 @@ def _run_shard(ctx: _Ctx, job: Job, k: int, t0: float) -> dict[str, Any]:
             finally:
                 os.close(fd)
             weights["rows"] = buf.view(torch_dtype(head.dtype_name, "--checkpoint")).reshape(sh.rows, h).float()
-            rec.add(
-                f"load head rows {sh.first_row}-{sh.last_row}", "load", start, rec.now(), len(ctx.scenario.blocks) - 1
-            )
+            rec.add(f"load head rows {sh.first_row}-{sh.last_row}", "load", start, rec.now(), ctx.ckpt.n_blocks - 1)
         except BaseException as exc:  # reported by the compute loop
             failure.append(exc)
         ready.set()
@@ -507,11 +512,12 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     ready_s = time.time() - ctx.started
     for job in ctx.jobs:
         job_start = time.time()
+        ctx.start(job)
         plan = job.plan
         j = ctx.rank - 1
         model = None
         if 0 <= j < len(plan.stages):
-            model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype)
+            model = StageModel(ctx.ckpt.config, plan.stages[j].first, plan.stages[j].last, dtype, job.sublayer)
         if model is not None and job.warm:
             doing("preloading the weights (warm job)")
             _preload(ctx, model)

@@ -125,12 +125,13 @@ def _strategies_table(
 
 def _stages_table(tl: Timeline, scenario: Scenario) -> _Table:
     rows = []
+    blocks = scenario.planned().blocks  # sublayer: the plan indexes the split blocks
     for j, st in enumerate(tl.stages):
         rows.append(
             (
                 str(j + 1),
                 st.device,
-                f"{st.first}-{st.last} ({scenario.blocks[st.first].name}..{scenario.blocks[st.last].name})",
+                f"{st.first}-{st.last} ({blocks[st.first].name}..{blocks[st.last].name})",
                 format_bytes(st.weight_bytes),
                 format_seconds(st.startup_s),
                 format_seconds(st.load_s),
