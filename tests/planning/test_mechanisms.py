@@ -283,3 +283,19 @@ def test_reuse_against_brute_force() -> None:
         gains.append(1.0 - ref / paper)
     assert len(gaps) >= 10 and any(g > 0.05 for g in gains)  # reuse does pay off on some of these
     assert statistics.median(gaps) == 0.0 and max(gaps) <= 0.2, gaps
+
+
+def test_all_means_what_the_model_supports() -> None:
+    """``--mechanisms all`` on explicit blocks without vocabulary rows or attention figures: only reuse is
+    on, not an error; naming an unsupported mechanism explicitly is the one-line error."""
+    from coldpipe.cli._common import with_mechanisms
+    from coldpipe.errors import InputError
+
+    sc = random_scenario(3, 3, 5, tight=False, source_device=False)
+    assert all(b.attn_weight_bytes is None for b in sc.blocks)
+    on = with_mechanisms(sc, "all")
+    assert on.mechanisms == {"reuse"}
+    for name in ("sublayer", "sparse-embedding", "sharded-head"):
+        with pytest.raises(InputError, match=name):
+            with_mechanisms(sc, name)
+    assert with_mechanisms(sc, "").mechanisms == frozenset()

@@ -17,7 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning.protocol import Objective
 from coldpipe.scenario_file import load_scenario, read_structured_file, scenario_from_dict
@@ -166,3 +166,20 @@ def read_plan_file(path: str, flag: str, scenario: Scenario) -> tuple[Plan, dict
     plan = Plan.from_dict(data)
     check_plan_target(plan, scenario, flag, path)
     return plan, data
+
+
+def with_mechanisms(scenario: Scenario, text: str) -> Scenario:
+    """``scenario`` with ``--mechanisms TEXT`` on; ``all`` means every mechanism its model supports
+    (sparse-embedding and sharded-head need the vocabulary rows of the first and last block, sublayer decoder
+    blocks that know their attention part: docs/model.md#mechanisms); a mechanism named explicitly that the
+    model cannot support is the scenario's one-line error."""
+    names = parse_mechanisms(text)
+    if text.strip() == "all" and scenario.blocks:
+        first, last = scenario.blocks[0], scenario.blocks[-1]
+        unsupported = {
+            "sparse-embedding": first.vocab_rows is None,
+            "sharded-head": last.vocab_rows is None,
+            "sublayer": all(b.attn_weight_bytes is None for b in scenario.blocks),
+        }
+        names -= {m for m, missing in unsupported.items() if missing}
+    return scenario.replace(mechanisms=names)

@@ -20,10 +20,10 @@ from coldpipe.cli._common import (
     objective_arg,
     print_json,
     scenario_arg,
+    with_mechanisms,
 )
 from coldpipe.cli.plan_cmd import alternative, objective_words, print_plan
 from coldpipe.core.simulator import Timeline
-from coldpipe.core.types import parse_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem
 from coldpipe.planning.compare import Comparison, compare, idle_s, mechanism_rows
@@ -165,7 +165,7 @@ def compare_command(
     if axis not in AXES:
         raise InputError("--axis", f"unknown axis {axis!r}", "use shared or own")
     obj = objective_arg(objective)
-    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
+    sc = with_mechanisms(scenario_arg(scenario), mechanisms)
     cmp = compare(sc, objective=obj)
     if gantt_dir is not None:
         written = draw_comparison(cmp, gantt_dir, gantt_format, axis)

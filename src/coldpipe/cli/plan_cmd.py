@@ -24,9 +24,10 @@ from coldpipe.cli._common import (
     print_json,
     read_plan_file,
     scenario_arg,
+    with_mechanisms,
 )
 from coldpipe.core.simulator import Timeline, decode_step_s, objective_s
-from coldpipe.core.types import Overlap, Plan, Scenario, parse_mechanisms
+from coldpipe.core.types import Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.planning import SOLVERS, Problem, Solution, plan
 from coldpipe.units import format_bytes, format_seconds
@@ -234,7 +235,7 @@ def plan_command(
     ] = "",
 ) -> None:
     """Plan SCENARIO: which devices, in which order, with which blocks; the predicted TTFT (and E2E, TPOT)."""
-    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
+    sc = with_mechanisms(scenario_arg(scenario), mechanisms)
     ov = overlap_arg(overlap)
     if solver not in SOLVERS:
         raise InputError("--solver", f"unknown solver {solver!r}", f"use one of {', '.join(SOLVERS)}")

@@ -15,8 +15,8 @@ from coldpipe.cli._common import (
     demo_scenario_text,
     objective_arg,
     scenario_arg,
+    with_mechanisms,
 )
-from coldpipe.core.types import parse_mechanisms
 
 
 def report_command(
@@ -33,7 +33,7 @@ def report_command(
     from coldpipe.viz.report import write_report
 
     obj = objective_arg(objective)
-    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
+    sc = with_mechanisms(scenario_arg(scenario), mechanisms)
     if scenario == DEMO_SCENARIO and not Path(scenario).exists():
         text = demo_scenario_text()
     else:

@@ -24,10 +24,11 @@ from coldpipe.cli._common import (
     read_json_arg,
     read_plan_file,
     scenario_arg,
+    with_mechanisms,
 )
 from coldpipe.cli.measured import print_measured
 from coldpipe.core.simulator import simulate
-from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario, parse_mechanisms
+from coldpipe.core.types import OVERLAPS, Overlap, Plan, Scenario
 from coldpipe.errors import InputError
 from coldpipe.planning import Problem
 from coldpipe.planning import plan as plan_scenario
@@ -158,7 +159,7 @@ def run_command(
     from coldpipe.runtime.report import build_report
 
     with phase("reading the scenario and the checkpoint, planning"):
-        sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
+        sc = with_mechanisms(scenario_arg(scenario), mechanisms)
         ckpt = open_checkpoint(checkpoint)
         check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
         the_plan, ov = resolve_plan(plan, sc, overlap)

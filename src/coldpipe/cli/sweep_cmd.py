@@ -10,8 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coldpipe.cli._common import DEMO_SCENARIO, console, err_console, scenario_arg
-from coldpipe.core.types import parse_mechanisms
+from coldpipe.cli._common import DEMO_SCENARIO, console, err_console, scenario_arg, with_mechanisms
 from coldpipe.errors import InputError
 from coldpipe.units import format_seconds
 
@@ -87,7 +86,7 @@ def sweep_command(
     if paper:
         if axis is not None or values is not None:
             raise InputError("--paper", "runs every axis with its default values", "drop --axis / --values")
-        sc = scenario_arg(scenario or DEMO_SCENARIO).replace(mechanisms=parse_mechanisms(mechanisms))
+        sc = with_mechanisms(scenario_arg(scenario or DEMO_SCENARIO), mechanisms)
         total = sum(len(v) for _ps, _sc, v in paper_plan(sc))
         with _progress() as progress:
             task = progress.add_task("paper sweeps", total=total)
@@ -105,7 +104,7 @@ def sweep_command(
     value_list = (
         [v.strip() for v in values.split(",") if v.strip()] if values is not None else list(DEFAULT_VALUES[axis])
     )
-    sc = scenario_arg(scenario).replace(mechanisms=parse_mechanisms(mechanisms))
+    sc = with_mechanisms(scenario_arg(scenario), mechanisms)
     with _progress() as progress:
         task = progress.add_task(f"sweep {axis}", total=len(value_list))
         result = run_sweep(sc, axis, value_list, lambda v: progress.advance(task))
