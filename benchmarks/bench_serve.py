@@ -250,7 +250,8 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"{mb:.0f} MB fp32 checkpoint (8 layers, hidden 768), 3 emulated devices, plan `{c['plan']}`, "
-            f"prompt {PROMPT} tokens; medians of {res['reps']} on a shared 2-core host "
+            f"prompt {PROMPT} tokens; medians of {res['reps']} on a shared {os.cpu_count()}-core host, 1-minute "
+            f"load average {res['load_average_start']:.1f} at the start and {res['load_average_end']:.1f} at the end "
             "(`nice .venv/bin/python benchmarks/bench_serve.py`).",
             "",
             "| measure | coldpipe serve (HTTP) | reference | overhead | target |",
@@ -281,9 +282,11 @@ def main() -> None:
     ckpt, sc = setup(out)
     ck = open_checkpoint(ckpt)
     res: dict[str, Any] = {"reps": args.reps, "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks))}
+    res["load_average_start"] = os.getloadavg()[0]  # the shared host's load (other work), as `uptime` shows it
     res["cold"] = cold(ckpt, sc, args.reps, args.port)
     print(json.dumps(res["cold"]), flush=True)
     res["warm"] = warm(ckpt, sc, args.reps, args.port + 1)
+    res["load_average_end"] = os.getloadavg()[0]
     (out / "bench_serve.json").write_text(json.dumps(res, indent=2) + "\n")
     md = table(res)
     print(md)
