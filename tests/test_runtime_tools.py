@@ -143,7 +143,7 @@ def test_profile_host_calibrates_a_scenario(tiny: Path, tmp_path: Path) -> None:
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
         f"workload: {{prompt_tokens: 5}}\nmodel: {{hf_config: {tiny}/config.json, dtype: float32}}\ndevices:\n"
-        "  - {name: a, flops: 1 GFLOPS, load_bandwidth: 1 GB/s, memory: 8 GB, uplink: 1 Gbit/s, downlink: 1 Gbit/s}\n"
+        "  - {name: a, flops: 10 MFLOPS, load_bandwidth: 1 GB/s, memory: 8 GB, uplink: 1 Gbit/s, downlink: 1 Gbit/s}\n"
     )
     out, prof = tmp_path / "cal.json", tmp_path / "host.json"
     argv = ["profile-host", "--checkpoint", str(tiny), "--calibrate", str(scenario), "--scenario-out", str(out),
@@ -154,4 +154,5 @@ def test_profile_host_calibrates_a_scenario(tiny: Path, tmp_path: Path) -> None:
     host = HostProfile.from_dict(json.loads(prof.read_text()))
     cal = Scenario.from_dict(json.loads(out.read_text()))
     assert host.prompt_tokens == 5 and cal.n_blocks == 4
+    assert host.gap_s > 0  # by default it idles after each block as the (slower) device will (emulated_gap_s)
     assert [b.flops for b in cal.blocks] == pytest.approx([s * host.host_flops for s in host.block_s])

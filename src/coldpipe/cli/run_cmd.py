@@ -279,8 +279,12 @@ def profile_host_command(
     threads: Annotated[int, typer.Option(help="torch threads (the runtime uses 1 per rank by default).")] = 1,
     clock: Annotated[str, typer.Option(help="Time blocks by cpu (thread CPU time, needs 1 thread) or wall.")] = "cpu",
     gap: Annotated[
-        float, typer.Option(help="Seconds idle after each timed block, as an emulated device's sleeps.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Seconds idle after each timed block, as an emulated device's sleeps (default: with --calibrate, "
+            "the median idle of the scenario's devices, from a first back-to-back pass; else 0.25)."
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write the profile JSON here.")] = None,
     calibrate: Annotated[
         str | None,
@@ -298,7 +302,7 @@ def profile_host_command(
     emulated devices really do.
     """
     from coldpipe.runtime.checkpoint import open_checkpoint
-    from coldpipe.runtime.profile_host import calibrated_blocks, profile_host
+    from coldpipe.runtime.profile_host import DEFAULT_GAP_S, calibrated_blocks, emulated_gap_s, profile_host
 
     if (calibrate is None) != (scenario_out is None):
         raise InputError("--calibrate/--scenario-out", "give both or neither")
@@ -320,9 +324,14 @@ def profile_host_command(
         raise InputError("--clock", f"unknown clock {clock!r}", "use cpu or wall")
     if clock == "cpu" and threads > 1:
         raise InputError("--clock", "cpu counts the calling thread only", "use --threads 1, or --clock wall")
-    if not (0 <= gap < math.inf):  # nan too
+    if gap is not None and not (0 <= gap < math.inf):  # nan too
         raise InputError("--gap", f"must be a finite number of seconds >= 0, got {gap}")
-    prof = profile_host(checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=gap)
+    if gap is None and sc is not None:  # idle as the scenario's emulated devices will: needs the host's speed first
+        first = profile_host(checkpoint, n_tokens, reps=1, threads=threads, clock=clock, gap_s=0.0)
+        gap = emulated_gap_s([d.flops for d in sc.devices], first.block_s, first.host_flops)
+    prof = profile_host(
+        checkpoint, n_tokens, reps=reps, threads=threads, clock=clock, gap_s=DEFAULT_GAP_S if gap is None else gap
+    )
     if out:
         write_text_atomic(out, json.dumps(prof.to_dict(), indent=2) + "\n")
     if sc is not None and scenario_out is not None:
@@ -333,7 +342,8 @@ def profile_host_command(
         return
     console.print(
         f"host: {prof.host_flops / 1e9:.2f} GFLOP/s over {len(prof.block_s)} blocks (prefill of {n_tokens} "
-        f"tokens, {threads} thread(s)); per block {', '.join(format_seconds(s) for s in prof.block_s[:6])}"
+        f"tokens, {threads} thread(s), {format_seconds(prof.gap_s)} idle after each block); "
+        f"per block {', '.join(format_seconds(s) for s in prof.block_s[:6])}"
         f"{' ...' if len(prof.block_s) > 6 else ''}; read {format_bytes(prof.read_cold_bytes_per_s)}/s cold, "
         f"{format_bytes(prof.read_warm_bytes_per_s)}/s warm"
         + (f"; wrote {out}" if out else "")

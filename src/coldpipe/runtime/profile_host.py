@@ -18,9 +18,27 @@ from typing import Any
 from coldpipe.core.architectures import blocks_for
 from coldpipe.core.types import Block
 
-__all__ = ["HostProfile", "calibrated_blocks", "profile_host"]
+__all__ = ["DEFAULT_GAP_S", "HostProfile", "calibrated_blocks", "emulated_gap_s", "profile_host"]
 
 DECODE_STEPS = 4  # decode steps timed after each prefill pass (the median over reps x steps is kept)
+DEFAULT_GAP_S = 0.25  # idle after each timed block when no scenario says how long the emulation idles
+MAX_GAP_S = 1.0  # longer idles change a block's time little more and make profiling long
+
+
+def emulated_gap_s(device_flops: list[float], block_s: tuple[float, ...], host_flops: float) -> float:
+    """How long an emulated device idles after a block: the median over ``device_flops`` of ``(slowdown - 1) * c``,
+    ``slowdown = host_flops / F`` (clamped at 1, as the runtime does) and ``c`` the median block time.
+
+    The runtime stretches a block of host time ``c`` to ``c * slowdown`` by sleeping after it, so the next block
+    starts after that idle; a block's CPU time after an idle is well above its back-to-back time (20-40 % here
+    after 0.3-0.5 s: caches and clock frequency), and the stretch multiplies it. Profiling with this gap times
+    blocks as the emulation runs them (at most ``MAX_GAP_S``; docs/runtime.md#fidelity-outside-the-benchmark).
+
+    >>> emulated_gap_s([1e9, 2e9, 4e9], (0.01, 0.01, 0.02), 40e9)
+    0.19
+    """
+    c = statistics.median(block_s)
+    return min(MAX_GAP_S, statistics.median(max(0.0, (host_flops / f - 1.0) * c) for f in device_flops))
 
 
 @dataclass(frozen=True)
