@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from coldpipe.atomic import write_text_atomic
 from coldpipe.cli._common import console, print_json
 from coldpipe.errors import InputError
 from coldpipe.units import parse_quantity
@@ -84,8 +85,7 @@ def _measured_scenario(
 
 def _write(path: str | None, sc: Any) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(sc.to_dict(), indent=1) + "\n")
+        write_text_atomic(path, json.dumps(sc.to_dict(), indent=1) + "\n")  # whole or not at all
 
 
 @cluster_app.command("plan")

@@ -380,6 +380,14 @@ def certify(scenario: Scenario, plan: Plan, overlap: Overlap, dual_bound_s: floa
     return Certificate(value, dual_bound_s, optimal, gap, status)
 
 
+def refuses_unless_first_token(solver: str, problem: Problem) -> str | None:
+    """Why ``solver`` (a mixed-integer oracle: one request's TTFT only) refuses ``problem``, or None."""
+    if problem.is_first_token:
+        return None
+    what = f"objective {problem.objective!r}" if problem.objective != "ttft" else "a burst of requests"
+    return f"{solver!r} plans the TTFT of one request, not {what}"
+
+
 def solver_result(
     problem: Problem, form: Formulation, values: list[float] | None, raw: dict[str, Any], finished: bool
 ) -> Solution:

@@ -27,7 +27,7 @@ from typing import Any
 
 from coldpipe.errors import SolverUnavailable
 from coldpipe.planning.exact import raise_infeasible
-from coldpipe.planning.formulation import formulate, solver_result
+from coldpipe.planning.formulation import formulate, refuses_unless_first_token, solver_result
 from coldpipe.planning.protocol import Problem, Solution
 
 __all__ = ["HIGHS_OPTIONS", "HighsPlanner", "plan_highs"]
@@ -155,10 +155,7 @@ class HighsPlanner:
     name = "highs"
 
     def refuses(self, problem: Problem) -> str | None:
-        if not problem.is_first_token:
-            what = f"objective {problem.objective!r}" if problem.objective != "ttft" else "a burst of requests"
-            return f"'highs' plans the TTFT of one request, not {what}"
-        return None
+        return refuses_unless_first_token(self.name, problem)
 
     def solve(self, problem: Problem) -> Solution:
         return plan_highs(problem)

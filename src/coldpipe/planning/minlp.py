@@ -36,7 +36,7 @@ from typing import Any
 from coldpipe.core.types import Overlap, Scenario
 from coldpipe.errors import SolverUnavailable
 from coldpipe.planning.exact import raise_infeasible
-from coldpipe.planning.formulation import Formulation, formulate, solver_result
+from coldpipe.planning.formulation import Formulation, formulate, refuses_unless_first_token, solver_result
 from coldpipe.planning.protocol import Problem, Solution
 
 __all__ = ["SCIP_PARAMS", "MINLPPlanner", "build_model", "plan_minlp"]
@@ -187,10 +187,7 @@ class MINLPPlanner:
     name = "minlp"
 
     def refuses(self, problem: Problem) -> str | None:
-        if not problem.is_first_token:
-            what = f"objective {problem.objective!r}" if problem.objective != "ttft" else "a burst of requests"
-            return f"'minlp' plans the TTFT of one request, not {what}"
-        return None
+        return refuses_unless_first_token(self.name, problem)
 
     def solve(self, problem: Problem) -> Solution:
         return plan_minlp(problem)
