@@ -185,17 +185,19 @@ def _shifts(stages: tuple[Stage, ...]) -> list[tuple[Stage, ...]]:
     return out
 
 
+def _value_s(problem: Problem, p: Plan | None) -> float:
+    """The simulator's value of a candidate plan for ``problem``; inf for none or one that does not fit."""
+    if p is None:
+        return math.inf
+    try:
+        return objective_s(problem.scenario, p, problem.overlap, problem.objective)
+    except ColdpipeError:
+        return math.inf
+
+
 def _sharded(problem: Problem, inner: Callable[[Problem], Solution], unsharded: Solution) -> Solution:
     sc, ov, obj = problem.scenario, problem.overlap, problem.objective
     n = len(sc.blocks)
-
-    def value(p: Plan | None) -> float:
-        if p is None:
-            return math.inf
-        try:
-            return objective_s(sc, p, ov, obj)
-        except ColdpipeError:
-            return math.inf
 
     seeds: list[tuple[Stage, ...]] = []
     first = _without_head(unsharded.plan, n)
@@ -209,11 +211,11 @@ def _sharded(problem: Problem, inner: Callable[[Problem], Solution], unsharded: 
         cut = sol.plan.stages if share is None else _without_head(sol.plan, n)
         if cut is not None and cut not in seeds:
             seeds.append(cut)
-    best_plan, best = unsharded.plan, value(unsharded.plan)
+    best_plan, best = unsharded.plan, _value_s(problem, unsharded.plan)
     tried = 0
     for seed in seeds:
         cur = split_head(sc, seed, ov)
-        cur_v = value(cur)
+        cur_v = _value_s(problem, cur)
         tried += 1
         improved = True
         while improved and cur is not None:
@@ -221,7 +223,7 @@ def _sharded(problem: Problem, inner: Callable[[Problem], Solution], unsharded: 
             for nxt in _shifts(cur.stages):
                 cand = split_head(sc, nxt, ov)
                 tried += 1
-                v = value(cand)
+                v = _value_s(problem, cand)
                 if v < cur_v - 1e-12:
                     cur, cur_v, improved = cand, v, True
                     break
@@ -306,25 +308,17 @@ def _reuse_seeds(problem: Problem, inner: Callable[[Problem], Solution], sharded
 def _reuse(problem: Problem, start: Solution, inner: Callable[[Problem], Solution]) -> Solution:
     """First-improvement local search over plans whose devices may hold several stages (reuse), from the
     plan found so far and from :func:`_reuse_seeds`."""
-    sc, ov, obj = problem.scenario, problem.overlap, problem.objective
+    sc, ov = problem.scenario, problem.overlap
     names = [d.name for d in sc.devices]
     sharded = bool(start.plan.head_shards)
 
     def realise(stages: tuple[Stage, ...]) -> Plan | None:
         return split_head(sc, stages, ov) if sharded else Plan(stages)
 
-    def value(p: Plan | None) -> float:
-        if p is None:
-            return math.inf
-        try:
-            return objective_s(sc, p, ov, obj)
-        except ColdpipeError:
-            return math.inf
-
     starts = [(start.plan, start.value_s)]
     for seed in _reuse_seeds(problem, inner, sharded):
         cand = realise(seed)
-        starts.append((cand, value(cand)))  # type: ignore[arg-type]
+        starts.append((cand, _value_s(problem, cand)))  # type: ignore[arg-type]
     best, best_v, evaluations = start.plan, start.value_s, 0
     budget = REUSE_MAX_EVALUATIONS // len(starts)
     for cur, cur_v in starts:
@@ -334,7 +328,7 @@ def _reuse(problem: Problem, start: Solution, inner: Callable[[Problem], Solutio
         if not math.isfinite(cur_v):  # repair an invalid seed by its best valid neighbour
             moves = _reuse_moves(cur.stages, names)[:budget]
             used = len(moves)
-            valued = [(value(c), c) for c in (realise(m) for m in moves)]
+            valued = [(_value_s(problem, c), c) for c in (realise(m) for m in moves)]
             v, c = min(valued, key=lambda vc: vc[0], default=(math.inf, None))
             if c is None or not math.isfinite(v):
                 evaluations += used
@@ -345,7 +339,7 @@ def _reuse(problem: Problem, start: Solution, inner: Callable[[Problem], Solutio
             for stages in _reuse_moves(cur.stages, names):
                 used += 1
                 cand = realise(stages)
-                v = value(cand)
+                v = _value_s(problem, cand)
                 if v < cur_v - 1e-12:
                     assert cand is not None
                     cur, cur_v, improved = cand, v, True
