@@ -218,7 +218,12 @@ def serve_command(
         engine.stop()
         backend.close()
         print("coldpipe serve: stopped every device", file=sys.stderr, flush=True)
-    # every process and thread of ours has stopped; skip the interpreter's slow teardown of torch and tokenizers
+    # every process and thread of ours has stopped; skip the interpreter's slow teardown of torch and tokenizers,
+    # but not what it would have removed: multiprocessing's temp dir (the forkserver's listener socket)
+    import multiprocessing.util
+    import shutil
+
+    shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
     sys.stdout.flush()
     os._exit(code)
 
