@@ -125,7 +125,9 @@ class NetworkSpec(_Strict):
     reference_distance_m: Meters = 1.0
     reference_loss_db: Decibel | None = None  # default: free-space loss at reference_distance_m, carrier_hz
     ap_tx_power_dbm: Decibel = 20.0
-    sharing: Literal["fdma", "tdma"] = "fdma"
+    # how the band is shared (radio rates: tdma, else fdma); with streamed-weights also how transfers contend
+    # (docs/model.md#streamed-weights; not given: none, the paper's model)
+    sharing: Literal["none", "fdma", "tdma"] | None = None
 
     @model_validator(mode="after")
     def _free_space(self) -> NetworkSpec:
@@ -143,7 +145,13 @@ class NetworkSpec(_Strict):
         else:
             ref = self.reference_loss_db
             pl = PathLoss(self.path_loss_exponent, free_space_loss_db(d0, self.carrier_hz) if ref is None else ref, d0)
-        return AccessPoint(self.bandwidth_hz, pl, self.noise_psd_dbm_hz, self.ap_tx_power_dbm, self.sharing)
+        return AccessPoint(
+            self.bandwidth_hz,
+            pl,
+            self.noise_psd_dbm_hz,
+            self.ap_tx_power_dbm,
+            "tdma" if self.sharing == "tdma" else "fdma",
+        )
 
 
 class WorkloadSpec(_Strict):
@@ -233,6 +241,7 @@ class DeviceSpec(_Strict):
     resident: list[tuple[Annotated[Int, Field(ge=0)], Annotated[Int, Field(ge=0)]]] = Field(
         default_factory=list, max_length=MAX_BLOCKS
     )
+    weights: str = Field(default="local", min_length=1)  # streamed-weights: local, ap or a peer (docs/model.md)
 
     @model_validator(mode="after")
     def _complete(self) -> DeviceSpec:
@@ -266,6 +275,7 @@ class DeviceSpec(_Strict):
             if getattr(self, key) is not None:
                 base[key] = getattr(self, key)
         base["resident"] = tuple(self.resident)
+        base["weights"] = self.weights
         return {"name": self.name, **base}
 
 
@@ -486,7 +496,7 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
             blocks=blocks,
             devices=devices,
             workload=Workload(**spec.workload.model_dump()),
-            network=Network(hop_latency=spec.network.hop_latency),
+            network=Network(hop_latency=spec.network.hop_latency, sharing=spec.network.sharing or "none"),
             source=spec.source,
             model_name=name,
         )

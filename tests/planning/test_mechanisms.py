@@ -32,7 +32,7 @@ def with_vocab(sc: Scenario, rows: int, mechanisms: str) -> Scenario:
 
 
 def test_parse_and_errors() -> None:
-    assert parse_mechanisms("all") == {"sparse-embedding", "sharded-head", "reuse", "sublayer"}
+    assert parse_mechanisms("all") == {"sparse-embedding", "sharded-head", "reuse", "sublayer", "streamed-weights"}
     assert parse_mechanisms("none") == frozenset()
     with pytest.raises(InputError, match="unknown mechanism"):
         parse_mechanisms("sparse-embedding,teleport")

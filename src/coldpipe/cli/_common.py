@@ -171,7 +171,8 @@ def read_plan_file(path: str, flag: str, scenario: Scenario) -> tuple[Plan, dict
 def with_mechanisms(scenario: Scenario, text: str) -> Scenario:
     """``scenario`` with ``--mechanisms TEXT`` on; ``all`` means every mechanism its model supports
     (sparse-embedding and sharded-head need the vocabulary rows of the first and last block, sublayer decoder
-    blocks that know their attention part: docs/model.md#mechanisms); a mechanism named explicitly that the
+    blocks that know their attention part, streamed-weights a device whose weights are not local:
+    docs/model.md#mechanisms); a mechanism named explicitly that the
     model cannot support is the scenario's one-line error."""
     names = parse_mechanisms(text)
     if text.strip() == "all" and scenario.blocks:
@@ -180,6 +181,7 @@ def with_mechanisms(scenario: Scenario, text: str) -> Scenario:
             "sparse-embedding": first.vocab_rows is None,
             "sharded-head": last.vocab_rows is None,
             "sublayer": all(b.attn_weight_bytes is None for b in scenario.blocks),
+            "streamed-weights": all(d.weights == "local" for d in scenario.devices),  # nothing to stream
         }
         names -= {m for m, missing in unsupported.items() if missing}
     return scenario.replace(mechanisms=names)

@@ -19,6 +19,16 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from coldpipe.core.limits import MAX_DEVICES, cut
+from coldpipe.core.mechanism_names import (
+    LOCAL,
+    MECHANISMS,
+    check_sharing,
+    check_weight_sources,
+    check_weights,
+    device_dict,
+    network_dict,
+    parse_mechanisms,
+)
 from coldpipe.errors import InputError, InvalidPlan
 
 __all__ = [
@@ -43,29 +53,6 @@ AP = "ap"
 
 Overlap = Literal["layer", "stage", "none"]
 OVERLAPS: tuple[Overlap, ...] = ("layer", "stage", "none")
-
-MECHANISMS: tuple[str, ...] = ("sparse-embedding", "sharded-head", "reuse", "sublayer")
-"""Cold-start mechanisms beyond the paper's model, each off by default (docs/model.md#mechanisms)."""
-
-
-def parse_mechanisms(text: str) -> frozenset[str]:
-    """``"all"``, ``""``/``"none"`` or a comma-separated list of :data:`MECHANISMS`.
-
-    >>> sorted(parse_mechanisms("all"))
-    ['reuse', 'sharded-head', 'sparse-embedding', 'sublayer']
-    >>> parse_mechanisms("sparse-embedding")
-    frozenset({'sparse-embedding'})
-    """
-    text = text.strip()
-    if text in ("", "none"):
-        return frozenset()
-    if text == "all":
-        return frozenset(MECHANISMS)
-    names = frozenset(n.strip() for n in text.split(",") if n.strip())
-    unknown = sorted(names - set(MECHANISMS))
-    if unknown:
-        raise InputError("--mechanisms", f"unknown mechanism(s) {unknown}", f"use 'all' or some of {list(MECHANISMS)}")
-    return names
 
 
 def _check_number(owner: str, name: str, value: float, *, positive: bool, allow_inf: bool = False) -> None:
@@ -164,6 +151,7 @@ class Device:
     downlink: float  # bit/s from the AP
     mem_bandwidth: float | None = None  # bytes/s, for decode steps
     resident: tuple[tuple[int, int], ...] = ()  # block ranges first..last already in memory (a warm device)
+    weights: str = LOCAL  # streamed-weights: where its weights come from, "local", "ap" or a peer device's name
 
     def __post_init__(self) -> None:
         owner = f"device {self.name!r}"
@@ -183,6 +171,7 @@ class Device:
         object.__setattr__(self, "resident", ranges)
         if not self.name or self.name == AP:
             raise InputError("devices[].name", f"{self.name!r} is not a usable device name", "'ap' is reserved")
+        check_weights(owner, self.weights)
         _check_number(owner, "flops", self.flops, positive=True)
         _check_number(owner, "load_bandwidth", self.load_bandwidth, positive=True, allow_inf=True)
         _check_number(owner, "startup", self.startup, positive=False)
@@ -203,6 +192,7 @@ class Device:
             self.downlink,
             -1.0 if self.mem_bandwidth is None else self.mem_bandwidth,
             self.resident,
+            self.weights,
         )
 
     def holds(self, block: int) -> bool:
@@ -215,9 +205,11 @@ class Network:
     """The access point: every transfer between two devices takes two hops through it."""
 
     hop_latency: float = 0.0  # s per AP hop
+    sharing: str = "none"  # streamed-weights: how transfers share the air (none | tdma | fdma)
 
     def __post_init__(self) -> None:
         _check_number("network", "hop_latency", self.hop_latency, positive=False)
+        check_sharing(self.sharing)
 
 
 @dataclass(frozen=True)
@@ -293,6 +285,7 @@ class Scenario:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError("devices[].name", f"duplicate device names {dupes}", "give every device its own name")
+        check_weight_sources(self.devices)
         for d in self.devices:
             for a, b in d.resident:
                 if b >= len(self.blocks):
@@ -372,10 +365,10 @@ class Scenario:
         """The scenario as a JSON-ready dict in the scenario-file format (explicit blocks)."""
         return {
             "source": self.source,
-            "network": asdict(self.network),
+            "network": network_dict(self.network),
             "workload": asdict(self.workload),
             "model": {"name": self.model_name, "blocks": [_block_dict(b) for b in self.blocks]},
-            "devices": [asdict(d) for d in self.devices],
+            "devices": [device_dict(d) for d in self.devices],
             **({"mechanisms": sorted(self.mechanisms)} if self.mechanisms else {}),
         }
 

@@ -23,6 +23,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+from coldpipe.core.mechanism_names import LOCAL
 from coldpipe.core.mechanisms import (
     deferred_bytes,
     first_token_bytes,
@@ -31,7 +32,7 @@ from coldpipe.core.mechanisms import (
     shard_return_bytes,
 )
 from coldpipe.core.simulator import objective_s, simulate, transfer_s
-from coldpipe.core.types import HeadShard, Plan, Scenario, Stage
+from coldpipe.core.types import AP, HeadShard, Plan, Scenario, Stage
 from coldpipe.errors import ColdpipeError, InvalidPlan
 from coldpipe.planning.bounds import (
     Bounds,
@@ -42,18 +43,23 @@ from coldpipe.planning.bounds import (
 )
 from coldpipe.planning.exact import plan_warm
 from coldpipe.planning.protocol import Problem, Solution
+from coldpipe.planning.streamed import search_streamed, stream_acts, stream_devices, stream_is_exact
 
 __all__ = ["effective_scenario", "mechanism_bounds", "solve_with_mechanisms", "split_head"]
 
 
-def effective_scenario(scenario: Scenario) -> Scenario:
+def effective_scenario(scenario: Scenario, *, hops_per_block: float = 0.0, without_streaming: bool = False) -> Scenario:
     """The paper's problem that the DP solves for ``scenario``'s ``sparse-embedding`` (every mechanism off).
 
     Block 0 weighs what the first token needs; what it defers counts as KV bytes, so memory and the decode
     step's reads (``weight_bytes + kv_bytes``) stay those of the real block. With ``sublayer`` its blocks are
-    the split blocks (:meth:`Scenario.planned`).
+    the split blocks (:meth:`Scenario.planned`). With ``streamed-weights`` every streaming device loads at its
+    stream's rate (planning/streamed.py; ``hops_per_block``, ``without_streaming``: its search's seeds).
     """
     scenario = scenario.planned()
+    devices = stream_devices(scenario, hops_per_block)
+    if without_streaming:
+        devices = tuple(d for d, real in zip(devices, scenario.devices, strict=True) if real.weights == LOCAL)
     blocks = list(scenario.blocks)
     if "sparse-embedding" in scenario.mechanisms:
         b0 = blocks[0]
@@ -64,7 +70,8 @@ def effective_scenario(scenario: Scenario) -> Scenario:
             vocab_rows=None,
             vocab_row_bytes=None,
         )
-    return scenario.replace(blocks=tuple(blocks), mechanisms=frozenset())
+    network = dataclasses.replace(scenario.network, sharing="none")
+    return scenario.replace(blocks=tuple(blocks), devices=devices, network=network, mechanisms=frozenset())
 
 
 def _pipeline_scenario(scenario: Scenario, head_share: float | None) -> Scenario:
@@ -103,7 +110,7 @@ def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "la
         return None
     t_end = tl.stages[-1].compute_end_s
     rows_of: list[Callable[[float], int]] = []
-    for dev in scenario.devices:
+    for dev in stream_devices(scenario):  # streamed-weights: a streaming device's shard arrives at its stream rate
         mine = [st for st in stages if st.device == dev.name]  # several with reuse
         held = [l for st in mine for l in range(st.first, st.last + 1)]
         used = sum(scenario.blocks[l].memory_bytes for l in held)
@@ -292,7 +299,9 @@ def _reuse_seeds(problem: Problem, inner: Callable[[Problem], Solution], sharded
     seeds = []
     for share in (0.5, 1.0):  # half: the two stages fit together; whole: they may not (then the seed is invalid)
         copies = [
-            dataclasses.replace(d, name=f"{d.name}#{k}", memory=d.memory * share) for d in sc.devices for k in (1, 2)
+            dataclasses.replace(d, name=f"{d.name}#{k}", memory=d.memory * share)
+            for d in stream_devices(sc)
+            for k in (1, 2)
         ]
         virtual = _pipeline_scenario(sc, None) if sharded else effective_scenario(sc)
         source = sc.source if sc.source == "ap" else f"{sc.source}#1"
@@ -371,6 +380,12 @@ def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]
     sol = inner(problem.replace(scenario=effective_scenario(sc)))
     value = objective_s(sc, sol.plan, problem.overlap, problem.objective)
     sol = dataclasses.replace(sol, value_s=value, timeline=simulate(sc, sol.plan, problem.overlap))
+    if stream_acts(sc) and not stream_is_exact(sc) and not problem.is_burst:
+        variants = [effective_scenario(sc, hops_per_block=1.0)]
+        local = [d for d in sc.devices if d.weights == LOCAL]
+        if local and (sc.source == AP or sc.source in {d.name for d in local}):
+            variants.append(effective_scenario(sc, without_streaming=True))
+        sol = search_streamed(problem, sol, inner, variants)
     if "sharded-head" in sc.mechanisms and len(sc.blocks) >= 2 and not problem.is_burst:
         sol = _sharded(problem, inner, sol)
     if "reuse" in sc.mechanisms and not problem.is_burst:
