@@ -97,3 +97,36 @@ def test_sublayer_plan_equals_from_pretrained(tiny: Path) -> None:
     assert res["token_ids"] == ref_tokens
     assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
     assert res["measured_ttft"] == pytest.approx(simulate(sc, plan).ttft_s, rel=0.5)
+
+
+@pytest.mark.multiprocess
+def test_streamed_weights_equal_from_pretrained(tiny: Path) -> None:
+    """streamed-weights: b's storage is 20x too slow, so it receives its blocks from rank 0 (the AP) over the
+    emulated 8 Mbit/s downlink; every token and the logits equal transformers', and b's blocks arrive when the
+    model says (each ``8n/down + hop`` after the previous one)."""
+    from dataclasses import replace
+
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device("a", flops=2e9, load_bandwidth=2e6, startup=0.01, memory=1e9, uplink=1e8, downlink=2e8),
+        Device("b", flops=2e9, load_bandwidth=5e4, startup=0.0, memory=1e9, uplink=1e8, downlink=8e6, weights="ap"),
+    ]
+    sc = Scenario(blocks, devs, Workload(PROMPT, NEW), Network(0.0005), mechanisms=frozenset({"streamed-weights"}))
+    plan = Plan.parse("a[0-2] > b[3-5]")
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    assert emu[1].stream_s_per_byte == pytest.approx(1e-6) and emu[1].read_bytes_per_s is None
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True)], timeout_s=60)
+    assert res["token_ids"] == ref_tokens
+    assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
+    tl = simulate(sc, plan)
+    loads = sorted((s for s in res["stages"][1]["spans"] if s["cat"] == "load"), key=lambda s: s["start"])
+    assert [s["name"] for s in loads] == ["stream b3", "stream b4", "stream b5"]
+    for span, predicted in zip(loads, tl.stages[1].blocks, strict=True):  # each block's transfer time, then when
+        took = predicted.load_end_s - predicted.load_start_s
+        assert span["end"] - span["start"] == pytest.approx(took, rel=0.1, abs=0.01)
+        assert span["end"] == pytest.approx(predicted.load_end_s, abs=0.08)  # the loader thread starts late
+    off = simulate(replace(sc, mechanisms=frozenset()), plan).ttft_s
+    assert res["measured_ttft"] == pytest.approx(tl.ttft_s, rel=0.25) and res["measured_ttft"] < off / 3

@@ -164,14 +164,11 @@ def run_command(
         check_scenario_matches(sc, ckpt.n_blocks, "SCENARIO")
         the_plan, ov = resolve_plan(plan, sc, overlap)
         the_plan.validate(sc)
-    from coldpipe.core.streamed import streams
+    from coldpipe.runtime.stream import unsupported
 
-    if streams(sc.planned(), the_plan):
-        raise InputError(
-            "--mechanisms",
-            "the local runtime does not stream weights over its emulated links (streamed-weights)",
-            "run the plan without streamed-weights, or give the streaming devices weights: local",
-        )
+    why = unsupported(sc.planned(), the_plan)
+    if why is not None:  # docs/model.md#streamed-weights: what the local runtime emulates
+        raise InputError("--mechanisms", f"streamed-weights: {why}", "use network.sharing: none and weights: ap")
     sparse_embedding = sparse_embedding or "sparse-embedding" in sc.mechanisms
     host_flops = None
     if host_profile is not None:

@@ -19,6 +19,8 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
   mem_bandwidth`` of the scenario (every weight and the reserved KV cache stream through memory once per
   token), on top of the compute stretch: ``max(c * slowdown, bytes / mem_bandwidth)``, the model's
   ``block_decode_s`` with the host's measured ``c`` in place of ``decode_flops / host_flops``;
+- **streamed weights**: a streaming device's loader fetches its blocks' tensors from rank 0 over a loopback
+  socket (``runtime/stream.py``), each taking ``8n/downlink + hop`` after the previous one arrived;
 - **links**: a transfer of ``n`` bytes (the real size of the tensor) takes the model's ``transfer(src, dst, n)``
   (``8n/uplink + hop + 8n/downlink + hop``, docs/model.md#transfers) from the moment it is sent: the sender
   sends on loopback at once (with its send time) and goes on, the receiver sleeps until ``sent + transfer``.
@@ -49,6 +51,8 @@ class DeviceEmulation:
     slowdown: float
     compute_clock: str = "cpu"  # "cpu": the host's block time is the thread's CPU time; "wall": wall-clock time
     mem_bandwidth: float | None = None  # bytes/s: a decode step of a block lasts >= (weights + KV) / this
+    stream_s_per_byte: float | None = None  # streamed-weights: blocks come from rank 0, n bytes in n * this + hop
+    stream_hop_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +87,11 @@ def emulation_for(
         read_before[st.device] = before + sum(
             first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)
         )
+        if "streamed-weights" in scenario.mechanisms and dev.weights != "local":  # docs/model.md#streamed-weights
+            hop = scenario.network.hop_latency
+            out.append(DeviceEmulation(st.device, dev.startup, None, slowdown, compute_clock, dev.mem_bandwidth,
+                                       8.0 / dev.downlink, hop))  # fmt: skip
+            continue
         out.append(DeviceEmulation(st.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     for sh in plan.head_shards:  # sharded-head: a shard's rank loads after its device's stages
         dev = scenario.device(sh.device)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coldpipe.runtime.links import DOING, Links, doing, span_tag
+from coldpipe.runtime.stream import BlockServer, StreamClient
 
 if TYPE_CHECKING:
     from coldpipe.runtime.job import Job
@@ -76,6 +77,7 @@ class _Ctx:
         self.whole = self.ckpt = open_checkpoint(spec["checkpoint"])
         self.plan_blocks = self.scenario.blocks  # the blocks the current job's plan indexes
         self.timeout_s = float(spec.get("timeout_s", 30.0))
+        self.stream_port = 0  # streamed-weights: rank 0's block server (runtime/stream.py)
         self.started = time.time()
 
     def start(self, job: Job) -> None:
@@ -173,10 +175,21 @@ def _loader(
             time.sleep(wait)
         pacer = Pacer(emu.read_bytes_per_s)
         fds: dict[str, int] = {}
+        stream = StreamClient(ctx.stream_port) if emu.stream_s_per_byte is not None else None
         try:
             for i, b in enumerate(range(model.first, model.last + 1)):
                 block = b
                 start = rec.now()
+                if stream is not None:  # streamed-weights: from rank 0, in the model's transfer time
+                    sent = time.time()
+                    tensors, n = stream.fetch(ctx.ckpt, b)
+                    wait = sent + n * emu.stream_s_per_byte + emu.stream_hop_s - time.time()
+                    if wait > 0:
+                        time.sleep(wait)
+                    model.assign(b, tensors)
+                    rec.add(f"stream b{b}", "load", start, rec.now(), b, n)
+                    ready[i].set()
+                    continue
                 if b == 0 and sparse_ids is not None:
                     n = _load_sparse_embedding(ctx, model, sparse_ids, pacer.pace)
                     rec.add("load b0 (prompt rows)", "load", start, rec.now(), 0, n)
@@ -199,6 +212,8 @@ def _loader(
         finally:
             for fd in fds.values():
                 os.close(fd)
+            if stream is not None:
+                stream.close()
     except BaseException as exc:
         failure.append(LoaderFailed(block, exc))
         for ev in ready:
@@ -506,6 +521,11 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     )
     dtype = torch_dtype(ctx.ckpt.dtype)
     results = []
+    if any(e.stream_s_per_byte is not None for job in ctx.jobs for e in job.emulation):  # streamed-weights
+        server = BlockServer(lambda: ctx.ckpt) if ctx.rank == 0 else None
+        port = torch.tensor([server.port if server is not None else 0], dtype=torch.int64)
+        dist.broadcast(port, 0)
+        ctx.stream_port = int(port.item())
     if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
         doing("warming up")
         StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.jobs[0].prompt_ids))
