@@ -13,7 +13,9 @@
 6. the same for ``sharded-head`` on the first cluster (one more rank per head shard) and for ``reuse`` on a
    second emulated cluster (:data:`REUSE_DEVICES`: very uneven devices, where
    the planner gives two devices two stages each), the paper's optimum against the reuse plan;
-7. ``sublayer`` on a third cluster (:data:`SUBLAYER_DEVICES`, tight memory), stage boundaries inside decoder layers.
+7. ``sublayer`` on a third cluster (:data:`SUBLAYER_DEVICES`, tight memory), stage boundaries inside decoder layers;
+8. ``streamed-weights`` on a fourth (:data:`STREAMED_DEVICES`): edge-c's blocks come from rank 0 over its emulated
+   downlink instead of its 4 MB/s storage (``network.sharing: none``, the case the runtime emulates).
 
 Reports medians: each plan's measured and predicted TTFT, and the measured gain (paper plan's TTFT minus
 the sparse plan's) against the predicted gain. Target: within +-10 %. The host is shared: expect noise.
@@ -57,6 +59,15 @@ SUBLAYER_DEVICES = [
     ("edge-c", 32.0, 20e6, 0.1, 150e6, 400e6, 200e6),
 ]
 
+# streamed-weights: edge-c's storage reads 4 MB/s, its 400 Mbit/s downlink 50 MB/s (weights: ap); a and b cannot
+# hold the model alone (80 MB each)
+STREAMED_DEVICES = [
+    ("edge-a", 6.0, 40e6, 0.2, 80e6, 300e6, 400e6),
+    ("edge-b", 8.0, 30e6, 0.4, 80e6, 200e6, 300e6),
+    ("edge-c", 4.0, 4e6, 0.3, 400e6, 400e6, 400e6),
+]
+STREAMING = {"edge-c"}
+
 
 def ensure_checkpoint(path: Path) -> Path:
     if (path / "config.json").is_file():
@@ -87,13 +98,15 @@ def main() -> None:
         ("sharded-head", DEVICES, "sharded-head"),
         ("reuse", REUSE_DEVICES, "reuse"),
         ("sublayer", SUBLAYER_DEVICES, "sublayer"),
+        ("streamed-weights", STREAMED_DEVICES, "streamed-weights"),
     ):
         if args.only is not None and name != args.only:
             continue
         devices = [
-            Device(n, flops=prof.host_flops / slow, load_bandwidth=rate, startup=st, memory=mem, uplink=up, downlink=dn)
+            Device(n, flops=prof.host_flops / slow, load_bandwidth=rate, startup=st, memory=mem, uplink=up, downlink=dn,
+                   weights="ap" if mech == "streamed-weights" and n in STREAMING else "local")
             for n, slow, rate, st, mem, up, dn in devs
-        ]
+        ]  # fmt: skip
         sc = Scenario(blocks, devices, Workload(s, 1), Network(HOP_S), model_name="bench-mech")
         on_sc = sc.replace(mechanisms=frozenset({mech}))
         paper, on = plan(Problem(sc)), plan(Problem(on_sc))
