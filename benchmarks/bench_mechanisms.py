@@ -15,7 +15,8 @@
    the planner gives two devices two stages each), the paper's optimum against the reuse plan;
 7. ``sublayer`` on a third cluster (:data:`SUBLAYER_DEVICES`, tight memory), stage boundaries inside decoder layers;
 8. ``streamed-weights`` on a fourth (:data:`STREAMED_DEVICES`): edge-c's blocks come from rank 0 over its emulated
-   downlink instead of its 4 MB/s storage (``network.sharing: none``, the case the runtime emulates).
+   downlink instead of its 4 MB/s storage (``network.sharing: none``), and again under ``tdma``
+   (``--only streamed-weights-tdma``: the blocks and the activations share one emulated channel).
 
 Reports medians: each plan's measured and predicted TTFT, and the measured gain (paper plan's TTFT minus
 the sparse plan's) against the predicted gain. Target: within +-10 %. The host is shared: expect noise.
@@ -99,6 +100,7 @@ def main() -> None:
         ("reuse", REUSE_DEVICES, "reuse"),
         ("sublayer", SUBLAYER_DEVICES, "sublayer"),
         ("streamed-weights", STREAMED_DEVICES, "streamed-weights"),
+        ("streamed-weights-tdma", STREAMED_DEVICES, "streamed-weights"),
     ):
         if args.only is not None and name != args.only:
             continue
@@ -107,7 +109,8 @@ def main() -> None:
                    weights="ap" if mech == "streamed-weights" and n in STREAMING else "local")
             for n, slow, rate, st, mem, up, dn in devs
         ]  # fmt: skip
-        sc = Scenario(blocks, devices, Workload(s, 1), Network(HOP_S), model_name="bench-mech")
+        sharing = "tdma" if name.endswith("-tdma") else "none"  # the air shared with the streams, one hop at a time
+        sc = Scenario(blocks, devices, Workload(s, 1), Network(HOP_S, sharing), model_name="bench-mech")
         on_sc = sc.replace(mechanisms=frozenset({mech}))
         paper, on = plan(Problem(sc)), plan(Problem(on_sc))
         sparse = mech == "sparse-embedding"
@@ -115,7 +118,19 @@ def main() -> None:
         for _ in range(args.reps):
             jobs.append(Job(paper.plan, "layer", ids, 1, tuple(emulation_for(sc, paper.plan, prof.host_flops))))
             emu = tuple(emulation_for(on_sc, on.plan, prof.host_flops))
-            jobs.append(Job(on.plan, "layer", ids, 1, emu, sparse_embedding=sparse, sublayer=mech == "sublayer"))
+            job_sharing = sharing if mech == "streamed-weights" else "none"
+            jobs.append(
+                Job(
+                    on.plan,
+                    "layer",
+                    ids,
+                    1,
+                    emu,
+                    sparse_embedding=sparse,
+                    sublayer=mech == "sublayer",
+                    sharing=job_sharing,
+                )
+            )
         t = time.time()
         results = run_local(ckpt_path, sc, jobs, timeout_s=60)
         wall = time.time() - t

@@ -459,8 +459,12 @@ def _check_times(blocks: tuple[Block, ...], devices: tuple[Device, ...], wl: Wor
         "mem_bandwidth": sum(b.weight_bytes + b.kv_bytes for b in blocks) * wl.new_tokens * wl.requests,
     }
     work["downlink"] = work["uplink"]
+    streamed = 8 * sum(b.weight_bytes for b in blocks)  # streamed-weights: the model over a link, at most
+    peers = {d.weights for d in devices}
     for i, d in enumerate(devices):
+        extra = {"downlink": streamed if d.weights != "local" else 0.0, "uplink": streamed if d.name in peers else 0.0}
         for key, amount in work.items():
+            amount += extra.get(key, 0.0)
             rate = getattr(d, key)
             if rate is None:
                 continue

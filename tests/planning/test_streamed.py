@@ -203,3 +203,44 @@ def test_example_streaming_helps() -> None:
         on = sc.replace(network=dataclasses.replace(sc.network, sharing=sharing), mechanisms=ON)
         sol = plan(Problem(on))
         assert sol.value_s < off * 0.95, (sharing, sol.value_s, off)
+
+
+def test_cli_compare_row_and_one_line_errors(tmp_path: Path) -> None:
+    """``compare --mechanisms streamed-weights`` has its row; a bad ``weights`` or ``sharing`` in a file is one
+    line naming the field, exit 2."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "coldpipe", *args], capture_output=True, text=True, timeout=300)
+
+    ok = run("compare", str(EXAMPLE), "--mechanisms", "streamed-weights", "--json")
+    assert ok.returncode == 0, ok.stderr
+    rows = {r["mechanisms"]: r["ttft"] for r in json.loads(ok.stdout)["mechanisms"]}
+    assert set(rows) == {"none", "streamed-weights"} and rows["streamed-weights"] < rows["none"] * 0.5
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    for change, field in (
+        (lambda d: d["devices"][2].update(weights="nowhere"), "device 'sbc'.weights"),
+        (lambda d: d["devices"][2].update(weights="sbc"), "device 'sbc'.weights"),
+        (lambda d: d["network"].update(sharing="cdma"), "network.sharing"),
+    ):
+        bad = yaml.safe_load(yaml.safe_dump(doc))
+        change(bad)
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(bad), encoding="utf-8")
+        out = run("plan", str(path))
+        assert out.returncode == 2 and out.stderr.startswith(f"coldpipe: error: {field}"), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_runtime_refuses_what_it_does_not_emulate() -> None:
+    from coldpipe.runtime.stream import unsupported
+
+    p = Plan.parse("a[0-0] > b[1-1]")
+    sc = by_hand("tdma")
+    assert "sharing" in (unsupported(sc, p) or "")
+    assert "peer" in (unsupported(by_hand("none"), p) or "")
+    ap = by_hand("none").replace(devices=(by_hand("none").devices[0], dataclasses.replace(sc.devices[1], weights="ap")))
+    assert unsupported(ap, p) is None and unsupported(ap, Plan.parse("a[0-1]")) is None

@@ -168,7 +168,7 @@ def run_command(
 
     why = unsupported(sc.planned(), the_plan)
     if why is not None:  # docs/model.md#streamed-weights: what the local runtime emulates
-        raise InputError("--mechanisms", f"streamed-weights: {why}", "use network.sharing: none and weights: ap")
+        raise InputError("--mechanisms", f"streamed-weights: {why}", "give the streaming devices weights: ap")
     sparse_embedding = sparse_embedding or "sparse-embedding" in sc.mechanisms
     host_flops = None
     if host_profile is not None:
@@ -190,6 +190,7 @@ def run_command(
         sparse_embedding=sparse_embedding,
         sublayer="sublayer" in sc.mechanisms,
         burst=burst,
+        sharing=sc.network.sharing if "streamed-weights" in sc.mechanisms else "none",
     )
     if write_spec is not None:
         from coldpipe.runtime.launch import make_spec

@@ -53,6 +53,7 @@ class DeviceEmulation:
     mem_bandwidth: float | None = None  # bytes/s: a decode step of a block lasts >= (weights + KV) / this
     stream_s_per_byte: float | None = None  # streamed-weights: blocks come from rank 0, n bytes in n * this + hop
     stream_hop_s: float = 0.0
+    stream_channel: str = ""  # tdma: "air", fdma: the device; "" (sharing none): its blocks wait for no one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,9 +89,10 @@ def emulation_for(
             first_token_bytes(scenario, l) for l in range(st.first, st.last + 1) if not dev.holds(l)
         )
         if "streamed-weights" in scenario.mechanisms and dev.weights != "local":  # docs/model.md#streamed-weights
-            hop = scenario.network.hop_latency
+            hop, sharing = scenario.network.hop_latency, scenario.network.sharing
+            channel = {"none": "", "tdma": "air"}.get(sharing, st.device)
             out.append(DeviceEmulation(st.device, dev.startup, None, slowdown, compute_clock, dev.mem_bandwidth,
-                                       8.0 / dev.downlink, hop))  # fmt: skip
+                                       8.0 / dev.downlink, hop, channel))  # fmt: skip
             continue
         out.append(DeviceEmulation(st.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     for sh in plan.head_shards:  # sharded-head: a shard's rank loads after its device's stages

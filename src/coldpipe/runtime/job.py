@@ -35,6 +35,7 @@ class Job:
     sparse_embedding: bool = False  # block 0 reads only the prompt's rows (then each new token's)
     sublayer: bool = False  # the plan indexes the split blocks: decoder layers as attention and MLP halves
     burst: tuple[tuple[int, ...], ...] = ()  # prompts of requests 2..R of a burst arriving with the first
+    sharing: str = "none"  # streamed-weights: hops wait for the air (tdma) or their device's link (fdma)
 
     def __post_init__(self) -> None:
         if self.overlap not in OVERLAPS:
@@ -63,6 +64,7 @@ class Job:
             "links": self.links,
             "sparse_embedding": self.sparse_embedding,
             "sublayer": self.sublayer,
+            "sharing": self.sharing,
         }
 
     @staticmethod
@@ -81,4 +83,5 @@ class Job:
             sparse_embedding=bool(d.get("sparse_embedding", False)),
             sublayer=bool(d.get("sublayer", False)),
             burst=tuple(burst),
+            sharing=str(d.get("sharing", "none")),
         )

@@ -31,10 +31,16 @@ class Links:
     emulated transfer ``[sent, sent + transfer]``; ``recv`` spans from posting the receive until arrival.
     """
 
-    def __init__(self, ctx: Any, rec: Any, emulate: bool) -> None:
+    def __init__(self, ctx: Any, rec: Any, emulate: bool, sharing: str = "none") -> None:
         self.ctx = ctx
         self.rec = rec
         self.emulate = emulate
+        self.sharing = sharing  # tdma/fdma (streamed-weights): each hop waits for its channel (runtime/stream.py)
+        self.air: Any = None
+        if emulate and sharing != "none":
+            from coldpipe.runtime.stream import AirClient
+
+            self.air = AirClient(ctx.air_port)
         self.pending: list[tuple[Any, Any]] = []  # (work, buffer): the buffer must live until the send ends
 
     def delay_s(self, src_dev: str, dst_dev: str, n_bytes: int) -> float:
@@ -72,7 +78,13 @@ class Links:
         n = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
         buf = torch.empty(n, dtype=torch.uint8)
         dist.recv(buf, src_rank)
-        wait = sent + self.delay_s(src_dev, dst_dev, n) - time.time()
+        if self.air is not None:
+            from coldpipe.runtime.stream import hops
+
+            wait = self.air.transfer_end(hops(self.ctx.scenario, src_dev, dst_dev, n, self.sharing), sent, 0)
+            wait -= time.time()
+        else:
+            wait = sent + self.delay_s(src_dev, dst_dev, n) - time.time()
         if wait > 0:
             time.sleep(wait)
         name = what.split("/")[min(step, 1)] if "/" in what else what  # "prompt/token": the prompt, then tokens
@@ -85,6 +97,9 @@ class Links:
         for work, _ in self.pending:
             work.wait()
         self.pending.clear()
+        if self.air is not None:
+            self.air.close()
+            self.air = None
 
 
 def span_tag(request: int, step: int) -> str:

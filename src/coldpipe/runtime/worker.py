@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coldpipe.runtime.links import DOING, Links, doing, span_tag
-from coldpipe.runtime.stream import BlockServer, StreamClient
+from coldpipe.runtime.stream import AirClient, AirServer, BlockServer, StreamClient
 
 if TYPE_CHECKING:
     from coldpipe.runtime.job import Job
@@ -77,7 +77,7 @@ class _Ctx:
         self.whole = self.ckpt = open_checkpoint(spec["checkpoint"])
         self.plan_blocks = self.scenario.blocks  # the blocks the current job's plan indexes
         self.timeout_s = float(spec.get("timeout_s", 30.0))
-        self.stream_port = 0  # streamed-weights: rank 0's block server (runtime/stream.py)
+        self.stream_port = self.air_port = 0  # streamed-weights: rank 0's block and air servers (runtime/stream.py)
         self.started = time.time()
 
     def start(self, job: Job) -> None:
@@ -102,7 +102,7 @@ def _run_source(ctx: _Ctx, job: Job, t0: float) -> dict[str, Any]:
     n_stages = len(plan.stages)
     n_new = job.new_tokens
     rec = Recorder(t0)
-    links = Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links, job.sharing)
     prompts = job.prompts
     for r, p in enumerate(prompts):
         links.send(torch.tensor([p], dtype=torch.int32), 1, src, first_dev, f"prompt{span_tag(r, 0)}", r, 0)
@@ -176,6 +176,7 @@ def _loader(
         pacer = Pacer(emu.read_bytes_per_s)
         fds: dict[str, int] = {}
         stream = StreamClient(ctx.stream_port) if emu.stream_s_per_byte is not None else None
+        air = AirClient(ctx.air_port) if stream is not None and emu.stream_channel else None
         try:
             for i, b in enumerate(range(model.first, model.last + 1)):
                 block = b
@@ -183,7 +184,8 @@ def _loader(
                 if stream is not None:  # streamed-weights: from rank 0, in the model's transfer time
                     sent = time.time()
                     tensors, n = stream.fetch(ctx.ckpt, b)
-                    wait = sent + n * emu.stream_s_per_byte + emu.stream_hop_s - time.time()
+                    dur = n * emu.stream_s_per_byte + emu.stream_hop_s
+                    wait = (air.hop(emu.stream_channel, sent, 1, dur) if air is not None else sent) + dur - time.time()
                     if wait > 0:
                         time.sleep(wait)
                     model.assign(b, tensors)
@@ -214,6 +216,8 @@ def _loader(
                 os.close(fd)
             if stream is not None:
                 stream.close()
+            if air is not None:
+                air.close()
     except BaseException as exc:
         failure.append(LoaderFailed(block, exc))
         for ev in ready:
@@ -331,7 +335,7 @@ def _run_stage(ctx: _Ctx, job: Job, j: int, model: Any, t0: float, fault: str | 
 
     h = model.config.hidden_size
     prev_dev = plan.stages[j - 1].device if j > 0 else ctx.scenario.source
-    links = Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links, job.sharing)
     # decode steps stream every weight (and the reserved KV cache) through memory once: a device with
     # `mem_bandwidth` needs at least that long per block, whatever the host's own memory does
     mem_floor_s = [0.0] * len(blocks)
@@ -470,7 +474,7 @@ def _run_shard(ctx: _Ctx, job: Job, k: int, t0: float) -> dict[str, Any]:
     if job.overlap == "none":
         ready.wait()
         dist.all_reduce(torch.tensor([rec.now()], dtype=torch.float64), op=dist.ReduceOp.MAX)
-    links = Links(ctx, rec, job.links)
+    links = Links(ctx, rec, job.links, job.sharing)
     last_dev = plan.stages[-1].device
     dtype = torch_dtype(ctx.ckpt.dtype)
     for _ in range(len(job.prompts) * job.new_tokens):
@@ -526,6 +530,11 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
         port = torch.tensor([server.port if server is not None else 0], dtype=torch.int64)
         dist.broadcast(port, 0)
         ctx.stream_port = int(port.item())
+    if any(job.sharing != "none" or any(e.stream_channel for e in job.emulation) for job in ctx.jobs):
+        air_server = AirServer() if ctx.rank == 0 else None
+        port = torch.tensor([air_server.port if air_server is not None else 0], dtype=torch.int64)
+        dist.broadcast(port, 0)
+        ctx.air_port = int(port.item())
     if ctx.rank > 0 and ctx.spec.get("warm_up", True):  # runtime start: warm the allocator and kernels
         doing("warming up")
         StageModel(ctx.ckpt.config, 1, 0, dtype).warm_up(len(ctx.jobs[0].prompt_ids))
