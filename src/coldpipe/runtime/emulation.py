@@ -20,7 +20,8 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
   token), on top of the compute stretch: ``max(c * slowdown, bytes / mem_bandwidth)``, the model's
   ``block_decode_s`` with the host's measured ``c`` in place of ``decode_flops / host_flops``;
 - **streamed weights**: a streaming device's loader fetches its blocks' tensors from rank 0 over a loopback
-  socket (``runtime/stream.py``), each taking ``8n/downlink + hop`` after the previous one arrived;
+  socket (``runtime/stream.py``), each taking ``8n/downlink + hop`` after the previous one arrived (under
+  ``tdma``/``fdma`` once rank 0's arbiter grants it the channel, as every emulated hop then waits for it);
 - **links**: a transfer of ``n`` bytes (the real size of the tensor) takes the model's ``transfer(src, dst, n)``
   (``8n/uplink + hop + 8n/downlink + hop``, docs/model.md#transfers) from the moment it is sent: the sender
   sends on loopback at once (with its send time) and goes on, the receiver sleeps until ``sent + transfer``.
