@@ -158,7 +158,7 @@ def test_streamed_weights_tdma_share_the_air(tiny: Path) -> None:
     tdma = simulate(sc, plan)
     free = simulate(replace(sc, network=Network(0.0005, "none")), plan).ttft_s
     assert tdma.ttft_s - free > 0.1
-    assert res["measured_ttft"] == pytest.approx(tdma.ttft_s, abs=0.05)
+    assert res["measured_ttft"] == pytest.approx(tdma.ttft_s, rel=0.1)  # late, if at all, by the host's noise
     recv = [s for s in res["stages"][1]["spans"] if s["cat"] == "recv" and "activation" in s["name"]]
     first_block = min(b.load_end_s for b in tdma.stages[1].blocks)
     assert recv and recv[0]["end"] >= first_block  # the activation waited for the block on the air

@@ -69,7 +69,7 @@ class ShardTimeline:
 class Transfer:
     """Bytes moving ``src`` -> AP -> ``dst``; ``at_ap_s`` is when they reached the AP."""
 
-    what: str  # "prompt" | "activation" | "token" | "hidden" | "candidates" (sharded-head)
+    what: str  # "prompt" | "activation" | "token" | "hidden" | "candidates" (sharded-head) | "weights" (streamed)
     src: str
     dst: str
     n_bytes: float

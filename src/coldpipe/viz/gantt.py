@@ -81,7 +81,7 @@ class Bar:
 class Arrow:
     """A transfer ``src`` -> AP -> ``dst``; a stage index of ``None`` means the AP row."""
 
-    what: str  # "prompt" | "activation" | "token"
+    what: str  # "prompt" | "activation" | "token" (| "hidden", "candidates", "weights" with mechanisms)
     src_stage: int | None
     dst_stage: int | None
     start_s: float
