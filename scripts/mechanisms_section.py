@@ -204,23 +204,28 @@ def streamed() -> list[str]:
             f"| {mbps} MB/s | " + " | ".join(fmt(v) for v in vals) + f" | {100 * (1 - vals[3] / vals[0]):.1f} % |"
         )
     sys.path.insert(0, str(ROOT))
-    from tests.planning.test_streamed import instances  # the tests' seeded instances
+    from tests.planning.test_streamed import instances, two_streams  # the tests' seeded instances
 
     from coldpipe.planning.brute import brute_force
 
     rows += [
         "",
         "The planner against brute force (every plan timed by the simulator) on the seeded instances of "
-        "`tests/planning/test_streamed.py` (3 devices, 5 blocks; one device's storage 20x slower, its weights "
-        "from the AP or a peer; the feasible ones), per sharing and hop latency. Without sharing and hop latency "
+        "`tests/planning/test_streamed.py` (3 devices, 5 blocks, one device's storage 20x slower, its weights "
+        "from the AP or a peer; 4 devices, 6 blocks, tight memory, two devices' storage 50x slower; the feasible "
+        "ones), per sharing and hop latency. Without sharing and hop latency "
         "the DP is exact; otherwise it is the DP on the effective scenario, then local search on the simulator:",
         "",
-        "| sharing | hop latency | instances | plans = brute force | median gap | worst gap | streaming device used |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| family | sharing | hop latency | instances | plans = brute force | median gap | worst gap | "
+        "streaming device used |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for sharing, hop in (("none", 0.0), ("none", 0.003), ("fdma", 0.003), ("tdma", 0.0), ("tdma", 0.003)):
+    cases = [("3 x 5, one stream", instances, sh, hop) for sh, hop in
+             (("none", 0.0), ("none", 0.003), ("fdma", 0.003), ("tdma", 0.0), ("tdma", 0.003))]  # fmt: skip
+    cases += [("4 x 6, two streams", two_streams, sh, 0.003) for sh in ("none", "fdma", "tdma")]
+    for family, make, sharing, hop in cases:
         gaps, used = [], 0
-        for sc in instances(sharing, hop, 30):
+        for sc in make(sharing, hop, 30):
             try:
                 ref = brute_force(Problem(sc))
             except ColdpipeError:
@@ -230,8 +235,8 @@ def streamed() -> list[str]:
             used += any(sc.device(d).weights != "local" for d in ref.plan.devices)
         same = sum(g <= 1e-12 for g in gaps)
         rows.append(
-            f"| {sharing} | {1e3 * hop:.0f} ms | {len(gaps)} | {same} | {100 * statistics.median(gaps):.2f} % | "
-            f"{100 * max(gaps):.2f} % | {used} |"
+            f"| {family} | {sharing} | {1e3 * hop:.0f} ms | {len(gaps)} | {same} | "
+            f"{100 * statistics.median(gaps):.2f} % | {100 * max(gaps):.2f} % | {used} |"
         )
     return rows
 
