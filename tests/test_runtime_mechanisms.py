@@ -117,7 +117,7 @@ def test_streamed_weights_equal_from_pretrained(tiny: Path) -> None:
     ids = prompt_ids(PROMPT, 256, seed=3)
     ref_tokens, ref_logits = reference_generate(tiny, ids, NEW)
     emu = tuple(emulation_for(sc, plan, host_flops=None))
-    assert emu[1].stream_s_per_byte == pytest.approx(1e-6) and emu[1].read_bytes_per_s is None
+    assert emu[1].stream_hops == (("", pytest.approx(1e-6), 0.0005),) and emu[1].read_bytes_per_s is None
     (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, return_logits=True)], timeout_s=60)
     assert res["token_ids"] == ref_tokens
     assert torch.allclose(torch.tensor(res["stages"][-1]["last_logits"]), torch.tensor(ref_logits), atol=1e-4)
@@ -152,7 +152,7 @@ def test_streamed_weights_tdma_share_the_air(tiny: Path) -> None:
     ids = prompt_ids(PROMPT, 256, seed=3)
     ref_tokens, _ = reference_generate(tiny, ids, NEW)
     emu = tuple(emulation_for(sc, plan, host_flops=None))
-    assert emu[1].stream_channel == "air"
+    assert [c for c, _r, _h in emu[1].stream_hops] == ["air"]
     (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, sharing="tdma")], timeout_s=60)
     assert res["token_ids"] == ref_tokens
     tdma = simulate(sc, plan)
@@ -162,3 +162,26 @@ def test_streamed_weights_tdma_share_the_air(tiny: Path) -> None:
     recv = [s for s in res["stages"][1]["spans"] if s["cat"] == "recv" and "activation" in s["name"]]
     first_block = min(b.load_end_s for b in tdma.stages[1].blocks)
     assert recv and recv[0]["end"] >= first_block  # the activation waited for the block on the air
+
+
+@pytest.mark.multiprocess
+def test_streamed_weights_from_a_peer_fdma(tiny: Path) -> None:
+    """b streams from the peer a under fdma: each block takes a's uplink then b's downlink (the bytes from rank 0's
+    file), a's activation shares a's link with them. Tokens equal transformers'; the TTFT is fdma's prediction."""
+    arch = open_checkpoint(tiny).architecture()
+    blocks = blocks_for(arch, prompt_tokens=PROMPT, new_tokens=NEW, dtype="float32")
+    devs = [
+        Device("a", flops=2e9, load_bandwidth=2e6, startup=0.01, memory=1e9, uplink=4e6, downlink=2e8),
+        Device("b", flops=2e9, load_bandwidth=5e4, startup=0.0, memory=1e9, uplink=1e8, downlink=8e6, weights="a"),
+    ]
+    sc = Scenario(
+        blocks, devs, Workload(PROMPT, NEW), Network(0.0005, "fdma"), mechanisms=frozenset({"streamed-weights"})
+    )
+    plan = Plan.parse("a[0-1] > b[2-5]")
+    ids = prompt_ids(PROMPT, 256, seed=3)
+    ref_tokens, _ = reference_generate(tiny, ids, NEW)
+    emu = tuple(emulation_for(sc, plan, host_flops=None))
+    assert [c for c, _r, _h in emu[1].stream_hops] == ["a", "b"] and emu[1].startup_s == 0.01
+    (res,) = run_local(tiny, sc, [Job(plan, "layer", ids, NEW, emu, sharing="fdma")], timeout_s=60)
+    assert res["token_ids"] == ref_tokens
+    assert res["measured_ttft"] == pytest.approx(simulate(sc, plan).ttft_s, rel=0.1)

@@ -273,6 +273,7 @@ def test_runtime_refuses_what_it_does_not_emulate() -> None:
 
     p = Plan.parse("a[0-0] > b[1-1]")
     sc = by_hand("tdma")
-    assert "peer" in (unsupported(sc, p) or "") and "peer" in (unsupported(by_hand("none"), p) or "")
-    ap = sc.replace(devices=(sc.devices[0], dataclasses.replace(sc.devices[1], weights="ap")))
-    assert unsupported(ap, p) is None and unsupported(ap, Plan.parse("a[0-1]")) is None
+    assert unsupported(sc, p) is None and unsupported(by_hand("none"), p) is None  # a peer source
+    three = sc.replace(blocks=(*sc.blocks, sc.blocks[-1]), mechanisms=ON | {"reuse"})
+    assert "several stages" in (unsupported(three, Plan.parse("b[0-0] > a[1-1] > b[2-2]")) or "")
+    assert unsupported(three, Plan.parse("a[0-2]")) is None  # nothing streams

@@ -20,7 +20,8 @@ Every knob comes from the scenario (so the simulator predicts from the very numb
   token), on top of the compute stretch: ``max(c * slowdown, bytes / mem_bandwidth)``, the model's
   ``block_decode_s`` with the host's measured ``c`` in place of ``decode_flops / host_flops``;
 - **streamed weights**: a streaming device's loader fetches its blocks' tensors from rank 0 over a loopback
-  socket (``runtime/stream.py``), each taking ``8n/downlink + hop`` after the previous one arrived (under
+  socket (``runtime/stream.py``), each taking ``8n/downlink + hop`` (from a peer ``8n/uplink_peer + hop`` first)
+  after the previous one arrived (under
   ``tdma``/``fdma`` once rank 0's arbiter grants it the channel, as every emulated hop then waits for it);
 - **links**: a transfer of ``n`` bytes (the real size of the tensor) takes the model's ``transfer(src, dst, n)``
   (``8n/uplink + hop + 8n/downlink + hop``, docs/model.md#transfers) from the moment it is sent: the sender
@@ -52,16 +53,17 @@ class DeviceEmulation:
     slowdown: float
     compute_clock: str = "cpu"  # "cpu": the host's block time is the thread's CPU time; "wall": wall-clock time
     mem_bandwidth: float | None = None  # bytes/s: a decode step of a block lasts >= (weights + KV) / this
-    stream_s_per_byte: float | None = None  # streamed-weights: blocks come from rank 0, n bytes in n * this + hop
-    stream_hop_s: float = 0.0
-    stream_channel: str = ""  # tdma: "air", fdma: the device; "" (sharing none): its blocks wait for no one
+    # streamed-weights: the device's blocks come from rank 0 (the file), each over these hops in turn, a hop of
+    # n bytes taking n * s_per_byte + hop_s on its channel (tdma: "air", fdma: a device; "" with sharing none)
+    stream_hops: tuple[tuple[str, float, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> DeviceEmulation:
-        return DeviceEmulation(**d)
+        hops = tuple((str(c), float(r), float(h)) for c, r, h in d.get("stream_hops", ()))
+        return DeviceEmulation(**{**d, "stream_hops": hops})
 
 
 def emulation_for(
@@ -91,9 +93,19 @@ def emulation_for(
         )
         if "streamed-weights" in scenario.mechanisms and dev.weights != "local":  # docs/model.md#streamed-weights
             hop, sharing = scenario.network.hop_latency, scenario.network.sharing
-            channel = {"none": "", "tdma": "air"}.get(sharing, st.device)
-            out.append(DeviceEmulation(st.device, dev.startup, None, slowdown, compute_clock, dev.mem_bandwidth,
-                                       8.0 / dev.downlink, hop, channel))  # fmt: skip
+            tdma = {"none": "", "tdma": "air"}.get(sharing)
+
+            def channel(name: str, fixed: str | None = tdma) -> str:
+                return name if fixed is None else fixed
+
+            hops = [(channel(st.device), 8.0 / dev.downlink, hop)]
+            begin = dev.startup
+            if dev.weights != "ap":  # a peer: its uplink, then this device's downlink (the bytes: rank 0's file)
+                peer = scenario.device(dev.weights)
+                hops.insert(0, (channel(peer.name), 8.0 / peer.uplink, hop))
+                begin = max(begin, peer.startup)
+            out.append(DeviceEmulation(st.device, begin, None, slowdown, compute_clock, dev.mem_bandwidth,
+                                       tuple(hops)))  # fmt: skip
             continue
         out.append(DeviceEmulation(st.device, startup, rate, slowdown, compute_clock, dev.mem_bandwidth))
     for sh in plan.head_shards:  # sharded-head: a shard's rank loads after its device's stages

@@ -10,8 +10,10 @@ channel (``tdma``: one for all; ``fdma``: its device's link): it grants one hop 
 the channel is free choosing among the hops ready by then the request's before weights, then the earliest
 ready (the model's rule); a hop's start may be backdated to its ready time, never before the channel's free.
 
-Supported: ``weights: ap``, a streaming device holding one stage, no head shard, and not sparse-embedding's
-block 0 (:func:`unsupported` says why a plan is refused); peer sources are not emulated.
+Supported: a streaming device holding one stage, no head shard, and not sparse-embedding's block 0
+(:func:`unsupported` says why a plan is refused). A peer source is emulated by its links only: the bytes
+come from rank 0's file, timed as the peer's uplink hop then the device's downlink hop (the peer's
+storage read is not charged, as in the model).
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ def unsupported(scenario: Any, plan: Any) -> str | None:
         dev = scenario.device(st.device)
         if dev.weights == "local":
             continue
-        if dev.weights != "ap":
-            return f"device {st.device!r} streams from a peer ({dev.weights!r}), which is not emulated"
         if [s.device for s in plan.stages].count(st.device) > 1:
             return f"device {st.device!r} streams and holds several stages (reuse), which is not emulated"
         if st.first == 0 and "sparse-embedding" in scenario.mechanisms:

@@ -175,8 +175,8 @@ def _loader(
             time.sleep(wait)
         pacer = Pacer(emu.read_bytes_per_s)
         fds: dict[str, int] = {}
-        stream = StreamClient(ctx.stream_port) if emu.stream_s_per_byte is not None else None
-        air = AirClient(ctx.air_port) if stream is not None and emu.stream_channel else None
+        stream = StreamClient(ctx.stream_port) if emu.stream_hops else None
+        air = AirClient(ctx.air_port) if any(c for c, _r, _h in emu.stream_hops) else None
         try:
             for i, b in enumerate(range(model.first, model.last + 1)):
                 block = b
@@ -184,8 +184,11 @@ def _loader(
                 if stream is not None:  # streamed-weights: from rank 0, in the model's transfer time
                     sent = time.time()
                     tensors, n = stream.fetch(ctx.ckpt, b)
-                    dur = n * emu.stream_s_per_byte + emu.stream_hop_s
-                    wait = (air.hop(emu.stream_channel, sent, 1, dur) if air is not None else sent) + dur - time.time()
+                    arrived = sent
+                    for channel, s_per_byte, hop_s in emu.stream_hops:  # store-and-forward, hop by hop
+                        dur = n * s_per_byte + hop_s
+                        arrived = (air.hop(channel, arrived, 1, dur) if air is not None else arrived) + dur
+                    wait = arrived - time.time()
                     if wait > 0:
                         time.sleep(wait)
                     model.assign(b, tensors)
@@ -525,12 +528,12 @@ def _run(ctx: _Ctx, init_method: str, fault: dict[str, Any] | None, result_path:
     )
     dtype = torch_dtype(ctx.ckpt.dtype)
     results = []
-    if any(e.stream_s_per_byte is not None for job in ctx.jobs for e in job.emulation):  # streamed-weights
+    if any(e.stream_hops for job in ctx.jobs for e in job.emulation):  # streamed-weights
         server = BlockServer(lambda: ctx.ckpt) if ctx.rank == 0 else None
         port = torch.tensor([server.port if server is not None else 0], dtype=torch.int64)
         dist.broadcast(port, 0)
         ctx.stream_port = int(port.item())
-    if any(job.sharing != "none" or any(e.stream_channel for e in job.emulation) for job in ctx.jobs):
+    if any(job.sharing != "none" or any(c for e in job.emulation for c, _, _ in e.stream_hops) for job in ctx.jobs):
         air_server = AirServer() if ctx.rank == 0 else None
         port = torch.tensor([air_server.port if air_server is not None else 0], dtype=torch.int64)
         dist.broadcast(port, 0)
