@@ -386,6 +386,10 @@ def solve_with_mechanisms(problem: Problem, inner: Callable[[Problem], Solution]
         if local and (sc.source == AP or sc.source in {d.name for d in local}):
             variants.append(effective_scenario(sc, without_streaming=True))
         sol = search_streamed(problem, sol, inner, variants)
+    if "gap_to_lower_bound" in sol.details and sol.lower_bound_s:  # the inner planner's gap was its effective value's
+        sol = dataclasses.replace(
+            sol, details={**sol.details, "gap_to_lower_bound": sol.value_s / sol.lower_bound_s - 1}
+        )
     if "sharded-head" in sc.mechanisms and len(sc.blocks) >= 2 and not problem.is_burst:
         sol = _sharded(problem, inner, sol)
     if "reuse" in sc.mechanisms and not problem.is_burst:
