@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.random_instances import random_scenario
 
+from coldpipe.core.mechanisms import deferred_bytes
 from coldpipe.core.simulator import decode_step_s, objective_s, simulate
 from coldpipe.core.streamed import simulate_streamed
 from coldpipe.core.types import Block, Device, Network, Plan, Scenario, Workload
@@ -277,3 +278,15 @@ def test_runtime_refuses_what_it_does_not_emulate() -> None:
     three = sc.replace(blocks=(*sc.blocks, sc.blocks[-1]), mechanisms=ON | {"reuse"})
     assert "several stages" in (unsupported(three, Plan.parse("b[0-0] > a[1-1] > b[2-2]")) or "")
     assert unsupported(three, Plan.parse("a[0-2]")) is None  # nothing streams
+
+
+def test_deferred_embedding_rows_do_not_hold_the_air_before_the_first_token() -> None:
+    """sparse-embedding defers most of block 0; a streaming device must not put those bytes on a shared channel
+    ahead of the request's own transfers (they gate nothing before the first token)."""
+    sc = load_scenario(EXAMPLE).replace(mechanisms=frozenset({"streamed-weights", "sparse-embedding"}))
+    p = Plan.parse("sbc[0-4] > laptop[5-18] > orin-nx[19-29]")  # sbc streams (weights: ap) and holds block 0
+    tl = simulate(sc, p)
+    streamed = [t.n_bytes for t in tl.transfers if t.what == "weights"]
+    want = [sc.blocks[0].weight_bytes - deferred_bytes(sc, 0)] + [b.weight_bytes for b in sc.blocks[1:5]]
+    assert streamed == pytest.approx(want) and want[0] < sc.blocks[0].weight_bytes / 10  # the prompt's rows only
+    assert tl.ttft_s < simulate(sc.replace(mechanisms=ON), p).ttft_s

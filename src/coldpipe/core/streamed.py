@@ -232,6 +232,9 @@ def _run(scenario: Scenario, plan: Plan, overlap: Overlap, cold: bool) -> tuple[
                 done += n
                 local_done[(name, l)] = (begin, dev.startup + done / dev.load_bandwidth)
             continue
+        # Block 0's deferred bytes are read after the first token (sparse-embedding): on the air before it,
+        # one non-preemptive hop of most of the table would hold the channel for nothing the token needs.
+        items = [it for it in items if it[0] != -2]
         src = dev.weights
         start = max(dev.startup, sc.device(src).startup if src != AP else 0.0)
         prev: list[int] = []
