@@ -312,6 +312,11 @@ class Engine:
             tuple(r.sampling for r in burst),
             links=self.emulate,
             drop_cache=cold and self.emulate,
+            # without stop strings a request ends at its length or the end token, which the last stage can
+            # tell by itself: it feeds such tokens straight back to the first stage (the engine is off the
+            # decode steps' path); a stop string needs the text, so each of those steps waits for on_token
+            budgets=tuple(0 if r.stop else r.max_tokens for r in burst),
+            eos_id=self.eos_id,
         )
 
         def on_token(i: int, tok: int) -> bool:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import gc
 import os
+import select
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["LOOP", "main"]
+
+LOOP = "/loop"  # the hello name's suffix of the connection on which the last stage feeds tokens back
 
 
 def _log(line: str) -> None:
@@ -56,18 +60,22 @@ class _Worker:
         self.held: dict[int, dict[str, Any]] = {}  # resident blocks: block -> its tensors
         self.prepared: Any = None  # the stage model of the next burst, built ahead (see "prepare")
 
-    def out_sock(self, peer: str) -> socket.socket:
+    def out_sock(self, peer: str, channel: str = "") -> socket.socket:
+        """The connection to ``peer``; ``channel`` ``LOOP`` is the last stage's own one to the first stage."""
         from coldpipe.serve.wire import connect
 
-        if peer not in self.out:
-            self.out[peer] = connect(self.ports[peer], self.name)
-        return self.out[peer]
+        if peer + channel not in self.out:
+            self.out[peer + channel] = connect(self.ports[peer], self.name + channel)
+        return self.out[peer + channel]
 
     def loop(self) -> None:
+        import torch
+
         from coldpipe.core.types import Scenario
         from coldpipe.runtime.stage_model import StageModel
 
         StageModel(self.ckpt.config, 1, 0, self.dtype).warm_up(16)
+        _log(f"{self.name}: ready, {torch.get_num_threads()} torch thread(s)")
         self.conn.send(("ready", int(self.listener.getsockname()[1])))
         while True:
             msg = self.conn.recv()
@@ -168,6 +176,9 @@ class _Worker:
         missing = [b for b in blocks if b not in self.held]
         state: dict[str, Any] = {"bytes": 0, "load_end": None, "failure": None}
         loader = None
+        loop_to, loop_from = spec.get("loop_to"), spec.get("loop_from")
+        # the last stage connects its feedback connection first: the first stage waits for it below
+        loop_out = self.out_sock(loop_to, LOOP) if loop_to is not None and loop_to != self.name else None
         if missing:
             _log(f"{self.name}: cold start of blocks {missing[0]}-{missing[-1]} ({len(missing)} to load)")
             loader = threading.Thread(target=self._loader, args=(model, missing, spec, ready, state), daemon=True)
@@ -183,24 +194,54 @@ class _Worker:
                 wait_resident(b)
             self.conn.send(("loaded", time.time()))
         sc = self.scenario
-        my_dev, prev_dev = self.name, spec["prev_dev"]
+        my_dev, prev_dev, src_dev = self.name, spec["prev_dev"], spec.get("source_dev", sc.source)
         is_last = last == self.ckpt.n_blocks - 1
         samplers = [Sampler.from_dict(d) for d in spec["sampling"]] if is_last else []
+        budgets, eos = [int(n) for n in spec.get("budgets", ())], spec.get("eos")
         mem_floor = {b: 0.0 for b in blocks}
         if emu.get("mem_bandwidth"):
             mem_floor = {b: (sc.blocks[b].weight_bytes + sc.blocks[b].kv_bytes) / emu["mem_bandwidth"] for b in blocks}
         slowdown, clock = float(emu["slowdown"]), emu.get("compute_clock", "cpu")
         insock = self.peers.get(spec["prev"], 30.0)
         outsock = self.out_sock(spec["next"])
+        loop_in = self.peers.get(loop_from + LOOP, 30.0) if loop_from is not None and loop_from != self.name else None
+        socks = [insock] if loop_in is None else [insock, loop_in]
+        loopback: deque[tuple[dict[str, Any], bytearray]] = deque()  # a single stage's own fed-back tokens
+        cancelled: set[int] = set()  # the source's cancels (first stage): their fed-back steps are dropped
+        source_ended = False  # (first stage with feedback) the source's end came: drain the feedback to its end
         caches: dict[int, Any] = {}
         lens: dict[int, int] = {}
         while True:
-            hdr, buf = recv_frame(insock)
+            if loopback and (source_ended or not select.select(socks, [], [], 0)[0]):
+                (hdr, buf), looped = loopback.popleft(), True
+            else:
+                readable = socks if len(socks) == 1 else select.select(socks, [], [])[0]
+                sock = insock if insock in readable else readable[0]
+                hdr, buf = recv_frame(sock)
+                looped = sock is not insock
             if hdr.get("end"):
+                if looped:  # the last stage's end on the feedback connection: nothing more can come back
+                    break
                 send_frame(outsock, {"end": True})
-                break
+                if loop_out is not None:
+                    send_frame(loop_out, {"end": True})
+                if loop_in is None:
+                    break
+                source_ended, socks = True, [loop_in]
+                continue
+            if "cancel" in hdr:
+                cancelled.add(int(hdr["cancel"]))
+                continue
+            if looped and (source_ended or int(hdr["req"]) in cancelled):
+                continue  # a step the pipeline started before the source said no: dropped
             if spec["links"]:
-                wait = float(hdr["sent"]) + transfer_s(sc, prev_dev, my_dev, len(buf)) - time.time()
+                n = len(buf)  # fed back: the token's path through the source, as the model has it
+                link_s = (
+                    transfer_s(sc, loop_from, src_dev, n) + transfer_s(sc, src_dev, my_dev, n)
+                    if looped
+                    else transfer_s(sc, prev_dev, my_dev, n)
+                )
+                wait = float(hdr["sent"]) + link_s - time.time()
                 if wait > 0:
                     time.sleep(wait)
             r, k = int(hdr["req"]), int(hdr["step"])
@@ -229,10 +270,18 @@ class _Worker:
                 if target_s > wall_s:
                     time.sleep(target_s - wall_s)
             if is_last:
-                out = torch.tensor([samplers[r](x)], dtype=torch.int32)
+                tok = samplers[r](x)
+                out = torch.tensor([tok], dtype=torch.int32)
             else:
                 out = x.contiguous()
             payload = memoryview(out.view(-1).view(torch.uint8).numpy())
+            if is_last and loop_to is not None and k + 1 < (budgets[r] if r < len(budgets) else 0) and tok != eos:
+                # the next step starts at once (first the first stage's frame: it is on the critical path)
+                nxt = {"req": r, "step": k + 1, "sent": time.time(), "shape": [1, 1], "dtype": "int32"}
+                if loop_out is None:
+                    loopback.append((nxt, bytearray(payload)))
+                else:
+                    send_frame(loop_out, nxt, payload)
             send_frame(
                 outsock,
                 {"req": r, "step": k, "sent": time.time(), "shape": list(out.shape), "dtype": str(out.dtype)[6:]},
