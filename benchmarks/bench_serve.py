@@ -105,6 +105,14 @@ class Server:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(self.log.read_text(errors="replace"))
             time.sleep(0.2)
+        while True:  # the server says "Ctrl-C stops" just before uvicorn binds its port
+            try:
+                self.http.get(self.url + "/v1/models")
+                break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(self.log.read_text(errors="replace")) from None
+                time.sleep(0.05)
 
     def state(self) -> dict[str, Any]:
         return dict(self.http.get(self.url + "/v1/coldpipe/plan").json())
@@ -222,7 +230,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     x = torch.tensor([ids])
     srv = Server(ckpt, sc_path, port, "--no-emulate")
-    ttft, rate, ref_ttft, ref_rate = [], [], [], []
+    ttft, rate, ref_ttft, ref_rate, load = [], [], [], [], []
     try:
         steady(srv, ids)
         with torch.inference_mode():
@@ -240,6 +248,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
                 tn = time.perf_counter() - t
                 ref_ttft.append(t1)
                 ref_rate.append((DECODE - 1) / (tn - t1))
+                load.append(os.getloadavg()[0])
     finally:
         srv.stop()
     workers = [line for line in srv.log.read_text(errors="replace").splitlines() if "torch thread" in line]
@@ -252,24 +261,26 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
         "generate_ttft_all_s": ref_ttft,
         "serve_tok_per_s_all": rate,
         "generate_tok_per_s_all": ref_rate,
+        "load_average_per_rep": load,
         "generate_torch_threads": torch.get_num_threads(),
         "worker_torch_threads": workers,
     }
     out["ttft_overhead"] = out["serve_ttft_s"] / out["generate_ttft_s"] - 1
     out["decode_overhead"] = out["generate_tok_per_s"] / out["serve_tok_per_s"] - 1
     # each interleaved pair's own overhead: their spread shows how much of a median is the host's load
-    out["ttft_pair_quartiles"] = _quartiles([a / b - 1 for a, b in zip(ttft, ref_ttft, strict=True)])
-    out["decode_pair_quartiles"] = _quartiles([b / a - 1 for a, b in zip(rate, ref_rate, strict=True)])
+    out["ttft_pairs"] = _quartiles([a / b - 1 for a, b in zip(ttft, ref_ttft, strict=True)])
+    out["decode_pairs"] = _quartiles([b / a - 1 for a, b in zip(rate, ref_rate, strict=True)])
     return out
 
 
-def _quartiles(xs: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(xs, n=4)
-    return q[0], q[2]
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    """The first quartile, the median and the third quartile of ``xs``."""
+    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    return q1, q2, q3
 
 
-def _spread(q: tuple[float, float]) -> str:
-    return f" (pairs' quartiles {100 * q[0]:+.1f} .. {100 * q[1]:+.1f} %)"
+def _spread(q: tuple[float, float, float]) -> str:
+    return f"; pairs {100 * q[1]:+.1f} % ({100 * q[0]:+.1f} .. {100 * q[2]:+.1f})"
 
 
 def table(res: dict[str, Any]) -> str:
@@ -289,16 +300,17 @@ def table(res: dict[str, Any]) -> str:
             f"| cold TTFT | {c['serve_median_s']:.3f} s | {c['run_median_s']:.3f} s (`coldpipe run`, same plan) | "
             f"{100 * c['overhead']:+.1f} % | <= 5 % |",
             f"| warm TTFT (host speed) | {w['serve_ttft_s'] * 1e3:.1f} ms | {w['generate_ttft_s'] * 1e3:.1f} ms "
-            f"(transformers `generate`) | {100 * w['ttft_overhead']:+.1f} %{_spread(w['ttft_pair_quartiles'])} "
+            f"(transformers `generate`) | {100 * w['ttft_overhead']:+.1f} %{_spread(w['ttft_pairs'])} "
             "| <= 10 % |",
             f"| decode (host speed) | {w['serve_tok_per_s']:.1f} tokens/s | {w['generate_tok_per_s']:.1f} tokens/s "
-            f"(transformers `generate`) | {100 * w['decode_overhead']:+.1f} %{_spread(w['decode_pair_quartiles'])} "
+            f"(transformers `generate`) | {100 * w['decode_overhead']:+.1f} %{_spread(w['decode_pairs'])} "
             "| <= 10 % |",
             f"| {t['clients']} clients, 16 tokens each (emulated, warm) | {t['req_per_s']:.2f} requests/s, "
             f"p50 {t['p50_s']:.3f} s, p99 {t['p99_s']:.3f} s | | | |",
             "",
             f"The simulator predicted the cold TTFT at {statistics.median(c['predicted_s']):.3f} s (median of the "
-            "`x-coldpipe-ttft-predicted` headers).",
+            '`x-coldpipe-ttft-predicted` headers). Warm overheads: the medians\' ratio; then "pairs": the median '
+            "of each interleaved pair's own overhead, with its quartiles (the spread the host's load adds).",
         ]
     )
 

@@ -4,9 +4,14 @@ The backend forks the workers (:mod:`.stage_worker`) from a forkserver that impo
 waits for each to warm up and report its listening port, and sends everyone the ports and the scenario. The
 source -- where prompts leave and tokens come back -- is this process: it listens too, the last stage of a
 burst connects to it. A burst (:meth:`LocalBackend.run_burst`) tells each stage's worker its blocks, neighbours
-and emulation, sends every prompt to the first stage in the burst's order, and then feeds each token back as
-its request's next decode step while ``on_token`` asks for more. When a worker dies or reports an error the
-burst raises :class:`~coldpipe.serve.BackendFailed` and the backend restarts every worker (all cold again).
+and emulation, sends every prompt to the first stage in the burst's order, and then hands each token that comes
+back to ``on_token``. A request with a budget (``Burst.budgets``: no stop strings) is fed back by the last stage
+itself, straight to the first stage, so its decode steps cross three processes' wake-ups per token on a
+3-stage plan instead of four and never wait for this process (HTTP, the tokenizer, the engine); when
+``on_token`` says no before the budget ends, the source sends the first stage a ``cancel`` and drops the token
+of the step already under way. Other requests' steps are sent by the source after ``on_token``, as before.
+When a worker dies or reports an error the burst raises :class:`~coldpipe.serve.BackendFailed` and the backend
+restarts every worker (all cold again).
 """
 
 from __future__ import annotations

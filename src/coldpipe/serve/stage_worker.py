@@ -15,7 +15,12 @@ transformers), it warms its kernels, listens on 127.0.0.1 and waits for commands
 The compute loop is the runtime's (:func:`coldpipe.runtime.worker`): the same per-block emulation (compute
 stretched by ``slowdown``, decode steps at least ``(weights + KV) / mem_bandwidth``) and the link time slept by
 the receiver from the frame's send time. The last stage samples the token (:mod:`.sampling`) and sends only its
-id back to the source, 4 bytes, as the model's ``token_bytes`` says.
+id back to the source, 4 bytes, as the model's ``token_bytes`` says. While a request's budget lasts (``n <
+budget`` tokens and not the end token) it first sends the same id straight to the first stage as the request's
+next step, on its own connection (hello name ``NAME/loop``; a single stage keeps it in a local queue); the first
+stage sleeps the link time of the model's path, last stage -> source -> first stage, and drops the fed-back steps
+of requests the source cancelled. At the end of a burst the last stage sends ``end`` on that connection too, and
+the first stage reads it to its end, so no fed-back frame outlives the burst.
 """
 
 from __future__ import annotations

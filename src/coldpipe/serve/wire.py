@@ -3,7 +3,8 @@
 Every connection starts with a ``{"hello": NAME}`` frame from the connecting side, so a listener knows which
 peer each accepted socket belongs to. Data frames carry ``req`` (index in the burst), ``step`` (0 the prefill,
 ``k`` the ``k``-th decode step), ``sent`` (wall time of the send, for the emulated link time), ``shape`` and
-``dtype``; ``{"end": true}`` closes a burst and travels the whole pipeline back to the source.
+``dtype``; ``{"end": true}`` closes a burst and travels the whole pipeline back to the source;
+``{"cancel": REQ}`` (source to first stage) drops the steps the last stage still feeds back for request ``REQ``.
 """
 
 from __future__ import annotations
