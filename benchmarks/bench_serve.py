@@ -99,7 +99,9 @@ class Server:
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
         # one client, made before any timing: making an httpx client costs 30-80 ms (its TLS context), which
         # timed into each TTFT was most of the warm "overhead" and moved with the host's load
+        t = time.perf_counter()
         self.http = httpx.Client(timeout=120)
+        self.client_setup_s = time.perf_counter() - t  # what the old per-request clients added to each TTFT
         deadline = time.monotonic() + 300
         while "Ctrl-C stops" not in self.log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -251,6 +253,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
                 load.append(os.getloadavg()[0])
     finally:
         srv.stop()
+    out_setup = srv.client_setup_s
     workers = [line for line in srv.log.read_text(errors="replace").splitlines() if "torch thread" in line]
     out: dict[str, Any] = {
         "serve_ttft_s": statistics.median(ttft),
@@ -262,6 +265,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
         "serve_tok_per_s_all": rate,
         "generate_tok_per_s_all": ref_rate,
         "load_average_per_rep": load,
+        "client_setup_s": out_setup,
         "generate_torch_threads": torch.get_num_threads(),
         "worker_torch_threads": workers,
     }
@@ -285,6 +289,7 @@ def _spread(q: tuple[float, float, float]) -> str:
 
 def table(res: dict[str, Any]) -> str:
     c, w, t = res["cold"], res["warm"], res["cold"]["throughput"]
+    load = w["load_average_per_rep"]
     mb = res["checkpoint_bytes"] / 1e6
     return "\n".join(
         [
@@ -293,7 +298,8 @@ def table(res: dict[str, Any]) -> str:
             f"`--no-emulate`, {DECODE} tokens, one torch thread in `generate` and in each device process) "
             f"on a shared {os.cpu_count()}-core host, 1-minute "
             f"load average {res['load_average_start']:.1f} at the start and {res['load_average_end']:.1f} at the end "
-            "(`nice .venv/bin/python benchmarks/bench_serve.py`).",
+            f"({min(load):.1f}-{max(load):.1f} during the warm reps; "
+            "`nice .venv/bin/python benchmarks/bench_serve.py`).",
             "",
             "| measure | coldpipe serve (HTTP) | reference | overhead | target |",
             "|---|---:|---:|---:|---:|",
@@ -321,7 +327,12 @@ def main() -> None:
     ap.add_argument("--warm-reps", type=int, default=15)
     ap.add_argument("--out", default=str(REPO / "out"))
     ap.add_argument("--port", type=int, default=8931)
+    ap.add_argument("--from-json", help="write the tables of a saved run (its out/bench_serve.json) and exit")
+    ap.add_argument("--warm-only", action="store_true", help="the warm part only: out/bench_serve_warm.json, no tables")
     args = ap.parse_args()
+    if args.from_json:
+        write_tables(json.loads(Path(args.from_json).read_text()))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, sc = setup(out)
@@ -332,11 +343,28 @@ def main() -> None:
         "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks)),
     }
     res["load_average_start"] = os.getloadavg()[0]  # the shared host's load (other work), as `uptime` shows it
+    if args.warm_only:
+        res["warm"] = warm(ckpt, sc, args.warm_reps, args.port + 1)
+        res["load_average_end"] = os.getloadavg()[0]
+        (out / "bench_serve_warm.json").write_text(json.dumps(res, indent=2) + "\n")
+        w = res["warm"]
+        print(
+            f"warm TTFT {1e3 * w['serve_ttft_s']:.1f} ms vs {1e3 * w['generate_ttft_s']:.1f} ms "
+            f"({100 * w['ttft_overhead']:+.1f} %{_spread(w['ttft_pairs'])}); decode {w['serve_tok_per_s']:.1f} vs "
+            f"{w['generate_tok_per_s']:.1f} tokens/s ({100 * w['decode_overhead']:+.1f} %"
+            f"{_spread(w['decode_pairs'])}); "
+            f"load {min(w['load_average_per_rep']):.1f}-{max(w['load_average_per_rep']):.1f} during the reps"
+        )
+        return
     res["cold"] = cold(ckpt, sc, args.reps, args.port)
     print(json.dumps(res["cold"]), flush=True)
     res["warm"] = warm(ckpt, sc, args.warm_reps, args.port + 1)
     res["load_average_end"] = os.getloadavg()[0]
     (out / "bench_serve.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_tables(res)
+
+
+def write_tables(res: dict[str, Any]) -> None:
     md = table(res)
     print(md)
     for doc in (REPO / "README.md", REPO / "docs" / "serve.md"):
