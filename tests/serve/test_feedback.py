@@ -55,6 +55,7 @@ def _run(
         got[r].append(tok)
         return len(got[r]) < want[r]
 
+    b.prepare(p, False)  # as the engine does before a burst: the stages' models built (or kept) ahead
     b.run_burst(job, on_token)
     return got
 

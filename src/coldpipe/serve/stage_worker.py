@@ -64,6 +64,7 @@ class _Worker:
         self.scenario: Any = None
         self.held: dict[int, dict[str, Any]] = {}  # resident blocks: block -> its tensors
         self.prepared: Any = None  # the stage model of the next burst, built ahead (see "prepare")
+        self.last_model: Any = None  # the last burst's stage model, every block resident: reused for the same stage
 
     def out_sock(self, peer: str, channel: str = "") -> socket.socket:
         """The connection to ``peer``; ``channel`` ``LOOP`` is the last stage's own one to the first stage."""
@@ -87,7 +88,12 @@ class _Worker:
             if msg[0] == "init":
                 self.ports, self.scenario = dict(msg[1]), Scenario.from_dict(msg[2])
             elif msg[0] == "prepare":  # the next burst's stage, built before the request arrives
-                self.prepared = self.stage_model(int(msg[1]), int(msg[2]))
+                first, last = int(msg[1]), int(msg[2])
+                m = self.last_model
+                reuse = m is not None and (m.first, m.last) == (first, last)
+                if not reuse:  # (stage_model may drop blocks the last model has)
+                    self.last_model = None
+                self.prepared = m if reuse else self.stage_model(first, last)
             elif msg[0] == "burst":
                 try:
                     self.conn.send(("done", self.burst(msg[1])))
@@ -97,7 +103,7 @@ class _Worker:
             elif msg[0] == "unload":
                 freed = sum(t.numel() * t.element_size() for ts in self.held.values() for t in ts.values())
                 self.held.clear()
-                self.prepared = None
+                self.prepared = self.last_model = None
                 gc.collect()
                 _log(f"{self.name}: unloaded {freed} bytes")
                 self.conn.send(("unloaded", freed))
@@ -170,7 +176,7 @@ class _Worker:
 
         first, last, overlap, emu = int(spec["first"]), int(spec["last"]), spec["overlap"], spec["emu"]
         blocks = list(range(first, last + 1))
-        prepared, self.prepared = self.prepared, None
+        prepared, self.prepared, self.last_model = self.prepared, None, None
         model = prepared if prepared is not None and (prepared.first, prepared.last) == (first, last) else None
         if model is None:
             model = self.stage_model(first, last)
@@ -297,6 +303,7 @@ class _Worker:
         if state["failure"] is not None:
             raise state["failure"]
         caches.clear()
+        self.last_model = model  # every block of the stage is resident now (or the burst raised above)
         return {"device": self.name, "loaded_bytes": state["bytes"], "load_end_s": state["load_end"]}
 
 
