@@ -232,7 +232,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     x = torch.tensor([ids])
     srv = Server(ckpt, sc_path, port, "--no-emulate")
-    ttft, rate, ref_ttft, ref_rate, load = [], [], [], [], []
+    ttft, rate, ref_ttft, ref_rate, load, server_ttft = [], [], [], [], [], []
     try:
         steady(srv, ids)
         with torch.inference_mode():
@@ -241,6 +241,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
                 first, total, n, headers = srv.stream(ids, DECODE)
                 assert headers["x-coldpipe-cold"] == "false"
                 ttft.append(first)
+                server_ttft.append(float(headers["x-coldpipe-ttft-measured"]))  # arrival to first token, no HTTP
                 rate.append((n - 1) / (total - first))
                 t = time.perf_counter()
                 model.generate(x, max_new_tokens=1, do_sample=False)
@@ -261,6 +262,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
         "serve_tok_per_s": statistics.median(rate),
         "generate_tok_per_s": statistics.median(ref_rate),
         "serve_ttft_all_s": ttft,
+        "serve_ttft_server_all_s": server_ttft,
         "generate_ttft_all_s": ref_ttft,
         "serve_tok_per_s_all": rate,
         "generate_tok_per_s_all": ref_rate,

@@ -30,7 +30,7 @@ from typing import Any
 from coldpipe.core.types import Plan
 from coldpipe.serve import BackendFailed
 from coldpipe.serve.protocol import Burst, BurstOutcome
-from coldpipe.serve.wire import Peers, recv_frame, send_frame
+from coldpipe.serve.wire import Peers, listener, recv_frame, send_frame
 
 __all__ = ["LocalBackend"]
 
@@ -92,9 +92,7 @@ class LocalBackend:
 
         from coldpipe.serve import stage_worker
 
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
+        self.listener = listener()
         self.peers = Peers(self.listener)
         for d in self.devices:
             parent, child = self.ctx.Pipe()

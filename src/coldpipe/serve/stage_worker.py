@@ -49,15 +49,13 @@ class _Worker:
         import torch
 
         from coldpipe.runtime.checkpoint import open_checkpoint, torch_dtype
-        from coldpipe.serve.wire import Peers
+        from coldpipe.serve.wire import Peers, listener
 
         self.name, self.conn = name, conn
         self.ckpt = open_checkpoint(checkpoint)
         self.dtype = torch_dtype(self.ckpt.dtype)
         torch.set_num_threads(1)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
+        self.listener = listener()
         self.peers = Peers(self.listener)
         self.out: dict[str, socket.socket] = {}
         self.ports: dict[str, int] = {}
