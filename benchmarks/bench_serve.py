@@ -16,7 +16,9 @@
    server, warm: requests/s and the p50/p99 latency of a request.
 
 Each comparison interleaves its two sides rep by rep (the host is shared with other work: both see the same
-load); medians over ``--reps``. Figures move between runs.
+load); medians over ``--reps`` (cold) and ``--warm-reps`` (warm, default 15), with the quartiles of the warm
+pairs' own overheads. The client is made once, before any timing (making one costs 30-80 ms). Figures move
+between runs.
 """
 
 from __future__ import annotations
@@ -95,17 +97,33 @@ class Server:
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        # one client, made before any timing: making an httpx client costs 30-80 ms (its TLS context), which
+        # timed into each TTFT was most of the warm "overhead" and moved with the host's load
+        t = time.perf_counter()
+        self.http = httpx.Client(timeout=120)
+        self.client_setup_s = time.perf_counter() - t  # what the old per-request clients added to each TTFT
         deadline = time.monotonic() + 300
         while "Ctrl-C stops" not in self.log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(self.log.read_text(errors="replace"))
             time.sleep(0.2)
+        while True:  # the server says "Ctrl-C stops" just before uvicorn binds its port
+            try:
+                self.http.get(self.url + "/v1/models")
+                break
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(self.log.read_text(errors="replace")) from None
+                time.sleep(0.05)
 
     def state(self) -> dict[str, Any]:
-        return dict(httpx.get(self.url + "/v1/coldpipe/plan").json())
+        return dict(self.http.get(self.url + "/v1/coldpipe/plan").json())
 
-    def stream(self, ids: list[int], max_tokens: int) -> tuple[float, float, int, dict[str, str]]:
-        """(time to the response's start, time to its end, completion tokens, headers) of one streamed request."""
+    def stream(
+        self, ids: list[int], max_tokens: int, http: httpx.Client | None = None
+    ) -> tuple[float, float, int, dict[str, str]]:
+        """(time to the response's start, time to its end, completion tokens, headers) of one streamed request
+        over ``http`` (default the server's client; its connection is kept alive between requests)."""
         body = {
             "model": NAME,
             "prompt": ids,
@@ -114,8 +132,9 @@ class Server:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        h = self.http if http is None else http
         t = time.perf_counter()
-        with httpx.Client(timeout=120) as h, h.stream("POST", self.url + "/v1/completions", json=body) as r:
+        with h.stream("POST", self.url + "/v1/completions", json=body) as r:
             first = time.perf_counter() - t
             if r.status_code != 200:
                 raise RuntimeError(f"{r.status_code}: {r.read().decode()}")
@@ -126,6 +145,7 @@ class Server:
             return first, time.perf_counter() - t, usage, dict(r.headers)
 
     def stop(self) -> None:
+        self.http.close()
         self.proc.terminate()
         self.proc.wait(60)
 
@@ -178,11 +198,12 @@ def throughput(srv: Server, clients: int, per_client: int) -> dict[str, Any]:
     lock = threading.Lock()
 
     def client(c: int) -> None:
-        for i in range(per_client):
-            ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=100 + c * per_client + i))
-            _, total, _, _ = srv.stream(ids, 16)
-            with lock:
-                lat.append(total)
+        with httpx.Client(timeout=120) as http:  # one per client thread, made before its requests
+            for i in range(per_client):
+                ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=100 + c * per_client + i))
+                _, total, _, _ = srv.stream(ids, 16, http)
+                with lock:
+                    lat.append(total)
 
     t = time.perf_counter()
     threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
@@ -211,7 +232,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32).eval()
     x = torch.tensor([ids])
     srv = Server(ckpt, sc_path, port, "--no-emulate")
-    ttft, rate, ref_ttft, ref_rate = [], [], [], []
+    ttft, rate, ref_ttft, ref_rate, load, server_ttft = [], [], [], [], [], []
     try:
         steady(srv, ids)
         with torch.inference_mode():
@@ -220,6 +241,7 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
                 first, total, n, headers = srv.stream(ids, DECODE)
                 assert headers["x-coldpipe-cold"] == "false"
                 ttft.append(first)
+                server_ttft.append(float(headers["x-coldpipe-ttft-measured"]))  # arrival to first token, no HTTP
                 rate.append((n - 1) / (total - first))
                 t = time.perf_counter()
                 model.generate(x, max_new_tokens=1, do_sample=False)
@@ -229,65 +251,122 @@ def warm(ckpt: Path, sc_path: Path, reps: int, port: int) -> dict[str, Any]:
                 tn = time.perf_counter() - t
                 ref_ttft.append(t1)
                 ref_rate.append((DECODE - 1) / (tn - t1))
+                load.append(os.getloadavg()[0])
     finally:
         srv.stop()
-    out = {
+    out_setup = srv.client_setup_s
+    workers = [line for line in srv.log.read_text(errors="replace").splitlines() if "torch thread" in line]
+    out: dict[str, Any] = {
         "serve_ttft_s": statistics.median(ttft),
         "generate_ttft_s": statistics.median(ref_ttft),
         "serve_tok_per_s": statistics.median(rate),
         "generate_tok_per_s": statistics.median(ref_rate),
         "serve_ttft_all_s": ttft,
+        "serve_ttft_server_all_s": server_ttft,
         "generate_ttft_all_s": ref_ttft,
+        "serve_tok_per_s_all": rate,
+        "generate_tok_per_s_all": ref_rate,
+        "load_average_per_rep": load,
+        "client_setup_s": out_setup,
+        "generate_torch_threads": torch.get_num_threads(),
+        "worker_torch_threads": workers,
     }
     out["ttft_overhead"] = out["serve_ttft_s"] / out["generate_ttft_s"] - 1
     out["decode_overhead"] = out["generate_tok_per_s"] / out["serve_tok_per_s"] - 1
+    # each interleaved pair's own overhead: their spread shows how much of a median is the host's load
+    out["ttft_pairs"] = _quartiles([a / b - 1 for a, b in zip(ttft, ref_ttft, strict=True)])
+    out["decode_pairs"] = _quartiles([b / a - 1 for a, b in zip(rate, ref_rate, strict=True)])
     return out
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    """The first quartile, the median and the third quartile of ``xs``."""
+    q1, q2, q3 = statistics.quantiles(xs, n=4)
+    return q1, q2, q3
+
+
+def _spread(q: tuple[float, float, float]) -> str:
+    return f"; pairs {100 * q[1]:+.1f} % ({100 * q[0]:+.1f} .. {100 * q[2]:+.1f})"
 
 
 def table(res: dict[str, Any]) -> str:
     c, w, t = res["cold"], res["warm"], res["cold"]["throughput"]
+    load = w["load_average_per_rep"]
     mb = res["checkpoint_bytes"] / 1e6
     return "\n".join(
         [
             f"{mb:.0f} MB fp32 checkpoint (8 layers, hidden 768), 3 emulated devices, plan `{c['plan']}`, "
-            f"prompt {PROMPT} tokens; medians of {res['reps']} on a shared {os.cpu_count()}-core host, 1-minute "
+            f"prompt {PROMPT} tokens; medians of {res['reps']} cold and {res['warm_reps']} warm reps (warm: "
+            f"`--no-emulate`, {DECODE} tokens, one torch thread in `generate` and in each device process) "
+            f"on a shared {os.cpu_count()}-core host, 1-minute "
             f"load average {res['load_average_start']:.1f} at the start and {res['load_average_end']:.1f} at the end "
-            "(`nice .venv/bin/python benchmarks/bench_serve.py`).",
+            f"({min(load):.1f}-{max(load):.1f} during the warm reps; "
+            "`nice .venv/bin/python benchmarks/bench_serve.py`).",
             "",
             "| measure | coldpipe serve (HTTP) | reference | overhead | target |",
             "|---|---:|---:|---:|---:|",
             f"| cold TTFT | {c['serve_median_s']:.3f} s | {c['run_median_s']:.3f} s (`coldpipe run`, same plan) | "
             f"{100 * c['overhead']:+.1f} % | <= 5 % |",
             f"| warm TTFT (host speed) | {w['serve_ttft_s'] * 1e3:.1f} ms | {w['generate_ttft_s'] * 1e3:.1f} ms "
-            f"(transformers `generate`) | {100 * w['ttft_overhead']:+.1f} % | <= 10 % |",
+            f"(transformers `generate`) | {100 * w['ttft_overhead']:+.1f} %{_spread(w['ttft_pairs'])} "
+            "| <= 10 % |",
             f"| decode (host speed) | {w['serve_tok_per_s']:.1f} tokens/s | {w['generate_tok_per_s']:.1f} tokens/s "
-            f"(transformers `generate`) | {100 * w['decode_overhead']:+.1f} % | <= 10 % |",
+            f"(transformers `generate`) | {100 * w['decode_overhead']:+.1f} %{_spread(w['decode_pairs'])} "
+            "| <= 10 % |",
             f"| {t['clients']} clients, 16 tokens each (emulated, warm) | {t['req_per_s']:.2f} requests/s, "
             f"p50 {t['p50_s']:.3f} s, p99 {t['p99_s']:.3f} s | | | |",
             "",
             f"The simulator predicted the cold TTFT at {statistics.median(c['predicted_s']):.3f} s (median of the "
-            "`x-coldpipe-ttft-predicted` headers).",
+            '`x-coldpipe-ttft-predicted` headers). Warm overheads: the medians\' ratio; then "pairs": the median '
+            "of each interleaved pair's own overhead, with its quartiles (the spread the host's load adds).",
         ]
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5, help="cold reps")
+    ap.add_argument("--warm-reps", type=int, default=15)
     ap.add_argument("--out", default=str(REPO / "out"))
     ap.add_argument("--port", type=int, default=8931)
+    ap.add_argument("--from-json", help="write the tables of a saved run (its out/bench_serve.json) and exit")
+    ap.add_argument("--warm-only", action="store_true", help="the warm part only: out/bench_serve_warm.json, no tables")
     args = ap.parse_args()
+    if args.from_json:
+        write_tables(json.loads(Path(args.from_json).read_text()))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, sc = setup(out)
     ck = open_checkpoint(ckpt)
-    res: dict[str, Any] = {"reps": args.reps, "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks))}
+    res: dict[str, Any] = {
+        "reps": args.reps,
+        "warm_reps": args.warm_reps,
+        "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks)),
+    }
     res["load_average_start"] = os.getloadavg()[0]  # the shared host's load (other work), as `uptime` shows it
+    if args.warm_only:
+        res["warm"] = warm(ckpt, sc, args.warm_reps, args.port + 1)
+        res["load_average_end"] = os.getloadavg()[0]
+        (out / "bench_serve_warm.json").write_text(json.dumps(res, indent=2) + "\n")
+        w = res["warm"]
+        print(
+            f"warm TTFT {1e3 * w['serve_ttft_s']:.1f} ms vs {1e3 * w['generate_ttft_s']:.1f} ms "
+            f"({100 * w['ttft_overhead']:+.1f} %{_spread(w['ttft_pairs'])}); decode {w['serve_tok_per_s']:.1f} vs "
+            f"{w['generate_tok_per_s']:.1f} tokens/s ({100 * w['decode_overhead']:+.1f} %"
+            f"{_spread(w['decode_pairs'])}); "
+            f"load {min(w['load_average_per_rep']):.1f}-{max(w['load_average_per_rep']):.1f} during the reps"
+        )
+        return
     res["cold"] = cold(ckpt, sc, args.reps, args.port)
     print(json.dumps(res["cold"]), flush=True)
-    res["warm"] = warm(ckpt, sc, args.reps, args.port + 1)
+    res["warm"] = warm(ckpt, sc, args.warm_reps, args.port + 1)
     res["load_average_end"] = os.getloadavg()[0]
     (out / "bench_serve.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_tables(res)
+
+
+def write_tables(res: dict[str, Any]) -> None:
     md = table(res)
     print(md)
     for doc in (REPO / "README.md", REPO / "docs" / "serve.md"):

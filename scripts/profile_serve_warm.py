@@ -8,7 +8,9 @@ Uses benchmarks/bench_serve.py's checkpoint and scenario (made on first use). In
 1. **pipeline**: :class:`~coldpipe.serve.local.LocalBackend` (three worker processes over 127.0.0.1 TCP, no
    HTTP, emulation off, every block resident, stage models prepared ahead as the engine does) runs the warm
    plan for one 64-token prompt and 33 greedy tokens; TTFT is the time to the first token's ``on_token``, per
-   token the mean gap between later ``on_token`` calls;
+   token the mean gap between later ``on_token`` calls. Twice: **fed back** (as the engine runs a request
+   without stop strings: the last stage sends each token straight to the first stage, and to the source) and
+   **via source** (each step sent by the source after ``on_token``, as for a request with stop strings);
 2. **one process**: the same :class:`~coldpipe.runtime.stage_model.StageModel` blocks (all of them, one torch
    thread, like each worker) chained in this process with the same cache and argmax, no sockets.
 
@@ -54,9 +56,11 @@ def main() -> None:
 
     backend = LocalBackend(ckpt_dir, tuple(d.name for d in sc.devices), sc)
 
-    def pipeline(n: int) -> tuple[float, float]:
+    def pipeline(n: int, fed_back: bool = True) -> tuple[float, float]:
         emu = tuple(emulation_for(sc, warm_plan, None, enabled=False))
-        job = Burst(warm_plan, "layer", sc, emu, (ids,), (Sampling(0.0, 1.0, 0),), links=False, drop_cache=False)
+        budgets = (n,) if fed_back else ()  # as the engine sends a request without stop strings, or with
+        greedy = (Sampling(0.0, 1.0, 0),)
+        job = Burst(warm_plan, "layer", sc, emu, (ids,), greedy, links=False, drop_cache=False, budgets=budgets)
         at: list[float] = []
         backend.prepare(warm_plan, False)  # as the engine does after each burst: stage models built ahead
         time.sleep(0.2)
@@ -104,21 +108,25 @@ def main() -> None:
         for _ in range(2):  # the first bursts load the warm plan's moved blocks and warm the caches
             pipeline(4)
             one_process(4)
-        rows: dict[str, list[tuple[float, float]]] = {"pipeline": [], "one process": []}
+        rows: dict[str, list[tuple[float, float]]] = {"fed back": [], "via source": [], "one process": []}
         for _ in range(args.reps):
-            rows["pipeline"].append(pipeline(args.tokens))
+            rows["fed back"].append(pipeline(args.tokens))
+            rows["via source"].append(pipeline(args.tokens, fed_back=False))
             rows["one process"].append(one_process(args.tokens))
     finally:
         backend.close()
     print(f"warm plan {warm_plan}, prompt {PROMPT} tokens, {args.tokens} tokens, medians of {args.reps}")
     med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in rows.items()}
     for k, (ttft, tok) in med.items():
-        print(f"{k:12s} TTFT {1e3 * ttft:7.1f} ms   per token {1e3 * tok:6.2f} ms   ({1 / tok:5.1f} tokens/s)")
-    p, o = med["pipeline"], med["one process"]
-    print(
-        f"pipeline cost: TTFT {100 * (p[0] / o[0] - 1):+.1f} %, per token {1e3 * (p[1] - o[1]):+.2f} ms "
-        f"({100 * (p[1] / o[1] - 1):+.1f} %); load average {os.getloadavg()[0]:.2f}"
-    )
+        print(f"{k:11s}  TTFT {1e3 * ttft:7.1f} ms   per token {1e3 * tok:6.2f} ms   ({1 / tok:5.1f} tokens/s)")
+    o = med["one process"]
+    for k in ("fed back", "via source"):
+        p = med[k]
+        print(
+            f"pipeline cost ({k}): TTFT {100 * (p[0] / o[0] - 1):+.1f} %, per token {1e3 * (p[1] - o[1]):+.2f} ms "
+            f"({100 * (p[1] / o[1] - 1):+.1f} %)"
+        )
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ of ``gather_s``, so requests sent together are served together), up to ``max_bur
 prompts enter the first stage in that order; every stage serves the jobs (prefills and decode steps) in the
 order the first stage received them (the simulator's burst semantics, :func:`~coldpipe.core.simulator.
 burst_schedule`). A request that finishes (length, stop, EOS) or whose client went away sends no further decode
-step, which frees its place; requests that arrive during a burst wait for the next one.
+step, which frees its place; requests that arrive during a burst wait for the next one. A request without stop
+strings ends at its length or the end token, which the backend can tell without the engine (``Burst.budgets``):
+its tokens still all come to :meth:`Engine._token`, but the next step does not wait for it.
 
 **Predictions** all come from the simulator: a burst of ``R`` requests is predicted as ``R`` identical requests
 of the burst's longest prompt (:func:`~coldpipe.core.simulator.burst_completions_s`), with the blocks rebuilt
@@ -312,6 +314,11 @@ class Engine:
             tuple(r.sampling for r in burst),
             links=self.emulate,
             drop_cache=cold and self.emulate,
+            # without stop strings a request ends at its length or the end token, which the last stage can
+            # tell by itself: it feeds such tokens straight back to the first stage (the engine is off the
+            # decode steps' path); a stop string needs the text, so each of those steps waits for on_token
+            budgets=tuple(0 if r.stop else r.max_tokens for r in burst),
+            eos_id=self.eos_id,
         )
 
         def on_token(i: int, tok: int) -> bool:

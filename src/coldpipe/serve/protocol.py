@@ -42,6 +42,12 @@ class Burst:
     sampling: tuple[Sampling, ...]
     links: bool = True  # emulate the link times
     drop_cache: bool = True  # a cold burst: drop the checkpoint's page cache first
+    # Per request, how many tokens the pipeline may produce without asking ``on_token`` first (0, or no entry:
+    # every next step waits for ``on_token``): the last stage feeds token ``n`` straight back to the first stage
+    # while ``n < budget`` and the token is not ``eos_id``; ``on_token`` still sees every token, and answering
+    # no cancels the request's steps still to come (a step already in the pipeline is computed and dropped).
+    budgets: tuple[int, ...] = ()
+    eos_id: int | None = None
 
 
 @dataclass
@@ -69,7 +75,8 @@ class Backend(Protocol):
         """Run ``burst``; ``on_token(request, token_id)`` for every token, in arrival order at the source.
 
         ``on_token`` returns whether that request wants another token; once it says no, the request's next
-        decode step is never sent (its place in the pipeline is free). Raises
+        decode step is never sent (its place in the pipeline is free; with a ``budget`` the pipeline may already
+        have started it: it is dropped). A backend may ignore ``budgets`` and ask ``on_token`` each time. Raises
         :class:`~coldpipe.serve.BackendFailed` when a device fails.
         """
         ...

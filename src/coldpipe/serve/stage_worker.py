@@ -15,20 +15,29 @@ transformers), it warms its kernels, listens on 127.0.0.1 and waits for commands
 The compute loop is the runtime's (:func:`coldpipe.runtime.worker`): the same per-block emulation (compute
 stretched by ``slowdown``, decode steps at least ``(weights + KV) / mem_bandwidth``) and the link time slept by
 the receiver from the frame's send time. The last stage samples the token (:mod:`.sampling`) and sends only its
-id back to the source, 4 bytes, as the model's ``token_bytes`` says.
+id back to the source, 4 bytes, as the model's ``token_bytes`` says. While a request's budget lasts (``n <
+budget`` tokens and not the end token) it first sends the same id straight to the first stage as the request's
+next step, on its own connection (hello name ``NAME/loop``; a single stage keeps it in a local queue); the first
+stage sleeps the link time of the model's path, last stage -> source -> first stage, and drops the fed-back steps
+of requests the source cancelled. At the end of a burst the last stage sends ``end`` on that connection too, and
+the first stage reads it to its end, so no fed-back frame outlives the burst.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import select
 import socket
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["LOOP", "main"]
+
+LOOP = "/loop"  # the hello name's suffix of the connection on which the last stage feeds tokens back
 
 
 def _log(line: str) -> None:
@@ -40,41 +49,49 @@ class _Worker:
         import torch
 
         from coldpipe.runtime.checkpoint import open_checkpoint, torch_dtype
-        from coldpipe.serve.wire import Peers
+        from coldpipe.serve.wire import Peers, listener
 
         self.name, self.conn = name, conn
         self.ckpt = open_checkpoint(checkpoint)
         self.dtype = torch_dtype(self.ckpt.dtype)
         torch.set_num_threads(1)
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
+        self.listener = listener()
         self.peers = Peers(self.listener)
         self.out: dict[str, socket.socket] = {}
         self.ports: dict[str, int] = {}
         self.scenario: Any = None
         self.held: dict[int, dict[str, Any]] = {}  # resident blocks: block -> its tensors
         self.prepared: Any = None  # the stage model of the next burst, built ahead (see "prepare")
+        self.last_model: Any = None  # the last burst's stage model, every block resident: reused for the same stage
 
-    def out_sock(self, peer: str) -> socket.socket:
+    def out_sock(self, peer: str, channel: str = "") -> socket.socket:
+        """The connection to ``peer``; ``channel`` ``LOOP`` is the last stage's own one to the first stage."""
         from coldpipe.serve.wire import connect
 
-        if peer not in self.out:
-            self.out[peer] = connect(self.ports[peer], self.name)
-        return self.out[peer]
+        if peer + channel not in self.out:
+            self.out[peer + channel] = connect(self.ports[peer], self.name + channel)
+        return self.out[peer + channel]
 
     def loop(self) -> None:
+        import torch
+
         from coldpipe.core.types import Scenario
         from coldpipe.runtime.stage_model import StageModel
 
         StageModel(self.ckpt.config, 1, 0, self.dtype).warm_up(16)
+        _log(f"{self.name}: ready, {torch.get_num_threads()} torch thread(s)")
         self.conn.send(("ready", int(self.listener.getsockname()[1])))
         while True:
             msg = self.conn.recv()
             if msg[0] == "init":
                 self.ports, self.scenario = dict(msg[1]), Scenario.from_dict(msg[2])
             elif msg[0] == "prepare":  # the next burst's stage, built before the request arrives
-                self.prepared = self.stage_model(int(msg[1]), int(msg[2]))
+                first, last = int(msg[1]), int(msg[2])
+                m = self.last_model
+                reuse = m is not None and (m.first, m.last) == (first, last)
+                if not reuse:  # (stage_model may drop blocks the last model has)
+                    self.last_model = None
+                self.prepared = m if reuse else self.stage_model(first, last)
             elif msg[0] == "burst":
                 try:
                     self.conn.send(("done", self.burst(msg[1])))
@@ -84,7 +101,7 @@ class _Worker:
             elif msg[0] == "unload":
                 freed = sum(t.numel() * t.element_size() for ts in self.held.values() for t in ts.values())
                 self.held.clear()
-                self.prepared = None
+                self.prepared = self.last_model = None
                 gc.collect()
                 _log(f"{self.name}: unloaded {freed} bytes")
                 self.conn.send(("unloaded", freed))
@@ -157,7 +174,7 @@ class _Worker:
 
         first, last, overlap, emu = int(spec["first"]), int(spec["last"]), spec["overlap"], spec["emu"]
         blocks = list(range(first, last + 1))
-        prepared, self.prepared = self.prepared, None
+        prepared, self.prepared, self.last_model = self.prepared, None, None
         model = prepared if prepared is not None and (prepared.first, prepared.last) == (first, last) else None
         if model is None:
             model = self.stage_model(first, last)
@@ -168,6 +185,9 @@ class _Worker:
         missing = [b for b in blocks if b not in self.held]
         state: dict[str, Any] = {"bytes": 0, "load_end": None, "failure": None}
         loader = None
+        loop_to, loop_from = spec.get("loop_to"), spec.get("loop_from")
+        # the last stage connects its feedback connection first: the first stage waits for it below
+        loop_out = self.out_sock(loop_to, LOOP) if loop_to is not None and loop_to != self.name else None
         if missing:
             _log(f"{self.name}: cold start of blocks {missing[0]}-{missing[-1]} ({len(missing)} to load)")
             loader = threading.Thread(target=self._loader, args=(model, missing, spec, ready, state), daemon=True)
@@ -183,24 +203,54 @@ class _Worker:
                 wait_resident(b)
             self.conn.send(("loaded", time.time()))
         sc = self.scenario
-        my_dev, prev_dev = self.name, spec["prev_dev"]
+        my_dev, prev_dev, src_dev = self.name, spec["prev_dev"], spec.get("source_dev", sc.source)
         is_last = last == self.ckpt.n_blocks - 1
         samplers = [Sampler.from_dict(d) for d in spec["sampling"]] if is_last else []
+        budgets, eos = [int(n) for n in spec.get("budgets", ())], spec.get("eos")
         mem_floor = {b: 0.0 for b in blocks}
         if emu.get("mem_bandwidth"):
             mem_floor = {b: (sc.blocks[b].weight_bytes + sc.blocks[b].kv_bytes) / emu["mem_bandwidth"] for b in blocks}
         slowdown, clock = float(emu["slowdown"]), emu.get("compute_clock", "cpu")
         insock = self.peers.get(spec["prev"], 30.0)
         outsock = self.out_sock(spec["next"])
+        loop_in = self.peers.get(loop_from + LOOP, 30.0) if loop_from is not None and loop_from != self.name else None
+        socks = [insock] if loop_in is None else [insock, loop_in]
+        loopback: deque[tuple[dict[str, Any], bytearray]] = deque()  # a single stage's own fed-back tokens
+        cancelled: set[int] = set()  # the source's cancels (first stage): their fed-back steps are dropped
+        source_ended = False  # (first stage with feedback) the source's end came: drain the feedback to its end
         caches: dict[int, Any] = {}
         lens: dict[int, int] = {}
         while True:
-            hdr, buf = recv_frame(insock)
+            if loopback and (source_ended or not select.select(socks, [], [], 0)[0]):
+                (hdr, buf), looped = loopback.popleft(), True
+            else:
+                readable = socks if len(socks) == 1 else select.select(socks, [], [])[0]
+                sock = insock if insock in readable else readable[0]
+                hdr, buf = recv_frame(sock)
+                looped = sock is not insock
             if hdr.get("end"):
+                if looped:  # the last stage's end on the feedback connection: nothing more can come back
+                    break
                 send_frame(outsock, {"end": True})
-                break
+                if loop_out is not None:
+                    send_frame(loop_out, {"end": True})
+                if loop_in is None:
+                    break
+                source_ended, socks = True, [loop_in]
+                continue
+            if "cancel" in hdr:
+                cancelled.add(int(hdr["cancel"]))
+                continue
+            if looped and (source_ended or int(hdr["req"]) in cancelled):
+                continue  # a step the pipeline started before the source said no: dropped
             if spec["links"]:
-                wait = float(hdr["sent"]) + transfer_s(sc, prev_dev, my_dev, len(buf)) - time.time()
+                n = len(buf)  # fed back: the token's path through the source, as the model has it
+                link_s = (
+                    transfer_s(sc, loop_from, src_dev, n) + transfer_s(sc, src_dev, my_dev, n)
+                    if looped
+                    else transfer_s(sc, prev_dev, my_dev, n)
+                )
+                wait = float(hdr["sent"]) + link_s - time.time()
                 if wait > 0:
                     time.sleep(wait)
             r, k = int(hdr["req"]), int(hdr["step"])
@@ -229,10 +279,18 @@ class _Worker:
                 if target_s > wall_s:
                     time.sleep(target_s - wall_s)
             if is_last:
-                out = torch.tensor([samplers[r](x)], dtype=torch.int32)
+                tok = samplers[r](x)
+                out = torch.tensor([tok], dtype=torch.int32)
             else:
                 out = x.contiguous()
             payload = memoryview(out.view(-1).view(torch.uint8).numpy())
+            if is_last and loop_to is not None and k + 1 < (budgets[r] if r < len(budgets) else 0) and tok != eos:
+                # the next step starts at once (first the first stage's frame: it is on the critical path)
+                nxt = {"req": r, "step": k + 1, "sent": time.time(), "shape": [1, 1], "dtype": "int32"}
+                if loop_out is None:
+                    loopback.append((nxt, bytearray(payload)))
+                else:
+                    send_frame(loop_out, nxt, payload)
             send_frame(
                 outsock,
                 {"req": r, "step": k, "sent": time.time(), "shape": list(out.shape), "dtype": str(out.dtype)[6:]},
@@ -243,6 +301,7 @@ class _Worker:
         if state["failure"] is not None:
             raise state["failure"]
         caches.clear()
+        self.last_model = model  # every block of the stage is resident now (or the burst raised above)
         return {"device": self.name, "loaded_bytes": state["bytes"], "load_end_s": state["load_end"]}
 
 

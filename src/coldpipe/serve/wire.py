@@ -3,7 +3,8 @@
 Every connection starts with a ``{"hello": NAME}`` frame from the connecting side, so a listener knows which
 peer each accepted socket belongs to. Data frames carry ``req`` (index in the burst), ``step`` (0 the prefill,
 ``k`` the ``k``-th decode step), ``sent`` (wall time of the send, for the emulated link time), ``shape`` and
-``dtype``; ``{"end": true}`` closes a burst and travels the whole pipeline back to the source.
+``dtype``; ``{"end": true}`` closes a burst and travels the whole pipeline back to the source;
+``{"cancel": REQ}`` (source to first stage) drops the steps the last stage still feeds back for request ``REQ``.
 """
 
 from __future__ import annotations
@@ -14,10 +15,28 @@ import struct
 import threading
 from typing import Any
 
-__all__ = ["Peers", "connect", "recv_frame", "send_frame"]
+__all__ = ["Peers", "connect", "listener", "recv_frame", "send_frame"]
 
 _LEN = struct.Struct("!I")
 SMALL_BYTES = 1 << 20  # payloads up to this size go out in the same write as their header
+# Socket buffers asked for (the kernel caps them at net.core.[rw]mem_max): large enough that a prefill's
+# activations (e.g. 64 tokens x 768 x 4 bytes = 196 KB) leave in one write, where the initial ones (16 KB to
+# send, 128 KB to receive) can make the sender wait for the receiver to be scheduled and drain part of it.
+BUF_BYTES = 4 << 20
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUF_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUF_BYTES)
+
+
+def listener() -> socket.socket:
+    """A listener on 127.0.0.1 (a free port) whose accepted connections have the large buffers."""
+    sock = socket.socket()
+    _tune(sock)  # before listen: accepted sockets inherit it, and the window scale is agreed at the handshake
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
 
 
 def send_frame(sock: socket.socket, header: dict[str, Any], payload: bytes | memoryview = b"") -> None:
@@ -52,7 +71,10 @@ def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], bytearray]:
 
 def connect(port: int, my_name: str, timeout_s: float = 10.0) -> socket.socket:
     """A connection to a peer's listener on 127.0.0.1, introduced by a hello frame."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    sock = socket.socket()
+    _tune(sock)  # before connect (the window scale is agreed at the handshake)
+    sock.settimeout(timeout_s)
+    sock.connect(("127.0.0.1", port))
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     send_frame(sock, {"hello": my_name})
