@@ -7,11 +7,12 @@
    itself; no testbed, so each reads the checkpoint at this disk's speed after dropping its page cache);
 2. ``coldpipe cluster plan --scenario-out``: the measured scenario (prompt ``PROMPT`` tokens, 1 new token)
    and its optimal plan; the server gets that scenario (``--scenario``), so it plans the same plan;
-3. per rep, interleaved: one cold streamed ``/v1/completions`` request (the prompt as token ids, 1 token) through
-   the server, timed by the client from sending to the response's start (the server sends it with the first
-   token); then, once the server is cold again (``--idle-unload 1``), ``coldpipe cluster run --scenario``
-   (resident blocks dropped, page cache dropped, its measured TTFT from ``t0``); then its blocks dropped and the
-   checkpoint's page cache dropped (the agents share this host's files), so the next served request is cold.
+3. per rep, interleaved: one cold streamed ``/v1/completions`` request (the prompt as token ids, 1 token)
+   through the server, timed by the client from sending to the response's start (the server sends it with
+   the first token; the client is made before the clock starts); then, once the server is cold again
+   (``--idle-unload 1``), ``coldpipe cluster run --scenario`` (resident blocks dropped, page cache dropped,
+   its measured TTFT from ``t0``); then its blocks dropped and the checkpoint's page cache dropped (the agents
+   share this host's files), so the next served request is cold.
 
 Target: serve's median <= 1.05 x cluster run's. Medians over ``--reps``; the load average is recorded.
 """
@@ -91,6 +92,21 @@ class ClusterServer(Server):
     def state(self) -> dict[str, Any]:
         return dict(httpx.get(self.url + "/v1/coldpipe/plan").json())
 
+    def first_token(self, h: httpx.Client, ids: list[int]) -> tuple[float, dict[str, str]]:
+        """(seconds from sending to the response's start, headers) of a streamed 1-token request.
+
+        ``h`` is made before the clock starts: making an ``httpx.Client`` (its SSL context) takes 35-70 ms here.
+        """
+        body = {"model": NAME, "prompt": ids, "max_tokens": 1, "temperature": 0, "stream": True}
+        t = time.perf_counter()
+        with h.stream("POST", self.url + "/v1/completions", json=body) as r:
+            first = time.perf_counter() - t
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.status_code}: {r.read().decode()}")
+            for _ in r.iter_lines():
+                pass
+            return first, dict(r.headers)
+
 
 def run_json(args: list[str]) -> dict[str, Any]:
     res = subprocess.run([*COLDPIPE, *args, "--json"], capture_output=True, text=True, env=ENV, check=False)
@@ -127,20 +143,32 @@ def main() -> None:
         ids = list(prompt_ids(PROMPT, PROMPT_VOCAB, seed=1))
         keys = Keys(read_token(token))
         served, header_ttft, predicted, runs, run_predicted = [], [], [], [], []
+        backend_first, serve_load_end, run_load_end, serve_load_start, run_load_start = [], [], [], [], []
         for _ in range(args.reps):
             while srv.state()["state"] != "cold":
                 time.sleep(0.1)
-            first, _, _, headers = srv.stream(ids, 1)
+            with httpx.Client(timeout=120) as h:
+                first, headers = srv.first_token(h, ids)
             assert headers["x-coldpipe-cold"] == "true"
             served.append(first)
             header_ttft.append(float(headers["x-coldpipe-ttft-measured"]))
             predicted.append(float(headers["x-coldpipe-ttft-predicted"]))
+            time.sleep(0.3)  # the burst's log line (after the agents' reports)
+            line = re.findall(r"first token ([0-9.]+) s after the start; loaded: (.*)", srv.log.read_text())[-1]
+            backend_first.append(float(line[0]))
+            serve_load_end.append(max(float(x) for x in re.findall(r"to ([0-9.]+) s", line[1])))
+            serve_load_start.append(max(float(x) / 1e3 for x in re.findall(r"from ([0-9.-]+) ms", line[1])))
             time.sleep(1.5)
             while srv.state()["state"] != "cold":  # the server unloaded (and prepared its cold plan again)
                 time.sleep(0.1)
-            r = run_json(["cluster", "run", *common, "--scenario", str(measured), "--plan", "optimal"])
+            trace = out / "bench-serve-cluster-trace.json"
+            r = run_json(
+                ["cluster", "run", *common, "--scenario", str(measured), "--plan", "optimal", "--trace", str(trace)]
+            )
             assert r["plan_text"] == planned["plan_text"]
             runs.append(float(r["measured_ttft"]))
+            run_load_end.append(max(float(st["measured"]["load_end"]) for st in r["stages"]))
+            run_load_start.append(latest_loader_start_s(trace))
             run_predicted.append(float(r["predicted_ttft"]))
             with Coordinator(keys, load_cluster(cluster)) as co:  # the server's next request must find them cold
                 for ch in co.ch.values():
@@ -161,10 +189,18 @@ def main() -> None:
         serve_predicted_s=predicted,
         run_s=runs,
         run_predicted_s=run_predicted,
+        serve_backend_first_s=backend_first,
+        serve_load_end_s=serve_load_end,
+        run_load_end_s=run_load_end,
+        serve_load_start_s=serve_load_start,
+        run_load_start_s=run_load_start,
         serve_median_s=statistics.median(served),
         run_median_s=statistics.median(runs),
     )
     res["overhead"] = res["serve_median_s"] / res["run_median_s"] - 1
+    res["paired_overhead_median"] = statistics.median(a / b - 1 for a, b in zip(served, runs, strict=True))
+    # the server's own part of each served TTFT: the client's time minus the agents' (burst start -> first token)
+    res["server_part_median_s"] = statistics.median(a - b for a, b in zip(served, backend_first, strict=True))
     (out / "bench_serve_cluster.json").write_text(json.dumps(res, indent=2) + "\n")
     md = table(res)
     print(json.dumps({k: v for k, v in res.items() if k.endswith("_s")}))
@@ -172,6 +208,18 @@ def main() -> None:
     write_between(
         REPO / "docs" / "serve.md", "<!-- bench:serve-cluster:start -->", "<!-- bench:serve-cluster:end -->", md
     )
+
+
+def latest_loader_start_s(trace: Path) -> float:
+    """The latest of the devices' first load spans in a ``cluster run`` trace, seconds after ``t0``."""
+    doc = json.loads(trace.read_text())
+    events = doc["traceEvents"] if isinstance(doc, dict) else doc
+    first: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "load" and e.get("ph") == "X":
+            d = e["args"]["device"]
+            first[d] = min(first.get(d, float("inf")), float(e["ts"]) / 1e6)
+    return max(first.values())
 
 
 def table(res: dict[str, Any]) -> str:
@@ -189,6 +237,17 @@ def table(res: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
             f"| cold TTFT | {res['serve_median_s']:.3f} s | {res['run_median_s']:.3f} s | "
             f"{100 * res['overhead']:+.1f} % | <= 5 % |",
+            f"| the same, median of the per-rep ratios | | | {100 * res['paired_overhead_median']:+.1f} % | |",
+            f"| first token after the burst's start (agents only) | "
+            f"{statistics.median(res['serve_backend_first_s']):.3f} s | "
+            f"{res['run_median_s']:.3f} s (from `t0`) | | |",
+            f"| HTTP + engine (client's time minus the agents' part, per rep) | "
+            f"{1e3 * res['server_part_median_s']:.1f} ms | | | |",
+            f"| latest loader start (after the start / `t0`) | "
+            f"{1e3 * statistics.median(res['serve_load_start_s']):.1f} ms | "
+            f"{1e3 * statistics.median(res['run_load_start_s']):.1f} ms | | |",
+            f"| last block resident (after the start / `t0`) | {statistics.median(res['serve_load_end_s']):.3f} s | "
+            f"{statistics.median(res['run_load_end_s']):.3f} s | | |",
             "",
             f"Reps (ms): serve {ms(res['serve_s'])}; cluster run {ms(res['run_s'])}. The server's own "
             f"`x-coldpipe-ttft-measured` median: {statistics.median(res['serve_header_s']):.3f} s; the simulator "

@@ -99,6 +99,7 @@ class ClusterBackend:
         self.pushes: deque[tuple[str, dict[str, Any], list[bytes]]] = deque()
         self.job: str | None = None  # the running burst's job: its pushes are kept
         self.prepared: _Prepared | None = None
+        self.held_plan: Plan | None = None  # the latest burst's plan: its agents hold their stages
         self._n = 0
         self.closing = threading.Event()
         with self.lock:
@@ -198,6 +199,8 @@ class ClusterBackend:
                         log.warning("coldpipe serve: agent %s lost (no answer for %.1f s)", n, self._silent_s(n))
                         self._lost(n)
                         changed = True
+                        if self.held_plan is not None and n in {st.device for st in self.held_plan.stages}:
+                            self._drop_all()  # the engine forgets the resident plan: the survivors go cold too
                     elif n not in self.up and self.last_seen[n] > self.down_at[n]:
                         try:
                             self._join(n)
@@ -265,14 +268,18 @@ class ClusterBackend:
                 self.job = None
                 self.pushes.clear()
 
+    def _drop_all(self) -> None:
+        self.held_plan = None
+        for n in sorted(self.up):
+            with contextlib.suppress(BackendFailed, zmq.ZMQError):
+                self._send(n, {"op": "drop"})
+
     def _failed(self, burst: Burst) -> None:
         """Abort the job everywhere; the survivors drop their blocks (the engine goes on cold)."""
         if self.job is not None:
             self._abort(self.job, self.names)
         self.prepared = None
-        for n in sorted(self.up):
-            with contextlib.suppress(BackendFailed, zmq.ZMQError):
-                self._send(n, {"op": "drop"})
+        self._drop_all()
         log.info("coldpipe serve: aborted the burst of plan %s; the agents up dropped their blocks", burst.plan)
 
     def _run(self, burst: Burst, on_token: Callable[[int, int], bool]) -> BurstOutcome:
@@ -309,6 +316,7 @@ class ClusterBackend:
         reports: dict[str, dict[str, Any]] = {}
         next_beat = time.monotonic()
         quiet_since = time.monotonic()
+        first_s: float | None = None
         try:
             while active or len(reports) < len(names):
                 now = time.monotonic()
@@ -337,6 +345,8 @@ class ClusterBackend:
                     op = h.get("op")
                     if op == "token":
                         quiet_since = time.monotonic()
+                        if first_s is None:
+                            first_s = time.time() - t0
                         r, step = int(h.get("req", 0)), int(h["step"])
                         tok = int(np.frombuffer(payload[0], dtype=np.int32)[0])
                         if r in active and on_token(r, tok):
@@ -359,18 +369,28 @@ class ClusterBackend:
                 self.wanted.discard((n, rid))
                 self.replies.pop((n, rid), None)
         outcome = BurstOutcome(t0)
+        load_start_s: dict[str, float] = {}
         for n in names:
             loads = [s for s in reports[n]["spans"] if s.get("cat") == "load"]
             outcome.loaded_bytes[n] = int(sum(int(s.get("bytes") or 0) for s in loads))
             if loads:
                 outcome.load_end_s[n] = max(float(s["end"]) for s in loads) - self.co.offsets[n] - t0
+                load_start_s[n] = min(float(s["start"]) for s in loads) - self.co.offsets[n] - t0
+        loads = ", ".join(
+            f"{n} {outcome.loaded_bytes[n]} bytes from {1e3 * load_start_s[n]:.1f} ms to {outcome.load_end_s[n]:.3f} s"
+            for n in names
+            if n in outcome.load_end_s
+        )
+        log.info("coldpipe serve: first token %.3f s after the start; loaded: %s", first_s or 0.0, loads or "nothing")
         for n in sorted(self.up - set(names)):  # a device holds its latest stage only; these have none now
             with contextlib.suppress(BackendFailed, zmq.ZMQError):
                 self._send(n, {"op": "drop"})
+        self.held_plan = burst.plan
         return outcome
 
     def unload(self) -> dict[str, int]:
         with self.lock:
+            self.held_plan = None
             if self.prepared is not None:
                 self._abort(self.prepared.job, self.names)
                 self.prepared = None
