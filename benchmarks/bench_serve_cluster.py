@@ -3,8 +3,9 @@
     PYTHONPATH=src nice .venv/bin/python benchmarks/bench_serve_cluster.py   # out/bench_serve_cluster.json, docs
 
 1. the checkpoint of ``bench_serve.py`` (random fp32 Llama-shaped, 8 layers, hidden 768, ~227 MB, made once in
-   out/bench-serve) and three ``coldpipe agent`` processes on 127.0.0.1 (``--profile auto``: each measures
-   itself; no testbed, so each reads the checkpoint at this disk's speed after dropping its page cache);
+   out/bench-serve; ``--layers N``: the same shape with N layers, in out/bench-serve-cluster-NL) and three
+   ``coldpipe agent`` processes on 127.0.0.1 (``--profile auto``: each measures itself; no testbed, so each
+   reads the checkpoint at this disk's speed after dropping its page cache);
 2. ``coldpipe cluster plan --scenario-out``: the measured scenario (prompt ``PROMPT`` tokens, 1 new token)
    and its optimal plan; the server gets that scenario (``--scenario``), so it plans the same plan;
 3. per rep, interleaved: one cold streamed ``/v1/completions`` request (the prompt as token ids, 1 token)
@@ -12,7 +13,7 @@
    the first token; the client is made before the clock starts); then, once the server is cold again
    (``--idle-unload 1``), ``coldpipe cluster run --scenario`` (resident blocks dropped, page cache dropped,
    its measured TTFT from ``t0``); then its blocks dropped and the checkpoint's page cache dropped (the agents
-   share this host's files), so the next served request is cold.
+   share this host's files), so the next served request is cold. Odd reps run the two in the other order.
 
 Target: serve's median <= 1.05 x cluster run's. Medians over ``--reps``; the load average is recorded.
 """
@@ -35,14 +36,15 @@ import httpx2 as httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _docs import write_between  # noqa: E402
-from bench_serve import NAME, PROMPT, PROMPT_VOCAB, Server, setup  # noqa: E402
+from bench_serve import MODEL, NAME, PROMPT, PROMPT_VOCAB, Server, setup  # noqa: E402
 
 from coldpipe.cluster.coordinator import Coordinator, load_cluster  # noqa: E402
 from coldpipe.cluster.token import read_token  # noqa: E402
 from coldpipe.cluster.transport import Keys  # noqa: E402
-from coldpipe.runtime.checkpoint import open_checkpoint  # noqa: E402
+from coldpipe.runtime.checkpoint import arch_for, make_checkpoint, open_checkpoint  # noqa: E402
 from coldpipe.runtime.emulation import drop_page_cache  # noqa: E402
 from coldpipe.runtime.launch import prompt_ids  # noqa: E402
+from coldpipe.runtime.tokenizer import write_tokenizer  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 COLDPIPE = [sys.executable, "-m", "coldpipe"]
@@ -120,15 +122,27 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default=str(REPO / "out"))
     ap.add_argument("--port", type=int, default=8941)
+    ap.add_argument("--layers", type=int, default=MODEL["layers"], help="decoder layers of the checkpoint")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt, _ = setup(out)
+    if args.layers == MODEL["layers"]:
+        ckpt, _ = setup(out)
+    else:
+        ckpt = out / f"bench-serve-cluster-{args.layers}L"
+        if not (ckpt / "tokenizer.json").is_file():
+            arch = arch_for("llama-3.1-8b", **{**MODEL, "layers": args.layers})
+            make_checkpoint(arch, ckpt, init_std=0.3)
+            write_tokenizer(ckpt, arch.vocab_size)
     ck = open_checkpoint(ckpt)
     token = out / "bench-serve-cluster.token"
     token.write_text(os.urandom(24).hex())
     token.chmod(0o600)
-    res: dict[str, Any] = {"reps": args.reps, "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks))}
+    res: dict[str, Any] = {
+        "reps": args.reps,
+        "layers": args.layers,
+        "checkpoint_bytes": sum(ck.block_bytes(b) for b in range(ck.n_blocks)),
+    }
     res["load_average_start"] = os.getloadavg()[0]
     agents, cluster = start_agents(out, ckpt, token, 3)
     srv = None
@@ -144,7 +158,9 @@ def main() -> None:
         keys = Keys(read_token(token))
         served, header_ttft, predicted, runs, run_predicted = [], [], [], [], []
         backend_first, serve_load_end, run_load_end, serve_load_start, run_load_start = [], [], [], [], []
-        for _ in range(args.reps):
+
+        def serve_rep() -> None:
+            """One cold request through the server; then it unloads (idle) and prepares its cold plan again."""
             while srv.state()["state"] != "cold":
                 time.sleep(0.1)
             with httpx.Client(timeout=120) as h:
@@ -161,19 +177,27 @@ def main() -> None:
             time.sleep(1.5)
             while srv.state()["state"] != "cold":  # the server unloaded (and prepared its cold plan again)
                 time.sleep(0.1)
+
+        def run_rep() -> None:
+            """One ``cluster run`` (it drops blocks and the page cache itself); then the agents are made cold again."""
             trace = out / "bench-serve-cluster-trace.json"
             r = run_json(
                 ["cluster", "run", *common, "--scenario", str(measured), "--plan", "optimal", "--trace", str(trace)]
             )
             assert r["plan_text"] == planned["plan_text"]
             runs.append(float(r["measured_ttft"]))
+            run_predicted.append(float(r["predicted_ttft"]))
             run_load_end.append(max(float(st["measured"]["load_end"]) for st in r["stages"]))
             run_load_start.append(latest_loader_start_s(trace))
-            run_predicted.append(float(r["predicted_ttft"]))
             with Coordinator(keys, load_cluster(cluster)) as co:  # the server's next request must find them cold
                 for ch in co.ch.values():
                     ch.request("drop", 5.0)
             drop_page_cache(ck.files)
+            time.sleep(0.5)  # as cluster run's prepare is ahead of its t0, nothing just dropped is in the way
+
+        for rep in range(args.reps):  # alternate which side goes first
+            for side in (serve_rep, run_rep) if rep % 2 == 0 else (run_rep, serve_rep):
+                side()
     finally:
         if srv is not None:
             srv.stop()
@@ -205,9 +229,8 @@ def main() -> None:
     md = table(res)
     print(json.dumps({k: v for k, v in res.items() if k.endswith("_s")}))
     print(md)
-    write_between(
-        REPO / "docs" / "serve.md", "<!-- bench:serve-cluster:start -->", "<!-- bench:serve-cluster:end -->", md
-    )
+    mark = "serve-cluster" if args.layers == MODEL["layers"] else f"serve-cluster-{args.layers}L"
+    write_between(REPO / "docs" / "serve.md", f"<!-- bench:{mark}:start -->", f"<!-- bench:{mark}:end -->", md)
 
 
 def latest_loader_start_s(trace: Path) -> float:
@@ -225,13 +248,15 @@ def latest_loader_start_s(trace: Path) -> float:
 def table(res: dict[str, Any]) -> str:
     mb = res["checkpoint_bytes"] / 1e6
     ms = lambda xs: ", ".join(f"{1e3 * x:.0f}" for x in xs)  # noqa: E731
+    flag = "" if res["layers"] == MODEL["layers"] else f" --layers {res['layers']}"
     return "\n".join(
         [
-            f"{mb:.0f} MB fp32 checkpoint (8 layers, hidden 768), 3 agents on 127.0.0.1 (`--profile auto`, no "
-            f"testbed), plan `{res['plan']}` (overlap layer), prompt {PROMPT} tokens; medians of {res['reps']} on a "
+            f"{mb:.0f} MB fp32 checkpoint ({res['layers']} layers, hidden 768), 3 agents on 127.0.0.1 "
+            f"(`--profile auto`, no testbed), plan `{res['plan']}` (overlap layer), prompt {PROMPT} tokens; "
+            f"medians of {res['reps']} on a "
             f"shared {os.cpu_count()}-core host, 1-minute load average {res['load_average_start']:.1f} at the start "
             f"and {res['load_average_end']:.1f} at the end (`PYTHONPATH=src nice .venv/bin/python "
-            "benchmarks/bench_serve_cluster.py`).",
+            f"benchmarks/bench_serve_cluster.py{flag}`).",
             "",
             "| measure | coldpipe serve --cluster (HTTP) | coldpipe cluster run (same plan) | overhead | target |",
             "|---|---:|---:|---:|---:|",
