@@ -40,7 +40,7 @@ def cl(tiny_files: tuple[Path, Path, Path]) -> Iterator[Cluster]:
     token = root / "join-token"
     token.write_text("a-join-token-for-the-serve-tests-0123456789")
     token.chmod(0o600)
-    agents = launch_agents(root, ckpt, token, ["a0", "a1", "a2"])
+    agents = launch_agents(root, ckpt, token, ["a0", "a1", "a2", "a3"])
     server = None
     try:
         cluster_file = root / "cluster.yaml"
@@ -108,7 +108,7 @@ def test_first_request_cold_second_warm(cl: Cluster) -> None:
     assert loaded_cold > 0 and _loaded_bytes(cl) == loaded_cold
     assert first.parse().choices[0].text == second.parse().choices[0].text
     info = _get(cl, "/v1/coldpipe/plan").json()
-    assert info["state"] == "warm" and info["devices_up"] == ["a0", "a1", "a2"]
+    assert info["state"] == "warm" and info["devices_up"] == ["a0", "a1", "a2", "a3"]
     metrics = _get(cl, "/metrics").text
     assert 'coldpipe_ttft_seconds_count{start="cold"} 1' in metrics
     assert 'coldpipe_ttft_seconds_count{start="warm"} 1' in metrics
@@ -173,9 +173,26 @@ def test_an_agent_killed_mid_request_errors_and_the_next_request_is_replanned(cl
     assert out.headers["x-coldpipe-cold"] == "true"
     assert out.parse().choices[0].text == expected  # the same tokens from the survivors
     info = _get(cl, "/v1/coldpipe/plan").json()
-    assert victim.name not in info["devices_up"] and len(info["devices_up"]) == 2
+    assert victim.name not in info["devices_up"] and len(info["devices_up"]) == 3
     assert victim.name not in info["plan"]
     assert 'coldpipe_errors_total{kind="device_failed"} 1' in _get(cl, "/metrics").text
+
+
+def test_an_agent_lost_while_idle_is_planned_around_before_the_next_request(cl: Cluster) -> None:
+    import time
+
+    before = _get(cl, "/v1/coldpipe/plan").json()
+    used = [st.device for st in Plan.parse(before["plan"]).stages]
+    victim = next(a for a in cl.agents if a.name == used[0])
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while victim.name in (info := _get(cl, "/v1/coldpipe/plan").json())["devices_up"]:
+        assert time.monotonic() < deadline, "the server never noticed"
+        time.sleep(0.1)
+    assert victim.name not in str(info["plan"]) and info["bursts"] == before["bursts"]  # re-planned, no request
+    out = client(cl).completions.with_raw_response.create(model=MODEL, prompt=PROMPT, max_tokens=3, temperature=0)
+    assert out.parse().choices[0].finish_reason == "length"
 
 
 def test_an_agent_killed_during_a_plain_request_gives_503_with_openais_body(cl: Cluster) -> None:

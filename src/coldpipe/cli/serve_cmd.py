@@ -163,13 +163,19 @@ def build_cluster(
     fp = fingerprint(ckpt)
     co = Coordinator(keys, agents)
     try:
-        if sc is None:
-            from coldpipe.cli.cluster_cmd import _measured_scenario
+        if sc is None:  # as `cluster plan` measures (its defaults: 128 prompt tokens, 4 MiB each way per link)
+            from coldpipe.cluster.coordinator import scenario_from_measurements
+            from coldpipe.core.types import Workload
+            from coldpipe.profiler.checkpoint import profile_checkpoint
 
             down = [r["name"] for r in co.status() if not r["reachable"]]
             if down:
                 raise InputError("--cluster", f"agents {down} do not answer", "start them, or pass --scenario")
-            sc = _measured_scenario(co, checkpoint, 128, 16, "4 MiB", False)[0]
+            prompt_tokens, new_tokens = 128, 16
+            cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
+            say = lambda msg: print(f"coldpipe serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+            measured = co.measure(fp, prompt_tokens, link_bytes=4 * 2**20, progress=say)
+            sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
         block_bytes = [sum(ckpt.tensors[n].nbytes for n in ckpt.blocks[b]) for b in range(ckpt.n_blocks)]
         backend = ClusterBackend(co, fp, block_bytes, ov)
     except BaseException:
