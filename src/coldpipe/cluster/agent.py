@@ -119,6 +119,12 @@ class Agent:
         if self.profile is None:
             log.info("agent %s: measuring this device (compute, storage, memory)", self.opts.name)
             self.profile = measure_device(self.ckpt, self.opts.prompt_tokens)
+        else:  # what measuring does on the way: import the architecture and run its kernels once, so the first
+            # prepare does not hold the I/O loop for seconds and the first request's compute is not slower
+            from coldpipe.runtime.checkpoint import torch_dtype
+            from coldpipe.runtime.stage_model import StageModel
+
+            StageModel(self.ckpt.config, 1, 0, torch_dtype(self.ckpt.dtype)).warm_up(16)
         self.server = srv = Server(
             self.keys, self.opts.name, self.opts.host, self.opts.port, max_frame_bytes=self.opts.max_frame_bytes
         )

@@ -143,12 +143,19 @@ class ClusterBackend:
         key = (name, rid)
         self.wanted.add(key)
         deadline = time.monotonic() + timeout_s
+        next_probe = time.monotonic() + self.heartbeat_s
         try:
             while key not in self.replies:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                now = time.monotonic()
+                if now >= deadline:
                     raise TransportTimeout(f"agent {name} did not answer {op!r} within {timeout_s:g} s")
-                self._pump(min(left, POLL_S))
+                if now >= next_probe:  # a lost agent fails the wait after DEAD_S, not after the whole timeout
+                    self._probe(name)
+                    next_probe = now + self.heartbeat_s
+                if self._silent_s(name) > self.dead_s:
+                    self._lost(name)
+                    raise TransportTimeout(f"agent {name} stopped answering (waiting for {op!r})")
+                self._pump(min(deadline - now, POLL_S))
             h = self.replies.pop(key)
         finally:
             self.wanted.discard(key)
@@ -178,8 +185,12 @@ class ClusterBackend:
         return 0.0 if since is None else time.monotonic() - since
 
     def _lost(self, name: str) -> None:
+        """``name`` is down; when it held a stage of the resident plan the others drop theirs (the engine then
+        forgets that plan and counts every device cold)."""
         self.up.discard(name)
         self.down_at[name] = time.monotonic()
+        if self.held_plan is not None and name in {st.device for st in self.held_plan.stages}:
+            self._drop_all()
 
     def _abort(self, job: str, names: Any) -> None:
         for n in names:
@@ -188,8 +199,8 @@ class ClusterBackend:
 
     # -- heartbeats -----------------------------------------------------------------------------------------
     def _heartbeats(self) -> None:
+        reported = frozenset(self.up)  # what the engine planned over (it asked devices_up at its start)
         while not self.closing.wait(self.heartbeat_s):
-            changed = False
             with self.lock:
                 if self.closing.is_set():
                     return
@@ -198,18 +209,16 @@ class ClusterBackend:
                     if n in self.up and self._silent_s(n) > self.dead_s:
                         log.warning("coldpipe serve: agent %s lost (no answer for %.1f s)", n, self._silent_s(n))
                         self._lost(n)
-                        changed = True
-                        if self.held_plan is not None and n in {st.device for st in self.held_plan.stages}:
-                            self._drop_all()  # the engine forgets the resident plan: the survivors go cold too
                     elif n not in self.up and self.last_seen[n] > self.down_at[n]:
                         try:
                             self._join(n)
                             log.info("coldpipe serve: agent %s is up again (cold)", n)
-                            changed = True
                         except (TransportTimeout, ColdpipeError):
                             self.down_at[n] = time.monotonic()
                     self._probe(n)
-            if changed and self.on_change is not None:
+                up = frozenset(self.up)  # also what a burst or a prepare found lost
+            if up != reported and self.on_change is not None:
+                reported = up
                 self.on_change()
 
     # -- the Backend protocol ---------------------------------------------------------------------------------
