@@ -254,3 +254,26 @@ def test_sigterm_frees_the_agents_which_keep_running(cl: Cluster) -> None:
     refs = [r for r in load_cluster(cl.cluster_file) if r.name in {a.name for a in alive}]
     with Coordinator(Keys(read_token(cl.token)), refs) as co:
         assert [(r["reachable"], r["resident"]) for r in co.status()] == [(True, [])]
+
+
+def test_cluster_start_errors_are_one_line(tiny_files: tuple[Path, Path, Path], capsys: pytest.CaptureFixture) -> None:
+    """Agents that do not answer, or a scenario naming devices the cluster file has not: exit 2, one line."""
+    from serve_server import free_port
+
+    from coldpipe.cli import main
+
+    root, ckpt, _ = tiny_files
+    token = root / "errors-token"
+    token.write_text("a-join-token-for-the-error-tests-0123456789")
+    token.chmod(0o600)
+    cluster = root / "nobody.yaml"
+    cluster.write_text(f"agents:\n  - {{name: gone, address: '127.0.0.1:{free_port()}'}}\n")
+    measured = root / "other.yaml"
+    measured.write_text((root / "scenario.yaml").read_text())  # devices a, b, c: none is an agent of the file
+    base = ["serve", "--cluster", str(cluster), "--token-file", str(token), "--checkpoint", str(ckpt)]
+    for extra, field in (([], "--cluster"), (["--scenario", str(measured)], "--scenario")):
+        with pytest.raises(SystemExit) as exc:
+            main([*base, "--port", str(free_port()), *extra])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"coldpipe: error: {field}"), err
