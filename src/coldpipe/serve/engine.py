@@ -251,12 +251,13 @@ class Engine:
                 if self.stopping:
                     return
                 changed, self.devices_changed_flag = self.devices_changed_flag, False
-                if changed and not self.queue:
-                    self.replan()
-                    continue
-                if not self.queue:
+                replan_now = changed and not self.queue
+                if not self.queue and not replan_now:
                     self._idle_unload()
                     continue
+            if replan_now:  # outside the lock: requests keep arriving while the backend prepares
+                self.replan()
+                continue
             time.sleep(self.gather_s)  # requests sent together arrive within this window
             with self.cond:
                 burst: list[Request] = []
