@@ -57,6 +57,11 @@ def make_tiny(root: Path) -> tuple[Path, Path]:
 
 
 def start_server(root: Path, ckpt: Path, sc: Path, *extra: str) -> Server:
+    return wait_started(launch_server(root, ckpt, sc, ["--local", str(sc)], *extra))
+
+
+def launch_server(root: Path, ckpt: Path, sc: Path, mode: list[str], *extra: str) -> Server:
+    """``coldpipe serve MODE... --checkpoint CKPT`` started, not yet waited for (:func:`wait_started`)."""
     port = free_port()
     key = root / "key"
     key.write_text(KEY + "\n")
@@ -66,8 +71,7 @@ def start_server(root: Path, ckpt: Path, sc: Path, *extra: str) -> Server:
         "-m",
         "coldpipe",
         "serve",
-        "--local",
-        str(sc),
+        *mode,
         "--checkpoint",
         str(ckpt),
         "--port",
@@ -82,7 +86,11 @@ def start_server(root: Path, ckpt: Path, sc: Path, *extra: str) -> Server:
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-    server = Server(proc, f"http://127.0.0.1:{port}", log, ckpt, sc)
+    return Server(proc, f"http://127.0.0.1:{port}", log, ckpt, sc)
+
+
+def wait_started(server: Server) -> Server:
+    proc = server.proc
     deadline = time.monotonic() + 120
     while "Ctrl-C stops" not in server.log_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -90,3 +98,63 @@ def start_server(root: Path, ckpt: Path, sc: Path, *extra: str) -> Server:
             raise RuntimeError(f"the server did not start:\n{server.log_text()}")
         time.sleep(0.2)
     return server
+
+
+FIXED_PROFILE = {  # an agent's figures given instead of measured (the agents of the tests start fast)
+    "flops": 2e9,
+    "load_bandwidth": 200e6,
+    "memory": 2e9,
+    "mem_bandwidth": 5e9,
+    "startup": 0.01,
+    "prompt_tokens": 16,
+}
+
+
+@dataclass
+class AgentProc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    port: int = 0
+
+
+def launch_agents(root: Path, ckpt: Path, token: Path, names: list[str]) -> list[AgentProc]:
+    """``coldpipe agent`` processes on 127.0.0.1 (ephemeral ports, the fixed profile), not yet waited for."""
+    import json
+
+    prof = root / "agent-profile.json"
+    prof.write_text(json.dumps(FIXED_PROFILE))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = []
+    for n in names:
+        log = root / f"agent-{n}.log"
+        cmd = [sys.executable, "-m", "coldpipe", "agent", "--name", n, "--listen", "127.0.0.1:0"]
+        cmd += ["--token-file", str(token), "--checkpoint", str(ckpt), "--profile", str(prof)]
+        proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        out.append(AgentProc(n, proc, log))
+    return out
+
+
+def wait_agents(agents: list[AgentProc], cluster_file: Path) -> None:
+    """Every agent listening; their cluster file written."""
+    import re
+
+    deadline = time.monotonic() + 120
+    for a in agents:
+        while not (m := re.search(r"ready on 127\.0\.0\.1:(\d+)", a.log.read_text(errors="replace"))):
+            if a.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"agent {a.name} did not start:\n{a.log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        a.port = int(m.group(1))
+    rows = "\n".join(f"  - {{name: {a.name}, address: '127.0.0.1:{a.port}'}}" for a in agents)
+    cluster_file.write_text(f"agents:\n{rows}\n")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

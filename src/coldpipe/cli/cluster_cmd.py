@@ -163,7 +163,8 @@ def run_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Measure, plan and run one request on the agents; measured vs predicted TTFT on this clock."""
-    from coldpipe.cli.run_cmd import print_report, resolve_plan
+    from coldpipe.cli.measured import print_measured
+    from coldpipe.cli.run_cmd import resolve_plan
     from coldpipe.cluster.run import run_request
     from coldpipe.runtime.launch import prompt_ids
 
@@ -196,7 +197,7 @@ def run_command(
     if json_out:
         print_json({k: v for k, v in out.items() if k not in ("report", "plan_obj")} | {"trace": str(trace_path)})
         return
-    print_report(report, out["plan_obj"], out["overlap"], trace_path)
+    print_measured(report, out["plan_obj"], out["overlap"], trace_path=trace_path)
     if out.get("recovery"):
         r = out["recovery"]
         console.print(

@@ -2,7 +2,9 @@
 
 ``--local SCENARIO --checkpoint DIR`` runs one persistent process per device of the scenario on this host;
 ``--demo`` makes a small random checkpoint (with its tokenizer) and a three-device scenario on first use, under
-``--workdir`` (default ``~/.cache/coldpipe/demo``), and serves them. ``--cluster`` needs the cluster agents.
+``--workdir`` (default ``~/.cache/coldpipe/demo``), and serves them. ``--cluster CLUSTER --token-file F
+--checkpoint DIR`` serves over running ``coldpipe agent``s (:mod:`coldpipe.serve.cluster`), on the scenario measured
+as ``cluster plan`` measures it (or ``--scenario``, one ``cluster plan --scenario-out`` wrote).
 """
 
 from __future__ import annotations
@@ -118,10 +120,94 @@ def build(
     return make_app(engine, tok, name, api_key=api_key, max_context=context), engine, backend
 
 
+def build_cluster(
+    cluster: str,
+    token_file: str,
+    checkpoint: str,
+    *,
+    scenario_path: str | None = None,
+    overlap: str = "layer",
+    max_queue: int = 64,
+    max_burst: int = 8,
+    idle_unload_s: float | None = None,
+    api_key: str | None = None,
+    max_context: int | None = None,
+    model_name: str | None = None,
+) -> tuple[Any, Any, Any]:
+    """(app, engine, backend) over the agents of ``cluster``; the caller serves ``app`` and closes the others."""
+    from coldpipe.cli.run_cmd import check_scenario_matches
+    from coldpipe.cluster.coordinator import Coordinator, load_cluster
+    from coldpipe.cluster.measure import fingerprint
+    from coldpipe.cluster.token import read_token
+    from coldpipe.cluster.transport import Keys
+    from coldpipe.runtime.checkpoint import open_checkpoint
+    from coldpipe.runtime.tokenizer import load_tokenizer
+    from coldpipe.serve.api import make_app
+    from coldpipe.serve.cluster import ClusterBackend
+    from coldpipe.serve.engine import Engine
+
+    ov = overlap_arg(overlap)
+    keys = Keys(read_token(token_file))
+    agents = load_cluster(cluster)
+    ckpt = open_checkpoint(checkpoint)
+    tok = load_tokenizer(checkpoint)  # the one-line error and its fix when there is none
+    sc = None
+    if scenario_path is not None:
+        sc = scenario_arg(scenario_path)
+        check_scenario_matches(sc, ckpt.n_blocks)
+        unknown = sorted({d.name for d in sc.devices} - {a.name for a in agents})
+        if unknown:
+            raise InputError(
+                "--scenario", f"devices {unknown} are not agents of {cluster!r}", "use its measured scenario"
+            )
+    fp = fingerprint(ckpt)
+    co = Coordinator(keys, agents)
+    try:
+        if sc is None:  # as `cluster plan` measures (its defaults: 128 prompt tokens, 4 MiB each way per link)
+            from coldpipe.cluster.coordinator import scenario_from_measurements
+            from coldpipe.core.types import Workload
+            from coldpipe.profiler.checkpoint import profile_checkpoint
+
+            down = [r["name"] for r in co.status() if not r["reachable"]]
+            if down:
+                raise InputError("--cluster", f"agents {down} do not answer", "start them, or pass --scenario")
+            prompt_tokens, new_tokens = 128, 16
+            cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
+            say = lambda msg: print(f"coldpipe serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+            measured = co.measure(fp, prompt_tokens, link_bytes=4 * 2**20, progress=say)
+            sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
+        block_bytes = [sum(ckpt.tensors[n].nbytes for n in ckpt.blocks[b]) for b in range(ckpt.n_blocks)]
+        backend = ClusterBackend(co, fp, block_bytes, ov)
+    except BaseException:
+        co.close()
+        raise
+    try:
+        engine = Engine(
+            backend,
+            sc,
+            tok,
+            ckpt.architecture(),
+            overlap=ov,
+            max_queue=max_queue,
+            max_burst=max_burst,
+            idle_unload_s=idle_unload_s,
+        )
+        backend.on_change = engine.devices_changed
+    except BaseException:
+        backend.close()
+        raise
+    context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
+    name = model_name or Path(checkpoint).resolve().name
+    return make_app(engine, tok, name, api_key=api_key, max_context=context), engine, backend
+
+
 def serve_command(
     local: Annotated[str | None, typer.Option("--local", help="Scenario whose devices run on this host.")] = None,
     cluster: Annotated[str | None, typer.Option(help="Cluster file of remote agents (needs the agents).")] = None,
     token_file: Annotated[str | None, typer.Option(help="The cluster's join token (with --cluster).")] = None,
+    scenario: Annotated[
+        str | None, typer.Option(help="With --cluster: a scenario `cluster plan --scenario-out` wrote (no measuring).")
+    ] = None,
     checkpoint: Annotated[str | None, typer.Option(help="HF model directory with tokenizer.json.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Serve a small random model on three emulated devices.")] = False,
     workdir: Annotated[str | None, typer.Option(help="Where --demo keeps its checkpoint.")] = None,
@@ -144,16 +230,18 @@ def serve_command(
     """Serve the OpenAI API from a pipeline that starts cold and stays warm (docs/serve.md)."""
     import uvicorn
 
-    if cluster is not None or token_file is not None:
+    if demo + (local is not None) + (cluster is not None) != 1:
         raise InputError(
-            "--cluster",
-            "serving over cluster agents is not available in this build yet",
-            "use --local SCENARIO or --demo (the cluster backend implements coldpipe.serve.protocol.Backend)",
+            "--local/--cluster/--demo", "give exactly one of --local SCENARIO, --cluster CLUSTER and --demo"
         )
-    if demo == (local is not None):
-        raise InputError("--local/--demo", "give exactly one of --local SCENARIO and --demo")
-    if local is not None and checkpoint is None:
-        raise InputError("--checkpoint", "--local needs the checkpoint it serves", "pass --checkpoint DIR")
+    if (local is not None or cluster is not None) and checkpoint is None:
+        raise InputError("--checkpoint", "--local and --cluster need the checkpoint served", "pass --checkpoint DIR")
+    if (cluster is None) != (token_file is None):
+        raise InputError("--token-file", "--cluster and --token-file go together", "pass both (the agents' join token)")
+    if cluster is None and scenario is not None:
+        raise InputError("--scenario", "only with --cluster (--local takes the scenario itself)")
+    if cluster is not None and (host_profile is not None or not emulate):
+        raise InputError("--host-profile/--no-emulate", "with --cluster the devices are real: nothing is emulated")
     for flag, v in (("--max-queue", max_queue), ("--max-burst", max_burst), ("--port", port)):
         if v < (0 if flag == "--port" else 1):
             raise InputError(flag, f"must be >= 1, got {v}")
@@ -181,20 +269,37 @@ def serve_command(
     if demo:
         ckpt_dir, scenario_file = demo_files(Path(workdir) if workdir else _default_workdir())
         checkpoint, local = str(ckpt_dir), str(scenario_file)
-    assert local is not None and checkpoint is not None
-    app, engine, backend = build(
-        local,
-        checkpoint,
-        overlap=overlap,
-        host_profile=host_profile,
-        emulate=emulate,
-        max_queue=max_queue,
-        max_burst=max_burst,
-        idle_unload_s=idle_unload,
-        api_key=api_key,
-        max_context=max_context,
-        model_name=model_name or ("coldpipe-demo" if demo else None),
-    )
+    assert checkpoint is not None
+    if cluster is not None:
+        assert token_file is not None
+        app, engine, backend = build_cluster(
+            cluster,
+            token_file,
+            checkpoint,
+            scenario_path=scenario,
+            overlap=overlap,
+            max_queue=max_queue,
+            max_burst=max_burst,
+            idle_unload_s=idle_unload,
+            api_key=api_key,
+            max_context=max_context,
+            model_name=model_name,
+        )
+    else:
+        assert local is not None
+        app, engine, backend = build(
+            local,
+            checkpoint,
+            overlap=overlap,
+            host_profile=host_profile,
+            emulate=emulate,
+            max_queue=max_queue,
+            max_burst=max_burst,
+            idle_unload_s=idle_unload,
+            api_key=api_key,
+            max_context=max_context,
+            model_name=model_name or ("coldpipe-demo" if demo else None),
+        )
     if api_key is None:
         print("coldpipe serve: no --api-key-file: listening on 127.0.0.1 only, without authentication", file=sys.stderr)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # uvicorn re-raises it after its own shutdown
@@ -217,7 +322,8 @@ def serve_command(
     finally:
         engine.stop()
         backend.close()
-        print("coldpipe serve: stopped every device", file=sys.stderr, flush=True)
+        what = "freed every agent (they keep running)" if cluster is not None else "stopped every device"
+        print(f"coldpipe serve: {what}", file=sys.stderr, flush=True)
     # every process and thread of ours has stopped; skip the interpreter's slow teardown of torch and tokenizers,
     # but not what it would have removed: multiprocessing's temp dir (the forkserver's listener socket)
     import multiprocessing.util

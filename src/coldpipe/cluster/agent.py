@@ -12,6 +12,15 @@ them to its clock (:mod:`coldpipe.cluster.clocks`). Blocks stay resident until `
 Control ops (request -> reply ``{"re": id, ...}``): ``status``, ``clock``, ``profile``, ``link``,
 ``prepare``, ``start``, ``abort``, ``drop``. Data: ``act`` (an input of a job; no reply). Pushes to the
 coordinator: ``token`` (the last stage's output), ``loaded`` (overlap none), ``report`` (spans), ``failed``.
+
+Optional fields for a server (``coldpipe serve --cluster``; absent, a job is one request of ``new_tokens``
+greedy tokens as ``cluster run`` sends): ``prepare`` ``open: true`` (the stage serves inputs until an ``act``
+with ``end: true``, which it passes downstream, and takes several requests, each ``act`` naming its ``req``
+and a request's prompt length read from its step-0 input) and ``exclusive: true`` (resident blocks outside
+the stage are dropped: a device holds its latest stage, as ``Scenario.after`` assumes); ``start``
+``sampling: [{temperature, top_p, seed}, ...]`` (per request: the last stage samples with
+:class:`coldpipe.serve.sampling.Sampler`, the local backend's, instead of taking the argmax). ``token``
+pushes carry the ``req`` of their input.
 """
 
 from __future__ import annotations
@@ -110,6 +119,12 @@ class Agent:
         if self.profile is None:
             log.info("agent %s: measuring this device (compute, storage, memory)", self.opts.name)
             self.profile = measure_device(self.ckpt, self.opts.prompt_tokens)
+        else:  # what measuring does on the way: import the architecture and run its kernels once, so the first
+            # prepare does not hold the I/O loop for seconds and the first request's compute is not slower
+            from coldpipe.runtime.checkpoint import torch_dtype
+            from coldpipe.runtime.stage_model import StageModel
+
+            StageModel(self.ckpt.config, 1, 0, torch_dtype(self.ckpt.dtype)).warm_up(16)
         self.server = srv = Server(
             self.keys, self.opts.name, self.opts.host, self.opts.port, max_frame_bytes=self.opts.max_frame_bytes
         )
@@ -193,7 +208,7 @@ class Agent:
                 self._prepare(ident, h)
                 self._reply(ident, h, ok=True)
             elif op == "start":
-                self._start(str(h["job"]), float(h["t0"]))
+                self._start(str(h["job"]), float(h["t0"]), h.get("sampling"))
                 self._reply(ident, h, ok=True)
             elif op == "abort":
                 job = self.jobs.pop(str(h.get("job")), None)
@@ -246,6 +261,9 @@ class Agent:
         if h.get("fingerprint") != self.fingerprint:
             raise ValueError("the coordinator's checkpoint differs from this agent's (fingerprint mismatch)")
         first, last = int(h["first"]), int(h["last"])
+        if h.get("exclusive"):  # a device holds its latest stage only
+            for b in [b for b in self.resident if b < first or b > last]:
+                del self.resident[b]
         model = StageModel(self.ckpt.config, first, last, torch_dtype(self.ckpt.dtype))
         for b in range(first, last + 1):
             if b in self.resident:
@@ -260,8 +278,10 @@ class Agent:
         del torch
         self.jobs[str(h["job"])] = _Job(str(h["job"]), h, ident, model)
 
-    def _start(self, job_id: str, t0: float) -> None:
+    def _start(self, job_id: str, t0: float, sampling: list[dict[str, Any]] | None = None) -> None:
         job = self.jobs[job_id]
+        if sampling is not None:
+            job.spec["sampling"] = sampling
         job.thread = threading.Thread(target=self._stage, args=(job, t0), daemon=True, name=f"stage-{job_id}")
         job.thread.start()
 
@@ -372,12 +392,24 @@ class Agent:
                 wait_resident(i)
             self._push(coord, {"op": "loaded", "job": job.job, "t": time.time()})
             spans.append(_span("wait all loaded", "wait", start, time.time()))
-        s = int(spec["prompt_tokens"])
-        cache = DynamicCache(config=model.config)
-        for _ in range(int(spec["new_tokens"])):
+        open_job = bool(spec.get("open"))
+        samplers: dict[int, Any] = {}
+        if is_last and spec.get("sampling") is not None:
+            from coldpipe.serve.sampling import Sampler
+
+            samplers = {r: Sampler.from_dict(d) for r, d in enumerate(spec["sampling"])}
+        caches: dict[int, Any] = {}
+        lens: dict[int, int] = {}
+        n_inputs = 0
+        while open_job or n_inputs < int(spec["new_tokens"]):
+            n_inputs += 1
             start = time.time()
             h, payload = self._next_input(job)
-            step = int(h["step"])
+            if h.get("end"):  # an open job's last input: pass it on, then report
+                end = {"op": "end" if is_last else "act", "job": job.job, "end": True}
+                self._push(out_target, end)
+                break
+            step, req = int(h["step"]), int(h.get("req", 0))
             dtype = getattr(torch, h["dtype"])
             x = torch.frombuffer(bytearray(payload[0]), dtype=dtype).reshape(h["shape"])
             spans.append(
@@ -387,8 +419,12 @@ class Agent:
             )
             if first == 0:
                 x = x.long()  # (1, q) token ids
-            q = s if step == 0 else 1
-            pos = 0 if step == 0 else s + step - 1
+            if step == 0:
+                lens[req] = int(x.shape[1])
+                caches[req] = DynamicCache(config=model.config)
+            cache = caches[req]
+            q = lens[req] if step == 0 else 1
+            pos = 0 if step == 0 else lens[req] + step - 1
             position_ids = torch.arange(pos, pos + q).unsqueeze(0)  # (1, q)
             rope = None
             for i, b in enumerate(blocks):
@@ -405,7 +441,9 @@ class Agent:
                 x = model.run_block(b, x, position_ids, rope, cache)
                 cat = "compute" if step == 0 else "decode"
                 spans.append(_span(f"{cat} b{b}", cat, c0, time.time(), b, cpu_s=time.thread_time() - cpu0))
-            if is_last:
+            if is_last and req in samplers:
+                x = torch.tensor([[samplers[req](x)]], dtype=torch.int32)  # (1, 1)
+            elif is_last:
                 x = torch.argmax(x, dim=-1).to(torch.int32).view(1, 1)  # (1, 1)
             x = x.contiguous()
             sent = time.time()
@@ -413,6 +451,7 @@ class Agent:
                 "op": "token" if is_last else "act",
                 "job": job.job,
                 "step": step,
+                "req": req,
                 "sent": sent,
                 "dtype": str(x.dtype).removeprefix("torch."),
                 "shape": list(x.shape),

@@ -133,6 +133,7 @@ class Engine:
         self.queue: deque[Request] = deque()
         self.cond = threading.Condition()
         self.stopping = False
+        self.devices_changed_flag = False  # set by the backend's thread (devices_changed): re-plan when idle
         self.resident: Plan | None = None  # the plan whose stages the devices hold (None: cold)
         self.up: tuple[str, ...] = ()
         self.solution: Solution | None = None
@@ -246,12 +247,19 @@ class Engine:
                 timeout = None
                 if self.idle_unload_s is not None and self.resident is not None:
                     timeout = max(0.0, self.last_active + self.idle_unload_s - time.monotonic())
-                self.cond.wait_for(lambda: self.stopping or bool(self.queue), timeout=timeout)
+                self.cond.wait_for(
+                    lambda: self.stopping or bool(self.queue) or self.devices_changed_flag, timeout=timeout
+                )
                 if self.stopping:
                     return
-                if not self.queue:
+                changed, self.devices_changed_flag = self.devices_changed_flag, False
+                replan_now = changed and not self.queue
+                if not self.queue and not replan_now:
                     self._idle_unload()
                     continue
+            if replan_now:  # outside the lock: requests keep arriving while the backend prepares
+                self.replan()
+                continue
             time.sleep(self.gather_s)  # requests sent together arrive within this window
             with self.cond:
                 burst: list[Request] = []
@@ -275,6 +283,13 @@ class Engine:
                         self.replan()
                 self.running = []
             self.last_active = time.monotonic()
+
+    def devices_changed(self) -> None:
+        """The backend's set of devices up changed (from any thread): the engine re-plans while idle, so the
+        next request does not plan on its critical path (a burst that finds it changed re-plans first)."""
+        with self.cond:
+            self.devices_changed_flag = True
+            self.cond.notify_all()
 
     def _idle_unload(self) -> None:
         freed = self.backend.unload()
