@@ -107,7 +107,7 @@ class Server:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(self.log.read_text(errors="replace"))
             time.sleep(0.2)
-        while True:  # the server says "Ctrl-C stops" just before uvicorn binds its port
+        while True:  # the server says "Ctrl-C stops" once uvicorn has bound its port; one request to be sure
             try:
                 self.http.get(self.url + "/v1/models")
                 break

@@ -14,6 +14,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -309,11 +311,8 @@ def serve_command(
         server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
         )
-        print(
-            f"coldpipe serve: http://{host}:{port}/v1 (model {app.state.model_name}), cold; Ctrl-C stops",
-            file=sys.stderr,
-            flush=True,
-        )
+        line = f"coldpipe serve: http://{host}:{port}/v1 (model {app.state.model_name}), cold; Ctrl-C stops"
+        threading.Thread(target=_announce_when_bound, args=(server, line), daemon=True).start()
         server.run()
     except KeyboardInterrupt:
         code = 130
@@ -332,6 +331,14 @@ def serve_command(
     shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
     sys.stdout.flush()
     os._exit(code)
+
+
+def _announce_when_bound(server: Any, line: str) -> None:
+    """Say where the server listens once uvicorn has bound its socket (a client told earlier is refused)."""
+    while not server.started and not server.should_exit:
+        time.sleep(0.01)
+    if server.started:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _stop_on_sigterm(_sig: int, _frame: Any) -> None:
