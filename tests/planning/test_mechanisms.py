@@ -299,3 +299,28 @@ def test_all_means_what_the_model_supports() -> None:
         with pytest.raises(InputError, match=name):
             with_mechanisms(sc, name)
     assert with_mechanisms(sc, "").mechanisms == frozenset()
+
+
+def test_compare_says_optimal_only_when_proven() -> None:
+    """compare's rows per overlap mode say "optimal" for an exact plan, "best" for a mechanism's local search."""
+    import json
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**__import__("os").environ, "COLUMNS": "200"}
+        return subprocess.run(
+            [sys.executable, "-m", "coldpipe", "compare", "demo", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+
+    exact, searched = run("--mechanisms", "sparse-embedding"), run("--mechanisms", "sharded-head")
+    assert exact.returncode == 0 and searched.returncode == 0, exact.stderr + searched.stderr
+    assert "coldpipe optimum" in exact.stdout and "optimal (stage)" in exact.stdout and "best (" not in exact.stdout
+    assert "not proven optimal" in searched.stdout and "best (stage)" in searched.stdout
+    assert "optimal (" not in searched.stdout
+    modes = json.loads(run("--mechanisms", "sharded-head", "--json").stdout)["optimal_per_mode"]
+    assert {ov: m["exact"] for ov, m in modes.items()} == {"layer": False, "stage": False, "none": False}

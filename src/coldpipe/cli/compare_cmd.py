@@ -54,8 +54,9 @@ def print_comparison(cmp: Comparison, scenario_words: str = "TTFT") -> None:
     narrow = is_narrow()
     what = "TTFT" if cmp.by_ttft else scenario_words
     value_opt = opt.ttft_s if cmp.by_ttft else opt.value_s
+    best_words = "optimum" if opt.exact else "best plan (not proven optimal)"
     table = new_table(
-        f"coldpipe optimum {format_seconds(value_opt)} vs the usual splits (speedup = their {what} / coldpipe's; "
+        f"coldpipe {best_words} {format_seconds(value_opt)} vs the usual splits (speedup = their {what} / coldpipe's; "
         "idle: summed over each plan's devices)"
     )
     cols = ["strategy", "overlap", what, "speedup", "hidden load", "idle: weights", "idle: input", "plan"]
@@ -84,7 +85,8 @@ def print_comparison(cmp: Comparison, scenario_words: str = "TTFT") -> None:
         r = cmp.optimal_per_mode[ov]  # type: ignore[index]
         assert r.timeline is not None
         value = r.ttft_s if cmp.by_ttft else r.value_s
-        name = "[bold]coldpipe[/bold]" if ov == "layer" else f"optimal/{ov}" if narrow else f"optimal ({ov})"
+        word = "optimal" if r.exact else "best"  # a mechanism's local search proves no optimum
+        name = "[bold]coldpipe[/bold]" if ov == "layer" else f"{word}/{ov}" if narrow else f"{word} ({ov})"
         row(
             name,
             ov,

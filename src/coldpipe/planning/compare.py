@@ -110,7 +110,8 @@ class Comparison:
         return {
             "optimal": self.optimal.to_dict(),
             "optimal_per_mode": {
-                ov: {"ttft": r.ttft_s, "stages": r.plan.to_dict()["stages"]} for ov, r in self.optimal_per_mode.items()
+                ov: {"ttft": r.ttft_s, "exact": r.exact, "stages": r.plan.to_dict()["stages"]}
+                for ov, r in self.optimal_per_mode.items()
             },
             "baselines": [
                 {
