@@ -12,6 +12,9 @@ them to its clock (:mod:`coldpipe.cluster.clocks`). Blocks stay resident until `
 Control ops (request -> reply ``{"re": id, ...}``): ``status``, ``clock``, ``profile``, ``link``,
 ``prepare``, ``start``, ``abort``, ``drop``. Data: ``act`` (an input of a job; no reply). Pushes to the
 coordinator: ``token`` (the last stage's output), ``loaded`` (overlap none), ``report`` (spans), ``failed``.
+``prepare``'s ``next`` may carry ``relay: HOST:PORT`` (optional): the stage's output then goes to that
+store-and-forward relay (:mod:`coldpipe.testbed.relay`, the testbed's access point) with ``"to": NAME``
+added to its header, instead of straight to the next agent.
 """
 
 from __future__ import annotations
@@ -251,10 +254,13 @@ class Agent:
             if b in self.resident:
                 model.modules[b] = self.resident[b]
         nxt = h["next"]
-        if nxt is not None and nxt["name"] not in self.peers:
-            self.peers[nxt["name"]] = Channel(
-                self.keys, nxt["name"], nxt["address"], self.server.ctx if self.server else None
-            )
+        if nxt is not None and _route(nxt) not in self.peers:
+            ctx = self.server.ctx if self.server else None
+            if nxt.get("relay"):  # store-and-forward through the access point (the testbed's relay)
+                relay_key = self.keys.relay()[0]
+                self.peers[_route(nxt)] = Channel(self.keys, "relay", str(nxt["relay"]), ctx, server_key=relay_key)
+            else:
+                self.peers[_route(nxt)] = Channel(self.keys, nxt["name"], nxt["address"], ctx)
         if h.get("cold", True):
             drop_page_cache(self.ckpt.files)
         del torch
@@ -350,7 +356,8 @@ class Agent:
         loader = threading.Thread(target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True)
         loader.start()
         coord = "coord:" + job.coordinator.hex()
-        out_target = coord if spec["next"] is None else "peer:" + spec["next"]["name"]
+        out_target = coord if spec["next"] is None else "peer:" + _route(spec["next"])
+        relayed_to = spec["next"]["name"] if spec["next"] is not None and spec["next"].get("relay") else None
         is_last = last == self.ckpt.n_blocks - 1
 
         def wait_resident(i: int) -> None:
@@ -417,6 +424,8 @@ class Agent:
                 "dtype": str(x.dtype).removeprefix("torch."),
                 "shape": list(x.shape),
             }
+            if relayed_to is not None:
+                header["to"] = relayed_to  # the relay forwards it whole to that agent
             raw = x.view(-1).view(torch.uint8).numpy().tobytes()
             self._push(out_target, header, raw)
             spans.append(_span("send output", "send", sent, time.time(), None, len(raw)))
@@ -424,6 +433,11 @@ class Agent:
         if failure:
             raise failure[0]
         return spans
+
+
+def _route(nxt: dict[str, Any]) -> str:
+    """The peer channel a stage's output goes through: the next agent's own, or the relay's."""
+    return f"relay@{nxt['relay']}" if nxt.get("relay") else str(nxt["name"])
 
 
 def _span(

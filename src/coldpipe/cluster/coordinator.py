@@ -48,10 +48,17 @@ class AgentLost(ColdpipeError):
 class AgentRef:
     name: str
     address: str  # HOST:PORT
+    # HOST:PORT of a store-and-forward relay that the other agents send this agent's inputs through (the
+    # testbed's access point, coldpipe.testbed.relay); None: they connect to it directly
+    relay: str | None = None
 
 
 def load_cluster(path: str | Path) -> list[AgentRef]:
-    """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``."""
+    """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``.
+
+    An agent may name a ``relay: HOST:PORT`` (``testbed up`` writes it): its inputs from other agents go
+    through that store-and-forward relay (the testbed's access point) instead of straight to it.
+    """
     import yaml
 
     try:
@@ -67,10 +74,13 @@ def load_cluster(path: str | Path) -> list[AgentRef]:
     for i, a in enumerate(agents):
         if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not isinstance(a.get("address"), str):
             raise InputError(f"agents[{i}]", f"got {a!r}", "each agent is {name: NAME, address: HOST:PORT}")
-        host, _, port = a["address"].rpartition(":")
-        if not host or not port.isdigit():
-            raise InputError(f"agents[{i}].address", f"cannot read {a['address']!r} as HOST:PORT")
-        out.append(AgentRef(a["name"], a["address"]))
+        for key in ("address", "relay"):
+            if key == "relay" and a.get(key) is None:
+                continue
+            host, _, port = str(a[key]).rpartition(":")
+            if not isinstance(a[key], str) or not host or not port.isdigit():
+                raise InputError(f"agents[{i}].{key}", f"cannot read {a[key]!r} as HOST:PORT")
+        out.append(AgentRef(a["name"], a["address"], a.get("relay")))
     names = [a.name for a in out]
     if len(set(names)) != len(names) or AP in names:
         raise InputError("agents[].name", f"names must be unique and not {AP!r}: {names}")
@@ -223,7 +233,12 @@ class Coordinator:
                 self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
         job = f"j{int(time.time() * 1000) % 10**9}"
         for j, st in enumerate(stages):
-            nxt = None if j + 1 == len(stages) else {"name": names[j + 1], "address": self.agents[names[j + 1]].address}
+            nxt: dict[str, Any] | None = None
+            if j + 1 < len(stages):
+                ref = self.agents[names[j + 1]]
+                nxt = {"name": ref.name, "address": ref.address}
+                if ref.relay:
+                    nxt["relay"] = ref.relay
             self.ch[st.device].request(
                 "prepare",
                 30.0,
