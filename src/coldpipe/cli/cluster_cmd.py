@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from coldpipe.atomic import write_text_atomic
-from coldpipe.cli._common import console, print_json
+from coldpipe.cli._common import console, err_console, print_json
 from coldpipe.errors import InputError
 from coldpipe.units import parse_quantity
 
@@ -28,8 +28,16 @@ def _coordinator(cluster: str, token_file: str) -> Any:
     return Coordinator(Keys(read_token(token_file)), load_cluster(cluster))
 
 
-def _say(json_out: bool) -> Any:
-    return (lambda _msg: None) if json_out else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress lines on stderr; only the headline figures.")
+]
+
+
+def _say(quiet: bool) -> Any:
+    """Progress of the long steps, one line each on stderr (stdout stays the result); nothing when quiet."""
+    if quiet:
+        return lambda _msg: None
+    return lambda msg: err_console.print(f"[dim]{msg}[/dim]", soft_wrap=True, highlight=False)
 
 
 @cluster_app.command("status")
@@ -63,7 +71,7 @@ def status_command(
 
 
 def _measured_scenario(
-    co: Any, checkpoint: str, prompt_tokens: int, new_tokens: int, link_size: str, json_out: bool
+    co: Any, checkpoint: str, prompt_tokens: int, new_tokens: int, link_size: str, quiet: bool
 ) -> tuple[Any, Any, str, dict[str, Any]]:
     from coldpipe.cluster.coordinator import scenario_from_measurements
     from coldpipe.cluster.measure import fingerprint
@@ -76,9 +84,7 @@ def _measured_scenario(
     ckpt = open_checkpoint(checkpoint)
     fp = fingerprint(ckpt)
     cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
-    measured = co.measure(
-        fp, prompt_tokens, link_bytes=int(parse_quantity(link_size, "bytes")), progress=_say(json_out)
-    )
+    measured = co.measure(fp, prompt_tokens, link_bytes=int(parse_quantity(link_size, "bytes")), progress=_say(quiet))
     sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
     return sc, ckpt, fp, measured
 
@@ -99,13 +105,16 @@ def plan_command(
     link_size: Annotated[str, typer.Option(help="Bytes sent each way per link measurement.")] = "4 MiB",
     scenario_out: Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure every agent and its links, build the scenario from the measurements, and plan."""
     from coldpipe.cli.run_cmd import resolve_plan
     from coldpipe.core.simulator import simulate
 
     with _coordinator(cluster, token_file) as co:
-        sc, _ckpt, _fp, measured = _measured_scenario(co, checkpoint, prompt_tokens, new_tokens, link_size, json_out)
+        sc, _ckpt, _fp, measured = _measured_scenario(
+            co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
+        )
     _write(scenario_out, sc)
     the_plan, ov = resolve_plan(plan, sc, None)
     tl = simulate(sc, the_plan, ov)
@@ -121,7 +130,8 @@ def plan_command(
             }
         )
         return
-    _print_devices(sc)
+    if not quiet:
+        _print_devices(sc)
     console.print(f"plan {the_plan} (overlap {ov}): predicted TTFT {tl.ttft_s:.3f} s")
 
 
@@ -161,9 +171,11 @@ def run_command(
     seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
     trace: Annotated[str, typer.Option(help="Chrome/Perfetto trace JSON.")] = "out/cluster-trace.json",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Measure, plan and run one request on the agents; measured vs predicted TTFT on this clock."""
-    from coldpipe.cli.run_cmd import print_report, resolve_plan
+    from coldpipe.cli.measured import print_measured
+    from coldpipe.cli.run_cmd import resolve_plan
     from coldpipe.cluster.run import run_request
     from coldpipe.runtime.launch import prompt_ids
 
@@ -180,11 +192,13 @@ def run_command(
             ckpt = open_checkpoint(checkpoint)
             fp = fingerprint(ckpt)
         else:
-            sc, ckpt, fp, _m = _measured_scenario(co, checkpoint, prompt_tokens, new_tokens, link_size, json_out)
+            sc, ckpt, fp, _m = _measured_scenario(
+                co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
+            )
         _write(scenario_out, sc)
         the_plan, ov = resolve_plan(plan, sc, None)
         ids = prompt_ids(sc.workload.prompt_tokens, int(ckpt.config["vocab_size"]), seed)
-        say = _say(json_out)
+        say = _say(quiet or json_out)
         say(f"running plan {the_plan} (overlap {ov})")
         out = run_request(
             co, sc, the_plan, ov, ids, fp, new_tokens=sc.workload.new_tokens, cold=cold, recover=recover, on_event=say
@@ -196,7 +210,12 @@ def run_command(
     if json_out:
         print_json({k: v for k, v in out.items() if k not in ("report", "plan_obj")} | {"trace": str(trace_path)})
         return
-    print_report(report, out["plan_obj"], out["overlap"], trace_path)
+    if quiet:
+        console.print(
+            f"TTFT measured {out['measured_ttft']:.3f} s, predicted {out['predicted_ttft']:.3f} s; trace: {trace_path}"
+        )
+    else:
+        print_measured(report, out["plan_obj"], out["overlap"], trace_path=trace_path)
     if out.get("recovery"):
         r = out["recovery"]
         console.print(

@@ -218,6 +218,8 @@ class Agent:
             "fingerprint": self.fingerprint,
             "resident": sorted(self.resident),
             "jobs": sorted(self.jobs),
+            # threads of jobs still running (an aborted job leaves ``jobs`` at once, its threads soon after)
+            "job_threads": sorted(t.name for t in threading.enumerate() if t.name.startswith(("stage-", "load-"))),
             "uptime_s": time.time() - self.started,
             "t": time.time(),
         }
@@ -353,7 +355,9 @@ class Agent:
         ready = [threading.Event() for _ in blocks]
         spans: list[dict[str, Any]] = []
         failure: list[BaseException] = []
-        loader = threading.Thread(target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True)
+        loader = threading.Thread(
+            target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True, name=f"load-{job.job}"
+        )
         loader.start()
         coord = "coord:" + job.coordinator.hex()
         out_target = coord if spec["next"] is None else "peer:" + _route(spec["next"])

@@ -34,6 +34,7 @@ log = logging.getLogger("coldpipe.cluster")
 HEARTBEAT_S = 0.25
 DEAD_S = 1.5  # no heartbeat answer for this long: the agent is lost
 ANNOUNCE_S = 0.3  # t0 is announced this far ahead, so every agent is waiting at t0
+PROGRESS_S = 1.0  # decoding progress lines at most this often
 
 
 class AgentLost(ColdpipeError):
@@ -206,9 +207,35 @@ class Coordinator:
         return out
 
     # -- a run ------------------------------------------------------------------------------------------
-    def _send(self, name: str, op: str, **fields: Any) -> None:
+    def _send(self, name: str, op: str, **fields: Any) -> int:
         self._n += 1
         self.ch[name].send({"op": op, "id": self._n, **fields})
+        return self._n
+
+    def abort(self, job: str, names: list[str], wait_s: float = 1.0, wait_for: list[str] | None = None) -> set[str]:
+        """Tell every agent of ``job`` to stop it; wait up to ``wait_s`` for the answers of ``wait_for`` (default
+        all: the channels have no linger, so an abort still queued when they close would be lost). Returns
+        the agents that confirmed."""
+        pending: dict[str, int] = {}
+        for n in names:
+            with contextlib.suppress(zmq.ZMQError):
+                rid = self._send(n, "abort", job=job)
+                if wait_for is None or n in wait_for:
+                    pending[n] = rid
+        confirmed: set[str] = set()
+        deadline = time.time() + wait_s
+        while pending and time.time() < deadline:
+            for n, rid in list(pending.items()):
+                sock = self.ch[n].sock
+                with contextlib.suppress(zmq.ZMQError, ValueError):
+                    while sock.poll(0):
+                        h, _ = decode(sock.recv_multipart())
+                        if h.get("re") == rid:
+                            confirmed.add(n)
+                            pending.pop(n)
+                            break
+            time.sleep(0.01)
+        return confirmed
 
     def run(
         self,
@@ -232,7 +259,9 @@ class Coordinator:
             if n not in self.offsets:
                 self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
         job = f"j{int(time.time() * 1000) % 10**9}"
+        say = on_event or (lambda _msg: None)
         for j, st in enumerate(stages):
+            say(f"preparing stage {j} on {st.device} (blocks {st.first}-{st.last})")
             nxt: dict[str, Any] | None = None
             if j + 1 < len(stages):
                 ref = self.agents[names[j + 1]]
@@ -255,6 +284,7 @@ class Coordinator:
         t0 = time.time() + ANNOUNCE_S
         for n in names:
             self.ch[n].request("start", 5.0, job=job, t0=t0 + self.offsets[n])
+        say(f"every agent prepared; the request starts in {max(0.0, t0 - time.time()):.2f} s (t0)")
         prompt_arr = np.asarray([prompt], dtype=np.int32)  # (1, s)
 
         def send_input(step: int, arr: Any) -> None:
@@ -276,6 +306,7 @@ class Coordinator:
             send_input(0, prompt_arr)
         tokens: list[int] = []
         first_s = last_s = 0.0
+        next_say = 0.0  # decoding progress: at most one line per PROGRESS_S, and the last token
         reports: dict[str, list[dict[str, Any]]] = {}
         last_seen = {n: time.time() for n in names}
         next_beat = time.time()
@@ -309,8 +340,10 @@ class Coordinator:
                             last_s = time.time() - t0
                             if len(tokens) == 1:
                                 first_s = last_s
-                                if on_event:
-                                    on_event(f"first token after {first_s:.3f} s")
+                                say(f"first token after {first_s:.3f} s")
+                            elif last_s >= next_say or len(tokens) == new_tokens:
+                                say(f"token {len(tokens)}/{new_tokens} after {last_s:.3f} s")
+                                next_say = last_s + PROGRESS_S
                             if len(tokens) < new_tokens:
                                 send_input(len(tokens), np.asarray([[tok]], dtype=np.int32))
                         elif op == "loaded":
@@ -318,19 +351,19 @@ class Coordinator:
                             if len(loaded) == len(names):
                                 send_input(0, prompt_arr)
                         elif op == "resident":
-                            if on_event:
-                                at = float(h["t"]) - self.offsets[n] - t0
-                                on_event(f"{n}: its blocks are resident {at:.3f} s after the request")
+                            at = float(h["t"]) - self.offsets[n] - t0
+                            say(f"{n}: its blocks are resident {at:.3f} s after the request")
                         elif op == "report":
                             reports[n] = h["spans"]
                         elif op == "failed":
                             raise ColdpipeError(f"agent {n} failed the stage: {h['error']}")
                         elif h.get("error"):
                             raise ColdpipeError(f"agent {n}: {h['error']}")
+        except AgentLost as exc:  # told too (a stopped agent reads it when it resumes), but not waited for
+            self.abort(job, names, wait_for=[n for n in names if n != exc.name])
+            raise
         except BaseException:
-            for n in names:
-                with contextlib.suppress(zmq.ZMQError):
-                    self._send(n, "abort", job=job)
+            self.abort(job, names)
             raise
         out_stages = []
         for j, st in enumerate(stages):
