@@ -16,7 +16,7 @@ from coldpipe.units import parse_quantity
 
 cluster_app = typer.Typer(help="Coordinate agents on real devices: status, plan, run.", no_args_is_help=True)
 
-ClusterArg = Annotated[str, typer.Argument(help="Cluster file: agents: [{name, address}].")]
+ClusterArg = Annotated[str, typer.Argument(help="Cluster file: agents: [{name, address[, relay]}].")]
 TokenOpt = Annotated[str, typer.Option(help="The join token (mode 600), the agents' one.")]
 
 
