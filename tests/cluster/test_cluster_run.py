@@ -72,6 +72,11 @@ def test_cluster_file_errors(tmp_path: Path) -> None:
     p.write_text("agents: [{name: a, address: nowhere}]\n")
     with pytest.raises(InputError, match="HOST:PORT"):
         load_cluster(p)
+    p.write_text("agents: [{name: a, address: 'h:1', relay: nowhere}]\n")
+    with pytest.raises(InputError, match=r"agents\[0\]\.relay"):
+        load_cluster(p)
+    p.write_text("agents: [{name: a, address: 'h:1', relay: 'ap:7071'}, {name: b, address: 'h:2'}]\n")
+    assert [r.relay for r in load_cluster(p)] == ["ap:7071", None]
     p.write_text("agents: [{name: a, address: 'h:1'}, {name: a, address: 'h:2'}]\n")
     with pytest.raises(InputError, match="unique"):
         load_cluster(p)
