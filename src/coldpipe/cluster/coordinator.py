@@ -237,29 +237,20 @@ class Coordinator:
             time.sleep(0.01)
         return confirmed
 
-    def run(
+    def _rendezvous(
         self,
-        scenario: Scenario,
+        job: str,
         plan: Plan,
         overlap: str,
         prompt: tuple[int, ...],
         fingerprint: str,
-        *,
-        new_tokens: int = 1,
-        cold: bool = True,
-        timeout_s: float = 60.0,
-        on_event: Any = None,
-    ) -> dict[str, Any]:
-        """One request; a result dict as the local runtime's (``runtime.report.build_report`` reads it)."""
-        import numpy as np
-
+        new_tokens: int,
+        cold: bool,
+        say: Any,
+    ) -> float:
+        """``prepare`` every stage (in order), then ``start`` every agent at ``t0`` (on its clock); ``t0``."""
         stages = plan.stages
         names = [st.device for st in stages]
-        for n in names:
-            if n not in self.offsets:
-                self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
-        job = f"j{int(time.time() * 1000) % 10**9}"
-        say = on_event or (lambda _msg: None)
         for j, st in enumerate(stages):
             say(f"preparing stage {j} on {st.device} (blocks {st.first}-{st.last})")
             nxt: dict[str, Any] | None = None
@@ -285,6 +276,36 @@ class Coordinator:
         for n in names:
             self.ch[n].request("start", 5.0, job=job, t0=t0 + self.offsets[n])
         say(f"every agent prepared; the request starts in {max(0.0, t0 - time.time()):.2f} s (t0)")
+        return t0
+
+    def run(
+        self,
+        scenario: Scenario,
+        plan: Plan,
+        overlap: str,
+        prompt: tuple[int, ...],
+        fingerprint: str,
+        *,
+        new_tokens: int = 1,
+        cold: bool = True,
+        timeout_s: float = 60.0,
+        on_event: Any = None,
+    ) -> dict[str, Any]:
+        """One request; a result dict as the local runtime's (``runtime.report.build_report`` reads it)."""
+        import numpy as np
+
+        stages = plan.stages
+        names = [st.device for st in stages]
+        for n in names:
+            if n not in self.offsets:
+                self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
+        job = f"j{int(time.time() * 1000) % 10**9}"
+        say = on_event or (lambda _msg: None)
+        try:  # Ctrl-C or a refusal while preparing: the agents prepared so far drop the job too
+            t0 = self._rendezvous(job, plan, overlap, prompt, fingerprint, new_tokens, cold, say)
+        except BaseException:
+            self.abort(job, names)
+            raise
         prompt_arr = np.asarray([prompt], dtype=np.int32)  # (1, s)
 
         def send_input(step: int, arr: Any) -> None:
