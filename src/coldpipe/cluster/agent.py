@@ -81,6 +81,8 @@ class Agent:
         self.stop = threading.Event()
         self._local = threading.local()
         self.server: Server | None = None
+        self._threads: list[threading.Thread] = []  # stage and loader threads, for status' job_threads
+        self._threads_lock = threading.Lock()
 
     # -- messages from the other threads, through the I/O loop --------------------------------------
     def _push(self, target: str, header: dict[str, Any], *payload: bytes) -> None:
@@ -219,10 +221,20 @@ class Agent:
             "resident": sorted(self.resident),
             "jobs": sorted(self.jobs),
             # threads of jobs still running (an aborted job leaves ``jobs`` at once, its threads soon after)
-            "job_threads": sorted(t.name for t in threading.enumerate() if t.name.startswith(("stage-", "load-"))),
+            "job_threads": self._job_threads(),
             "uptime_s": time.time() - self.started,
             "t": time.time(),
         }
+
+    def _job_threads(self) -> list[str]:
+        """Names of this agent's stage and loader threads still alive (other agents' in this process not)."""
+        with self._threads_lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            return sorted(t.name for t in self._threads)
+
+    def _track(self, th: threading.Thread) -> None:
+        with self._threads_lock:
+            self._threads.append(th)
 
     def _link_server(self) -> int:
         """Start a one-session link-profiler server (token-checked) on an ephemeral port; its port."""
@@ -271,6 +283,7 @@ class Agent:
     def _start(self, job_id: str, t0: float) -> None:
         job = self.jobs[job_id]
         job.thread = threading.Thread(target=self._stage, args=(job, t0), daemon=True, name=f"stage-{job_id}")
+        self._track(job.thread)
         job.thread.start()
 
     def _stage(self, job: _Job, t0: float) -> None:
@@ -358,6 +371,7 @@ class Agent:
         loader = threading.Thread(
             target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True, name=f"load-{job.job}"
         )
+        self._track(loader)
         loader.start()
         coord = "coord:" + job.coordinator.hex()
         out_target = coord if spec["next"] is None else "peer:" + _route(spec["next"])
