@@ -383,6 +383,9 @@ def down(name: str = "tb") -> list[str]:
         removed.append(f"cgroup {cg}")
     shutil.rmtree(WORK_DIR / name, ignore_errors=True)
     state_file.unlink(missing_ok=True)
+    for d in (WORK_DIR, STATE_DIR):  # the parents too, once no other testbed uses them
+        with contextlib.suppress(OSError):
+            d.rmdir()
     return removed
 
 
