@@ -1,4 +1,4 @@
-"""``coldpipe cluster status|plan|run CLUSTER``: the coordinator of a cluster of agents (docs/cluster.md)."""
+"""``coldpipe cluster status|plan|run [CLUSTER] [--discover]``: the coordinator of a cluster (docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,33 @@ from coldpipe.units import parse_quantity
 
 cluster_app = typer.Typer(help="Coordinate agents on real devices: status, plan, run.", no_args_is_help=True)
 
-ClusterArg = Annotated[str, typer.Argument(help="Cluster file: agents: [{name, address[, relay]}].")]
+ClusterArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Cluster file: agents: [{name, address[, relay]}] and/or discover: true. Optional with --discover."
+    ),
+]
 TokenOpt = Annotated[str, typer.Option(help="The join token (mode 600), the agents' one.")]
+DiscoverOpt = Annotated[
+    bool, typer.Option("--discover", help="Also find this token's agents by mDNS (agents run with --advertise).")
+]
+DiscoverTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--discover-timeout", help="Seconds of mDNS browsing (default: the file's discover_timeout_s, or 2)."),
+]
 
 
-def _coordinator(cluster: str, token_file: str) -> Any:
+def _coordinator(cluster: str | None, token_file: str, discover: bool = False, timeout_s: float | None = None) -> Any:
     from coldpipe.cluster.coordinator import Coordinator, load_cluster
     from coldpipe.cluster.token import read_token
     from coldpipe.cluster.transport import Keys
 
-    return Coordinator(Keys(read_token(token_file)), load_cluster(cluster))
+    if cluster is None and not discover:
+        raise InputError("CLUSTER", "no cluster file given", "name one, or pass --discover to find the agents by mDNS")
+    if timeout_s is not None and not timeout_s > 0:
+        raise InputError("--discover-timeout", f"must be > 0 seconds, got {timeout_s:g}")
+    keys = Keys(read_token(token_file))
+    return Coordinator(keys, load_cluster(cluster, keys, discover=discover, discover_timeout_s=timeout_s))
 
 
 QuietOpt = Annotated[
@@ -42,17 +59,20 @@ def _say(quiet: bool) -> Any:
 
 @cluster_app.command("status")
 def status_command(
-    cluster: ClusterArg,
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Each agent: reachable, what it holds resident, round trip and clock offset."""
-    with _coordinator(cluster, token_file) as co:
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
         rows = co.status()
     if json_out:
         print_json({"agents": rows})
         return
-    t = Table(title=f"cluster {cluster}", title_justify="left")
+    title = (f"cluster {cluster}" if cluster else "cluster") + (" + mDNS discovery" if discover else "")
+    t = Table(title=title, title_justify="left")
     for col in ("agent", "address", "state", "resident blocks", "rtt", "clock offset"):
         t.add_column(col)
     for r in rows:
@@ -96,9 +116,9 @@ def _write(path: str | None, sc: Any) -> None:
 
 @cluster_app.command("plan")
 def plan_command(
-    cluster: ClusterArg,
     checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
     new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
@@ -106,12 +126,14 @@ def plan_command(
     scenario_out: Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: QuietOpt = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Measure every agent and its links, build the scenario from the measurements, and plan."""
     from coldpipe.cli.run_cmd import resolve_plan
     from coldpipe.core.simulator import simulate
 
-    with _coordinator(cluster, token_file) as co:
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
         sc, _ckpt, _fp, measured = _measured_scenario(
             co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
         )
@@ -154,9 +176,9 @@ def _print_devices(sc: Any) -> None:
 
 @cluster_app.command("run")
 def run_command(
-    cluster: ClusterArg,
     checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
     new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
@@ -172,6 +194,8 @@ def run_command(
     trace: Annotated[str, typer.Option(help="Chrome/Perfetto trace JSON.")] = "out/cluster-trace.json",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: QuietOpt = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Measure, plan and run one request on the agents; measured vs predicted TTFT on this clock."""
     from coldpipe.cli.measured import print_measured
@@ -179,7 +203,7 @@ def run_command(
     from coldpipe.cluster.run import run_request
     from coldpipe.runtime.launch import prompt_ids
 
-    with _coordinator(cluster, token_file) as co:
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
         if drop:
             for ch in co.ch.values():
                 ch.request("drop", 5.0)

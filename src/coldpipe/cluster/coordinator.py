@@ -1,6 +1,6 @@
 """The coordinator (the source, at the access point): reaches the agents of a cluster file, measures them, runs.
 
-- :func:`load_cluster`: ``agents: [{name, address}]`` (YAML or JSON).
+- :func:`load_cluster`: ``agents: [{name, address}]`` (YAML or JSON), and/or ``discover: true`` (mDNS).
 - :meth:`Coordinator.status`: each agent's state, round trip and clock offset.
 - :meth:`Coordinator.measure`: each agent's profile (measured by the agent) and its uplink/downlink to
   here (the link profiler, token-checked), then :func:`scenario_from_measurements` builds the Scenario
@@ -54,12 +54,56 @@ class AgentRef:
     relay: str | None = None
 
 
-def load_cluster(path: str | Path) -> list[AgentRef]:
+def load_cluster(
+    path: str | Path | None,
+    keys: Keys | None = None,
+    *,
+    discover: bool = False,
+    discover_timeout_s: float | None = None,
+) -> list[AgentRef]:
     """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``.
 
     An agent may name a ``relay: HOST:PORT`` (``testbed up`` writes it): its inputs from other agents go
     through that store-and-forward relay (the testbed's access point) instead of straight to it.
+
+    ``discover: true`` (optionally ``discover_timeout_s``, default 2 s) in the file, or ``discover=True``
+    here (``path`` may then be None), adds the agents of ``keys``' cluster found by mDNS
+    (:func:`coldpipe.cluster.discovery.discover`); ``agents:`` may then be left out. A listed agent
+    also found keeps its listed entry; found at another address, it is an error naming both.
     """
+    from coldpipe.cluster.discovery import DEFAULT_TIMEOUT_S
+
+    listed: list[AgentRef] = []
+    timeout_s = DEFAULT_TIMEOUT_S if discover_timeout_s is None else discover_timeout_s
+    if path is not None:
+        listed, file_discover, file_timeout_s = _read_cluster_file(path, discover)
+        discover = discover or file_discover
+        if discover_timeout_s is None and file_timeout_s is not None:
+            timeout_s = file_timeout_s
+    if not discover:
+        return listed
+    if keys is None:
+        raise InputError("discover", "discovery needs the join token (its cluster id)", "pass --token-file")
+    from coldpipe.cluster.discovery import discover as mdns_discover
+
+    out = {a.name: a for a in listed}
+    for a in mdns_discover(keys, timeout_s):
+        have = out.get(a.name)
+        if have is None:
+            out[a.name] = a
+        elif have.address != a.address:
+            raise InputError(
+                "discover",
+                f"agent {a.name!r} is listed at {have.address} and advertised at {a.address}",
+                "fix the cluster file's address or the agent's --name",
+            )
+    if AP in out:
+        raise InputError("agents[].name", f"an agent may not be named {AP!r}")
+    return list(out.values())
+
+
+def _read_cluster_file(path: str | Path, discover: bool) -> tuple[list[AgentRef], bool, float | None]:
+    """(listed agents, the file's ``discover``, its ``discover_timeout_s`` or None)."""
     import yaml
 
     try:
@@ -68,9 +112,25 @@ def load_cluster(path: str | Path) -> list[AgentRef]:
         raise InputError(
             "CLUSTER", f"cannot read {str(path)!r}: {exc}", "a YAML/JSON file with agents: [...]"
         ) from None
-    agents = data.get("agents") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        data = {}
+    file_discover = data.get("discover", False)
+    if not isinstance(file_discover, bool):
+        raise InputError("discover", f"got {file_discover!r}", "write discover: true or discover: false")
+    timeout_s = data.get("discover_timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
+    ):
+        raise InputError("discover_timeout_s", f"got {timeout_s!r}", "seconds > 0, e.g. discover_timeout_s: 2")
+    agents = data.get("agents")
+    if (discover or file_discover) and agents in (None, []):
+        return [], file_discover, timeout_s
     if not isinstance(agents, list) or not agents:
-        raise InputError("agents", f"{str(path)!r} lists no agents", "write agents: [{name: NAME, address: HOST:PORT}]")
+        raise InputError(
+            "agents",
+            f"{str(path)!r} lists no agents",
+            "write agents: [{name: NAME, address: HOST:PORT}], or discover: true",
+        )
     out = []
     for i, a in enumerate(agents):
         if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not isinstance(a.get("address"), str):
@@ -85,7 +145,7 @@ def load_cluster(path: str | Path) -> list[AgentRef]:
     names = [a.name for a in out]
     if len(set(names)) != len(names) or AP in names:
         raise InputError("agents[].name", f"names must be unique and not {AP!r}: {names}")
-    return out
+    return out, file_discover, None if timeout_s is None else float(timeout_s)
 
 
 def scenario_from_measurements(
