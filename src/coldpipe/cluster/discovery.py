@@ -90,10 +90,11 @@ class Advertiser:
         zc_mod = _zeroconf()
         # the instance name is unique per (name, host, port), so two agents of one name are both seen
         # (and refused by the coordinator) instead of merging into one mDNS record
-        node = _label(f"{name}-{socket.gethostname()}-{port}")
+        host_label = _label(socket.gethostname())[:20]
+        node = _label(f"{name}-{host_label}-{port}")
         self.info = zc_mod.ServiceInfo(
             SERVICE_TYPE,
-            f"{_label(name)[:20]} {node}.{SERVICE_TYPE}",
+            f"{_label(name)[:24]} on {host_label} port {port}.{SERVICE_TYPE}",
             addresses=[socket.inet_aton(a) for a in self.addresses],
             port=port,
             properties={"name": name, "v": PROTOCOL_VERSION, "cluster": cluster_id(keys)},
