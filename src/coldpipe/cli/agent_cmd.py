@@ -71,9 +71,9 @@ def agent_command(
         while not Path(hold_file).exists():
             time.sleep(0.05)
     if advertise:
-        from coldpipe.cluster.discovery import _zeroconf
+        from coldpipe.cluster.discovery import require_zeroconf
 
-        _zeroconf()  # not installed: fail now, before measuring
+        require_zeroconf()  # not installed: fail now, before measuring
     agent = Agent(keys, AgentOptions(name, host, port, checkpoint, prof, prompt_tokens, max_frame, threads))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
     adv: list[Any] = []

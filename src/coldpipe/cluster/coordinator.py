@@ -87,7 +87,8 @@ def load_cluster(
     from coldpipe.cluster.discovery import discover as mdns_discover
 
     out = {a.name: a for a in listed}
-    for a in mdns_discover(keys, timeout_s):
+    for name, address in mdns_discover(keys, timeout_s):
+        a = AgentRef(name, address)
         have = out.get(a.name)
         if have is None:
             out[a.name] = a

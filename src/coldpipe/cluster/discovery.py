@@ -4,7 +4,7 @@
   (or every non-loopback IPv4 address when it listens on 0.0.0.0), TXT ``name``, ``v`` (the protocol
   version) and ``cluster`` (:func:`cluster_id`); unregistered by :meth:`Advertiser.close`.
 - :func:`discover`: browse for ``timeout_s``, keep the services whose ``cluster`` is this token's and whose
-  ``v`` is this version, one :class:`~coldpipe.cluster.coordinator.AgentRef` per agent name.
+  ``v`` is this version: one (name, HOST:PORT) per agent name.
 
 Discovery is a hint, never trust: anyone on the network can advertise anything (the cluster id is not
 secret: it is broadcast). The coordinator reaches each discovered agent over CurveZMQ, which checks that
@@ -22,10 +22,19 @@ import threading
 import time
 from typing import Any
 
-from coldpipe.cluster.transport import Keys, _derive
+from coldpipe.cluster.transport import Keys
 from coldpipe.errors import InputError
 
-__all__ = ["PROTOCOL_VERSION", "SERVICE_TYPE", "Advertiser", "Found", "browse", "cluster_id", "discover"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SERVICE_TYPE",
+    "Advertiser",
+    "Found",
+    "browse",
+    "cluster_id",
+    "discover",
+    "require_zeroconf",
+]
 
 log = logging.getLogger("coldpipe.cluster")
 
@@ -40,11 +49,12 @@ def cluster_id(keys: Keys) -> str:
     One-way: it tells agents of different tokens apart without revealing the token (nor any CURVE key,
     which come from other HKDF infos); it is public once advertised, so it grants nothing.
     """
-    key = _derive(keys.token, "coldpipe discovery")
+    key = keys.secret("coldpipe discovery")
     return hmac.new(key, b"coldpipe cluster id", "sha256").hexdigest()[:16]
 
 
-def _zeroconf() -> Any:
+def require_zeroconf() -> Any:
+    """The zeroconf module, or an InputError saying it is not installed."""
     try:
         import zeroconf
     except ImportError:
@@ -87,7 +97,7 @@ class Advertiser:
             except OSError as exc:
                 raise InputError("--listen", f"cannot resolve {host!r} to advertise it: {exc}") from None
             self.addresses, self.interfaces = [addr], [addr]
-        zc_mod = _zeroconf()
+        zc_mod = require_zeroconf()
         # the instance name is unique per (name, host, port), so two agents of one name are both seen
         # (and refused by the coordinator) instead of merging into one mDNS record
         host_label = _label(socket.gethostname())[:20]
@@ -173,7 +183,7 @@ def _pick(addresses: list[str], own: list[str]) -> str:
 
 def browse(keys: Keys, timeout_s: float, interfaces: list[str] | None = None) -> Found:
     """Browse ``_coldpipe._tcp.local.`` for ``timeout_s`` (on ``interfaces``' IPv4 addresses, or all)."""
-    zc_mod = _zeroconf()
+    zc_mod = require_zeroconf()
     kw: dict[str, Any] = {"ip_version": zc_mod.IPVersion.V4Only}
     if interfaces is not None:
         kw["interfaces"] = interfaces
@@ -219,14 +229,14 @@ def browse(keys: Keys, timeout_s: float, interfaces: list[str] | None = None) ->
     return found
 
 
-def discover(keys: Keys, timeout_s: float = DEFAULT_TIMEOUT_S, interfaces: list[str] | None = None) -> list[Any]:
-    """The agents of this token's cluster advertised on the network, as AgentRefs (sorted by name).
+def discover(
+    keys: Keys, timeout_s: float = DEFAULT_TIMEOUT_S, interfaces: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """The agents of this token's cluster advertised on the network: (name, HOST:PORT), sorted by name.
 
     Two services of one agent name: an error naming both addresses. None: an error saying how long it
     looked and what to check. Nothing here is authenticated: the coordinator's CurveZMQ channel is.
     """
-    from coldpipe.cluster.coordinator import AgentRef
-
     if not timeout_s > 0:
         raise InputError("discover_timeout_s", f"must be > 0 seconds, got {timeout_s!r}")
     found = browse(keys, timeout_s, interfaces)
@@ -252,4 +262,4 @@ def discover(keys: Keys, timeout_s: float = DEFAULT_TIMEOUT_S, interfaces: list[
             "check the agents run with --advertise and this --token-file, that multicast UDP 5353 passes "
             "between here and them, or raise discover_timeout_s / --discover-timeout",
         )
-    return [AgentRef(name, addrs[0]) for name, addrs in sorted(found.agents.items())]
+    return [(name, addrs[0]) for name, addrs in sorted(found.agents.items())]

@@ -80,6 +80,10 @@ class Keys:
         secret = zmq.utils.z85.encode(_derive(self.token, info))
         return zmq.curve_public(secret), secret
 
+    def secret(self, info: str) -> bytes:
+        """A 32-byte secret for another purpose (``info``), independent of every CURVE key (HKDF)."""
+        return _derive(self.token, info)
+
     def member(self) -> tuple[bytes, bytes]:
         """(public, secret) of every client connection."""
         return self._pair("coldpipe member")
