@@ -89,10 +89,13 @@ def test_finds_this_tokens_agents_and_authenticates_them(advertised: Any, tmp_pa
         "a2": f"127.0.0.1:{ports['a2']}",
         "a3": f"127.0.0.1:{ports['b1']}",  # found: discovery is not authentication
     }
+    assert [r.discovered for r in refs] == [False, True, True]
     with Coordinator(keys, refs) as co:
         rows = {r["name"]: r for r in co.status(timeout_s=0.6)}
-    assert rows["a1"]["reachable"] and rows["a2"]["reachable"]
-    assert not rows["a3"]["reachable"]  # b1 does not hold a3's key of this token: the handshake fails
+        assert rows["a1"]["reachable"] and rows["a2"]["reachable"]
+        assert not rows["a3"]["reachable"]  # b1 does not hold a3's key of this token: the handshake fails
+        with pytest.raises(InputError, match=rf"'a3' advertised at 127\.0\.0\.1:{ports['b1']} did not answer"):
+            co.check_discovered(0.6)  # what plan and run do first
 
 
 def test_duplicate_name_names_both_addresses(advertised: Any) -> None:

@@ -134,6 +134,7 @@ def plan_command(
     from coldpipe.core.simulator import simulate
 
     with _coordinator(cluster, token_file, discover, discover_timeout) as co:
+        co.check_discovered()
         sc, _ckpt, _fp, measured = _measured_scenario(
             co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
         )
@@ -204,6 +205,7 @@ def run_command(
     from coldpipe.runtime.launch import prompt_ids
 
     with _coordinator(cluster, token_file, discover, discover_timeout) as co:
+        co.check_discovered()
         if drop:
             for ch in co.ch.values():
                 ch.request("drop", 5.0)

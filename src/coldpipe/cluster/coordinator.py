@@ -52,6 +52,7 @@ class AgentRef:
     # HOST:PORT of a store-and-forward relay that the other agents send this agent's inputs through (the
     # testbed's access point, coldpipe.testbed.relay); None: they connect to it directly
     relay: str | None = None
+    discovered: bool = False  # found by mDNS (not authenticated until its channel answers)
 
 
 def load_cluster(
@@ -88,7 +89,7 @@ def load_cluster(
 
     out = {a.name: a for a in listed}
     for name, address in mdns_discover(keys, timeout_s):
-        a = AgentRef(name, address)
+        a = AgentRef(name, address, discovered=True)
         have = out.get(a.name)
         if have is None:
             out[a.name] = a
@@ -211,6 +212,22 @@ class Coordinator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def check_discovered(self, timeout_s: float = 2.0) -> None:
+        """Every agent found by mDNS answers over its CurveZMQ channel, or an error naming the first that
+        does not (advertised by a host without this agent's key, or unreachable) -- before a long step."""
+        for name, ref in self.agents.items():
+            if not ref.discovered:
+                continue
+            try:
+                self.ch[name].request("status", timeout_s)
+            except TransportTimeout:
+                raise InputError(
+                    "discover",
+                    f"agent {name!r} advertised at {ref.address} did not answer over the authenticated channel "
+                    f"within {timeout_s:g} s (not this cluster's agent {name!r}, or unreachable)",
+                    "check `cluster status --discover`; list the agents in the cluster file to bypass discovery",
+                ) from None
 
     def status(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         out = []
