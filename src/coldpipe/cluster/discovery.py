@@ -113,7 +113,10 @@ class Advertiser:
         kw: dict[str, Any] = {"ip_version": zc_mod.IPVersion.V4Only}
         if self.interfaces is not None:
             kw["interfaces"] = self.interfaces
-        self.zc = zc_mod.Zeroconf(**kw)
+        try:
+            self.zc = zc_mod.Zeroconf(**kw)
+        except OSError as exc:  # no multicast-capable interface, a port 5353 that refuses us, ...
+            raise InputError("--advertise", f"cannot start mDNS on {self.addresses}: {exc}") from None
         self.registered = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -187,7 +190,10 @@ def browse(keys: Keys, timeout_s: float, interfaces: list[str] | None = None) ->
     kw: dict[str, Any] = {"ip_version": zc_mod.IPVersion.V4Only}
     if interfaces is not None:
         kw["interfaces"] = interfaces
-    zc = zc_mod.Zeroconf(**kw)
+    try:
+        zc = zc_mod.Zeroconf(**kw)
+    except OSError as exc:
+        raise InputError("discover", f"cannot start mDNS browsing: {exc}") from None
     names: set[str] = set()
     lock = threading.Lock()
 
