@@ -31,7 +31,7 @@ from coldpipe.cluster.token import read_token
 from coldpipe.cluster.transport import Keys
 from coldpipe.errors import InputError
 
-BROWSE_S = 0.8
+BROWSE_S = 0.6
 
 
 def _token(path: Path, text: str) -> Path:
@@ -94,8 +94,21 @@ def test_finds_this_tokens_agents_and_authenticates_them(advertised: Any, tmp_pa
         rows = {r["name"]: r for r in co.status(timeout_s=0.6)}
         assert rows["a1"]["reachable"] and rows["a2"]["reachable"]
         assert not rows["a3"]["reachable"]  # b1 does not hold a3's key of this token: the handshake fails
-        with pytest.raises(InputError, match=rf"'a3' advertised at 127\.0\.0\.1:{ports['b1']} did not answer"):
-            co.check_discovered(0.6)  # what plan and run do first
+
+
+def test_plan_refuses_a_lying_advertisement_before_measuring(
+    advertised: Any, tiny_checkpoint: Path, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coldpipe.cli import main
+
+    _keys, ports, _, _ = advertised
+    args = ["cluster", "plan", "--discover", "--discover-timeout", str(BROWSE_S), "--token-file", str(token_file)]
+    with pytest.raises(SystemExit) as ex:
+        main([*args, "--checkpoint", str(tiny_checkpoint)])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and err.count("\n") == 1, err
+    assert f"'a3' advertised at 127.0.0.1:{ports['b1']} did not answer over the authenticated channel" in err
+    assert "profiling" not in err  # nothing was measured
 
 
 def test_duplicate_name_names_both_addresses(advertised: Any) -> None:
