@@ -1,9 +1,10 @@
-"""mDNS discovery of agents (docs/cluster.md#discovery): on 127.0.0.1, each Zeroconf bound to the loopback.
+"""mDNS discovery of agents (docs/cluster.md#discovery-mdns), on 127.0.0.1: the agents' Zeroconf bound to
+the loopback (``Zeroconf(interfaces=["127.0.0.1"])``), the coordinator browsing every interface.
 
 Agents of this token are found and then authenticated over CurveZMQ; agents of another token are ignored;
 an advertisement that lies (this cluster's id, another agent's port) is found but refused by the handshake;
-two agents of one name and none at all are one-line errors. ~10 s, most of it mDNS probing (~1.7 s per
-registration, in parallel) and the browse timeouts.
+two agents of one name and none at all are one-line errors. ~15 s beyond what the other cluster tests
+share (torch, the checkpoint): the agent process, mDNS probing (~1.7 s, in parallel) and the browses.
 """
 
 from __future__ import annotations
