@@ -1,11 +1,13 @@
 """Measured vs predicted TTFT on the kernel-enforced testbed (root): 2 architectures x 3 device mixes.
 
-    sudo PYTHONPATH=src python benchmarks/bench_testbed.py [--reps 3] [--out out/bench_testbed.json]
+    sudo PYTHONPATH=src python benchmarks/bench_testbed.py [--reps 3] [--out out/bench_testbed.json] [--no-relay]
 
 For each architecture (Llama- and Qwen2-shaped random checkpoints) and device mix, ``testbed up`` builds
 the namespaces/tc/cgroups, the coordinator measures the agents (never reads the limits), plans the
 optimum (overlap layer) and the best load-then-compute plan (overlap none), and runs each ``--reps``
-times cold (resident blocks dropped, page cache dropped by the agents). Every run is kept in ``--out``;
+times cold (resident blocks dropped, page cache dropped by the agents); device-to-device messages are
+stored and forwarded whole by the AP's relay (``--no-relay``: straight through the bridge, the A/B of
+docs/cluster.md's term 3). Every run is kept in ``--out``;
 the table shows medians and the measured vs predicted speedup of the optimum over load-then-compute.
 """
 
@@ -52,6 +54,11 @@ def main() -> None:
     ap.add_argument("--out", default="out/bench_testbed.json")
     ap.add_argument("--archs", default=",".join(ARCHS))
     ap.add_argument("--mixes", default=",".join(MIXES))
+    ap.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="device-to-device messages straight through the AP's bridge, not stored and forwarded (an A/B)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-testbed-"))
@@ -91,7 +98,7 @@ def main() -> None:
             )
             cluster = tmp / f"{arch_name}-{mix}.yaml"
             load0 = os.getloadavg()[0]
-            up(sc_in, ck, token, cluster, name="bench", host_flops=host_flops)
+            up(sc_in, ck, token, cluster, name="bench", host_flops=host_flops, relay=not args.no_relay)
             try:
                 with Coordinator(keys, load_cluster(cluster)) as co:
                     m = co.measure(fp, PROMPT, link_bytes=2**20)

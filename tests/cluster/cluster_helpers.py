@@ -54,3 +54,18 @@ def start_agent(keys: Keys, name: str, checkpoint: Path, **opts: Any) -> tuple[A
         time.sleep(0.01)
     assert got, "the agent did not start"
     return agent, th, got[0]
+
+
+def start_relay(keys: Keys, agents: dict[str, str]) -> tuple[Any, threading.Thread, int]:
+    """The testbed's store-and-forward relay on 127.0.0.1 (ephemeral port) in a daemon thread."""
+    from coldpipe.testbed.relay import Relay
+
+    relay = Relay(keys, "127.0.0.1", 0, agents)
+    got: list[int] = []
+    th = threading.Thread(target=relay.serve, kwargs={"on_ready": got.append}, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 30
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got, "the relay did not start"
+    return relay, th, got[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster_helpers import start_agent
+from cluster_helpers import start_agent, start_relay
 
 from coldpipe.cluster.clocks import offset_from_probes
 from coldpipe.cluster.coordinator import AgentRef, Coordinator, load_cluster, ranges_of, scenario_from_measurements
@@ -24,8 +24,11 @@ from coldpipe.runtime.reference import reference_generate
 def test_three_agents_generate_what_transformers_generates(tiny_checkpoint: Path, token_file: Path) -> None:
     keys = Keys(read_token(token_file))
     started = [start_agent(keys, f"a{i}", tiny_checkpoint) for i in range(3)]
+    # a2's inputs go through the store-and-forward relay (the testbed's AP); a1's straight from a0
+    relay, relay_th, relay_port = start_relay(keys, {"a2": f"127.0.0.1:{started[2][2]}"})
     try:
         refs = [AgentRef(f"a{i}", f"127.0.0.1:{port}") for i, (_, _, port) in enumerate(started)]
+        refs[2] = AgentRef("a2", refs[2].address, relay=f"127.0.0.1:{relay_port}")
         ckpt = open_checkpoint(tiny_checkpoint)
         fp = fingerprint(ckpt)
         prompt = tuple(range(3, 11))
@@ -44,6 +47,7 @@ def test_three_agents_generate_what_transformers_generates(tiny_checkpoint: Path
                 co.run(sc, plan, "layer", prompt, "0" * 64)
         tokens, _ = reference_generate(tiny_checkpoint, prompt, 4)
         assert out["token_ids"] == tokens
+        assert relay.forwarded == 4  # a1 -> a2: the prefill's activation and three decode steps'
         assert out["measured_ttft"] > 0 and out["predicted_ttft"] > 0
         assert [s["device"] for s in out["stages"]] == ["a0", "a1", "a2"]
         # the public JSON contract of `cluster run --json`
@@ -53,6 +57,8 @@ def test_three_agents_generate_what_transformers_generates(tiny_checkpoint: Path
             {"load_end", "arrival", "compute_end"} <= set(s["measured"]) & set(s["predicted"]) for s in out["stages"]
         )
     finally:
+        relay.stop.set()
+        relay_th.join(5)
         for ag, th, _ in started:
             ag.stop.set()
             th.join(5)
@@ -66,6 +72,11 @@ def test_cluster_file_errors(tmp_path: Path) -> None:
     p.write_text("agents: [{name: a, address: nowhere}]\n")
     with pytest.raises(InputError, match="HOST:PORT"):
         load_cluster(p)
+    p.write_text("agents: [{name: a, address: 'h:1', relay: nowhere}]\n")
+    with pytest.raises(InputError, match=r"agents\[0\]\.relay"):
+        load_cluster(p)
+    p.write_text("agents: [{name: a, address: 'h:1', relay: 'ap:7071'}, {name: b, address: 'h:2'}]\n")
+    assert [r.relay for r in load_cluster(p)] == ["ap:7071", None]
     p.write_text("agents: [{name: a, address: 'h:1'}, {name: a, address: 'h:2'}]\n")
     with pytest.raises(InputError, match="unique"):
         load_cluster(p)

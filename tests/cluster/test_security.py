@@ -232,3 +232,32 @@ def test_cluster_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureF
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("coldpipe: error: --token-file")
+
+
+def test_the_relay_admits_members_only_and_forwards_only_to_its_agents(token_file: Path, log_lines: LogLines) -> None:
+    """The testbed's store-and-forward relay is a member like an agent: a wrong token is refused, a relay
+    with another token is not trusted by a member, and a message for an agent it was not given is dropped."""
+    from cluster_helpers import start_relay
+
+    keys = Keys(read_token(token_file))
+    relay, th, port = start_relay(keys, {"dev": "127.0.0.1:9"})
+    impostor, th2, port2 = start_relay(Keys(b"not-the-join-token-at-all-000"), {})
+    try:
+        t0 = time.monotonic()
+        _attack_wrong_token(port)  # a client with another token
+        assert _refused_within(log_lines, t0) < 1.0
+        member = Channel(keys, "relay", f"127.0.0.1:{port}", server_key=keys.relay()[0])
+        assert member.request("status", 3.0)[0]["name"] == "relay"
+        t0 = time.monotonic()
+        member.send({"op": "act", "to": "elsewhere", "job": "j"}, b"x")
+        assert log_lines.wait_for("not an agent of this testbed", t0, 2.0) is not None
+        assert relay.forwarded == 0
+        member.close()
+        fake = Channel(keys, "relay", f"127.0.0.1:{port2}", server_key=keys.relay()[0])  # proves another key
+        with pytest.raises(TransportTimeout):
+            fake.request("status", 0.5)
+        fake.close()
+    finally:
+        for r, t in ((relay, th), (impostor, th2)):
+            r.stop.set()
+            t.join(5)

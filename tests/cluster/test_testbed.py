@@ -112,6 +112,20 @@ def test_three_agents_one_cold_request(testbed: Any, bed_checkpoint: Path, token
             assert got.downlink == pytest.approx(want.downlink, rel=0.25)
         p = plan(Problem(sc, "layer")).plan
         out = run_request(co, sc, p, "layer", tuple(range(16)), fp)
+        # device-to-device transfers are stored and forwarded whole by the AP's relay, as the model says:
+        # 8n/up_u + hop + 8n/down_v + hop (straight through the bridge they would take ~8n/min(up_u, down_v))
+        from coldpipe.core.types import Plan
+
+        fixed = Plan.parse("dev0[0-2] > dev1[3-5] > dev2[6-7]")
+        raw = co.run(sc, fixed, "none", tuple(range(128)), fp)  # 128 KB activations; nothing else running
+    for j, (src, dst) in enumerate([("dev0", "dev1"), ("dev1", "dev2")]):
+        send = next(x for x in raw["stages"][j]["spans"] if x["name"] == "send output")
+        recv = next(x for x in raw["stages"][j + 1]["spans"] if x["name"] == "recv input")
+        n = int(send["bytes"])
+        want = 8 * n / sc.device(src).uplink + 8 * n / sc.device(dst).downlink + 2 * sc.network.hop_latency
+        got = recv["end"] - send["start"]
+        print(f"\ntransfer {src} -> {dst}: {n} B in {got * 1e3:.1f} ms, model {want * 1e3:.1f} ms ({got / want:.2f})")
+        assert 0.8 < got / want < 1.35, (src, dst, got, want)
     ratio = out["measured_ttft"] / out["predicted_ttft"]
     print(
         f"\ntestbed: plan {out['plan_text']}: measured TTFT {out['measured_ttft']:.3f} s, predicted "

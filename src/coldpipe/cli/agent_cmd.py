@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ def agent_command(
     hold_file: Annotated[
         str | None, typer.Option(help="After the imports, wait for this file before measuring (the testbed's limits).")
     ] = None,
+    advertise: Annotated[
+        bool, typer.Option(help="Advertise this agent by mDNS (_coldpipe._tcp) for `cluster ... --discover`.")
+    ] = False,
 ) -> None:
     """Run a coldpipe agent: cold at start, measures itself, runs the stages a coordinator gives it."""
     from coldpipe.cluster.agent import Agent, AgentOptions
@@ -67,12 +70,28 @@ def agent_command(
         print(f"agent {name} imported", flush=True)
         while not Path(hold_file).exists():
             time.sleep(0.05)
+    if advertise:
+        from coldpipe.cluster.discovery import require_zeroconf
+
+        require_zeroconf()  # not installed: fail now, before measuring
     agent = Agent(keys, AgentOptions(name, host, port, checkpoint, prof, prompt_tokens, max_frame, threads))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+    adv: list[Any] = []
+
+    def ready(p: int) -> None:
+        print(f"agent {name} ready on {host}:{p}", flush=True)
+        if advertise:
+            from coldpipe.cluster.discovery import Advertiser
+
+            adv.append(Advertiser(keys, name, host, p))  # registers in the background (mDNS probing)
+
     try:
-        agent.serve(on_ready=lambda p: print(f"agent {name} ready on {host}:{p}", flush=True))
+        agent.serve(on_ready=ready)
     except KeyboardInterrupt:
         agent.stop.set()
+    finally:
+        for a in adv:  # unregister: on SIGTERM (serve returns), Ctrl-C and any error alike
+            a.close()
 
 
 def register(app: typer.Typer) -> None:

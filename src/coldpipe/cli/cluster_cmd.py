@@ -1,4 +1,4 @@
-"""``coldpipe cluster status|plan|run CLUSTER``: the coordinator of a cluster of agents (docs/cluster.md)."""
+"""``coldpipe cluster status|plan|run [CLUSTER] [--discover]``: the coordinator of a cluster (docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -10,41 +10,69 @@ import typer
 from rich.table import Table
 
 from coldpipe.atomic import write_text_atomic
-from coldpipe.cli._common import console, print_json
+from coldpipe.cli._common import console, err_console, print_json
 from coldpipe.errors import InputError
 from coldpipe.units import parse_quantity
 
 cluster_app = typer.Typer(help="Coordinate agents on real devices: status, plan, run.", no_args_is_help=True)
 
-ClusterArg = Annotated[str, typer.Argument(help="Cluster file: agents: [{name, address}].")]
+ClusterArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="Cluster file: agents: [{name, address[, relay]}] and/or discover: true. Optional with --discover."
+    ),
+]
 TokenOpt = Annotated[str, typer.Option(help="The join token (mode 600), the agents' one.")]
+DiscoverOpt = Annotated[
+    bool, typer.Option("--discover", help="Also find this token's agents by mDNS (agents run with --advertise).")
+]
+DiscoverTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--discover-timeout", help="Seconds of mDNS browsing (default: the file's discover_timeout_s, or 2)."),
+]
 
 
-def _coordinator(cluster: str, token_file: str) -> Any:
+def _coordinator(cluster: str | None, token_file: str, discover: bool = False, timeout_s: float | None = None) -> Any:
     from coldpipe.cluster.coordinator import Coordinator, load_cluster
     from coldpipe.cluster.token import read_token
     from coldpipe.cluster.transport import Keys
 
-    return Coordinator(Keys(read_token(token_file)), load_cluster(cluster))
+    if cluster is None and not discover:
+        raise InputError("CLUSTER", "no cluster file given", "name one, or pass --discover to find the agents by mDNS")
+    if timeout_s is not None and not timeout_s > 0:
+        raise InputError("--discover-timeout", f"must be > 0 seconds, got {timeout_s:g}")
+    keys = Keys(read_token(token_file))
+    return Coordinator(keys, load_cluster(cluster, keys, discover=discover, discover_timeout_s=timeout_s))
 
 
-def _say(json_out: bool) -> Any:
-    return (lambda _msg: None) if json_out else (lambda msg: console.print(f"[dim]{msg}[/dim]"))
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress lines on stderr; only the headline figures.")
+]
+
+
+def _say(quiet: bool) -> Any:
+    """Progress of the long steps, one line each on stderr (stdout stays the result); nothing when quiet."""
+    if quiet:
+        return lambda _msg: None
+    return lambda msg: err_console.print(f"[dim]{msg}[/dim]", soft_wrap=True, highlight=False)
 
 
 @cluster_app.command("status")
 def status_command(
-    cluster: ClusterArg,
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Each agent: reachable, what it holds resident, round trip and clock offset."""
-    with _coordinator(cluster, token_file) as co:
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
         rows = co.status()
     if json_out:
         print_json({"agents": rows})
         return
-    t = Table(title=f"cluster {cluster}", title_justify="left")
+    title = (f"cluster {cluster}" if cluster else "cluster") + (" + mDNS discovery" if discover else "")
+    t = Table(title=title, title_justify="left")
     for col in ("agent", "address", "state", "resident blocks", "rtt", "clock offset"):
         t.add_column(col)
     for r in rows:
@@ -63,7 +91,7 @@ def status_command(
 
 
 def _measured_scenario(
-    co: Any, checkpoint: str, prompt_tokens: int, new_tokens: int, link_size: str, json_out: bool
+    co: Any, checkpoint: str, prompt_tokens: int, new_tokens: int, link_size: str, quiet: bool
 ) -> tuple[Any, Any, str, dict[str, Any]]:
     from coldpipe.cluster.coordinator import scenario_from_measurements
     from coldpipe.cluster.measure import fingerprint
@@ -76,9 +104,7 @@ def _measured_scenario(
     ckpt = open_checkpoint(checkpoint)
     fp = fingerprint(ckpt)
     cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
-    measured = co.measure(
-        fp, prompt_tokens, link_bytes=int(parse_quantity(link_size, "bytes")), progress=_say(json_out)
-    )
+    measured = co.measure(fp, prompt_tokens, link_bytes=int(parse_quantity(link_size, "bytes")), progress=_say(quiet))
     sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
     return sc, ckpt, fp, measured
 
@@ -90,22 +116,28 @@ def _write(path: str | None, sc: Any) -> None:
 
 @cluster_app.command("plan")
 def plan_command(
-    cluster: ClusterArg,
     checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
     new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
     link_size: Annotated[str, typer.Option(help="Bytes sent each way per link measurement.")] = "4 MiB",
     scenario_out: Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Measure every agent and its links, build the scenario from the measurements, and plan."""
     from coldpipe.cli.run_cmd import resolve_plan
     from coldpipe.core.simulator import simulate
 
-    with _coordinator(cluster, token_file) as co:
-        sc, _ckpt, _fp, measured = _measured_scenario(co, checkpoint, prompt_tokens, new_tokens, link_size, json_out)
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
+        co.check_discovered()
+        sc, _ckpt, _fp, measured = _measured_scenario(
+            co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
+        )
     _write(scenario_out, sc)
     the_plan, ov = resolve_plan(plan, sc, None)
     tl = simulate(sc, the_plan, ov)
@@ -121,7 +153,8 @@ def plan_command(
             }
         )
         return
-    _print_devices(sc)
+    if not quiet:
+        _print_devices(sc)
     console.print(f"plan {the_plan} (overlap {ov}): predicted TTFT {tl.ttft_s:.3f} s")
 
 
@@ -144,9 +177,9 @@ def _print_devices(sc: Any) -> None:
 
 @cluster_app.command("run")
 def run_command(
-    cluster: ClusterArg,
     checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
     token_file: TokenOpt,
+    cluster: ClusterArg = None,
     plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
     prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
     new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
@@ -161,6 +194,9 @@ def run_command(
     seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
     trace: Annotated[str, typer.Option(help="Chrome/Perfetto trace JSON.")] = "out/cluster-trace.json",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: QuietOpt = False,
+    discover: DiscoverOpt = False,
+    discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
     """Measure, plan and run one request on the agents; measured vs predicted TTFT on this clock."""
     from coldpipe.cli.measured import print_measured
@@ -168,7 +204,8 @@ def run_command(
     from coldpipe.cluster.run import run_request
     from coldpipe.runtime.launch import prompt_ids
 
-    with _coordinator(cluster, token_file) as co:
+    with _coordinator(cluster, token_file, discover, discover_timeout) as co:
+        co.check_discovered()
         if drop:
             for ch in co.ch.values():
                 ch.request("drop", 5.0)
@@ -181,11 +218,13 @@ def run_command(
             ckpt = open_checkpoint(checkpoint)
             fp = fingerprint(ckpt)
         else:
-            sc, ckpt, fp, _m = _measured_scenario(co, checkpoint, prompt_tokens, new_tokens, link_size, json_out)
+            sc, ckpt, fp, _m = _measured_scenario(
+                co, checkpoint, prompt_tokens, new_tokens, link_size, quiet or json_out
+            )
         _write(scenario_out, sc)
         the_plan, ov = resolve_plan(plan, sc, None)
         ids = prompt_ids(sc.workload.prompt_tokens, int(ckpt.config["vocab_size"]), seed)
-        say = _say(json_out)
+        say = _say(quiet or json_out)
         say(f"running plan {the_plan} (overlap {ov})")
         out = run_request(
             co, sc, the_plan, ov, ids, fp, new_tokens=sc.workload.new_tokens, cold=cold, recover=recover, on_event=say
@@ -197,7 +236,12 @@ def run_command(
     if json_out:
         print_json({k: v for k, v in out.items() if k not in ("report", "plan_obj")} | {"trace": str(trace_path)})
         return
-    print_measured(report, out["plan_obj"], out["overlap"], trace_path=trace_path)
+    if quiet:
+        console.print(
+            f"TTFT measured {out['measured_ttft']:.3f} s, predicted {out['predicted_ttft']:.3f} s; trace: {trace_path}"
+        )
+    else:
+        print_measured(report, out["plan_obj"], out["overlap"], trace_path=trace_path)
     if out.get("recovery"):
         r = out["recovery"]
         console.print(

@@ -18,12 +18,17 @@ def up_command(
     token_file: Annotated[str, typer.Option(help="The join token the agents are started with.")],
     cluster_out: Annotated[str, typer.Option(help="Where to write the cluster file of the agents.")],
     name: Annotated[str, typer.Option(help="Testbed name (1-5 lower-case letters/digits).")] = "tb",
+    relay: Annotated[
+        bool, typer.Option(help="The AP stores and forwards device-to-device messages whole (the model's channel).")
+    ] = True,
 ) -> None:
     """Create the testbed and start one agent per device; the coordinator reaches them through the AP."""
     from coldpipe.testbed import up
 
     sc = scenario_arg(scenario)
-    state = up(sc, checkpoint, token_file, cluster_out, name=name, say=lambda m: console.print(f"[dim]{m}[/dim]"))
+    state = up(
+        sc, checkpoint, token_file, cluster_out, name=name, relay=relay, say=lambda m: console.print(f"[dim]{m}[/dim]")
+    )
     console.print(f"testbed {name} up: {len(state['agents'])} agents; cluster file {cluster_out}")
 
 

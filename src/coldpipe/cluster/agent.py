@@ -21,6 +21,9 @@ the stage are dropped: a device holds its latest stage, as ``Scenario.after`` as
 ``sampling: [{temperature, top_p, seed}, ...]`` (per request: the last stage samples with
 :class:`coldpipe.serve.sampling.Sampler`, the local backend's, instead of taking the argmax). ``token``
 pushes carry the ``req`` of their input.
+``prepare``'s ``next`` may carry ``relay: HOST:PORT`` (optional): the stage's output then goes to that
+store-and-forward relay (:mod:`coldpipe.testbed.relay`, the testbed's access point) with ``"to": NAME``
+added to its header, instead of straight to the next agent.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class Agent:
         self.stop = threading.Event()
         self._local = threading.local()
         self.server: Server | None = None
+        self._threads: list[threading.Thread] = []  # stage and loader threads, for status' job_threads
+        self._threads_lock = threading.Lock()
 
     # -- messages from the other threads, through the I/O loop --------------------------------------
     def _push(self, target: str, header: dict[str, Any], *payload: bytes) -> None:
@@ -230,9 +235,21 @@ class Agent:
             "fingerprint": self.fingerprint,
             "resident": sorted(self.resident),
             "jobs": sorted(self.jobs),
+            # threads of jobs still running (an aborted job leaves ``jobs`` at once, its threads soon after)
+            "job_threads": self._job_threads(),
             "uptime_s": time.time() - self.started,
             "t": time.time(),
         }
+
+    def _job_threads(self) -> list[str]:
+        """Names of this agent's stage and loader threads still alive (other agents' in this process not)."""
+        with self._threads_lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            return sorted(t.name for t in self._threads)
+
+    def _track(self, th: threading.Thread) -> None:
+        with self._threads_lock:
+            self._threads.append(th)
 
     def _link_server(self) -> int:
         """Start a one-session link-profiler server (token-checked) on an ephemeral port; its port."""
@@ -269,10 +286,13 @@ class Agent:
             if b in self.resident:
                 model.modules[b] = self.resident[b]
         nxt = h["next"]
-        if nxt is not None and nxt["name"] not in self.peers:
-            self.peers[nxt["name"]] = Channel(
-                self.keys, nxt["name"], nxt["address"], self.server.ctx if self.server else None
-            )
+        if nxt is not None and _route(nxt) not in self.peers:
+            ctx = self.server.ctx if self.server else None
+            if nxt.get("relay"):  # store-and-forward through the access point (the testbed's relay)
+                relay_key = self.keys.relay()[0]
+                self.peers[_route(nxt)] = Channel(self.keys, "relay", str(nxt["relay"]), ctx, server_key=relay_key)
+            else:
+                self.peers[_route(nxt)] = Channel(self.keys, nxt["name"], nxt["address"], ctx)
         if h.get("cold", True):
             drop_page_cache(self.ckpt.files)
         del torch
@@ -283,6 +303,7 @@ class Agent:
         if sampling is not None:
             job.spec["sampling"] = sampling
         job.thread = threading.Thread(target=self._stage, args=(job, t0), daemon=True, name=f"stage-{job_id}")
+        self._track(job.thread)
         job.thread.start()
 
     def _stage(self, job: _Job, t0: float) -> None:
@@ -367,10 +388,14 @@ class Agent:
         ready = [threading.Event() for _ in blocks]
         spans: list[dict[str, Any]] = []
         failure: list[BaseException] = []
-        loader = threading.Thread(target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True)
+        loader = threading.Thread(
+            target=self._loader, args=(job, t0, blocks, ready, spans, failure), daemon=True, name=f"load-{job.job}"
+        )
+        self._track(loader)
         loader.start()
         coord = "coord:" + job.coordinator.hex()
-        out_target = coord if spec["next"] is None else "peer:" + spec["next"]["name"]
+        out_target = coord if spec["next"] is None else "peer:" + _route(spec["next"])
+        relayed_to = spec["next"]["name"] if spec["next"] is not None and spec["next"].get("relay") else None
         is_last = last == self.ckpt.n_blocks - 1
 
         def wait_resident(i: int) -> None:
@@ -407,6 +432,8 @@ class Agent:
             h, payload = self._next_input(job)
             if h.get("end"):  # an open job's last input: pass it on, then report
                 end = {"op": "end" if is_last else "act", "job": job.job, "end": True}
+                if relayed_to is not None:
+                    end["to"] = relayed_to
                 self._push(out_target, end)
                 break
             step, req = int(h["step"]), int(h.get("req", 0))
@@ -456,6 +483,8 @@ class Agent:
                 "dtype": str(x.dtype).removeprefix("torch."),
                 "shape": list(x.shape),
             }
+            if relayed_to is not None:
+                header["to"] = relayed_to  # the relay forwards it whole to that agent
             raw = x.view(-1).view(torch.uint8).numpy().tobytes()
             self._push(out_target, header, raw)
             spans.append(_span("send output", "send", sent, time.time(), None, len(raw)))
@@ -463,6 +492,11 @@ class Agent:
         if failure:
             raise failure[0]
         return spans
+
+
+def _route(nxt: dict[str, Any]) -> str:
+    """The peer channel a stage's output goes through: the next agent's own, or the relay's."""
+    return f"relay@{nxt['relay']}" if nxt.get("relay") else str(nxt["name"])
 
 
 def _span(

@@ -1,6 +1,6 @@
 """The coordinator (the source, at the access point): reaches the agents of a cluster file, measures them, runs.
 
-- :func:`load_cluster`: ``agents: [{name, address}]`` (YAML or JSON).
+- :func:`load_cluster`: ``agents: [{name, address}]`` (YAML or JSON), and/or ``discover: true`` (mDNS).
 - :meth:`Coordinator.status`: each agent's state, round trip and clock offset.
 - :meth:`Coordinator.measure`: each agent's profile (measured by the agent) and its uplink/downlink to
   here (the link profiler, token-checked), then :func:`scenario_from_measurements` builds the Scenario
@@ -34,6 +34,7 @@ log = logging.getLogger("coldpipe.cluster")
 HEARTBEAT_S = 0.25
 DEAD_S = 1.5  # no heartbeat answer for this long: the agent is lost
 ANNOUNCE_S = 0.3  # t0 is announced this far ahead, so every agent is waiting at t0
+PROGRESS_S = 1.0  # decoding progress lines at most this often
 
 
 class AgentLost(ColdpipeError):
@@ -48,10 +49,63 @@ class AgentLost(ColdpipeError):
 class AgentRef:
     name: str
     address: str  # HOST:PORT
+    # HOST:PORT of a store-and-forward relay that the other agents send this agent's inputs through (the
+    # testbed's access point, coldpipe.testbed.relay); None: they connect to it directly
+    relay: str | None = None
+    discovered: bool = False  # found by mDNS (not authenticated until its channel answers)
 
 
-def load_cluster(path: str | Path) -> list[AgentRef]:
-    """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``."""
+def load_cluster(
+    path: str | Path | None,
+    keys: Keys | None = None,
+    *,
+    discover: bool = False,
+    discover_timeout_s: float | None = None,
+) -> list[AgentRef]:
+    """The agents of a cluster file: ``agents: [{name: jetson, address: 192.168.1.20:7070}, ...]``.
+
+    An agent may name a ``relay: HOST:PORT`` (``testbed up`` writes it): its inputs from other agents go
+    through that store-and-forward relay (the testbed's access point) instead of straight to it.
+
+    ``discover: true`` (optionally ``discover_timeout_s``, default 2 s) in the file, or ``discover=True``
+    here (``path`` may then be None), adds the agents of ``keys``' cluster found by mDNS
+    (:func:`coldpipe.cluster.discovery.discover`); ``agents:`` may then be left out. A listed agent
+    also found keeps its listed entry; found at another address, it is an error naming both.
+    """
+    from coldpipe.cluster.discovery import DEFAULT_TIMEOUT_S
+
+    listed: list[AgentRef] = []
+    timeout_s = DEFAULT_TIMEOUT_S if discover_timeout_s is None else discover_timeout_s
+    if path is not None:
+        listed, file_discover, file_timeout_s = _read_cluster_file(path, discover)
+        discover = discover or file_discover
+        if discover_timeout_s is None and file_timeout_s is not None:
+            timeout_s = file_timeout_s
+    if not discover:
+        return listed
+    if keys is None:
+        raise InputError("discover", "discovery needs the join token (its cluster id)", "pass --token-file")
+    from coldpipe.cluster.discovery import discover as mdns_discover
+
+    out = {a.name: a for a in listed}
+    for name, address in mdns_discover(keys, timeout_s):
+        a = AgentRef(name, address, discovered=True)
+        have = out.get(a.name)
+        if have is None:
+            out[a.name] = a
+        elif have.address != a.address:
+            raise InputError(
+                "discover",
+                f"agent {a.name!r} is listed at {have.address} and advertised at {a.address}",
+                "fix the cluster file's address or the agent's --name",
+            )
+    if AP in out:
+        raise InputError("agents[].name", f"an agent may not be named {AP!r}")
+    return list(out.values())
+
+
+def _read_cluster_file(path: str | Path, discover: bool) -> tuple[list[AgentRef], bool, float | None]:
+    """(listed agents, the file's ``discover``, its ``discover_timeout_s`` or None)."""
     import yaml
 
     try:
@@ -60,21 +114,40 @@ def load_cluster(path: str | Path) -> list[AgentRef]:
         raise InputError(
             "CLUSTER", f"cannot read {str(path)!r}: {exc}", "a YAML/JSON file with agents: [...]"
         ) from None
-    agents = data.get("agents") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        data = {}
+    file_discover = data.get("discover", False)
+    if not isinstance(file_discover, bool):
+        raise InputError("discover", f"got {file_discover!r}", "write discover: true or discover: false")
+    timeout_s = data.get("discover_timeout_s")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0
+    ):
+        raise InputError("discover_timeout_s", f"got {timeout_s!r}", "seconds > 0, e.g. discover_timeout_s: 2")
+    agents = data.get("agents")
+    if (discover or file_discover) and agents in (None, []):
+        return [], file_discover, timeout_s
     if not isinstance(agents, list) or not agents:
-        raise InputError("agents", f"{str(path)!r} lists no agents", "write agents: [{name: NAME, address: HOST:PORT}]")
+        raise InputError(
+            "agents",
+            f"{str(path)!r} lists no agents",
+            "write agents: [{name: NAME, address: HOST:PORT}], or discover: true",
+        )
     out = []
     for i, a in enumerate(agents):
         if not isinstance(a, dict) or not isinstance(a.get("name"), str) or not isinstance(a.get("address"), str):
             raise InputError(f"agents[{i}]", f"got {a!r}", "each agent is {name: NAME, address: HOST:PORT}")
-        host, _, port = a["address"].rpartition(":")
-        if not host or not port.isdigit():
-            raise InputError(f"agents[{i}].address", f"cannot read {a['address']!r} as HOST:PORT")
-        out.append(AgentRef(a["name"], a["address"]))
+        for key in ("address", "relay"):
+            if key == "relay" and a.get(key) is None:
+                continue
+            host, _, port = str(a[key]).rpartition(":")
+            if not isinstance(a[key], str) or not host or not port.isdigit():
+                raise InputError(f"agents[{i}].{key}", f"cannot read {a[key]!r} as HOST:PORT")
+        out.append(AgentRef(a["name"], a["address"], a.get("relay")))
     names = [a.name for a in out]
     if len(set(names)) != len(names) or AP in names:
         raise InputError("agents[].name", f"names must be unique and not {AP!r}: {names}")
-    return out
+    return out, file_discover, None if timeout_s is None else float(timeout_s)
 
 
 def scenario_from_measurements(
@@ -140,6 +213,22 @@ class Coordinator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def check_discovered(self, timeout_s: float = 2.0) -> None:
+        """Every agent found by mDNS answers over its CurveZMQ channel, or an error naming the first that
+        does not (advertised by a host without this agent's key, or unreachable) -- before a long step."""
+        for name, ref in self.agents.items():
+            if not ref.discovered:
+                continue
+            try:
+                self.ch[name].request("status", timeout_s)
+            except TransportTimeout:
+                raise InputError(
+                    "discover",
+                    f"agent {name!r} advertised at {ref.address} did not answer over the authenticated channel "
+                    f"within {timeout_s:g} s (not this cluster's agent {name!r}, or unreachable)",
+                    "check `cluster status --discover`; list the agents in the cluster file to bypass discovery",
+                ) from None
+
     def status(self, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         out = []
         for name, ch in self.ch.items():
@@ -196,9 +285,76 @@ class Coordinator:
         return out
 
     # -- a run ------------------------------------------------------------------------------------------
-    def _send(self, name: str, op: str, **fields: Any) -> None:
+    def _send(self, name: str, op: str, **fields: Any) -> int:
         self._n += 1
         self.ch[name].send({"op": op, "id": self._n, **fields})
+        return self._n
+
+    def abort(self, job: str, names: list[str], wait_s: float = 1.0, wait_for: list[str] | None = None) -> set[str]:
+        """Tell every agent of ``job`` to stop it; wait up to ``wait_s`` for the answers of ``wait_for`` (default
+        all: the channels have no linger, so an abort still queued when they close would be lost). Returns
+        the agents that confirmed."""
+        pending: dict[str, int] = {}
+        for n in names:
+            with contextlib.suppress(zmq.ZMQError):
+                rid = self._send(n, "abort", job=job)
+                if wait_for is None or n in wait_for:
+                    pending[n] = rid
+        confirmed: set[str] = set()
+        deadline = time.time() + wait_s
+        while pending and time.time() < deadline:
+            for n, rid in list(pending.items()):
+                sock = self.ch[n].sock
+                with contextlib.suppress(zmq.ZMQError, ValueError):
+                    while sock.poll(0):
+                        h, _ = decode(sock.recv_multipart())
+                        if h.get("re") == rid:
+                            confirmed.add(n)
+                            pending.pop(n)
+                            break
+            time.sleep(0.01)
+        return confirmed
+
+    def _rendezvous(
+        self,
+        job: str,
+        plan: Plan,
+        overlap: str,
+        prompt: tuple[int, ...],
+        fingerprint: str,
+        new_tokens: int,
+        cold: bool,
+        say: Any,
+    ) -> float:
+        """``prepare`` every stage (in order), then ``start`` every agent at ``t0`` (on its clock); ``t0``."""
+        stages = plan.stages
+        names = [st.device for st in stages]
+        for j, st in enumerate(stages):
+            say(f"preparing stage {j} on {st.device} (blocks {st.first}-{st.last})")
+            nxt: dict[str, Any] | None = None
+            if j + 1 < len(stages):
+                ref = self.agents[names[j + 1]]
+                nxt = {"name": ref.name, "address": ref.address}
+                if ref.relay:
+                    nxt["relay"] = ref.relay
+            self.ch[st.device].request(
+                "prepare",
+                30.0,
+                job=job,
+                first=st.first,
+                last=st.last,
+                overlap=overlap,
+                prompt_tokens=len(prompt),
+                new_tokens=new_tokens,
+                next=nxt,
+                fingerprint=fingerprint,
+                cold=cold,
+            )
+        t0 = time.time() + ANNOUNCE_S
+        for n in names:
+            self.ch[n].request("start", 5.0, job=job, t0=t0 + self.offsets[n])
+        say(f"every agent prepared; the request starts in {max(0.0, t0 - time.time()):.2f} s (t0)")
+        return t0
 
     def run(
         self,
@@ -222,24 +378,12 @@ class Coordinator:
             if n not in self.offsets:
                 self.offsets[n], _ = estimate_offset(lambda n=n: float(self.ch[n].request("clock", 5.0)[0]["t"]))
         job = f"j{int(time.time() * 1000) % 10**9}"
-        for j, st in enumerate(stages):
-            nxt = None if j + 1 == len(stages) else {"name": names[j + 1], "address": self.agents[names[j + 1]].address}
-            self.ch[st.device].request(
-                "prepare",
-                30.0,
-                job=job,
-                first=st.first,
-                last=st.last,
-                overlap=overlap,
-                prompt_tokens=len(prompt),
-                new_tokens=new_tokens,
-                next=nxt,
-                fingerprint=fingerprint,
-                cold=cold,
-            )
-        t0 = time.time() + ANNOUNCE_S
-        for n in names:
-            self.ch[n].request("start", 5.0, job=job, t0=t0 + self.offsets[n])
+        say = on_event or (lambda _msg: None)
+        try:  # Ctrl-C or a refusal while preparing: the agents prepared so far drop the job too
+            t0 = self._rendezvous(job, plan, overlap, prompt, fingerprint, new_tokens, cold, say)
+        except BaseException:
+            self.abort(job, names)
+            raise
         prompt_arr = np.asarray([prompt], dtype=np.int32)  # (1, s)
 
         def send_input(step: int, arr: Any) -> None:
@@ -261,6 +405,7 @@ class Coordinator:
             send_input(0, prompt_arr)
         tokens: list[int] = []
         first_s = last_s = 0.0
+        next_say = 0.0  # decoding progress: at most one line per PROGRESS_S, and the last token
         reports: dict[str, list[dict[str, Any]]] = {}
         last_seen = {n: time.time() for n in names}
         next_beat = time.time()
@@ -294,8 +439,10 @@ class Coordinator:
                             last_s = time.time() - t0
                             if len(tokens) == 1:
                                 first_s = last_s
-                                if on_event:
-                                    on_event(f"first token after {first_s:.3f} s")
+                                say(f"first token after {first_s:.3f} s")
+                            elif last_s >= next_say or len(tokens) == new_tokens:
+                                say(f"token {len(tokens)}/{new_tokens} after {last_s:.3f} s")
+                                next_say = last_s + PROGRESS_S
                             if len(tokens) < new_tokens:
                                 send_input(len(tokens), np.asarray([[tok]], dtype=np.int32))
                         elif op == "loaded":
@@ -303,19 +450,19 @@ class Coordinator:
                             if len(loaded) == len(names):
                                 send_input(0, prompt_arr)
                         elif op == "resident":
-                            if on_event:
-                                at = float(h["t"]) - self.offsets[n] - t0
-                                on_event(f"{n}: its blocks are resident {at:.3f} s after the request")
+                            at = float(h["t"]) - self.offsets[n] - t0
+                            say(f"{n}: its blocks are resident {at:.3f} s after the request")
                         elif op == "report":
                             reports[n] = h["spans"]
                         elif op == "failed":
                             raise ColdpipeError(f"agent {n} failed the stage: {h['error']}")
                         elif h.get("error"):
                             raise ColdpipeError(f"agent {n}: {h['error']}")
+        except AgentLost as exc:  # told too (a stopped agent reads it when it resumes), but not waited for
+            self.abort(job, names, wait_for=[n for n in names if n != exc.name])
+            raise
         except BaseException:
-            for n in names:
-                with contextlib.suppress(zmq.ZMQError):
-                    self._send(n, "abort", job=job)
+            self.abort(job, names)
             raise
         out_stages = []
         for j, st in enumerate(stages):

@@ -19,15 +19,24 @@ from coldpipe.errors import ColdpipeError, Infeasible
 __all__ = ["run_request"]
 
 
-def _survivors(co: Coordinator, sc: Scenario, lost: str) -> Scenario:
+def _survivors(co: Coordinator, sc: Scenario, lost: str, settle_s: float = 10.0) -> Scenario:
+    """The scenario over the survivors, each with what it holds resident once its aborted job has ended.
+
+    An aborted loader finishes the block it is reading (it stops between blocks): reading the residency
+    before that would miss the block, and the re-plan would load it again in the prediction only.
+    """
     devices = []
     for d in sc.devices:
         if d.name == lost:
             continue
+        deadline = time.monotonic() + settle_s
         st, _ = co.ch[d.name].request("status", 5.0)
+        while st.get("job_threads") and time.monotonic() < deadline:  # (agents before job_threads: no wait)
+            time.sleep(0.02)
+            st, _ = co.ch[d.name].request("status", 5.0)
         devices.append(dataclasses.replace(d, resident=ranges_of(st["resident"])))
     if not devices:
-        raise ColdpipeError(f"agent {lost} was lost and no other agent is left")
+        raise ColdpipeError(f"agent {lost} was lost and no other agent is left to finish the request")
     return sc.replace(devices=tuple(devices))
 
 
@@ -65,14 +74,15 @@ def run_request(
                 raise
             if on_event:
                 on_event(f"{exc}; re-planning over the survivors")
-            lost_at = time.time() - t_first
-            time.sleep(0.2)  # let the survivors' aborts land
+            lost_at = time.time() - t_first  # the survivors have confirmed the abort (Coordinator.abort)
             cur_sc = _survivors(co, cur_sc, exc.name)
             try:
                 cur_plan = plan_scenario(Problem(cur_sc, overlap)).plan
             except Infeasible as inf:
+                left = ", ".join(d.name for d in cur_sc.devices)
                 raise ColdpipeError(
-                    f"agent {exc.name} was lost and the survivors cannot hold the model: {inf}"
+                    f"agent {exc.name} was lost {lost_at:.2f} s after the request and the survivors ({left}) "
+                    f"cannot hold the model: {inf}"
                 ) from None
             recovery = {
                 "lost": exc.name,

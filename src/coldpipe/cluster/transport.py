@@ -80,6 +80,10 @@ class Keys:
         secret = zmq.utils.z85.encode(_derive(self.token, info))
         return zmq.curve_public(secret), secret
 
+    def secret(self, info: str) -> bytes:
+        """A 32-byte secret for another purpose (``info``), independent of every CURVE key (HKDF)."""
+        return _derive(self.token, info)
+
     def member(self) -> tuple[bytes, bytes]:
         """(public, secret) of every client connection."""
         return self._pair("coldpipe member")
@@ -87,6 +91,10 @@ class Keys:
     def agent(self, name: str) -> tuple[bytes, bytes]:
         """(public, secret) of agent ``name``'s server socket."""
         return self._pair(f"coldpipe agent {name}")
+
+    def relay(self) -> tuple[bytes, bytes]:
+        """(public, secret) of the access point's store-and-forward relay (the testbed's; a member too)."""
+        return self._pair("coldpipe relay")
 
 
 def encode(header: dict[str, Any], *payload: bytes | memoryview) -> list[bytes | memoryview]:
@@ -144,12 +152,13 @@ class Server:
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         handshake_s: float = HANDSHAKE_S,
+        server_pair: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.ctx: zmq.Context[Any] = zmq.Context()
         ready = threading.Event()
         threading.Thread(target=_zap_handler, args=(self.ctx, keys.member()[0], ready), daemon=True).start()
         ready.wait(5)
-        pub, sec = keys.agent(name)
+        pub, sec = server_pair or keys.agent(name)
         s = self.ctx.socket(zmq.ROUTER)
         s.linger = 0
         s.curve_server = True
@@ -246,17 +255,27 @@ def _peer_of(fd: int) -> str:
 class Channel:
     """A client connection (DEALER) to agent ``name`` at ``address``; request/reply with a timeout.
 
+    ``server_key`` (default: agent ``name``'s) is the public key the server must prove it holds.
+
     Only the creating thread may use it. Replies carry the request's ``id``; other messages (pushed by the
     agent: tokens, stage reports) are kept in :attr:`inbox` for :meth:`next_push`.
     """
 
-    def __init__(self, keys: Keys, name: str, address: str, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Keys,
+        name: str,
+        address: str,
+        ctx: zmq.Context[Any] | None = None,
+        *,
+        server_key: bytes | None = None,
+    ) -> None:
         self.name, self.address = name, address
         self.own_ctx = ctx is None
         self.ctx: zmq.Context[Any] = ctx or zmq.Context()
         s = self.ctx.socket(zmq.DEALER)
         s.linger = 0
-        s.curve_serverkey = keys.agent(name)[0]
+        s.curve_serverkey = server_key or keys.agent(name)[0]
         s.curve_publickey, s.curve_secretkey = keys.member()
         s.setsockopt(zmq.IPV6, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 100)

@@ -12,6 +12,10 @@
   refused when the shares exceed the host's cores. ``blkio.throttle.read_bps_device`` = ``load_bandwidth``
   on the block device holding the checkpoint; ``memory.limit_in_bytes`` = ``memory`` + the agent
   process's own footprint (:data:`PROCESS_BYTES`).
+- the AP namespace runs a store-and-forward relay (:mod:`coldpipe.testbed.relay`, ``10.77.K.1:7071``)
+  and the cluster file routes every device-to-device message through it (``relay:`` per agent): the AP
+  receives each message whole, then forwards it, so a transfer takes ``8n/up + 8n/down`` as on the
+  model's shared channel, both rates set by tc (``up(relay=False)``: straight through the bridge).
 - each device gets its own copy of the checkpoint (its own page cache pages) and an agent, started in
   its namespace and cgroups, which measures itself like any real device.
 

@@ -27,6 +27,7 @@ CONTROLLERS = ("cpu", "blkio", "memory")
 STATE_DIR = Path("/run/coldpipe-testbed")
 WORK_DIR = Path("/var/tmp/coldpipe-testbed")
 PORT = 7070
+RELAY_PORT = 7071
 CFS_PERIOD_US = 10_000  # short periods: a block computing a few ms cannot run unthrottled on a 100 ms quota
 
 
@@ -119,8 +120,14 @@ def up(
     host_flops: float | None = None,
     say: Callable[[str], None] = lambda _m: None,
     ready_timeout_s: float = 180.0,
+    relay: bool = True,
 ) -> dict[str, Any]:
-    """Build the testbed of ``scenario`` and start its agents; writes the cluster file; returns the state."""
+    """Build the testbed of ``scenario`` and start its agents; writes the cluster file; returns the state.
+
+    ``relay``: the AP runs the store-and-forward relay (:mod:`coldpipe.testbed.relay`) and the cluster file
+    sends device-to-device messages through it, as the model's shared channel does; ``False``: straight
+    through the bridge (packets pipeline: a transfer takes about ``8n / min(up, down)``).
+    """
     _check_name(name)
     why = require_root()
     if why:
@@ -227,9 +234,28 @@ def up(
                     "dir": str(own),
                 }
             )
+        relay_address = None
+        if relay:
+            relay_address = f"10.77.{k}.1:{RELAY_PORT}"
+            say(f"relay: the AP stores and forwards every device-to-device message whole, on {relay_address}")
+            work.mkdir(parents=True, exist_ok=True)
+            table = work / "relay-agents.json"
+            table.write_text(json.dumps({a["name"]: a["address"] for a in agents}))
+            rout = work / "relay.out"
+            cmd = (
+                f"exec nsenter --net=/run/netns/{ap} env PYTHONPATH={os.pathsep.join(sys.path)} {sys.executable} "
+                f"-m coldpipe.testbed.relay --listen {relay_address} --token-file {Path(token_file).resolve()} "
+                f"--agents {table} --log-file {work / 'relay.log'}"
+            )
+            with open(rout, "w") as out:
+                p = subprocess.Popen(["sh", "-c", cmd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            state["pids"].append(p.pid)
+            state["relay"] = {"address": relay_address, "out": str(rout), "pid": p.pid}
+            save()
         say(f"waiting for {len(agents)} agents to measure themselves and listen")
         deadline = time.monotonic() + ready_timeout_s
-        pending = list(agents)
+        pending = list(agents) + ([{"name": "relay", "out": str(rout)}] if relay else [])
+        pending_or_done = list(pending)  # in the order of state["pids"]
         held = list(zip(agents, quotas, strict=True))
         while pending:
             for a, (cg, quota) in list(held):
@@ -249,7 +275,7 @@ def up(
                 raise ColdpipeError(
                     f"testbed: agents {[a['name'] for a in pending]} not ready in {ready_timeout_s:g} s"
                 )
-            for pid, a in zip(state["pids"], agents, strict=True):
+            for pid, a in zip(state["pids"], pending_or_done, strict=True):
                 with contextlib.suppress(ChildProcessError):
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if done:
@@ -259,7 +285,16 @@ def up(
         import yaml
 
         Path(cluster_out).write_text(
-            yaml.safe_dump({"agents": [{"name": a["name"], "address": a["address"]} for a in agents]}, sort_keys=False)
+            yaml.safe_dump(
+                {
+                    "agents": [
+                        {"name": a["name"], "address": a["address"]}
+                        | ({"relay": relay_address} if relay_address else {})
+                        for a in agents
+                    ]
+                },
+                sort_keys=False,
+            )
         )
         state["agents"] = agents
         state["host_flops"] = host_flops
@@ -348,6 +383,9 @@ def down(name: str = "tb") -> list[str]:
         removed.append(f"cgroup {cg}")
     shutil.rmtree(WORK_DIR / name, ignore_errors=True)
     state_file.unlink(missing_ok=True)
+    for d in (WORK_DIR, STATE_DIR):  # the parents too, once no other testbed uses them
+        with contextlib.suppress(OSError):
+            d.rmdir()
     return removed
 
 
