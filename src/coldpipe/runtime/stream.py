@@ -23,6 +23,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["AirClient", "AirServer", "BlockServer", "StreamClient", "hops", "unsupported"]
@@ -63,15 +64,7 @@ class BlockServer:
         self.ckpt = ckpt  # a callable: the checkpoint the current job indexes (sublayer: the split blocks)
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        threading.Thread(target=_accept_forever, args=(self.sock, self._serve), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         fds: dict[str, int] = {}
@@ -151,16 +144,8 @@ class AirServer:
         self.free: dict[str, float] = {}
         self.waiting: list[tuple[int, float, int, str, float, list[float], threading.Event]] = []
         self.seq = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=_accept_forever, args=(self.sock, self._serve), daemon=True).start()
         threading.Thread(target=self._grant, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -223,3 +208,13 @@ class AirClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _accept_forever(sock: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    """Serve each connection of ``sock`` on its own thread until the socket is closed."""
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
