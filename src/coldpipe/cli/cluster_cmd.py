@@ -48,6 +48,13 @@ def _coordinator(cluster: str | None, token_file: str, discover: bool = False, t
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress lines on stderr; only the headline figures.")
 ]
+CheckpointOpt = Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")]
+PlanOpt = Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")]
+PromptTokensOpt = Annotated[int, typer.Option(help="Prompt length of the request.")]
+NewTokensOpt = Annotated[int, typer.Option(help="Tokens to generate.")]
+LinkSizeOpt = Annotated[str, typer.Option(help="Bytes sent each way per link measurement.")]
+ScenarioOutOpt = Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _say(quiet: bool) -> Any:
@@ -61,7 +68,7 @@ def _say(quiet: bool) -> Any:
 def status_command(
     token_file: TokenOpt,
     cluster: ClusterArg = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOpt = False,
     discover: DiscoverOpt = False,
     discover_timeout: DiscoverTimeoutOpt = None,
 ) -> None:
@@ -93,19 +100,18 @@ def status_command(
 def _measured_scenario(
     co: Any, checkpoint: str, prompt_tokens: int, new_tokens: int, link_size: str, quiet: bool
 ) -> tuple[Any, Any, str, dict[str, Any]]:
-    from coldpipe.cluster.coordinator import scenario_from_measurements
     from coldpipe.cluster.measure import fingerprint
     from coldpipe.core.types import Workload
-    from coldpipe.profiler.checkpoint import profile_checkpoint
     from coldpipe.runtime.checkpoint import open_checkpoint
 
     if prompt_tokens < 1 or new_tokens < 1:
         raise InputError("--prompt-tokens/--new-tokens", "must be >= 1")
     ckpt = open_checkpoint(checkpoint)
     fp = fingerprint(ckpt)
-    cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
-    measured = co.measure(fp, prompt_tokens, link_bytes=int(parse_quantity(link_size, "bytes")), progress=_say(quiet))
-    sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
+    link_bytes = int(parse_quantity(link_size, "bytes"))
+    sc, measured = co.measured_scenario(
+        checkpoint, fp, ckpt.dtype, Workload(prompt_tokens, new_tokens), link_bytes=link_bytes, progress=_say(quiet)
+    )
     return sc, ckpt, fp, measured
 
 
@@ -116,15 +122,15 @@ def _write(path: str | None, sc: Any) -> None:
 
 @cluster_app.command("plan")
 def plan_command(
-    checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
+    checkpoint: CheckpointOpt,
     token_file: TokenOpt,
     cluster: ClusterArg = None,
-    plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
-    new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
-    link_size: Annotated[str, typer.Option(help="Bytes sent each way per link measurement.")] = "4 MiB",
-    scenario_out: Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plan: PlanOpt = "optimal",
+    prompt_tokens: PromptTokensOpt = 128,
+    new_tokens: NewTokensOpt = 1,
+    link_size: LinkSizeOpt = "4 MiB",
+    scenario_out: ScenarioOutOpt = None,
+    json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     discover: DiscoverOpt = False,
     discover_timeout: DiscoverTimeoutOpt = None,
@@ -177,23 +183,23 @@ def _print_devices(sc: Any) -> None:
 
 @cluster_app.command("run")
 def run_command(
-    checkpoint: Annotated[str, typer.Option(help="The checkpoint (the same files as the agents').")],
+    checkpoint: CheckpointOpt,
     token_file: TokenOpt,
     cluster: ClusterArg = None,
-    plan: Annotated[str, typer.Option(help="optimal | optimal/MODE | PARTITION/MODE | PLAN.json")] = "optimal",
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length of the request.")] = 128,
-    new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 1,
-    link_size: Annotated[str, typer.Option(help="Bytes sent each way per link measurement.")] = "4 MiB",
+    plan: PlanOpt = "optimal",
+    prompt_tokens: PromptTokensOpt = 128,
+    new_tokens: NewTokensOpt = 1,
+    link_size: LinkSizeOpt = "4 MiB",
     scenario: Annotated[
         str | None, typer.Option(help="Reuse a scenario written by `cluster plan` (no measuring).")
     ] = None,
-    scenario_out: Annotated[str | None, typer.Option(help="Write the measured scenario (JSON) here.")] = None,
+    scenario_out: ScenarioOutOpt = None,
     cold: Annotated[bool, typer.Option(help="Agents drop their checkpoint from the page cache first.")] = True,
     drop: Annotated[bool, typer.Option(help="Agents drop resident blocks before the run (a cold start).")] = True,
     recover: Annotated[bool, typer.Option(help="When an agent is lost, re-plan over the survivors.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random prompt.")] = 0,
     trace: Annotated[str, typer.Option(help="Chrome/Perfetto trace JSON.")] = "out/cluster-trace.json",
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     discover: DiscoverOpt = False,
     discover_timeout: DiscoverTimeoutOpt = None,

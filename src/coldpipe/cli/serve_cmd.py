@@ -84,7 +84,6 @@ def build(
     from coldpipe.runtime.checkpoint import open_checkpoint
     from coldpipe.runtime.profile_host import HostProfile
     from coldpipe.runtime.tokenizer import load_tokenizer
-    from coldpipe.serve.api import make_app
     from coldpipe.serve.engine import Engine
     from coldpipe.serve.local import LocalBackend
 
@@ -97,7 +96,6 @@ def build(
     host_flops = None
     if host_profile is not None:
         host_flops = HostProfile.from_dict(read_json_arg(host_profile, "--host-profile")).host_flops
-    context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
     # the device processes start (torch imports, kernel warm-up) while this process loads the tokenizer
     backend = LocalBackend(checkpoint, tuple(d.name for d in sc.devices), sc, wait=False)
     try:
@@ -118,8 +116,24 @@ def build(
     except BaseException:
         backend.close()
         raise
+    return _app(engine, tok, ckpt, checkpoint, model_name, api_key, max_context), engine, backend
+
+
+def _app(
+    engine: Any,
+    tok: Any,
+    ckpt: Any,
+    checkpoint: str,
+    model_name: str | None,
+    api_key: str | None,
+    max_context: int | None,
+) -> Any:
+    """The HTTP app over ``engine``: the context defaults to the model's positions, at most 2048."""
+    from coldpipe.serve.api import make_app
+
+    context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
     name = model_name or Path(checkpoint).resolve().name
-    return make_app(engine, tok, name, api_key=api_key, max_context=context), engine, backend
+    return make_app(engine, tok, name, api_key=api_key, max_context=context)
 
 
 def build_cluster(
@@ -144,7 +158,6 @@ def build_cluster(
     from coldpipe.cluster.transport import Keys
     from coldpipe.runtime.checkpoint import open_checkpoint
     from coldpipe.runtime.tokenizer import load_tokenizer
-    from coldpipe.serve.api import make_app
     from coldpipe.serve.cluster import ClusterBackend
     from coldpipe.serve.engine import Engine
 
@@ -166,18 +179,13 @@ def build_cluster(
     co = Coordinator(keys, agents)
     try:
         if sc is None:  # as `cluster plan` measures (its defaults: 128 prompt tokens, 4 MiB each way per link)
-            from coldpipe.cluster.coordinator import scenario_from_measurements
             from coldpipe.core.types import Workload
-            from coldpipe.profiler.checkpoint import profile_checkpoint
 
             down = [r["name"] for r in co.status() if not r["reachable"]]
             if down:
                 raise InputError("--cluster", f"agents {down} do not answer", "start them, or pass --scenario")
-            prompt_tokens, new_tokens = 128, 16
-            cp = profile_checkpoint(checkpoint, prompt_tokens=prompt_tokens, new_tokens=new_tokens, dtype=ckpt.dtype)
             say = lambda msg: print(f"coldpipe serve: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-            measured = co.measure(fp, prompt_tokens, link_bytes=4 * 2**20, progress=say)
-            sc = scenario_from_measurements(cp.blocks, measured, Workload(prompt_tokens, new_tokens), cp.name)
+            sc, _ = co.measured_scenario(checkpoint, fp, ckpt.dtype, Workload(128, 16), progress=say)
         block_bytes = [sum(ckpt.tensors[n].nbytes for n in ckpt.blocks[b]) for b in range(ckpt.n_blocks)]
         backend = ClusterBackend(co, fp, block_bytes, ov)
     except BaseException:
@@ -198,9 +206,7 @@ def build_cluster(
     except BaseException:
         backend.close()
         raise
-    context = max_context or min(int(ckpt.config.get("max_position_embeddings", 2048)), 2048)
-    name = model_name or Path(checkpoint).resolve().name
-    return make_app(engine, tok, name, api_key=api_key, max_context=context), engine, backend
+    return _app(engine, tok, ckpt, checkpoint, model_name, api_key, max_context), engine, backend
 
 
 def serve_command(

@@ -284,6 +284,26 @@ class Coordinator:
             }
         return out
 
+    def measured_scenario(
+        self,
+        checkpoint: str,
+        fingerprint: str,
+        dtype: str,
+        workload: Workload,
+        *,
+        link_bytes: int = 4 * 2**20,
+        progress: Any = None,
+    ) -> tuple[Scenario, dict[str, dict[str, Any]]]:
+        """The scenario built from this cluster's measurements only (:meth:`measure`), with the checkpoint's
+        blocks for ``workload``; and the measurements themselves."""
+        from coldpipe.profiler.checkpoint import profile_checkpoint
+
+        cp = profile_checkpoint(
+            checkpoint, prompt_tokens=workload.prompt_tokens, new_tokens=workload.new_tokens, dtype=dtype
+        )
+        measured = self.measure(fingerprint, workload.prompt_tokens, link_bytes=link_bytes, progress=progress)
+        return scenario_from_measurements(cp.blocks, measured, workload, cp.name), measured
+
     # -- a run ------------------------------------------------------------------------------------------
     def _send(self, name: str, op: str, **fields: Any) -> int:
         self._n += 1
