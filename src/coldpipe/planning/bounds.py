@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coldpipe.core.simulator import block_decode_s, transfer_s
@@ -67,13 +68,22 @@ def earliest_all_loaded_s(scenario: Scenario) -> float:
 
     if loaded(math.inf) < total:
         return math.inf
-    lo = min(d.startup for d in scenario.devices)
+    least = least_time(lambda t: loaded(t) >= total, min(d.startup for d in scenario.devices))
+    assert least is not None  # everything fits by t = inf, checked above
+    return least
+
+
+def least_time(reached: Callable[[float], bool], lo: float, cap: float = math.inf) -> float | None:
+    """The least ``t >= lo`` with ``reached(t)`` (``reached`` monotone), to a relative 1e-12: the window
+    ``[lo, lo + 1]`` doubles until it holds such a ``t``, then bisects; None once the window passes ``cap``."""
     hi = lo + 1.0
-    while loaded(hi) < total:
+    while not reached(hi):
         hi = lo + 2.0 * (hi - lo)
+        if hi > cap:
+            return None
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if loaded(mid) >= total:
+        if reached(mid):
             hi = mid
         else:
             lo = mid

@@ -37,6 +37,7 @@ from coldpipe.errors import ColdpipeError, InvalidPlan
 from coldpipe.planning.bounds import (
     Bounds,
     earliest_all_loaded_s,
+    least_time,
     lower_bounds,
     parallel_loading_bound_s,
     relaxed_lower_bound_s,
@@ -142,19 +143,9 @@ def split_head(scenario: Scenario, stages: tuple[Stage, ...], overlap: str = "la
     def total(t: float) -> int:
         return sum(f(t) for f in rows_of)
 
-    lo, hi = t_end, t_end + 1.0
-    while total(hi) < n_rows:
-        hi = t_end + 2.0 * (hi - t_end)
-        if hi > 1e12:
-            return None
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if total(mid) >= n_rows:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
-            break
+    hi = least_time(lambda t: total(t) >= n_rows, t_end, cap=1e12)
+    if hi is None:
+        return None
     counts = [f(hi) for f in rows_of]
     excess = sum(counts) - n_rows
     for k in sorted(range(len(counts)), key=lambda k: counts[k]):  # trim the smallest shards first
