@@ -78,13 +78,13 @@ class Relay:
         log.info("relay: listening on %s:%d for %d agents", self.host, srv.port, len(out))
         if on_ready is not None:
             on_ready(srv.port)
+        poller = zmq.Poller()  # the sockets are fixed: one poller for the relay's life
+        poller.register(srv.sock, zmq.POLLIN)
+        poller.register(srv.monitor, zmq.POLLIN)
+        for ch in out.values():
+            poller.register(ch.sock, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                poller = zmq.Poller()
-                poller.register(srv.sock, zmq.POLLIN)
-                poller.register(srv.monitor, zmq.POLLIN)
-                for ch in out.values():
-                    poller.register(ch.sock, zmq.POLLIN)
                 ready = dict(poller.poll(200))
                 if srv.monitor in ready:
                     srv.poll(0.0)  # logs refused connections
